@@ -1,0 +1,38 @@
+"""The analyzer contract: a name, a version, a params model and a pure `analyze`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoParams(BaseModel):
+    """Params model of analyzers that take none: any given param is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """What an analyzer may look at: the image id, its stored bytes and its metadata."""
+
+    image_id: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Analyzer(Protocol):
+    """A pure, synchronous, CPU-bound analysis. Never touches HTTP, files it was not given, or the DB."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+    result_model: ClassVar[type[BaseModel]]
+
+    def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
+        """The result for one image; the same input always gives the same result."""
+        ...

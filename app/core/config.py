@@ -1,0 +1,98 @@
+"""Service settings: one pydantic-settings class read from the environment and `.env`.
+
+Every limit the service enforces lives here, so that it can be changed without code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+MiB = 1024 * 1024
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All configuration of the service; env var names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("data")
+
+    # Upload limits
+    max_upload_bytes: int = Field(default=5 * MiB, ge=1)
+    max_multipart_overhead_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_form_parts: int = Field(default=8, ge=1)
+    max_form_field_bytes: int = Field(default=16 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    allowed_formats: CommaList = ["jpeg", "png"]
+    max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Access
+    api_keys: CommaList = []
+    cors_origins: CommaList = ["*"]
+
+    # Analysis
+    analysis_threads: int = Field(default=2, ge=1)
+    analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
+
+    # Idempotency-Key records (IETF draft): how long a key replays its first response
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+
+    # Readiness
+    min_free_disk_bytes: int = Field(default=100 * MiB, ge=0)
+
+    # Logging
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("allowed_formats", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from app.core.formats import FORMATS
+
+        formats = [item.lower() for item in value]
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}; known: {sorted(FORMATS)}")
+        return formats
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.data_dir / "analysis"
+
+    @property
+    def idempotency_dir(self) -> Path:
+        return self.data_dir / "idempotency"
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The most bytes an upload request body may carry: the file plus multipart framing."""
+        return self.max_upload_bytes + self.max_multipart_overhead_bytes
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,29 @@
+"""API-key checks (constant time) and the principal they yield."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+ANONYMOUS = "anonymous"
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def match_api_key(candidate: str | None, keys: list[str]) -> str | None:
+    """The principal for `candidate` if it is one of `keys`, else None.
+
+    Comparing fixed-length digests with `hmac.compare_digest`, over every key, keeps the
+    time independent of where a guess first differs and of which key matched.
+    """
+    if candidate is None:
+        return None
+    probe = _digest(candidate)
+    matched: str | None = None
+    for key in keys:
+        digest = _digest(key)
+        if hmac.compare_digest(probe, digest):
+            matched = "key:" + digest.hex()[:16]
+    return matched

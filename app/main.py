@@ -1,0 +1,102 @@
+"""Application factory: `create_app(settings)`; `app.main:app` is built on first access.
+
+`python -m uvicorn app.main:app` reads settings from the environment (and `.env`) when
+uvicorn looks the attribute up, not at import time, so tests build their own apps with
+their own settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+
+from app import __version__
+from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.router import api_router
+from app.core.config import Settings, get_settings
+from app.core.errors import register_exception_handlers
+from app.core.logging import configure_logging
+from app.services.state import build_services
+
+logger = logging.getLogger("app")
+
+STREAMING_PATHS = frozenset({"/upload", "/api/v1/upload"})
+
+DESCRIPTION = """
+Upload a photo once, then ask for analyses of it as often as you like: every retry
+returns the same bytes, computed once.
+
+**Two steps**: `POST /api/v1/upload` (multipart field `file`, JPEG or PNG) returns an
+`image_id`; `POST /api/v1/analyze` with `{"image_id": ...}` returns the analysis.
+Seed-compatible aliases: `POST /upload`, `POST /analyze`, `GET /health`.
+
+**Auth**: when the server sets `API_KEYS`, send one in `X-API-KEY` (use *Authorize*).
+
+**Errors** are `application/problem+json` with a human `detail` and a stable `code`.
+"""
+
+TAGS = [
+    {"name": "images", "description": "Upload, read and delete images"},
+    {"name": "analyses", "description": "Idempotent, cached analyses of uploaded images"},
+    {"name": "health", "description": "Liveness and readiness (never need a key)"},
+]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the services once (repairing what a crash left behind) and share them."""
+    settings: Settings = app.state.settings
+    app.state.services = await anyio.to_thread.run_sync(build_services, settings)
+    if not settings.api_keys:
+        logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
+    logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, app.state.services.registry.names())
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured application; nothing is read or written until its lifespan starts."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    app = FastAPIOffline(
+        title="Image upload-then-analyze service",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    register_exception_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["Location", "X-Cache", "X-Request-ID", "ETag", "Idempotent-Replayed"],
+    )
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_json_body_bytes, streaming_paths=STREAMING_PATHS
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn app.main:app` resolves the attribute here, once.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,204 @@
+"""Analysis use case: cache lookup, single-flight, run the analyzer in a thread, atomic publish.
+
+A result is a pure function of (image, analyzer, analyzer version, params), stored as the
+exact response bytes under a name derived from them (`{image_id}.json` for the default
+`skin` analyzer, the seeds' contract; `{image_id}.{analyzer}[.{params-hash}].json` for the
+rest). A repeat is a read; concurrent first requests share one computation (one task per
+key in this process; `link`-based publication across processes, first writer wins).
+A cache file that does not validate (truncated, edited, older analyzer version) is
+recomputed and replaced, with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from app.analyzers.base import Analyzer, ImageSource
+from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
+from app.core.errors import ImageNotFound, ValidationFailed
+from app.core.formats import FORMATS
+from app.storage.base import ImageStore, ResultStore
+
+logger = logging.getLogger("app.analysis")
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """A result body (exact bytes) and whether it came from the cache."""
+
+    body: bytes
+    cached: bool
+
+
+def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
+    """The cache file name of one (image, analyzer, params) result."""
+    base = image_id if analyzer.name == DEFAULT_ANALYZER else f"{image_id}.{analyzer.name}"
+    if params.model_dump() == analyzer.params_model().model_dump():
+        return f"{base}.json"
+    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return f"{base}.{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.json"
+
+
+def _encode(image_id: str, analyzer: Analyzer, params: BaseModel, result: BaseModel) -> bytes:
+    body: dict[str, Any] = {"image_id": image_id, **result.model_dump(mode="json")}
+    body["analyzer"] = analyzer.name
+    body["analyzer_version"] = analyzer.version
+    if type(params).model_fields:
+        body["params"] = params.model_dump(mode="json")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _is_valid(raw: bytes, image_id: str, analyzer: Analyzer, params: BaseModel) -> bool:
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            return False
+        if (
+            body.pop("image_id", None) != image_id
+            or body.pop("analyzer", None) != analyzer.name
+            or body.pop("analyzer_version", None) != analyzer.version
+        ):
+            return False
+        if type(params).model_fields and body.pop("params", None) != params.model_dump(mode="json"):
+            return False
+        analyzer.result_model.model_validate(body, strict=False)
+    except (ValueError, ValidationError):
+        return False
+    # Byte-identical repeats: the file must be exactly what we would have written.
+    return raw == _encode(image_id, analyzer, params, analyzer.result_model.model_validate(body))
+
+
+class AnalysisService:
+    """Runs analyzers over stored images with a persistent, idempotent result cache."""
+
+    def __init__(
+        self,
+        registry: AnalyzerRegistry,
+        images: ImageStore,
+        results: ResultStore,
+        *,
+        threads: int,
+        memory_entries: int,
+    ) -> None:
+        self.registry = registry
+        self.images = images
+        self.results = results
+        self._limiter = anyio.CapacityLimiter(threads)
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_entries = memory_entries
+        self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+        self.computations = 0
+
+    def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
+        """Validate analyzer params; ValidationFailed (400) names the bad ones."""
+        try:
+            return analyzer.params_model.model_validate(params or {})
+        except ValidationError as exc:
+            errors = [
+                {
+                    "field": "params." + ".".join(str(p) for p in e["loc"]),
+                    "message": e["msg"],
+                    "type": e["type"],
+                }
+                for e in exc.errors()
+            ]
+            detail = "Invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            raise ValidationFailed(
+                detail, extra={"fields": sorted({e["field"] for e in errors}), "errors": errors}
+            ) from None
+
+    async def analyze(
+        self, image_id: str, analyzer_name: str = DEFAULT_ANALYZER, params: dict[str, Any] | None = None
+    ) -> AnalysisOutcome:
+        """The result of one analyzer on one image, computed at most once."""
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        name = result_name(image_id, analyzer, parsed)
+
+        body = self._memory.get(name)
+        if body is not None and self.images.exists(image_id) and self.results.exists(name):
+            self._memory.move_to_end(name)
+            return AnalysisOutcome(body, cached=True)
+
+        task = self._in_flight.get(name)
+        leader = task is None
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(image_id, analyzer, parsed, name))
+            self._in_flight[name] = task
+            task.add_done_callback(lambda _t: self._in_flight.pop(name, None))
+        # shield: a client that hangs up must not cancel the work others wait on.
+        body, computed = await asyncio.shield(task)
+        return AnalysisOutcome(body, cached=not (leader and computed))
+
+    async def _resolve(
+        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> tuple[bytes, bool]:
+        started = time.perf_counter()
+        body, source = await anyio.to_thread.run_sync(self._read_cached, image_id, analyzer, params, name)
+        computed = body is None
+        if body is None:
+            body = await anyio.to_thread.run_sync(
+                self._compute, source, analyzer, params, name, limiter=self._limiter
+            )
+        self._remember(name, body)
+        logger.info(
+            "analysis image_id=%s analyzer=%s %s in %.1f ms",
+            image_id,
+            analyzer.name,
+            "computed" if computed else "cached",
+            (time.perf_counter() - started) * 1000,
+        )
+        return body, computed
+
+    def _read_cached(
+        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> tuple[bytes | None, ImageSource]:
+        raw_meta = self.images.read_metadata(image_id)
+        if raw_meta is None:
+            raise ImageNotFound(f"Image {image_id} not found")
+        meta = json.loads(raw_meta)
+        source = ImageSource(
+            image_id=image_id,
+            path=self.images.content_path(image_id, FORMATS[meta["format"]].extension),
+            metadata=meta,
+        )
+        raw = self.results.read(name)
+        if raw is None:
+            return None, source
+        if _is_valid(raw, image_id, analyzer, params):
+            return raw, source
+        logger.warning("cached result %s is corrupt or outdated; recomputing", name)
+        return None, source
+
+    def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str) -> bytes:
+        result = analyzer.analyze(source, params)
+        self.computations += 1
+        body = _encode(source.image_id, analyzer, params, result)
+        if self.results.exists(name):
+            # A corrupt entry is there (we just failed to validate it): replace it.
+            self.results.replace(name, body)
+        elif not self.results.create(name, body):
+            # Another process published first: serve its bytes so every client agrees.
+            winner = self.results.read(name)
+            if winner is not None and _is_valid(winner, source.image_id, analyzer, params):
+                return winner
+            self.results.replace(name, body)
+        return body
+
+    def _remember(self, name: str, body: bytes) -> None:
+        if self._memory_entries <= 0:
+            return
+        self._memory[name] = body
+        self._memory.move_to_end(name)
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)

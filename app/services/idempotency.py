@@ -1,0 +1,120 @@
+"""Idempotency-Key records (IETF draft `draft-ietf-httpapi-idempotency-key-header`).
+
+A key is claimed when its request arrives, before the body is read: a second request
+with the same key while the first is in flight gets 409. The first response is stored
+on disk with the fingerprint of the request (the SHA-256 of the uploaded file), so a
+retry with the same key and the same file replays it, also after a restart; the same key
+with another file is 422. Records expire after `ttl` seconds.
+
+Claims are held twice: in a set (fast, this process) and as an `O_EXCL` lock file
+holding our pid (other worker processes); stale lock files of dead processes are swept
+at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.errors import BadRequest, IdempotencyConflict
+from app.storage.atomic import atomic_write, is_live_peer, sweep_temp_files, unlink_quietly
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response kept for replay."""
+
+    fingerprint: str
+    status: int
+    body: bytes
+    location: str | None
+    created_at: float
+
+
+class IdempotencyStore:
+    """Idempotency records as JSON files under `root`."""
+
+    def __init__(self, root: Path, ttl_seconds: int) -> None:
+        self.root = root
+        self.ttl = ttl_seconds
+        self._in_flight: set[str] = set()
+        root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def record_id(key: str, scope: str) -> str:
+        """The file-safe id of a key within a scope (the caller's principal)."""
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+            raise BadRequest(
+                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
+            )
+        return hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+
+    def claim(self, record_id: str) -> None:
+        """Mark a key in flight; IdempotencyConflict if it already is."""
+        if record_id in self._in_flight:
+            raise IdempotencyConflict()
+        try:
+            fd = os.open(self.root / f"{record_id}.lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise IdempotencyConflict() from None
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        self._in_flight.add(record_id)
+
+    def release(self, record_id: str) -> None:
+        """End a claim (whatever the outcome of its request)."""
+        self._in_flight.discard(record_id)
+        unlink_quietly(self.root / f"{record_id}.lock")
+
+    def load(self, record_id: str) -> StoredResponse | None:
+        """The stored response for a key, unless absent, unreadable or expired."""
+        try:
+            raw = json.loads((self.root / f"{record_id}.json").read_bytes())
+            stored = StoredResponse(
+                fingerprint=raw["fingerprint"],
+                status=int(raw["status"]),
+                body=raw["body"].encode(),
+                location=raw.get("location"),
+                created_at=float(raw["created_at"]),
+            )
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if time.time() - stored.created_at > self.ttl:
+            return None
+        return stored
+
+    def save(self, record_id: str, response: StoredResponse) -> None:
+        """Store the response of a claimed key (fsynced, atomic)."""
+        payload = {
+            "fingerprint": response.fingerprint,
+            "status": response.status,
+            "body": response.body.decode(),
+            "location": response.location,
+            "created_at": response.created_at,
+        }
+        atomic_write(self.root / f"{record_id}.json", json.dumps(payload).encode())
+
+    def recover(self) -> None:
+        """Start-up: drop temp files, locks of dead processes and expired records."""
+        sweep_temp_files(self.root)
+        now = time.time()
+        for entry in os.scandir(self.root):
+            path = Path(entry.path)
+            if entry.name.endswith(".lock"):
+                with contextlib.suppress(OSError, ValueError):
+                    pid = int(path.read_text() or "0")
+                    if not is_live_peer(pid):
+                        unlink_quietly(path)
+            elif entry.name.endswith(".json"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > self.ttl:
+                        unlink_quietly(path)

@@ -1,0 +1,210 @@
+"""Upload use case: stream a multipart body to disk, validate it, publish it under a UUID4.
+
+The request body goes chunk by chunk into a temp file beside its final place (see
+`multipart.receive_form`); then, in one worker-thread hop, the file is fsynced, checked
+by Pillow, its metadata written and both renamed into place. Any failure, or a client
+hang-up, removes the temp file: nothing is left in `data/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from app.core.config import Settings
+from app.core.errors import (
+    EmptyFile,
+    IdempotencyMismatch,
+    ImageNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from app.core.formats import FORMATS
+from app.core.ids import new_image_id
+from app.core.units import human_size
+from app.services.idempotency import IdempotencyStore, StoredResponse
+from app.services.image_check import inspect_image
+from app.services.multipart import FormLimits, ReceivedFile, receive_form, require_file
+from app.storage.atomic import unlink_quietly
+from app.storage.base import ImageStore, ResultStore
+
+logger = logging.getLogger("app.upload")
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What an upload produced: the response body (exact bytes) and where the image lives."""
+
+    image_id: str
+    body: bytes
+    location: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ImageContent:
+    """Where to read an image's original bytes from."""
+
+    path: Path
+    media_type: str
+    etag: str
+    size: int
+
+
+def image_location(image_id: str) -> str:
+    """The canonical URL path of an image's metadata."""
+    return f"/api/v1/images/{image_id}"
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ImageService:
+    """Upload, read and delete images."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        images: ImageStore,
+        results: ResultStore,
+        idempotency: IdempotencyStore,
+    ) -> None:
+        self.settings = settings
+        self.images = images
+        self.results = results
+        self.idempotency = idempotency
+        self.limits = FormLimits(
+            max_file_bytes=settings.max_upload_bytes,
+            max_body_bytes=settings.max_request_body_bytes,
+            max_parts=settings.max_form_parts,
+            max_field_bytes=settings.max_form_field_bytes,
+            allowed_formats=frozenset(settings.allowed_formats),
+        )
+
+    async def upload(
+        self,
+        *,
+        content_type: str | None,
+        content_length: int | None,
+        chunks: AsyncIterator[bytes],
+        idempotency_key: str | None = None,
+        scope: str = "",
+        file_field: str = "file",
+    ) -> UploadOutcome:
+        """Receive one image from a multipart body and publish it."""
+        if content_length is not None and content_length > self.limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"Content-Length {content_length} exceeds the limit of {self.limits.max_body_bytes} bytes"
+            )
+        record_id = None
+        if idempotency_key is not None:
+            record_id = self.idempotency.record_id(idempotency_key, scope)
+            self.idempotency.claim(record_id)
+        try:
+            form = await receive_form(
+                content_type=content_type,
+                chunks=chunks,
+                file_field=file_field,
+                new_temp=self.images.temp_path,
+                limits=self.limits,
+            )
+            received = require_file(form, file_field)
+            try:
+                if record_id is not None:
+                    stored = await anyio.to_thread.run_sync(self.idempotency.load, record_id)
+                    if stored is not None:
+                        return self._replay(stored, received)
+                return await anyio.to_thread.run_sync(self._publish, received, record_id)
+            finally:
+                unlink_quietly(received.path)
+        finally:
+            if record_id is not None:
+                self.idempotency.release(record_id)
+
+    def _replay(self, stored: StoredResponse, received: ReceivedFile) -> UploadOutcome:
+        if stored.fingerprint != received.sha256:
+            raise IdempotencyMismatch()
+        image_id = json.loads(stored.body)["image_id"]
+        logger.info("upload replayed image_id=%s (Idempotency-Key)", image_id)
+        return UploadOutcome(image_id, stored.body, stored.location or image_location(image_id), True)
+
+    def _publish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
+        """Worker thread: fsync, decode check, metadata, rename into place."""
+        if received.size == 0:
+            raise EmptyFile()
+        fmt = received.format
+        if fmt is None:
+            raise UnsupportedMediaType()
+        with open(received.path, "rb") as f:
+            os.fsync(f.fileno())
+        width, height = inspect_image(received.path, fmt, self.settings.max_image_pixels)
+        image_id = new_image_id()
+        metadata = {
+            "image_id": image_id,
+            "filename": received.filename,
+            "content_type": fmt.mime,
+            "format": fmt.name,
+            "size_bytes": received.size,
+            "size": human_size(received.size),
+            "width": width,
+            "height": height,
+            "sha256": received.sha256,
+            "created_at": _utc_now(),
+        }
+        body = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+        self.images.publish(received.path, image_id, fmt.extension, body)
+        location = image_location(image_id)
+        if record_id is not None:
+            self.idempotency.save(
+                record_id, StoredResponse(received.sha256, 201, body, location, time.time())
+            )
+        logger.info(
+            "upload image_id=%s size=%d type=%s %dx%d filename=%r",
+            image_id,
+            received.size,
+            fmt.mime,
+            width,
+            height,
+            received.filename,
+        )
+        return UploadOutcome(image_id, body, location)
+
+    async def metadata(self, image_id: str) -> dict[str, object]:
+        """The stored metadata of an image, or ImageNotFound."""
+        raw = await anyio.to_thread.run_sync(self.images.read_metadata, image_id)
+        if raw is None:
+            raise ImageNotFound(f"Image {image_id} not found")
+        meta: dict[str, object] = json.loads(raw)
+        return meta
+
+    async def content(self, image_id: str) -> ImageContent:
+        """Where the original bytes of an image are, with their type and ETag."""
+        meta = await self.metadata(image_id)
+        fmt = FORMATS[str(meta["format"])]
+        return ImageContent(
+            path=self.images.content_path(image_id, fmt.extension),
+            media_type=fmt.mime,
+            etag=f'"{meta["sha256"]}"',
+            size=int(str(meta["size_bytes"])),
+        )
+
+    async def delete(self, image_id: str) -> None:
+        """Remove an image, its metadata and every cached analysis of it."""
+        meta = await self.metadata(image_id)
+        fmt = FORMATS[str(meta["format"])]
+
+        def _delete() -> None:
+            self.images.delete(image_id, fmt.extension)
+            self.results.delete_for_image(image_id)
+
+        await anyio.to_thread.run_sync(_delete)
+        logger.info("deleted image_id=%s", image_id)

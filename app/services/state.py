@@ -1,0 +1,44 @@
+"""The service objects one running app shares, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.analyzers.registry import AnalyzerRegistry, default_registry
+from app.core.config import Settings
+from app.services.analysis import AnalysisService
+from app.services.idempotency import IdempotencyStore
+from app.services.ingest import ImageService
+from app.storage.local import LocalImageStore, LocalResultStore
+
+
+@dataclass
+class Services:
+    """Everything route handlers reach through dependencies."""
+
+    settings: Settings
+    registry: AnalyzerRegistry
+    images: ImageService
+    analysis: AnalysisService
+
+
+def build_services(settings: Settings) -> Services:
+    """Create the stores (repairing what a crash left) and the services over them."""
+    image_store = LocalImageStore(settings.images_dir)
+    result_store = LocalResultStore(settings.analysis_dir)
+    idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
+    for store in (image_store, result_store, idempotency):
+        store.recover()
+    registry = default_registry()
+    return Services(
+        settings=settings,
+        registry=registry,
+        images=ImageService(settings, image_store, result_store, idempotency),
+        analysis=AnalysisService(
+            registry,
+            image_store,
+            result_store,
+            threads=settings.analysis_threads,
+            memory_entries=settings.analysis_memory_cache_entries,
+        ),
+    )

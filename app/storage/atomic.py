@@ -1,0 +1,105 @@
+"""Crash-safe file publication: temp file beside the target, fsync, rename.
+
+Temp files are named `.tmp-{pid}-{random}` so that a start-up sweep can tell the
+leftovers of a dead process from the files of a live sibling worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from pathlib import Path
+
+logger = logging.getLogger("app.storage")
+
+TEMP_PREFIX = ".tmp-"
+
+
+def temp_path_for(directory: Path) -> Path:
+    """A fresh temp file name in `directory`, tagged with this process's pid."""
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def write_and_sync(path: Path, data: bytes) -> None:
+    """Write `data` to a new file at `path` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically: readers see the old or the new file, never half."""
+    tmp = temp_path_for(path.parent)
+    try:
+        write_and_sync(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+
+
+def atomic_create(path: Path, data: bytes) -> bool:
+    """Publish `data` at `path` unless a file is already there; True if this call published.
+
+    `os.link` fails when the target exists, so concurrent writers (threads or processes)
+    agree on one winner and every reader sees the winner's bytes.
+    """
+    tmp = temp_path_for(path.parent)
+    try:
+        write_and_sync(tmp, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        unlink_quietly(tmp)
+
+
+def unlink_quietly(path: Path) -> None:
+    """Remove a file if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def is_live_peer(pid: int) -> bool:
+    """True if `pid` is another live process (so files it owns must be left alone)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        # At start-up none of our own temp files exist yet: a match is a dead
+        # predecessor that had the same pid (common in containers).
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temp_files(directory: Path) -> int:
+    """Remove temp files left by dead processes in `directory`; returns how many."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for entry in os.scandir(directory):
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        pid_text = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and is_live_peer(int(pid_text)):
+            continue
+        unlink_quietly(Path(entry.path))
+        removed += 1
+    if removed:
+        logger.warning("removed %d stale temp file(s) from %s", removed, directory)
+    return removed

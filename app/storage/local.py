@@ -1,0 +1,120 @@
+"""Local filesystem storage: `images/{id}.{ext}` + `images/{id}.json`, `analysis/{name}`.
+
+An image is visible once its metadata file exists. Publication renames the image first
+and the metadata second, so a crash between the two leaves an orphan image without
+metadata, which `recover` removes at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from app.core.formats import BY_EXTENSION
+from app.storage.atomic import (
+    TEMP_PREFIX,
+    atomic_create,
+    atomic_write,
+    sweep_temp_files,
+    temp_path_for,
+    unlink_quietly,
+    write_and_sync,
+)
+
+logger = logging.getLogger("app.storage")
+
+
+class LocalImageStore:
+    """Images on the local filesystem under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _meta_path(self, image_id: str) -> Path:
+        return self.root / f"{image_id}.json"
+
+    def temp_path(self) -> Path:
+        return temp_path_for(self.root)
+
+    def publish(self, temp: Path, image_id: str, extension: str, metadata: bytes) -> None:
+        meta_tmp = temp_path_for(self.root)
+        try:
+            write_and_sync(meta_tmp, metadata)
+            os.replace(temp, self.content_path(image_id, extension))
+            os.replace(meta_tmp, self._meta_path(image_id))
+        except BaseException:
+            unlink_quietly(meta_tmp)
+            raise
+
+    def read_metadata(self, image_id: str) -> bytes | None:
+        try:
+            return self._meta_path(image_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, image_id: str) -> bool:
+        return self._meta_path(image_id).exists()
+
+    def content_path(self, image_id: str, extension: str) -> Path:
+        return self.root / f"{image_id}.{extension}"
+
+    def delete(self, image_id: str, extension: str) -> bool:
+        meta = self._meta_path(image_id)
+        existed = meta.exists()
+        # Metadata first: the image stops being visible before its bytes go.
+        unlink_quietly(meta)
+        unlink_quietly(self.content_path(image_id, extension))
+        return existed
+
+    def recover(self) -> None:
+        sweep_temp_files(self.root)
+        with_meta = set()
+        contents: list[os.DirEntry[str]] = []
+        for entry in os.scandir(self.root):
+            stem, _, ext = entry.name.rpartition(".")
+            if entry.name.startswith(TEMP_PREFIX) or not stem:
+                continue
+            if ext == "json":
+                with_meta.add(stem)
+            elif ext in BY_EXTENSION:
+                contents.append(entry)
+        for entry in contents:
+            if entry.name.rpartition(".")[0] not in with_meta:
+                logger.warning("removing half-published image %s", entry.name)
+                unlink_quietly(Path(entry.path))
+
+
+class LocalResultStore:
+    """Analysis results as files under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name).exists()
+
+    def create(self, name: str, data: bytes) -> bool:
+        return atomic_create(self.root / name, data)
+
+    def replace(self, name: str, data: bytes) -> None:
+        atomic_write(self.root / name, data)
+
+    def delete_for_image(self, image_id: str) -> int:
+        removed = 0
+        for entry in os.scandir(self.root):
+            if entry.name == f"{image_id}.json" or entry.name.startswith(f"{image_id}."):
+                unlink_quietly(Path(entry.path))
+                removed += 1
+        return removed
+
+    def recover(self) -> None:
+        sweep_temp_files(self.root)

@@ -1,0 +1,68 @@
+"""Shared fixtures: each test gets its own app over its own tmp data dir."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.main import create_app
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every `async def` test runs on asyncio through anyio's pytest plugin.
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., Settings]:
+    """Settings for a test app; keyword overrides win (no `.env` is read)."""
+
+    def _make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": data_dir, "environment": "test", "api_keys": []}
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return _make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def files_under(path: Path) -> list[str]:
+    """Every file below `path` (relative names, sorted): the on-disk state a test compares."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())

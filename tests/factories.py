@@ -1,0 +1,71 @@
+"""Small test images, generated in memory (real photos from scikit-image's data)."""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 120, 80)) -> bytes:
+    """A small solid-colour JPEG."""
+    return encode(Image.new("RGB", size, color), "JPEG", quality=90)
+
+
+def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (10, 200, 90)) -> bytes:
+    """A small solid-colour PNG."""
+    return encode(Image.new("RGB", size, color), "PNG")
+
+
+@cache
+def photo_jpeg() -> bytes:
+    """scikit-image's astronaut photo as a JPEG (~70 KB)."""
+    return encode(Image.fromarray(data.astronaut()), "JPEG", quality=90)
+
+
+@cache
+def photo_png() -> bytes:
+    """scikit-image's coffee photo as a PNG (~450 KB)."""
+    return encode(Image.fromarray(data.coffee()), "PNG")
+
+
+def jpeg_of_exact_size(target: int) -> bytes:
+    """A valid JPEG of exactly `target` bytes: a noisy photo, padded inside a COM segment."""
+    rng = np.random.default_rng(0)
+    side = 64
+    while True:
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        body = encode(Image.fromarray(pixels), "JPEG", quality=95)
+        if len(body) + 4 <= target:
+            side += 64
+            if len(body) * 2 < target:
+                continue
+        break
+    while len(body) + 4 > target:
+        side -= 8
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        body = encode(Image.fromarray(pixels), "JPEG", quality=95)
+    # Fill the gap with COM (comment) segments right after SOI; each holds <= 65533 bytes.
+    gap = target - len(body)
+    segments = b""
+    while gap > 0:
+        chunk = min(gap, 65535 + 2)
+        if chunk < 4:
+            raise AssertionError("cannot pad by less than 4 bytes")
+        if gap - chunk and gap - chunk < 4:
+            chunk -= 4
+        payload = chunk - 4
+        segments += b"\xff\xfe" + (payload + 2).to_bytes(2, "big") + b"\x00" * payload
+        gap -= chunk
+    result = body[:2] + segments + body[2:]
+    assert len(result) == target, (len(result), target)
+    return result
