@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, problem_response
+from app.core.errors import problem_response
 
 logger = logging.getLogger("app.request")
 
@@ -81,17 +81,34 @@ class BodyLimitMiddleware:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _too_large(self.limit)(scope, receive, send)
                 return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        # Read the (small) body here: FastAPI turns any error raised while it reads a body
+        # into a generic 400, so the limit has to be decided before the app sees it.
+        chunks: list[bytes] = []
+        total = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise PayloadTooLarge(f"The request body exceeds {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":
+                chunks = []
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> ASGIApp:

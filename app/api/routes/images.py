@@ -36,7 +36,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "A JPEG or PNG image (type decided by its bytes), at most MAX_UPLOAD_BYTES",
+                            "description": "JPEG or PNG (type read from the bytes), at most MAX_UPLOAD_BYTES",
                         }
                     },
                 }

@@ -1,0 +1,188 @@
+"""Analyze (seed 001 `/analyze`, seed 002 `/api/v1/analyze`): contract, cache, single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.analyzers.skin import SKIN_ISSUES, SKIN_TYPES, skin_analysis
+from app.main import create_app
+from tests.factories import photo_jpeg
+
+
+async def upload(client: httpx.AsyncClient) -> str:
+    resp = await client.post("/upload", files={"file": ("p.jpg", photo_jpeg(), "image/jpeg")})
+    assert resp.status_code == 201
+    return resp.json()["image_id"]
+
+
+@pytest.mark.parametrize("path", ["/analyze", "/api/v1/analyze"])
+async def test_analyze_contract(client: httpx.AsyncClient, data_dir: Path, path: str) -> None:
+    image_id = await upload(client)
+    resp = await client.post(path, json={"image_id": image_id})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert list(body) == ["image_id", "skin_type", "issues", "confidence", "analyzer", "analyzer_version"]
+    assert body["image_id"] == image_id
+    assert body["skin_type"] in SKIN_TYPES
+    assert set(body["issues"]) <= set(SKIN_ISSUES) and len(body["issues"]) <= 3
+    assert 0.70 <= body["confidence"] <= 0.99
+    assert body["analyzer"] == "skin"
+    expected = skin_analysis(image_id)
+    assert (body["skin_type"], body["issues"], body["confidence"]) == (
+        expected.skin_type,
+        expected.issues,
+        expected.confidence,
+    )
+    assert resp.headers["x-cache"] == "MISS"
+    assert "cache" not in json.dumps(body).lower()
+    assert (data_dir / "analysis" / f"{image_id}.json").read_bytes() == resp.content
+
+
+async def test_repeat_is_byte_identical_hit(client: httpx.AsyncClient) -> None:
+    image_id = await upload(client)
+    first = await client.post("/analyze", json={"image_id": image_id})
+    again = await client.post("/api/v1/analyze", json={"image_id": image_id, "analyzer": "skin"})
+    assert again.headers["x-cache"] == "HIT"
+    assert again.content == first.content
+
+
+async def test_cache_survives_restart(make_settings, data_dir: Path) -> None:
+    async def session(image_id: str | None) -> tuple[str, httpx.Response]:
+        app = create_app(make_settings())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                image_id = image_id or await upload(c)
+                return image_id, await c.post("/analyze", json={"image_id": image_id})
+
+    image_id, first = await session(None)
+    _, second = await session(image_id)
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+
+
+async def test_fifty_concurrent_first_requests_compute_once(client: httpx.AsyncClient, app: FastAPI) -> None:
+    image_id = await upload(client)
+    responses = await asyncio.gather(
+        *(client.post("/analyze", json={"image_id": image_id}) for _ in range(50))
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1
+    assert [r.headers["x-cache"] for r in responses].count("MISS") == 1
+    assert app.state.services.analysis.computations == 1
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        lambda raw: raw[: len(raw) // 2],
+        lambda raw: raw.replace(b'"confidence":', b'"confidence":1', 1),
+        lambda raw: b"",
+        lambda raw: b"\x00\xff garbage",
+        lambda raw: json.dumps({**json.loads(raw), "skin_type": "Scaly"}).encode(),
+        lambda raw: json.dumps({**json.loads(raw), "analyzer_version": "0"}, separators=(",", ":")).encode(),
+    ],
+)
+async def test_corrupt_cache_is_recomputed(
+    client: httpx.AsyncClient, app: FastAPI, data_dir: Path, caplog: pytest.LogCaptureFixture, corruption
+) -> None:
+    image_id = await upload(client)
+    first = await client.post("/analyze", json={"image_id": image_id})
+    cache_file = data_dir / "analysis" / f"{image_id}.json"
+    cache_file.write_bytes(corruption(cache_file.read_bytes()))
+    app.state.services.analysis._memory.clear()  # as after a restart
+    logging.getLogger("app").propagate = True
+    with caplog.at_level(logging.WARNING, logger="app.analysis"):
+        again = await client.post("/analyze", json={"image_id": image_id})
+    assert again.status_code == 200
+    assert again.headers["x-cache"] == "MISS"
+    assert again.content == first.content
+    assert cache_file.read_bytes() == first.content
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        ({}, ["image_id"]),
+        ({"image_id": "abc123-def456-..."}, ["image_id"]),
+        ({"image_id": str(uuid.uuid1())}, ["image_id"]),
+        ({"image_id": "{" + str(uuid.uuid4()) + "}"}, ["image_id"]),
+        ({"image_id": 12345}, ["image_id"]),
+        ({"image_id": None}, ["image_id"]),
+        ({"image_id": str(uuid.uuid4()), "analyzer": 5}, ["analyzer"]),
+        ({"image_id": str(uuid.uuid4()), "surprise": 1}, ["surprise"]),
+        ([], ["body"]),
+    ],
+)
+async def test_invalid_requests_are_400_with_fields(client: httpx.AsyncClient, payload, fields) -> None:
+    resp = await client.post("/analyze", json=payload)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    problem = resp.json()
+    assert problem["code"] == "validation_error"
+    assert problem["fields"] == fields
+    assert problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"image_id": ', "application/json"),
+        (b"not json", "application/json"),
+        (b"", "application/json"),
+        (b"image_id=x", "application/x-www-form-urlencoded"),
+    ],
+)
+async def test_malformed_bodies_are_400(client: httpx.AsyncClient, content: bytes, content_type: str) -> None:
+    resp = await client.post("/analyze", content=content, headers={"Content-Type": content_type})
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "validation_error"
+
+
+async def test_unknown_image_is_404(client: httpx.AsyncClient, data_dir: Path) -> None:
+    resp = await client.post("/analyze", json={"image_id": str(uuid.uuid4())})
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "image_not_found"
+    assert not any((data_dir / "analysis").iterdir())
+
+
+async def test_unknown_analyzer_names_available_ones(client: httpx.AsyncClient) -> None:
+    image_id = await upload(client)
+    resp = await client.post("/api/v1/analyze", json={"image_id": image_id, "analyzer": "tarot"})
+    assert resp.status_code == 400
+    problem = resp.json()
+    assert problem["code"] == "unknown_analyzer"
+    assert "skin" in problem["detail"] and problem["available"] == ["skin"]
+
+
+async def test_unexpected_params_are_400(client: httpx.AsyncClient) -> None:
+    image_id = await upload(client)
+    resp = await client.post("/api/v1/analyze", json={"image_id": image_id, "params": {"top_k": 3}})
+    assert resp.status_code == 400
+    assert resp.json()["fields"] == ["params.top_k"]
+
+
+async def test_oversized_json_body_is_413(client: httpx.AsyncClient) -> None:
+    resp = await client.post(
+        "/analyze",
+        content=b'{"image_id":"' + b"a" * 100_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status_code == 413
+
+    async def chunked():
+        for _ in range(100):
+            yield b" " * 1000
+
+    resp = await client.post("/analyze", content=chunked(), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["code"] == "payload_too_large"

@@ -1,0 +1,190 @@
+"""Upload (seed 001 and 002 routes), image metadata, content and delete, through HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import files_under
+from tests.factories import photo_jpeg, photo_png, png_bytes
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    content: bytes,
+    name: str = "photo.jpg",
+    path: str = "/upload",
+    mime: str = "image/jpeg",
+    **kwargs: object,
+) -> httpx.Response:
+    return await client.post(path, files={"file": (name, content, mime)}, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_seed_001_upload_returns_201_and_uuid4(client: httpx.AsyncClient, data_dir: Path) -> None:
+    body = photo_jpeg()
+    resp = await upload(client, body)
+    assert resp.status_code == 201
+    image_id = resp.json()["image_id"]
+    assert UUID4.match(image_id)
+    assert resp.headers["location"] == f"/api/v1/images/{image_id}"
+    stored = data_dir / "images" / f"{image_id}.jpg"
+    assert stored.read_bytes() == body
+    assert files_under(data_dir) == [f"images/{image_id}.jpg", f"images/{image_id}.json"]
+
+
+async def test_seed_002_upload_reports_metadata(client: httpx.AsyncClient) -> None:
+    body = photo_png()
+    resp = await upload(
+        client,
+        body,
+        "coffee.png",
+        "/api/v1/upload",
+        "image/png",
+        headers={"X-API-KEY": "interview-test-key-123"},
+    )
+    assert resp.status_code == 201
+    meta = resp.json()
+    assert meta["content_type"] == "image/png"
+    assert meta["filename"] == "coffee.png"
+    assert meta["size_bytes"] == len(body)
+    assert re.fullmatch(r"\d+\.\d\d KB", meta["size"])
+    assert (meta["width"], meta["height"]) == (600, 400)
+    assert meta["sha256"] == hashlib.sha256(body).hexdigest()
+    assert meta["created_at"].endswith("Z")
+
+
+async def test_reported_type_comes_from_bytes(client: httpx.AsyncClient) -> None:
+    resp = await upload(client, photo_jpeg(), "blob.bin", mime="application/octet-stream")
+    assert resp.status_code == 201
+    assert resp.json()["content_type"] == "image/jpeg"
+    # A PNG declared as JPEG is stored and reported as the PNG it is.
+    resp = await upload(client, png_bytes(), "fake.jpg", mime="image/jpeg")
+    assert resp.status_code == 201
+    assert resp.json()["content_type"] == "image/png"
+
+
+async def test_each_upload_gets_a_fresh_id(client: httpx.AsyncClient) -> None:
+    ids = {(await upload(client, photo_jpeg())).json()["image_id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+async def test_metadata_content_and_delete(client: httpx.AsyncClient, data_dir: Path) -> None:
+    body = photo_jpeg()
+    image_id = (await upload(client, body)).json()["image_id"]
+
+    meta = await client.get(f"/api/v1/images/{image_id}")
+    assert meta.status_code == 200
+    assert meta.json()["image_id"] == image_id
+
+    content = await client.get(f"/api/v1/images/{image_id}/content")
+    assert content.status_code == 200
+    assert content.content == body
+    assert content.headers["content-type"] == "image/jpeg"
+    etag = content.headers["etag"]
+    assert etag == f'"{hashlib.sha256(body).hexdigest()}"'
+    again = await client.get(f"/api/v1/images/{image_id}/content", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+
+    assert (await client.post("/analyze", json={"image_id": image_id})).status_code == 200
+    assert (data_dir / "analysis" / f"{image_id}.json").exists()
+
+    deleted = await client.delete(f"/api/v1/images/{image_id}")
+    assert deleted.status_code == 204
+    assert files_under(data_dir) == []
+    for path in (f"/api/v1/images/{image_id}", f"/api/v1/images/{image_id}/content"):
+        gone = await client.get(path)
+        assert gone.status_code == 404
+        assert gone.json()["code"] == "image_not_found"
+    assert (await client.delete(f"/api/v1/images/{image_id}")).status_code == 404
+    assert (await client.post("/analyze", json={"image_id": image_id})).status_code == 404
+
+
+async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
+    unknown = str(uuid.uuid4())
+    resp = await client.get(f"/api/v1/images/{unknown}")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    for bad in ("not-a-uuid", str(uuid.uuid1()), unknown.replace("-", ""), "..%2F..%2Fetc"):
+        for method in ("GET", "DELETE"):
+            resp = await client.request(method, f"/api/v1/images/{bad}")
+            assert resp.status_code in (400, 404), (bad, resp.status_code)
+            if resp.status_code == 400:
+                assert resp.json()["code"] == "validation_error"
+    assert (await client.get(f"/api/v1/images/{uuid.uuid1()}")).status_code == 400
+
+
+async def test_idempotency_key_replays_and_rejects_other_body(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    headers = {"Idempotency-Key": "upload-123"}
+    first = await upload(client, photo_jpeg(), headers=headers)
+    assert first.status_code == 201
+    retry = await upload(client, photo_jpeg(), headers=headers)
+    assert retry.status_code == 201
+    assert retry.content == first.content
+    assert retry.headers["idempotent-replayed"] == "true"
+    images = [f for f in files_under(data_dir) if f.startswith("images/")]
+    assert len(images) == 2  # one image + its metadata
+
+    other = await upload(client, png_bytes(), "x.png", mime="image/png", headers=headers)
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert [f for f in files_under(data_dir) if f.startswith("images/")] == images
+
+
+async def test_idempotency_key_in_flight_is_409(client: httpx.AsyncClient) -> None:
+    import anyio
+
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    release = anyio.Event()
+
+    async def slow_body():
+        yield head + photo_jpeg()[:100]
+        await release.wait()
+        yield photo_jpeg()[100:] + tail
+
+    headers = {"Idempotency-Key": "busy", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    results: dict[str, httpx.Response] = {}
+
+    async def first() -> None:
+        results["first"] = await client.post("/upload", content=slow_body(), headers=headers)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.sleep(0.2)
+        second = await upload(client, photo_jpeg(), headers={"Idempotency-Key": "busy"})
+        assert second.status_code == 409
+        assert second.json()["code"] == "idempotency_key_in_use"
+        release.set()
+    assert results["first"].status_code == 201
+
+
+async def test_idempotency_survives_restart(make_settings, data_dir: Path) -> None:
+    from tests.conftest import create_app
+
+    async def once() -> httpx.Response:
+        app = create_app(make_settings())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                return await upload(c, photo_jpeg(), headers={"Idempotency-Key": "k-restart"})
+
+    first, second = await once(), await once()
+    assert first.status_code == second.status_code == 201
+    assert json.loads(second.content)["image_id"] == json.loads(first.content)["image_id"]
+
+
+async def test_idempotency_key_must_be_sane(client: httpx.AsyncClient) -> None:
+    resp = await upload(client, photo_jpeg(), headers={"Idempotency-Key": "x" * 300})
+    assert resp.status_code == 400
