@@ -31,8 +31,12 @@ def inspect_image(path: Path, fmt: ImageFormat, max_pixels: int) -> tuple[int, i
                 im.verify()
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"The image has too many pixels: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UndecodableImage(f"The image cannot be decoded ({type(exc).__name__}: {exc})") from None
+    except UnidentifiedImageError:
+        raise UndecodableImage(f"The image cannot be decoded as {fmt.pillow}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Never echo server paths back to the client.
+        reason = str(exc).replace(str(path), "upload")
+        raise UndecodableImage(f"The image cannot be decoded ({reason})") from None
     if width < 1 or height < 1:
         raise UndecodableImage("The image has no pixels")
     return width, height

@@ -188,3 +188,11 @@ async def test_idempotency_survives_restart(make_settings, data_dir: Path) -> No
 async def test_idempotency_key_must_be_sane(client: httpx.AsyncClient) -> None:
     resp = await upload(client, photo_jpeg(), headers={"Idempotency-Key": "x" * 300})
     assert resp.status_code == 400
+
+
+async def test_errors_never_reveal_server_paths(client: httpx.AsyncClient, data_dir: Path) -> None:
+    fake = b"\xff\xd8\xff\xe0" + b"\x00" * 5000
+    resp = await upload(client, fake)
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "undecodable_image"
+    assert str(data_dir) not in resp.text and ".tmp-" not in resp.text
