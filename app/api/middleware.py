@@ -10,6 +10,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
+from app.core.logging import request_id_var
 
 logger = logging.getLogger("app.request")
 
@@ -36,28 +37,36 @@ class RequestContextMiddleware:
         if not request_id:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
         header = (b"x-request-id", request_id.encode())
         status = 500
+        cache = ""
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, cache
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                headers = message.get("headers", [])
+                for name, value in headers:
+                    if name == b"x-cache":
+                        cache = " cache=" + value.decode("latin-1")
+                message["headers"] = [*headers, header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             logger.info(
-                "%s %s %d %.1fms request_id=%s",
+                "%s %s %d %.1fms%s request_id=%s",
                 scope["method"],
                 scope["path"],
                 status,
                 (time.perf_counter() - started) * 1000,
+                cache,
                 request_id,
             )
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:

@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger("app.errors")
@@ -201,6 +202,14 @@ def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+def _disconnect_handler(request: Request, exc: Exception) -> Response:
+    # Nobody is listening any more; the upload's temp file is already gone.
+    logger.info("%s %s -> client disconnected mid-request", request.method, request.url.path)
+    return problem_response(
+        400, "client_disconnected", "The client disconnected before the body was complete"
+    )
+
+
 def _unhandled_handler(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "internal_error", "Internal server error")
@@ -211,4 +220,5 @@ def register_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
