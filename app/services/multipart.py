@@ -157,7 +157,9 @@ class _FormCollector:
 
     def on_header_end(self) -> None:
         name = self._hname.decode("latin-1").strip().lower()
-        self._headers[name] = self._hvalue.decode("utf-8", "replace").strip()
+        # Latin-1 keeps the raw bytes: parse_options_header re-encodes them, and file names
+        # (raw UTF-8 from browsers, RFC 7578) are decoded as UTF-8 afterwards.
+        self._headers[name] = self._hvalue.decode("latin-1").strip()
         self._hname.clear()
         self._hvalue.clear()
 
