@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.api.router import api_router
+from app.api.router import install_routes
 from app.core.config import Settings, get_settings
 from app.core.errors import register_exception_handlers
 from app.core.logging import configure_logging
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_exception_handlers(app)
-    app.include_router(api_router)
+    install_routes(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -8,11 +8,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailable, Unauthorized
-from app.core.security import ANONYMOUS, match_api_key
+from app.core.security import authenticate
 from app.services.analysis import AnalysisService
 from app.services.ingest import ImageService
-from app.services.state import Services
+from app.services.state import Services, services_or_unavailable
 
 api_key_header = APIKeyHeader(
     name="X-API-KEY",
@@ -21,41 +20,35 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
+async def get_services(request: Request) -> Services:
     """The app's services (built by the lifespan)."""
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        raise ServiceUnavailable("The service is starting")
-    return services
+    return services_or_unavailable(request.app.state)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings_dep(services: ServicesDep) -> Settings:
+async def get_settings_dep(services: ServicesDep) -> Settings:
     """The running app's settings."""
     return services.settings
 
 
-def get_image_service(services: ServicesDep) -> ImageService:
+async def get_image_service(services: ServicesDep) -> ImageService:
     """The image (upload/read/delete) service."""
     return services.images
 
 
-def get_analysis_service(services: ServicesDep) -> AnalysisService:
+async def get_analysis_service(services: ServicesDep) -> AnalysisService:
     """The analysis service."""
     return services.analysis
 
 
-def require_principal(services: ServicesDep, api_key: Annotated[str | None, Security(api_key_header)]) -> str:
+async def require_principal(
+    services: ServicesDep, api_key: Annotated[str | None, Security(api_key_header)]
+) -> str:
     """Who is calling: an API key's principal, or anonymous when API_KEYS is empty."""
-    keys = services.settings.api_keys
-    if not keys:
-        return ANONYMOUS
-    principal = match_api_key(api_key, keys)
-    if principal is None:
-        raise Unauthorized(headers={"WWW-Authenticate": "ApiKey"})
-    return principal
+    return authenticate(services.settings.api_keys, api_key)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -1,12 +1,20 @@
-"""All routers of the service."""
+"""All routes of the service."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
-from app.api.routes import analyses, health, images
+from app.api.routes import health, images
+from app.api.routes.analyses import install_analyze_routes
+from app.api.routes.images import install_upload_routes
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(images.router)
-api_router.include_router(analyses.router)
+
+
+def install_routes(app: FastAPI) -> None:
+    """Add every route: the lean hot-path routes on the app's own router, then the rest."""
+    install_upload_routes(app)
+    install_analyze_routes(app)
+    app.include_router(api_router)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from app.core.errors import Unauthorized
+
 ANONYMOUS = "anonymous"
 
 
@@ -27,3 +29,16 @@ def match_api_key(candidate: str | None, keys: list[str]) -> str | None:
         if hmac.compare_digest(probe, digest):
             matched = "key:" + digest.hex()[:16]
     return matched
+
+
+def authenticate(keys: list[str], candidate: str | None) -> str:
+    """The caller's principal: anonymous when no keys are configured, else the matching key's.
+
+    Raises Unauthorized when keys are configured and `candidate` is not one of them.
+    """
+    if not keys:
+        return ANONYMOUS
+    principal = match_api_key(candidate, keys)
+    if principal is None:
+        raise Unauthorized(headers={"WWW-Authenticate": "ApiKey"})
+    return principal

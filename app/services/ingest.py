@@ -1,13 +1,15 @@
 """Upload use case: stream a multipart body to disk, validate it, publish it under a UUID4.
 
 The request body goes chunk by chunk into a temp file beside its final place (see
-`multipart.receive_form`); then, in one worker-thread hop, the file is fsynced, checked
-by Pillow, its metadata written and both renamed into place. Any failure, or a client
+`multipart.receive_form`); then, in one worker-thread hop, the file is hashed (SHA-256,
+off the event loop), fsynced, checked by Pillow, its metadata written and both renamed
+into place. Any failure, or a client
 hang-up, removes the temp file: nothing is left in `data/`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -119,34 +121,30 @@ class ImageService:
             )
             received = require_file(form, file_field)
             try:
-                if record_id is not None:
-                    stored = await anyio.to_thread.run_sync(self.idempotency.load, record_id)
-                    if stored is not None:
-                        return self._replay(stored, received)
-                return await anyio.to_thread.run_sync(self._publish, received, record_id)
+                return await anyio.to_thread.run_sync(self._finish, received, record_id)
             finally:
                 unlink_quietly(received.path)
         finally:
             if record_id is not None:
                 self.idempotency.release(record_id)
 
-    def _replay(self, stored: StoredResponse, received: ReceivedFile) -> UploadOutcome:
-        if stored.fingerprint != received.sha256:
-            raise IdempotencyMismatch()
-        image_id = json.loads(stored.body)["image_id"]
-        logger.info("upload replayed image_id=%s (Idempotency-Key)", image_id)
-        return UploadOutcome(image_id, stored.body, stored.location or image_location(image_id), True)
-
-    def _publish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
-        """Worker thread: fsync, decode check, metadata, rename into place."""
+    def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
+        """Worker thread, one hop: hash, replay or validate, publish."""
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
         if fmt is None:
             raise UnsupportedMediaType()
         with open(received.path, "rb") as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+            if record_id is not None:
+                stored = self.idempotency.load(record_id)
+                if stored is not None:
+                    return self._replay(stored, sha256)
             os.fsync(f.fileno())
-        width, height = inspect_image(received.path, fmt, self.settings.max_image_pixels)
+        width, height = inspect_image(
+            received.path, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
+        )
         image_id = new_image_id()
         metadata = {
             "image_id": image_id,
@@ -157,16 +155,14 @@ class ImageService:
             "size": human_size(received.size),
             "width": width,
             "height": height,
-            "sha256": received.sha256,
+            "sha256": sha256,
             "created_at": _utc_now(),
         }
         body = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
         self.images.publish(received.path, image_id, fmt.extension, body)
         location = image_location(image_id)
         if record_id is not None:
-            self.idempotency.save(
-                record_id, StoredResponse(received.sha256, 201, body, location, time.time())
-            )
+            self.idempotency.save(record_id, StoredResponse(sha256, 201, body, location, time.time()))
         logger.info(
             "upload image_id=%s size=%d type=%s %dx%d filename=%r",
             image_id,
@@ -177,6 +173,13 @@ class ImageService:
             received.filename,
         )
         return UploadOutcome(image_id, body, location)
+
+    def _replay(self, stored: StoredResponse, sha256: str) -> UploadOutcome:
+        if stored.fingerprint != sha256:
+            raise IdempotencyMismatch()
+        image_id = json.loads(stored.body)["image_id"]
+        logger.info("upload replayed image_id=%s (Idempotency-Key)", image_id)
+        return UploadOutcome(image_id, stored.body, stored.location or image_location(image_id), True)
 
     async def metadata(self, image_id: str) -> dict[str, object]:
         """The stored metadata of an image, or ImageNotFound."""

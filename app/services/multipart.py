@@ -1,13 +1,12 @@
 """Streaming multipart/form-data reader: one file part straight to disk, small text fields.
 
 python-multipart's callback parser sees the body chunk by chunk; the file part's bytes
-go to a temp file as they arrive, sniffed, counted and hashed on the way, so no upload
+go to a temp file as they arrive, sniffed and counted on the way, so no upload
 is ever held in memory. Every limit is enforced while reading.
 """
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -43,14 +42,13 @@ class FormLimits:
 
 @dataclass
 class ReceivedFile:
-    """The file part of a form, fully written (not yet fsynced) to `path`."""
+    """The file part of a form, fully written (not yet hashed or fsynced) to `path`."""
 
     path: Path
     field_name: str
     filename: str | None
     declared_type: str | None
     size: int
-    sha256: str
     format: ImageFormat | None
 
 
@@ -84,13 +82,15 @@ def _boundary(content_type: str | None) -> bytes:
 
 
 class _FileSink:
-    """Writes one file part to disk, sniffing, counting and hashing on the way."""
+    """Writes one file part to disk, sniffing and counting on the way.
+
+    Hashing happens later in a worker thread, off the event loop (see ingest).
+    """
 
     def __init__(self, path: Path, limits: FormLimits) -> None:
         self.path = path
         self.limits = limits
         self.file = FileIO(path, "xb")
-        self.hasher = hashlib.sha256()
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
@@ -103,7 +103,6 @@ class _FileSink:
             self.head += bytes(data[: SNIFF_BYTES - len(self.head)])
             if len(self.head) >= SNIFF_BYTES:
                 self.decide_format()
-        self.hasher.update(data)
         self.file.write(data)
 
     def decide_format(self) -> None:
@@ -195,7 +194,6 @@ class _FormCollector:
             filename=sanitize_filename(filename_raw.decode("utf-8", "replace") if filename_raw else None),
             declared_type=declared,
             size=0,
-            sha256="",
             format=None,
         )
 
@@ -218,7 +216,6 @@ class _FormCollector:
                 sink.decide_format()
             sink.file.close()
             self.form.file.size = sink.size
-            self.form.file.sha256 = sink.hasher.hexdigest()
             self.form.file.format = sink.format
             self._file_done = True
             self.sink = None

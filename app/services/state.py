@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.analyzers.registry import AnalyzerRegistry, default_registry
 from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
 from app.services.analysis import AnalysisService
 from app.services.idempotency import IdempotencyStore
 from app.services.ingest import ImageService
@@ -42,3 +44,11 @@ def build_services(settings: Settings) -> Services:
             memory_entries=settings.analysis_memory_cache_entries,
         ),
     )
+
+
+def services_or_unavailable(state: Any) -> Services:
+    """The services on an app's state, or ServiceUnavailable before the lifespan built them."""
+    services: Services | None = getattr(state, "services", None)
+    if services is None:
+        raise ServiceUnavailable("The service is starting")
+    return services

@@ -1,15 +1,16 @@
-"""Analysis routes: seed 001 `/analyze`, seed 002 `/api/v1/analyze`."""
+"""Analysis routes: seed 001 `/analyze`, seed 002 `/api/v1/analyze` (lean routes)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.responses import Response
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
-from app.api.deps import AnalysisServiceDep, PrincipalDep
+from app.api.deps import PrincipalDep
+from app.api.lean import add_lean_route, principal_of, read_body, send_bytes, services_of
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
-
-router = APIRouter(tags=["analyses"])
 
 ANALYZE_RESPONSES = {
     200: {
@@ -24,28 +25,47 @@ ANALYZE_RESPONSES = {
     ),
 }
 
-
-async def analyze_image(request: AnalyzeRequest, analysis: AnalysisServiceDep, _: PrincipalDep) -> Response:
-    """Analyze an uploaded image; idempotent, cached in `data/analysis/`."""
-    outcome = await analysis.analyze(request.image_id, request.analyzer, request.params)
-    return Response(
-        outcome.body,
-        media_type="application/json",
-        headers={"X-Cache": "HIT" if outcome.cached else "MISS"},
-    )
+_HIT = [(b"x-cache", b"HIT")]
+_MISS = [(b"x-cache", b"MISS")]
 
 
-for _path, _summary, _op in (
-    ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
-    ("/api/v1/analyze", "Analyze an image", "analyze_image"),
-):
-    router.add_api_route(
-        _path,
-        analyze_image,
-        methods=["POST"],
-        summary=_summary,
-        operation_id=_op,
-        response_model=SkinAnalysis,
-        responses=ANALYZE_RESPONSES,
-        response_class=Response,
-    )
+async def analyze_handler(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve an analysis: validate the JSON body, then one call to the analysis service."""
+    services = services_of(scope)
+    principal_of(scope, services)
+    try:
+        request = AnalyzeRequest.model_validate_json(await read_body(receive))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    outcome = await services.analysis.analyze(request.image_id, request.analyzer, request.params)
+    await send_bytes(send, 200, outcome.body, _HIT if outcome.cached else _MISS)
+
+
+async def analyze_image(request: AnalyzeRequest, _: PrincipalDep) -> SkinAnalysis:
+    """Analyze an uploaded image; idempotent, cached in `data/analysis/`.
+
+    A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
+    share one computation.
+    """
+    # Documentation only: LeanRoute serves this operation with `analyze_handler`.
+    raise AssertionError("served by analyze_handler")
+
+
+def install_analyze_routes(app: FastAPI) -> None:
+    """Add the seed 001 and seed 002 analyze routes."""
+    for path, summary, operation_id in (
+        ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
+        ("/api/v1/analyze", "Analyze an image", "analyze_image"),
+    ):
+        add_lean_route(
+            app,
+            path,
+            analyze_image,
+            analyze_handler,
+            methods=["POST"],
+            summary=summary,
+            operation_id=operation_id,
+            tags=["analyses"],
+            response_model=SkinAnalysis,
+            responses=ANALYZE_RESPONSES,
+        )

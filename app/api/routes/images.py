@@ -1,14 +1,16 @@
-"""Image routes: upload (seed 001 `/upload`, seed 002 `/api/v1/upload`), read, delete."""
+"""Image routes: upload (seed 001 `/upload`, seed 002 `/api/v1/upload`; lean), read, delete."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, FastAPI, Header, Path
 from fastapi.responses import FileResponse
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ImageServiceDep, PrincipalDep
+from app.api.lean import add_lean_route, body_chunks, header, principal_of, send_bytes, services_of
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImageRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
@@ -60,15 +62,26 @@ UPLOAD_ERRORS = problem_docs(
 )
 
 
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
+async def upload_handler(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve an upload: stream the body to disk through the image service."""
+    services = services_of(scope)
+    principal = principal_of(scope, services)
+    length = header(scope, b"content-length")
+    outcome = await services.images.upload(
+        content_type=header(scope, b"content-type"),
+        content_length=int(length) if length is not None and length.isdigit() else None,
+        chunks=body_chunks(receive),
+        idempotency_key=header(scope, b"idempotency-key"),
+        scope=principal,
+    )
+    headers = [(b"location", outcome.location.encode())]
+    if outcome.replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send_bytes(send, 201, outcome.body, headers)
 
 
 async def upload_image(
-    request: Request,
-    images: ImageServiceDep,
-    principal: PrincipalDep,
+    _: PrincipalDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -76,44 +89,36 @@ async def upload_image(
             description="Retry-safe uploads: the same key and file replay the first response for 24 h",
         ),
     ] = None,
-) -> Response:
-    """Upload one image as multipart field `file`; the body streams straight to disk."""
-    outcome = await images.upload(
-        content_type=request.headers.get("content-type"),
-        content_length=_content_length(request),
-        chunks=request.stream(),
-        idempotency_key=idempotency_key,
-        scope=principal,
-    )
-    headers = {"Location": outcome.location}
-    if outcome.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(outcome.body, status_code=201, media_type="application/json", headers=headers)
+) -> ImageRead:
+    """Upload one image as multipart field `file`; the body streams straight to disk.
+
+    Returns 201 with the image's metadata and a `Location` header. The type is read from
+    the bytes (JPEG or PNG); the declared part type may be `application/octet-stream`.
+    """
+    # Documentation only: LeanRoute serves this operation with `upload_handler`.
+    raise AssertionError("served by upload_handler")
 
 
-_UPLOAD_ROUTE: dict[str, Any] = {
-    "status_code": 201,
-    "response_model": ImageRead,
-    "responses": UPLOAD_ERRORS,
-    "openapi_extra": UPLOAD_OPENAPI,
-    "response_class": Response,
-}
-router.add_api_route(
-    "/upload",
-    upload_image,
-    methods=["POST"],
-    summary="Upload an image (seed 001)",
-    operation_id="upload_image_legacy",
-    **_UPLOAD_ROUTE,
-)
-router.add_api_route(
-    "/api/v1/upload",
-    upload_image,
-    methods=["POST"],
-    summary="Upload an image",
-    operation_id="upload_image",
-    **_UPLOAD_ROUTE,
-)
+def install_upload_routes(app: FastAPI) -> None:
+    """Add the seed 001 and seed 002 upload routes (lean: bodies never pass through FastAPI)."""
+    for path, summary, operation_id in (
+        ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
+        ("/api/v1/upload", "Upload an image", "upload_image"),
+    ):
+        add_lean_route(
+            app,
+            path,
+            upload_image,
+            upload_handler,
+            methods=["POST"],
+            summary=summary,
+            operation_id=operation_id,
+            tags=["images"],
+            status_code=201,
+            response_model=ImageRead,
+            responses=UPLOAD_ERRORS,
+            openapi_extra=UPLOAD_OPENAPI,
+        )
 
 
 @router.get(
