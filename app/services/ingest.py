@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import time
 from collections.abc import AsyncIterator
@@ -123,6 +124,8 @@ class ImageService:
             try:
                 return await anyio.to_thread.run_sync(self._finish, received, record_id)
             finally:
+                if received.file is not None:
+                    received.file.close()
                 unlink_quietly(received.path)
         finally:
             if record_id is not None:
@@ -133,18 +136,19 @@ class ImageService:
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
-        if fmt is None:
+        if fmt is None or received.file is None:
             raise UnsupportedMediaType()
-        with open(received.path, "rb") as f:
-            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        fd = received.file.fileno()
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
+            sha256 = hashlib.sha256(data).hexdigest()
             if record_id is not None:
                 stored = self.idempotency.load(record_id)
                 if stored is not None:
                     return self._replay(stored, sha256)
-            os.fsync(f.fileno())
-        width, height = inspect_image(
-            received.path, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
-        )
+            width, height = inspect_image(
+                data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
+            )
+        os.fsync(fd)
         image_id = new_image_id()
         metadata = {
             "image_id": image_id,

@@ -42,7 +42,11 @@ class FormLimits:
 
 @dataclass
 class ReceivedFile:
-    """The file part of a form, fully written (not yet hashed or fsynced) to `path`."""
+    """The file part of a form, fully written (not yet hashed or fsynced) to `path`.
+
+    `file` is still open (read-write) so that the next step needs no second open;
+    whoever takes the ReceivedFile closes it.
+    """
 
     path: Path
     field_name: str
@@ -50,6 +54,7 @@ class ReceivedFile:
     declared_type: str | None
     size: int
     format: ImageFormat | None
+    file: FileIO | None = None
 
 
 @dataclass
@@ -90,7 +95,7 @@ class _FileSink:
     def __init__(self, path: Path, limits: FormLimits) -> None:
         self.path = path
         self.limits = limits
-        self.file = FileIO(path, "xb")
+        self.file = FileIO(path, "xb+")
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
@@ -214,7 +219,7 @@ class _FormCollector:
             assert sink is not None and self.form.file is not None
             if sink.format is None and sink.size > 0:
                 sink.decide_format()
-            sink.file.close()
+            self.form.file.file = sink.file
             self.form.file.size = sink.size
             self.form.file.format = sink.format
             self._file_done = True
@@ -226,6 +231,8 @@ class _FormCollector:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.file.close()
+        if self.form.file is not None and self.form.file.file is not None:
+            self.form.file.file.close()
 
 
 async def receive_form(

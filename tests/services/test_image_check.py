@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import mmap
 from pathlib import Path
 
 import pytest
@@ -46,26 +47,29 @@ def test_corrupt_segment_length_fails() -> None:
         check_jpeg_structure(bytes(body))
 
 
+def mapped(tmp_path: Path, body: bytes) -> mmap.mmap:
+    path = tmp_path / "upload"
+    path.write_bytes(body)
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 @pytest.mark.parametrize("decode_check", ["structure", "draft"])
 def test_inspect_image_modes(tmp_path: Path, decode_check: str) -> None:
-    path = tmp_path / "a.jpg"
-    path.write_bytes(jpeg(progressive=True))
-    assert inspect_image(path, FORMATS["jpeg"], 40_000_000, decode_check) == (512, 512)  # type: ignore[arg-type]
-    path.write_bytes(jpeg()[:-500])
-    with pytest.raises(UndecodableImage):
-        inspect_image(path, FORMATS["jpeg"], 40_000_000, decode_check)  # type: ignore[arg-type]
+    whole = mapped(tmp_path, jpeg(progressive=True))
+    assert inspect_image(whole, FORMATS["jpeg"], 40_000_000, decode_check) == (512, 512)  # type: ignore[arg-type]
+    for truncated in (jpeg()[:-500], mapped(tmp_path, jpeg()[:-500])):
+        with pytest.raises(UndecodableImage):
+            inspect_image(truncated, FORMATS["jpeg"], 40_000_000, decode_check)  # type: ignore[arg-type]
     with pytest.raises(TooManyPixels):
-        inspect_image(tmp_path / "a.jpg", FORMATS["jpeg"], 100)
+        inspect_image(whole, FORMATS["jpeg"], 100)
 
 
 def test_png_crc_is_checked(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(data.coffee()).save(buf, "PNG")
     body = bytearray(buf.getvalue())
-    path = tmp_path / "c.png"
-    path.write_bytes(bytes(body))
-    assert inspect_image(path, FORMATS["png"], 40_000_000) == (600, 400)
+    assert inspect_image(mapped(tmp_path, bytes(body)), FORMATS["png"], 40_000_000) == (600, 400)
     body[len(body) // 2] ^= 0xFF
-    path.write_bytes(bytes(body))
     with pytest.raises(UndecodableImage):
-        inspect_image(path, FORMATS["png"], 40_000_000)
+        inspect_image(mapped(tmp_path, bytes(body)), FORMATS["png"], 40_000_000)
