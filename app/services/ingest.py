@@ -1,15 +1,14 @@
 """Upload use case: stream a multipart body to disk, validate it, publish it under a UUID4.
 
 The request body goes chunk by chunk into a temp file beside its final place (see
-`multipart.receive_form`); then, in one worker-thread hop, the file is hashed (SHA-256,
-off the event loop), fsynced, checked by Pillow, its metadata written and both renamed
-into place. Any failure, or a client
+`multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
+is checked by Pillow through one read-only mmap, fsynced, its metadata written and both
+renamed into place. Any failure, or a client
 hang-up, removes the temp file: nothing is left in `data/`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
@@ -132,7 +131,7 @@ class ImageService:
                 self.idempotency.release(record_id)
 
     def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
-        """Worker thread, one hop: hash, replay or validate, publish."""
+        """Worker thread, one hop: replay or validate, fsync, publish."""
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
@@ -140,7 +139,7 @@ class ImageService:
             raise UnsupportedMediaType()
         fd = received.file.fileno()
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
-            sha256 = hashlib.sha256(data).hexdigest()
+            sha256 = received.sha256
             if record_id is not None:
                 stored = self.idempotency.load(record_id)
                 if stored is not None:
