@@ -38,12 +38,24 @@ class LeanRoute(APIRoute):
         await type(self).handler(scope, receive, send)
 
 
-def add_lean_route(
-    app: FastAPI, path: str, endpoint: Callable[..., Any], handler: LeanHandler, **kwargs: Any
+def add_lean_routes(
+    app: FastAPI,
+    aliases: Iterable[tuple[str, str, str]],
+    endpoint: Callable[..., Any],
+    handler: LeanHandler,
+    **kwargs: Any,
 ) -> None:
-    """Document `endpoint` at `path` and serve it with `handler`."""
+    """Document `endpoint` and serve it with `handler` at each (path, summary, operation_id)."""
     route_class = type(f"LeanRoute[{handler.__name__}]", (LeanRoute,), {"handler": staticmethod(handler)})
-    app.router.add_api_route(path, endpoint, route_class_override=route_class, **kwargs)
+    for path, summary, operation_id in aliases:
+        app.router.add_api_route(
+            path,
+            endpoint,
+            summary=summary,
+            operation_id=operation_id,
+            route_class_override=route_class,
+            **kwargs,
+        )
 
 
 def services_of(scope: Scope) -> Services:

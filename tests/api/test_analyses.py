@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.analyzers.skin import SKIN_ISSUES, SKIN_TYPES, skin_analysis
-from app.main import create_app
+from tests.conftest import serve
 from tests.factories import photo_jpeg
 
 
@@ -56,11 +56,9 @@ async def test_repeat_is_byte_identical_hit(client: httpx.AsyncClient) -> None:
 
 async def test_cache_survives_restart(make_settings, data_dir: Path) -> None:
     async def session(image_id: str | None) -> tuple[str, httpx.Response]:
-        app = create_app(make_settings())
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-                image_id = image_id or await upload(c)
-                return image_id, await c.post("/analyze", json={"image_id": image_id})
+        async with serve(make_settings()) as c:
+            image_id = image_id or await upload(c)
+            return image_id, await c.post("/analyze", json={"image_id": image_id})
 
     image_id, first = await session(None)
     _, second = await session(image_id)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.main import create_app
+from tests.conftest import serve
 from tests.factories import photo_jpeg
 
 KEY = "interview-test-key-123"
@@ -15,10 +15,8 @@ KEY = "interview-test-key-123"
 
 @pytest.fixture
 async def keyed(make_settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(api_keys=[KEY, "second-key"]))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
+    async with serve(make_settings(api_keys=[KEY, "second-key"])) as c:
+        yield c
 
 
 async def test_protected_routes_need_a_key(keyed: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.main import create_app
+from tests.conftest import serve
 
 
 async def test_health_routes(client: httpx.AsyncClient) -> None:
@@ -21,10 +22,8 @@ async def test_health_routes(client: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_fails_with_reasons(make_settings) -> None:
-    app = create_app(make_settings(min_free_disk_bytes=1 << 60))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            resp = await c.get("/readyz")
+    async with serve(make_settings(min_free_disk_bytes=1 << 60)) as c:
+        resp = await c.get("/readyz")
     assert resp.status_code == 503
     failing = [check["name"] for check in resp.json()["checks"] if not check["ok"]]
     assert failing == ["free_disk"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import files_under
+from tests.conftest import files_under, serve
 from tests.factories import photo_jpeg, photo_png, png_bytes
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -172,13 +172,9 @@ async def test_idempotency_key_in_flight_is_409(client: httpx.AsyncClient) -> No
 
 
 async def test_idempotency_survives_restart(make_settings, data_dir: Path) -> None:
-    from tests.conftest import create_app
-
     async def once() -> httpx.Response:
-        app = create_app(make_settings())
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-                return await upload(c, photo_jpeg(), headers={"Idempotency-Key": "k-restart"})
+        async with serve(make_settings()) as c:
+            return await upload(c, photo_jpeg(), headers={"Idempotency-Key": "k-restart"})
 
     first, second = await once(), await once()
     assert first.status_code == second.status_code == 201

@@ -22,9 +22,8 @@ from PIL import Image
 from starlette.requests import ClientDisconnect
 
 from app.core.config import Settings
-from app.main import create_app
 from app.storage.atomic import TEMP_PREFIX
-from tests.conftest import files_under
+from tests.conftest import files_under, serve
 from tests.factories import encode, jpeg_bytes, jpeg_of_exact_size, photo_jpeg, photo_png, png_bytes
 
 UPLOAD = "/api/v1/upload"
@@ -180,11 +179,8 @@ def small_settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 async def small_client(small_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(small_settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    async with serve(small_settings) as c:
+        yield c
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,25 +5,22 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 import pytest
 
-from app.main import create_app
+from tests.conftest import serve
 from tests.factories import photo_jpeg
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - [\w.]+ - (INFO|WARNING|ERROR|DEBUG) - .+$")
 
 
 async def run_flow(make_settings, **settings: object) -> None:
-    app = create_app(make_settings(**settings))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            up = await c.post(
-                "/upload",
-                files={"file": ("a\r\nb.jpg", photo_jpeg(), "image/jpeg")},
-                headers={"X-Request-ID": "req-1"},
-            )
-            await c.post("/analyze", json={"image_id": up.json()["image_id"]})
+    async with serve(make_settings(**settings)) as c:
+        up = await c.post(
+            "/upload",
+            files={"file": ("a\r\nb.jpg", photo_jpeg(), "image/jpeg")},
+            headers={"X-Request-ID": "req-1"},
+        )
+        await c.post("/analyze", json={"image_id": up.json()["image_id"]})
 
 
 async def test_text_format(make_settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import PrincipalDep
-from app.api.lean import add_lean_route, principal_of, read_body, send_bytes, services_of
+from app.api.lean import add_lean_routes, principal_of, read_body, send_bytes, services_of
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 
@@ -53,19 +53,16 @@ async def analyze_image(request: AnalyzeRequest, _: PrincipalDep) -> SkinAnalysi
 
 def install_analyze_routes(app: FastAPI) -> None:
     """Add the seed 001 and seed 002 analyze routes."""
-    for path, summary, operation_id in (
-        ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
-        ("/api/v1/analyze", "Analyze an image", "analyze_image"),
-    ):
-        add_lean_route(
-            app,
-            path,
-            analyze_image,
-            analyze_handler,
-            methods=["POST"],
-            summary=summary,
-            operation_id=operation_id,
-            tags=["analyses"],
-            response_model=SkinAnalysis,
-            responses=ANALYZE_RESPONSES,
-        )
+    add_lean_routes(
+        app,
+        [
+            ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
+            ("/api/v1/analyze", "Analyze an image", "analyze_image"),
+        ],
+        analyze_image,
+        analyze_handler,
+        methods=["POST"],
+        tags=["analyses"],
+        response_model=SkinAnalysis,
+        responses=ANALYZE_RESPONSES,
+    )

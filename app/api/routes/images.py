@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ImageServiceDep, PrincipalDep
-from app.api.lean import add_lean_route, body_chunks, header, principal_of, send_bytes, services_of
+from app.api.lean import add_lean_routes, body_chunks, header, principal_of, send_bytes, services_of
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImageRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
@@ -101,24 +101,21 @@ async def upload_image(
 
 def install_upload_routes(app: FastAPI) -> None:
     """Add the seed 001 and seed 002 upload routes (lean: bodies never pass through FastAPI)."""
-    for path, summary, operation_id in (
-        ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
-        ("/api/v1/upload", "Upload an image", "upload_image"),
-    ):
-        add_lean_route(
-            app,
-            path,
-            upload_image,
-            upload_handler,
-            methods=["POST"],
-            summary=summary,
-            operation_id=operation_id,
-            tags=["images"],
-            status_code=201,
-            response_model=ImageRead,
-            responses=UPLOAD_ERRORS,
-            openapi_extra=UPLOAD_OPENAPI,
-        )
+    add_lean_routes(
+        app,
+        [
+            ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
+            ("/api/v1/upload", "Upload an image", "upload_image"),
+        ],
+        upload_image,
+        upload_handler,
+        methods=["POST"],
+        tags=["images"],
+        status_code=201,
+        response_model=ImageRead,
+        responses=UPLOAD_ERRORS,
+        openapi_extra=UPLOAD_OPENAPI,
+    )
 
 
 @router.get(
