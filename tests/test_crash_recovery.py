@@ -390,19 +390,24 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     published = check_published_images(data_dir)
     assert set(acknowledged) <= set(published), sorted(set(acknowledged) - set(published))
     check_analyses_parse(data_dir)
-    # A crash between the image rename and the metadata rename leaves an orphan image:
-    # plant one (the window is too small to hit with a real kill) for the sweep to remove.
-    orphan = data_dir / "images" / f"{uuid.uuid4()}.jpg"
+    # A crash between the image rename and the metadata rename leaves a whole image without
+    # metadata: plant one (the window is too small to hit with a real kill) for start-up to
+    # publish, and a broken one for it to leave alone.
+    orphan_id = str(uuid.uuid4())
+    orphan = data_dir / "images" / f"{orphan_id}.jpg"
     orphan.write_bytes(jpeg_bytes())
+    broken = data_dir / "images" / f"{uuid.uuid4()}.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
 
     # 4. Restart on the same data dir.
     second = start_server(servers, data_dir, "second")
     leftovers = temp_files(data_dir)
     assert leftovers == [], leftovers
-    assert images_without_metadata(data_dir) == []
-    assert not orphan.exists()
+    assert images_without_metadata(data_dir) == [broken.name]
+    assert (data_dir / "images" / f"{orphan_id}.json").exists()
     assert not list((data_dir / "idempotency").glob("*.lock")), "dead process's key locks survived start-up"
-    assert check_published_images(data_dir).keys() == published.keys()  # nothing valid was dropped
+    # Nothing valid was dropped; the orphan is now published.
+    assert check_published_images(data_dir).keys() == published.keys() | {orphan_id}
 
     with httpx.Client(base_url=second.base_url, timeout=10) as client:
         for image_id, body in acknowledged.items():
@@ -436,7 +441,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
 
     # The restarted server's own work left everything consistent too.
     assert temp_files(data_dir) == []
-    assert images_without_metadata(data_dir) == []
+    assert images_without_metadata(data_dir) == [broken.name]
     check_published_images(data_dir)
     check_analyses_parse(data_dir)
     assert all(not name.startswith(TEMP_PREFIX) for name in files_under(data_dir))

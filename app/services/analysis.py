@@ -25,9 +25,10 @@ from pydantic import BaseModel, ValidationError
 
 from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
-from app.core.errors import ImageNotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.core.formats import FORMATS
-from app.storage.base import ImageStore, ResultStore
+from app.services.ingest import ImageService
+from app.storage.base import ResultStore
 
 logger = logging.getLogger("app.analysis")
 
@@ -84,7 +85,7 @@ class AnalysisService:
     def __init__(
         self,
         registry: AnalyzerRegistry,
-        images: ImageStore,
+        images: ImageService,
         results: ResultStore,
         *,
         threads: int,
@@ -126,7 +127,7 @@ class AnalysisService:
         name = result_name(image_id, analyzer, parsed)
 
         body = self._memory.get(name)
-        if body is not None and self.images.exists(image_id) and self.results.exists(name):
+        if body is not None and self.images.images.exists(image_id) and self.results.exists(name):
             self._memory.move_to_end(name)
             return AnalysisOutcome(body, cached=True)
 
@@ -163,13 +164,10 @@ class AnalysisService:
     def _read_cached(
         self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
     ) -> tuple[bytes | None, ImageSource]:
-        raw_meta = self.images.read_metadata(image_id)
-        if raw_meta is None:
-            raise ImageNotFound(f"Image {image_id} not found")
-        meta = json.loads(raw_meta)
+        meta = self.images.load_metadata(image_id)
         source = ImageSource(
             image_id=image_id,
-            path=self.images.content_path(image_id, FORMATS[meta["format"]].extension),
+            path=self.images.images.content_path(image_id, FORMATS[meta["format"]].extension),
             metadata=meta,
         )
         raw = self.results.read(name)

@@ -9,6 +9,8 @@ hang-up, removes the temp file: nothing is left in `data/`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import mmap
@@ -18,18 +20,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from app.core.config import Settings
 from app.core.errors import (
+    AppError,
     EmptyFile,
     IdempotencyMismatch,
     ImageNotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.core.formats import FORMATS
+from app.core.formats import BY_EXTENSION, FORMATS, ImageFormat
 from app.core.ids import new_image_id
 from app.core.units import human_size
 from app.services.idempotency import IdempotencyStore, StoredResponse
@@ -66,8 +70,35 @@ def image_location(image_id: str) -> str:
     return f"/api/v1/images/{image_id}"
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _utc_now(timestamp: float | None = None) -> str:
+    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _metadata_body(
+    image_id: str,
+    filename: str | None,
+    fmt: ImageFormat,
+    size: int,
+    width: int,
+    height: int,
+    sha256: str,
+    created_at: str,
+) -> bytes:
+    """The metadata JSON of an image, which is also its upload response body."""
+    metadata = {
+        "image_id": image_id,
+        "filename": filename,
+        "content_type": fmt.mime,
+        "format": fmt.name,
+        "size_bytes": size,
+        "size": human_size(size),
+        "width": width,
+        "height": height,
+        "sha256": sha256,
+        "created_at": created_at,
+    }
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class ImageService:
@@ -149,19 +180,9 @@ class ImageService:
             )
         os.fsync(fd)
         image_id = new_image_id()
-        metadata = {
-            "image_id": image_id,
-            "filename": received.filename,
-            "content_type": fmt.mime,
-            "format": fmt.name,
-            "size_bytes": received.size,
-            "size": human_size(received.size),
-            "width": width,
-            "height": height,
-            "sha256": sha256,
-            "created_at": _utc_now(),
-        }
-        body = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _metadata_body(
+            image_id, received.filename, fmt, received.size, width, height, sha256, _utc_now()
+        )
         self.images.publish(received.path, image_id, fmt.extension, body)
         location = image_location(image_id)
         if record_id is not None:
@@ -184,13 +205,57 @@ class ImageService:
         logger.info("upload replayed image_id=%s (Idempotency-Key)", image_id)
         return UploadOutcome(image_id, stored.body, stored.location or image_location(image_id), True)
 
-    async def metadata(self, image_id: str) -> dict[str, object]:
-        """The stored metadata of an image, or ImageNotFound."""
-        raw = await anyio.to_thread.run_sync(self.images.read_metadata, image_id)
+    def load_metadata(self, image_id: str) -> dict[str, Any]:
+        """The stored metadata of an image, or ImageNotFound (blocking: call from a thread).
+
+        Metadata that exists but does not parse (edited by hand, or cut short by a power
+        loss) is rebuilt from the image bytes instead of failing the request.
+        """
+        raw = self.images.read_metadata(image_id)
         if raw is None:
             raise ImageNotFound(f"Image {image_id} not found")
-        meta: dict[str, object] = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+            if isinstance(meta, dict) and meta.get("format") in FORMATS and meta.get("image_id") == image_id:
+                return meta
+        except ValueError:
+            pass
+        logger.warning("metadata of image_id=%s is unreadable; rebuilding it from the image", image_id)
+        return self.rebuild_metadata(image_id)
+
+    def rebuild_metadata(self, image_id: str) -> dict[str, Any]:
+        """Recreate an image's metadata from its bytes (the file name is lost); ImageNotFound
+        if there are no valid bytes."""
+        found = self.images.find_content(image_id)
+        if found is None:
+            raise ImageNotFound(f"Image {image_id} not found")
+        path, extension = found
+        fmt = BY_EXTENSION[extension]
+        try:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                sha256 = hashlib.sha256(data).hexdigest()
+                width, height = inspect_image(data, fmt, self.settings.max_image_pixels)
+                stat = os.fstat(f.fileno())
+        except (AppError, OSError, ValueError) as exc:
+            logger.error("image_id=%s has no valid bytes (%s); leaving it unpublished", image_id, exc)
+            raise ImageNotFound(f"Image {image_id} not found") from None
+        body = _metadata_body(
+            image_id, None, fmt, stat.st_size, width, height, sha256, _utc_now(stat.st_mtime)
+        )
+        self.images.write_metadata(image_id, body)
+        meta: dict[str, Any] = json.loads(body)
         return meta
+
+    def recover(self) -> None:
+        """Start-up: repair storage; publish images whose metadata a crash cut off."""
+        for image_id in self.images.recover():
+            logger.warning("image_id=%s was published without metadata; rebuilding it", image_id)
+            with contextlib.suppress(ImageNotFound):
+                self.rebuild_metadata(image_id)
+
+    async def metadata(self, image_id: str) -> dict[str, Any]:
+        """The stored metadata of an image, or ImageNotFound."""
+        return await anyio.to_thread.run_sync(self.load_metadata, image_id)
 
     async def content(self, image_id: str) -> ImageContent:
         """Where the original bytes of an image are, with their type and ETag."""

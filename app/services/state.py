@@ -29,16 +29,17 @@ def build_services(settings: Settings) -> Services:
     image_store = LocalImageStore(settings.images_dir)
     result_store = LocalResultStore(settings.analysis_dir)
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
-    for store in (image_store, result_store, idempotency):
+    images = ImageService(settings, image_store, result_store, idempotency)
+    for store in (images, result_store, idempotency):
         store.recover()
     registry = default_registry()
     return Services(
         settings=settings,
         registry=registry,
-        images=ImageService(settings, image_store, result_store, idempotency),
+        images=images,
         analysis=AnalysisService(
             registry,
-            image_store,
+            images,
             result_store,
             threads=settings.analysis_threads,
             memory_entries=settings.analysis_memory_cache_entries,

@@ -25,6 +25,14 @@ class ImageStore(Protocol):
         """True if the image is published."""
         ...
 
+    def write_metadata(self, image_id: str, metadata: bytes) -> None:
+        """Store (or replace) an image's metadata atomically."""
+        ...
+
+    def find_content(self, image_id: str) -> tuple[Path, str] | None:
+        """The path and extension of an image's bytes, looked up without its metadata."""
+        ...
+
     def content_path(self, image_id: str, extension: str) -> Path:
         """The path of the original bytes (local storage serves files directly)."""
         ...
@@ -33,8 +41,9 @@ class ImageStore(Protocol):
         """Remove an image and its metadata; True if it existed."""
         ...
 
-    def recover(self) -> None:
-        """Start-up repair after a crash: drop temp files and half-published images."""
+    def recover(self) -> list[str]:
+        """Start-up repair after a crash: drop temp files; return the ids of images whose
+        bytes were published but whose metadata was not (for the caller to rebuild)."""
         ...
 
 

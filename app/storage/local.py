@@ -1,8 +1,8 @@
 """Local filesystem storage: `images/{id}.{ext}` + `images/{id}.json`, `analysis/{name}`.
 
 An image is visible once its metadata file exists. Publication renames the image first
-and the metadata second, so a crash between the two leaves an orphan image without
-metadata, which `recover` removes at start-up.
+and the metadata second, so a crash between the two leaves a whole image without
+metadata; `recover` reports such images and the image service rebuilds their metadata.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from app.core.formats import BY_EXTENSION
+from app.core.ids import is_uuid4
 from app.storage.atomic import (
-    TEMP_PREFIX,
     atomic_create,
     atomic_write,
     sweep_temp_files,
@@ -57,6 +57,16 @@ class LocalImageStore:
     def exists(self, image_id: str) -> bool:
         return self._meta_path(image_id).exists()
 
+    def write_metadata(self, image_id: str, metadata: bytes) -> None:
+        atomic_write(self._meta_path(image_id), metadata)
+
+    def find_content(self, image_id: str) -> tuple[Path, str] | None:
+        for extension in BY_EXTENSION:
+            path = self.content_path(image_id, extension)
+            if path.exists():
+                return path, extension
+        return None
+
     def content_path(self, image_id: str, extension: str) -> Path:
         return self.root / f"{image_id}.{extension}"
 
@@ -68,22 +78,19 @@ class LocalImageStore:
         unlink_quietly(self.content_path(image_id, extension))
         return existed
 
-    def recover(self) -> None:
+    def recover(self) -> list[str]:
         sweep_temp_files(self.root)
-        with_meta = set()
-        contents: list[os.DirEntry[str]] = []
+        with_meta: set[str] = set()
+        contents: set[str] = set()
         for entry in os.scandir(self.root):
             stem, _, ext = entry.name.rpartition(".")
-            if entry.name.startswith(TEMP_PREFIX) or not stem:
-                continue
+            if not is_uuid4(stem):
+                continue  # not ours (temp files were swept above)
             if ext == "json":
                 with_meta.add(stem)
             elif ext in BY_EXTENSION:
-                contents.append(entry)
-        for entry in contents:
-            if entry.name.rpartition(".")[0] not in with_meta:
-                logger.warning("removing half-published image %s", entry.name)
-                unlink_quietly(Path(entry.path))
+                contents.add(stem)
+        return sorted(contents - with_meta)
 
 
 class LocalResultStore:

@@ -192,3 +192,32 @@ async def test_errors_never_reveal_server_paths(client: httpx.AsyncClient, data_
     assert resp.status_code == 400
     assert resp.json()["code"] == "undecodable_image"
     assert str(data_dir) not in resp.text and ".tmp-" not in resp.text
+
+
+async def test_unreadable_metadata_is_rebuilt_from_the_image(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    body = photo_jpeg()
+    first = (await upload(client, body)).json()
+    meta_file = data_dir / "images" / f"{first['image_id']}.json"
+    meta_file.write_bytes(b'{"image_id": "trunc')
+    resp = await client.get(f"/api/v1/images/{first['image_id']}")
+    assert resp.status_code == 200
+    rebuilt = resp.json()
+    assert rebuilt["filename"] is None  # the one thing the bytes cannot tell
+    assert {k: v for k, v in rebuilt.items() if k not in ("filename", "created_at")} == {
+        k: v for k, v in first.items() if k not in ("filename", "created_at")
+    }
+    assert json.loads(meta_file.read_bytes()) == rebuilt
+    assert (await client.post("/analyze", json={"image_id": first["image_id"]})).status_code == 200
+
+
+async def test_startup_publishes_images_whose_metadata_was_cut_off(make_settings, data_dir: Path) -> None:
+    image_id = str(uuid.uuid4())
+    (data_dir / "images").mkdir(parents=True)
+    (data_dir / "images" / f"{image_id}.png").write_bytes(photo_png())
+    async with serve(make_settings()) as c:
+        resp = await c.get(f"/api/v1/images/{image_id}")
+        assert resp.status_code == 200
+        assert resp.json()["sha256"] == hashlib.sha256(photo_png()).hexdigest()
+        assert (await c.post("/analyze", json={"image_id": image_id})).status_code == 200

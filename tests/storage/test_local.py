@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 from app.storage.atomic import TEMP_PREFIX, atomic_create, sweep_temp_files, temp_path_for
@@ -16,23 +17,28 @@ def test_publish_then_recover_keeps_complete_images(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path)
     temp = store.temp_path()
     temp.write_bytes(b"jpeg bytes")
-    store.publish(temp, "id-1", "jpg", b'{"image_id": "id-1"}')
-    store.recover()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["id-1.jpg", "id-1.json"]
-    assert store.read_metadata("id-1") == b'{"image_id": "id-1"}'
+    image_id = str(uuid.uuid4())
+    store.publish(temp, image_id, "jpg", b'{"image_id": "x"}')
+    assert store.recover() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{image_id}.jpg", f"{image_id}.json"]
+    assert store.read_metadata(image_id) == b'{"image_id": "x"}'
 
 
-def test_recover_removes_dead_temp_files_and_orphans(tmp_path: Path) -> None:
+def test_recover_removes_dead_temp_files_and_reports_orphans(tmp_path: Path) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     ).stdout.strip()
     (tmp_path / f"{TEMP_PREFIX}{dead}-abc").write_bytes(b"partial")
     (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-def").write_bytes(b"from a predecessor with our pid")
-    (tmp_path / "orphan.jpg").write_bytes(b"image without metadata")
-    (tmp_path / "kept.png").write_bytes(b"png")
-    (tmp_path / "kept.json").write_bytes(b"{}")
-    LocalImageStore(tmp_path).recover()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json", "kept.png"]
+    orphan, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    (tmp_path / f"{orphan}.jpg").write_bytes(b"image without metadata")
+    (tmp_path / f"{kept}.png").write_bytes(b"png")
+    (tmp_path / f"{kept}.json").write_bytes(b"{}")
+    (tmp_path / "notes.txt").write_bytes(b"not ours")
+    assert LocalImageStore(tmp_path).recover() == [orphan]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{orphan}.jpg", f"{kept}.json", f"{kept}.png", "notes.txt"]
+    )
 
 
 def test_sweep_leaves_live_peers_alone(tmp_path: Path) -> None:
