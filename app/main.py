@@ -57,7 +57,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
     logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, app.state.services.registry.names())
-    yield
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(app.state.services.close)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     api_keys: CommaList = []
     cors_origins: CommaList = ["*"]
 
-    # Analysis
+    # Worker threads: disk work of uploads and cache reads; analyzers (CPU-bound)
+    io_threads: int = Field(default=8, ge=1)
     analysis_threads: int = Field(default=2, ge=1)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
 

@@ -20,13 +20,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from pydantic import BaseModel, ValidationError
 
 from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
 from app.core.errors import ValidationFailed
 from app.core.formats import FORMATS
+from app.core.threads import ThreadPool
 from app.services.ingest import ImageService
 from app.storage.base import ResultStore
 
@@ -88,13 +88,15 @@ class AnalysisService:
         images: ImageService,
         results: ResultStore,
         *,
-        threads: int,
+        io_pool: ThreadPool,
+        analysis_pool: ThreadPool,
         memory_entries: int,
     ) -> None:
         self.registry = registry
         self.images = images
         self.results = results
-        self._limiter = anyio.CapacityLimiter(threads)
+        self._io_pool = io_pool
+        self._analysis_pool = analysis_pool
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_entries = memory_entries
         self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
@@ -145,12 +147,10 @@ class AnalysisService:
         self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
     ) -> tuple[bytes, bool]:
         started = time.perf_counter()
-        body, source = await anyio.to_thread.run_sync(self._read_cached, image_id, analyzer, params, name)
+        body, source = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
         computed = body is None
         if body is None:
-            body = await anyio.to_thread.run_sync(
-                self._compute, source, analyzer, params, name, limiter=self._limiter
-            )
+            body = await self._analysis_pool.run(self._compute, source, analyzer, params, name)
         self._remember(name, body)
         logger.info(
             "analysis image_id=%s analyzer=%s %s in %.1f ms",

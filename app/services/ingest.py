@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from app.core.config import Settings
 from app.core.errors import (
     AppError,
@@ -35,6 +33,7 @@ from app.core.errors import (
 )
 from app.core.formats import BY_EXTENSION, FORMATS, ImageFormat
 from app.core.ids import new_image_id
+from app.core.threads import ThreadPool
 from app.core.units import human_size
 from app.services.idempotency import IdempotencyStore, StoredResponse
 from app.services.image_check import inspect_image
@@ -110,8 +109,10 @@ class ImageService:
         images: ImageStore,
         results: ResultStore,
         idempotency: IdempotencyStore,
+        pool: ThreadPool,
     ) -> None:
         self.settings = settings
+        self.pool = pool
         self.images = images
         self.results = results
         self.idempotency = idempotency
@@ -152,7 +153,7 @@ class ImageService:
             )
             received = require_file(form, file_field)
             try:
-                return await anyio.to_thread.run_sync(self._finish, received, record_id)
+                return await self.pool.run(self._finish, received, record_id)
             finally:
                 if received.file is not None:
                     received.file.close()
@@ -255,7 +256,7 @@ class ImageService:
 
     async def metadata(self, image_id: str) -> dict[str, Any]:
         """The stored metadata of an image, or ImageNotFound."""
-        return await anyio.to_thread.run_sync(self.load_metadata, image_id)
+        return await self.pool.run(self.load_metadata, image_id)
 
     async def content(self, image_id: str) -> ImageContent:
         """Where the original bytes of an image are, with their type and ETag."""
@@ -277,5 +278,5 @@ class ImageService:
             self.images.delete(image_id, fmt.extension)
             self.results.delete_for_image(image_id)
 
-        await anyio.to_thread.run_sync(_delete)
+        await self.pool.run(_delete)
         logger.info("deleted image_id=%s", image_id)

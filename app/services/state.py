@@ -8,6 +8,7 @@ from typing import Any
 from app.analyzers.registry import AnalyzerRegistry, default_registry
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
+from app.core.threads import ThreadPool
 from app.services.analysis import AnalysisService
 from app.services.idempotency import IdempotencyStore
 from app.services.ingest import ImageService
@@ -22,6 +23,12 @@ class Services:
     registry: AnalyzerRegistry
     images: ImageService
     analysis: AnalysisService
+    pools: tuple[ThreadPool, ...]
+
+    def close(self) -> None:
+        """Stop the worker threads (after in-flight work finishes)."""
+        for pool in self.pools:
+            pool.shutdown()
 
 
 def build_services(settings: Settings) -> Services:
@@ -29,7 +36,9 @@ def build_services(settings: Settings) -> Services:
     image_store = LocalImageStore(settings.images_dir)
     result_store = LocalResultStore(settings.analysis_dir)
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
-    images = ImageService(settings, image_store, result_store, idempotency)
+    io_pool = ThreadPool("io", settings.io_threads)
+    analysis_pool = ThreadPool("analysis", settings.analysis_threads)
+    images = ImageService(settings, image_store, result_store, idempotency, io_pool)
     for store in (images, result_store, idempotency):
         store.recover()
     registry = default_registry()
@@ -41,9 +50,11 @@ def build_services(settings: Settings) -> Services:
             registry,
             images,
             result_store,
-            threads=settings.analysis_threads,
+            io_pool=io_pool,
+            analysis_pool=analysis_pool,
             memory_entries=settings.analysis_memory_cache_entries,
         ),
+        pools=(io_pool, analysis_pool),
     )
 
 
