@@ -262,8 +262,12 @@ class ImageService:
         """Where the original bytes of an image are, with their type and ETag."""
         meta = await self.metadata(image_id)
         fmt = FORMATS[str(meta["format"])]
+        path = self.images.content_path(image_id, fmt.extension)
+        if not await self.pool.run(path.exists):
+            logger.error("image_id=%s has metadata but no bytes", image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
         return ImageContent(
-            path=self.images.content_path(image_id, fmt.extension),
+            path=path,
             media_type=fmt.mime,
             etag=f'"{meta["sha256"]}"',
             size=int(str(meta["size_bytes"])),

@@ -62,3 +62,9 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     wrong = await client.get("/upload")
     assert wrong.status_code == 405
     assert wrong.headers["content-type"] == "application/problem+json"
+
+
+async def test_head_works_for_probes(client: httpx.AsyncClient) -> None:
+    for path in ("/health", "/healthz", "/readyz"):
+        resp = await client.head(path)
+        assert resp.status_code == 200, path

@@ -221,3 +221,11 @@ async def test_startup_publishes_images_whose_metadata_was_cut_off(make_settings
         assert resp.status_code == 200
         assert resp.json()["sha256"] == hashlib.sha256(photo_png()).hexdigest()
         assert (await c.post("/analyze", json={"image_id": image_id})).status_code == 200
+
+
+async def test_missing_bytes_are_404_not_500(client: httpx.AsyncClient, data_dir: Path) -> None:
+    image_id = (await upload(client, photo_jpeg())).json()["image_id"]
+    (data_dir / "images" / f"{image_id}.jpg").unlink()
+    resp = await client.get(f"/api/v1/images/{image_id}/content")
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "image_not_found"

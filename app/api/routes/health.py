@@ -16,13 +16,15 @@ from app.services.state import Services
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health, summary="Health check (seed 001)")
+@router.api_route(
+    "/health", methods=["GET", "HEAD"], response_model=Health, summary="Health check (seed 001)"
+)
 async def health() -> dict[str, str]:
     """Always `healthy` while the process serves requests."""
     return {"status": "healthy"}
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness probe")
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, summary="Liveness probe")
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
@@ -48,8 +50,9 @@ def _checks(services: Services) -> list[ReadinessCheck]:
     return checks
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     response_model=Readiness,
     summary="Readiness probe",
     responses={503: {"model": Readiness, "description": "A check failed"}},
