@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 
 async def test_docs_assets_are_served_locally(client: httpx.AsyncClient) -> None:
@@ -19,6 +20,7 @@ async def test_docs_assets_are_served_locally(client: httpx.AsyncClient) -> None
             assert len(asset.content) > 100, url
 
 
+@pytest.mark.filterwarnings("error")  # e.g. FastAPI's duplicate-operation-id warning
 async def test_openapi_describes_upload_as_file_picker(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     for path in ("/upload", "/api/v1/upload"):
