@@ -20,6 +20,9 @@ The tree::
     ├── IdempotencyConflict       409 idempotency_key_in_use
     ├── PayloadTooLarge           413 payload_too_large
     ├── IdempotencyMismatch       422 idempotency_key_reused
+    ├── Unprocessable             422 unprocessable
+    │   ├── NoFaceDetected        422 no_face_detected
+    │   └── FaceTooSmall          422 face_too_small
     └── ServiceUnavailable        503 service_unavailable
 
 Services raise these; `register_exception_handlers` turns them (and FastAPI's own
@@ -131,6 +134,18 @@ class PayloadTooLarge(AppError):
 class IdempotencyMismatch(AppError):
     status, code = 422, "idempotency_key_reused"
     default_detail = "This Idempotency-Key was used with a different request body"
+
+
+class Unprocessable(AppError):
+    status, code, default_detail = 422, "unprocessable", "The image cannot be analyzed"
+
+
+class NoFaceDetected(Unprocessable):
+    code, default_detail = "no_face_detected", "No face was detected in the image"
+
+
+class FaceTooSmall(Unprocessable):
+    code, default_detail = "face_too_small", "The face is too small to analyze"
 
 
 class ServiceUnavailable(AppError):
