@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from app.core.errors import UndecodableImage
+from app.core.formats import enable_heif
 
 
 def load_rgb(source: Path | bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
@@ -22,6 +23,7 @@ def load_rgb(source: Path | bytes, min_size: tuple[int, int] | None = None) -> I
     while decoding, as long as the result stays at least that large (in the stored
     orientation); it is the cheap path to a thumbnail of a 12 MP photo.
     """
+    enable_heif()
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         if min_size is not None and image.format == "JPEG":

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # JPEG check at upload: "structure" (marker walk to EOI, ~1 ms) or "draft" (1/8-scale decode)
     upload_decode_check: Literal["structure", "draft"] = "structure"
-    allowed_formats: CommaList = ["jpeg", "png"]
+    allowed_formats: CommaList = ["jpeg", "png", "webp", "heic"]
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Access

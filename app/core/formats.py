@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class ImageFormat:
 FORMATS: dict[str, ImageFormat] = {
     "jpeg": ImageFormat("jpeg", "image/jpeg", "jpg", "JPEG"),
     "png": ImageFormat("png", "image/png", "png", "PNG"),
+    "webp": ImageFormat("webp", "image/webp", "webp", "WEBP"),
+    "heic": ImageFormat("heic", "image/heic", "heic", "HEIF"),
 }
 
 BY_EXTENSION: dict[str, ImageFormat] = {fmt.extension: fmt for fmt in FORMATS.values()}
@@ -26,6 +29,10 @@ BY_EXTENSION: dict[str, ImageFormat] = {fmt.extension: fmt for fmt in FORMATS.va
 SNIFF_BYTES = 12
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# ISO-BMFF `ftyp` major brands of HEIF images (HEVC-coded ones and the generic image brands).
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
 
 
 def sniff_format(head: bytes) -> ImageFormat | None:
@@ -34,4 +41,16 @@ def sniff_format(head: bytes) -> ImageFormat | None:
         return FORMATS["jpeg"]
     if head.startswith(_PNG_SIGNATURE):
         return FORMATS["png"]
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return FORMATS["webp"]
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return FORMATS["heic"]
     return None
+
+
+@cache
+def enable_heif() -> None:
+    """Teach Pillow to read HEIC/HEIF (pillow-heif), once per process."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()

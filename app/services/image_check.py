@@ -9,6 +9,8 @@ any pixel is inflated). Then one full pass over the file, without decoding pixel
   truncation, the common way a JPEG upload breaks, in microseconds (a draft decode of
   a 5 MB photo costs ~40 ms of CPU, which would cap uploads at ~25/s per core).
 - JPEG (`draft`): a draft decode at 1/8 scale, which also runs libjpeg's entropy decoder.
+- WebP: the RIFF header's size must fit the file; HEIC/HEIF: the top-level ISO-BMFF
+  boxes must exactly cover the file (pillow-heif reads the header).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 
 from app.core.errors import TooManyPixels, UndecodableImage
-from app.core.formats import ImageFormat
+from app.core.formats import ImageFormat, enable_heif
 
 DecodeCheck = Literal["structure", "draft"]
 
@@ -68,6 +70,32 @@ def check_jpeg_structure(data: bytes | mmap.mmap) -> None:
         pos = end
 
 
+def check_riff_structure(data: bytes | mmap.mmap) -> None:
+    """Raise UndecodableImage unless the WebP's RIFF header size covers exactly the file."""
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if declared > len(data):
+        raise UndecodableImage("The WebP is truncated")
+
+
+def check_bmff_structure(data: bytes | mmap.mmap) -> None:
+    """Raise UndecodableImage unless the HEIF's top-level boxes exactly cover the file."""
+    size, pos = len(data), 0
+    while pos < size:
+        if pos + 8 > size:
+            raise UndecodableImage("The HEIF is truncated inside a box header")
+        box = int.from_bytes(data[pos : pos + 4], "big")
+        header = 8
+        if box == 1:
+            if pos + 16 > size:
+                raise UndecodableImage("The HEIF is truncated inside a box header")
+            box, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif box == 0:
+            box = size - pos
+        if box < header or pos + box > size:
+            raise UndecodableImage("The HEIF is truncated or corrupt (a box runs past the end)")
+        pos += box
+
+
 def inspect_image(
     data: mmap.mmap | bytes, fmt: ImageFormat, max_pixels: int, decode_check: DecodeCheck = "structure"
 ) -> tuple[int, int]:
@@ -76,6 +104,8 @@ def inspect_image(
     `data` is usually a read-only mmap of the temp file: one mapping serves the hash,
     Pillow and the structure walk, with no copy of the upload in memory.
     """
+    if fmt.name == "heic":
+        enable_heif()
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
     fp.seek(0)
     try:
@@ -85,13 +115,17 @@ def inspect_image(
                 raise TooManyPixels(
                     f"The image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
                 )
-            if fmt.pillow != "JPEG":
+            if fmt.pillow == "PNG":
                 im.verify()
-            elif decode_check == "draft":
+            elif fmt.pillow == "JPEG" and decode_check == "draft":
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
         if fmt.pillow == "JPEG" and decode_check == "structure":
             check_jpeg_structure(data)
+        elif fmt.pillow == "WEBP":
+            check_riff_structure(data)
+        elif fmt.pillow == "HEIF":
+            check_bmff_structure(data)
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"The image has too many pixels: {exc}") from None
     except UnidentifiedImageError:

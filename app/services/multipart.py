@@ -26,7 +26,19 @@ from app.core.errors import (
 )
 from app.core.formats import SNIFF_BYTES, ImageFormat, sniff_format
 
-DECLARED_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "application/octet-stream"})
+DECLARED_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/jpg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "image/heic-sequence",
+        "image/heif-sequence",
+        "application/octet-stream",
+    }
+)
 
 
 @dataclass(frozen=True)
