@@ -5,6 +5,7 @@ Every limit the service enforces lives here, so that it can be changed without c
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     # Worker threads: disk work of uploads and cache reads; analyzers (CPU-bound)
     io_threads: int = Field(default=8, ge=1)
     analysis_threads: int = Field(default=2, ge=1)
+    # ONNX Runtime intra-op threads per session; 0 = cores // ANALYSIS_THREADS (at least 1),
+    # so that analysis threads x intra-op threads never exceed the cores.
+    onnx_threads: int = Field(default=0, ge=0)
+
+    # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py)
+    model_dir: Path = Path("models")
+    # Face landmarks: "68" (regions; iBUG 300-W licence, non-commercial) or "5" (alignment only, free)
+    face_landmarks: Literal["68", "5"] = "68"
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
 
     # Idempotency-Key records (IETF draft): how long a key replays its first response
@@ -88,6 +97,13 @@ class Settings(BaseSettings):
     @property
     def idempotency_dir(self) -> Path:
         return self.data_dir / "idempotency"
+
+    @property
+    def onnx_intra_op_threads(self) -> int:
+        """ONNX Runtime threads per inference, so that threads x sessions <= cores."""
+        if self.onnx_threads:
+            return self.onnx_threads
+        return max(1, (os.cpu_count() or 1) // self.analysis_threads)
 
     @property
     def max_request_body_bytes(self) -> int:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from io import FileIO
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,13 @@ from app.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.core.formats import BY_EXTENSION, FORMATS, ImageFormat
+from app.core.formats import BY_EXTENSION, FORMATS, SNIFF_BYTES, ImageFormat, sniff_format
 from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
 from app.core.units import human_size
 from app.services.idempotency import IdempotencyStore, StoredResponse
 from app.services.image_check import inspect_image
-from app.services.multipart import FormLimits, ReceivedFile, receive_form, require_file
+from app.services.multipart import FormLimits, ReceivedFile, ReceivedForm, receive_form, require_file
 from app.storage.atomic import unlink_quietly
 from app.storage.base import ImageStore, ResultStore
 
@@ -124,6 +125,39 @@ class ImageService:
             allowed_formats=frozenset(settings.allowed_formats),
         )
 
+    async def receive(
+        self,
+        *,
+        content_type: str | None,
+        content_length: int | None,
+        chunks: AsyncIterator[bytes],
+        file_field: str = "file",
+    ) -> ReceivedForm:
+        """Stream a multipart body; its file part (if any) lands in a temp file.
+
+        The caller owns the result and must `discard` it.
+        """
+        if content_length is not None and content_length > self.limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"Content-Length {content_length} exceeds the limit of {self.limits.max_body_bytes} bytes"
+            )
+        return await receive_form(
+            content_type=content_type,
+            chunks=chunks,
+            file_field=file_field,
+            new_temp=self.images.temp_path,
+            limits=self.limits,
+        )
+
+    @staticmethod
+    def discard(received: ReceivedFile | None) -> None:
+        """Close and remove a received file that was not published."""
+        if received is None:
+            return
+        if received.file is not None:
+            received.file.close()
+        unlink_quietly(received.path)
+
     async def upload(
         self,
         *,
@@ -135,51 +169,85 @@ class ImageService:
         file_field: str = "file",
     ) -> UploadOutcome:
         """Receive one image from a multipart body and publish it."""
-        if content_length is not None and content_length > self.limits.max_body_bytes:
-            raise PayloadTooLarge(
-                f"Content-Length {content_length} exceeds the limit of {self.limits.max_body_bytes} bytes"
-            )
         record_id = None
         if idempotency_key is not None:
             record_id = self.idempotency.record_id(idempotency_key, scope)
             self.idempotency.claim(record_id)
         try:
-            form = await receive_form(
+            form = await self.receive(
                 content_type=content_type,
+                content_length=content_length,
                 chunks=chunks,
                 file_field=file_field,
-                new_temp=self.images.temp_path,
-                limits=self.limits,
             )
             received = require_file(form, file_field)
             try:
                 return await self.pool.run(self._finish, received, record_id)
             finally:
-                if received.file is not None:
-                    received.file.close()
-                unlink_quietly(received.path)
+                self.discard(received)
         finally:
             if record_id is not None:
                 self.idempotency.release(record_id)
 
-    def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
-        """Worker thread, one hop: replay or validate, fsync, publish."""
+    async def check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
+        """Validate a received file as an image without publishing it: (format, width, height)."""
+        return await self.pool.run(self._check, received)
+
+    def _check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
-        fd = received.file.fileno()
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
-            sha256 = received.sha256
-            if record_id is not None:
-                stored = self.idempotency.load(record_id)
-                if stored is not None:
-                    return self._replay(stored, sha256)
+        with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             width, height = inspect_image(
                 data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
             )
-        os.fsync(fd)
+        return fmt, width, height
+
+    async def ingest_file(self, path: Path, filename: str | None = None) -> UploadOutcome:
+        """Publish a file already written under `temp_path()` (e.g. a URL download) as an image."""
+        received = await self.pool.run(self._describe_file, path, filename)
+        try:
+            return await self.pool.run(self._finish, received, None)
+        finally:
+            self.discard(received)
+
+    def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:
+        file = FileIO(path, "rb+")
+        try:
+            size = os.fstat(file.fileno()).st_size
+            head = file.read(SNIFF_BYTES)
+            fmt = sniff_format(head)
+            if fmt is None or fmt.name not in self.limits.allowed_formats:
+                allowed = ", ".join(sorted(self.limits.allowed_formats)).upper()
+                raise UnsupportedMediaType(f"The file is not a supported image ({allowed})")
+            file.seek(0)
+            sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+        except BaseException:
+            file.close()
+            raise
+        return ReceivedFile(
+            path=path,
+            field_name="url",
+            filename=filename,
+            declared_type=None,
+            size=size,
+            format=fmt,
+            file=file,
+            sha256=sha256,
+        )
+
+    def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
+        """Worker thread, one hop: replay or validate, fsync, publish."""
+        sha256 = received.sha256
+        if record_id is not None and received.size:
+            stored = self.idempotency.load(record_id)
+            if stored is not None:
+                return self._replay(stored, sha256)
+        fmt, width, height = self._check(received)
+        assert received.file is not None
+        os.fsync(received.file.fileno())
         image_id = new_image_id()
         body = _metadata_body(
             image_id, received.filename, fmt, received.size, width, height, sha256, _utc_now()
