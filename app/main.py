@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.analyzers.registry import AnalyzerRegistry
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.router import install_routes
 from app.core.config import Settings, get_settings
@@ -27,7 +28,7 @@ from app.services.state import build_services
 
 logger = logging.getLogger("app")
 
-STREAMING_PATHS = frozenset({"/upload", "/api/v1/upload"})
+STREAMING_PATHS = frozenset({"/upload", "/api/v1/upload", "/forward", "/v1/classify"})
 
 DESCRIPTION = """
 Upload a photo once, then ask for analyses of it as often as you like: every retry
@@ -53,7 +54,7 @@ TAGS = [
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build the services once (repairing what a crash left behind) and share them."""
     settings: Settings = app.state.settings
-    app.state.services = await anyio.to_thread.run_sync(build_services, settings)
+    app.state.services = await anyio.to_thread.run_sync(build_services, settings, app.state.registry)
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
     logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, app.state.services.registry.names())
@@ -63,8 +64,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(app.state.services.close)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A configured application; nothing is read or written until its lifespan starts."""
+def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry | None = None) -> FastAPI:
+    """A configured application; nothing is read or written until its lifespan starts.
+
+    Models are loaded by the lifespan unless a ready `registry` is given (tests share one).
+    """
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = FastAPIOffline(
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.registry = registry
     register_exception_handlers(app)
     install_routes(app)
     app.add_middleware(

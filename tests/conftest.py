@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
 from app.main import create_app
 
@@ -38,7 +41,12 @@ def make_settings(data_dir: Path) -> Callable[..., Settings]:
     """Settings for a test app; keyword overrides win (no `.env` is read)."""
 
     def _make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": data_dir, "environment": "test", "api_keys": []}
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "environment": "test",
+            "api_keys": [],
+            "model_dir": MODEL_DIR,
+        }
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -50,10 +58,21 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+MODEL_DIR = Path(os.environ.get("MODEL_DIR", Path(__file__).resolve().parents[1] / "models"))
+
+
+@cache
+def shared_registry() -> AnalyzerRegistry:
+    """The real analyzers, models loaded once per test session (`make test` builds the model)."""
+    registry = build_registry(Settings(_env_file=None, model_dir=MODEL_DIR, onnx_threads=1))
+    assert not registry.unavailable, f"analyzers failed to load: {registry.unavailable}"
+    return registry
+
+
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client for a fresh app on `settings`, its lifespan running (start-up and shut-down)."""
-    application = create_app(settings)
+    application = create_app(settings, registry=shared_registry())
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
@@ -62,7 +81,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+    application = create_app(settings, registry=shared_registry())
     async with application.router.lifespan_context(application):
         yield application
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from app.core.errors import PayloadTooLarge
 from app.core.security import authenticate
 from app.services.state import Services, services_or_unavailable
 
@@ -89,9 +90,16 @@ async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole (small, already size-capped) request body."""
-    return b"".join([chunk async for chunk in body_chunks(receive)])
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """The whole (small) request body; PayloadTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in body_chunks(receive):
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def send_bytes(

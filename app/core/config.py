@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     # Idempotency-Key records (IETF draft): how long a key replays its first response
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
 
+    # URL fetches (seed 000 /v1/classify {"url": ...}); loopback only ever for tests
+    url_fetch_connect_timeout: float = Field(default=5.0, gt=0)
+    url_fetch_read_timeout: float = Field(default=10.0, gt=0)
+    url_fetch_total_timeout: float = Field(default=30.0, gt=0)
+    url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    url_fetch_allow_loopback: bool = False
+
     # Readiness
     min_free_disk_bytes: int = Field(default=100 * MiB, ge=0)
 

@@ -15,6 +15,7 @@ The tree::
     │   ├── TooManyPixels         400 image_too_large
     │   └── UnknownAnalyzer       400 unknown_analyzer
     ├── Unauthorized              401 unauthorized
+    ├── ModelFailed               403 model_failed (seed 003's text)
     ├── NotFound                  404 not_found
     │   └── ImageNotFound         404 image_not_found
     ├── IdempotencyConflict       409 idempotency_key_in_use
@@ -24,6 +25,7 @@ The tree::
     │   ├── NoFaceDetected        422 no_face_detected
     │   └── FaceTooSmall          422 face_too_small
     └── ServiceUnavailable        503 service_unavailable
+        └── AnalyzerUnavailable   503 analyzer_unavailable
 
 Services raise these; `register_exception_handlers` turns them (and FastAPI's own
 validation and routing errors) into problem+json bodies with `detail` and `code`.
@@ -114,6 +116,10 @@ class Unauthorized(AppError):
     status, code, default_detail = 401, "unauthorized", "A valid X-API-KEY header is required"
 
 
+class ModelFailed(AppError):
+    status, code, default_detail = 403, "model_failed", "модель не смогла обработать данные"
+
+
 class NotFound(AppError):
     status, code, default_detail = 404, "not_found", "Not found"
 
@@ -150,6 +156,10 @@ class FaceTooSmall(Unprocessable):
 
 class ServiceUnavailable(AppError):
     status, code, default_detail = 503, "service_unavailable", "The service is not ready"
+
+
+class AnalyzerUnavailable(ServiceUnavailable):
+    code, default_detail = "analyzer_unavailable", "The analyzer is not loaded"
 
 
 def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -142,6 +143,15 @@ class AnalysisService:
         # shield: a client that hangs up must not cancel the work others wait on.
         body, computed = await asyncio.shield(task)
         return AnalysisOutcome(body, cached=not (leader and computed))
+
+    async def run_unstored(
+        self, path: Path, analyzer_name: str, params: dict[str, Any] | None = None
+    ) -> BaseModel:
+        """Run an analyzer on a file that is not a stored image (no cache): seed 003's /forward."""
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        source = ImageSource(image_id="", path=path)
+        return await self._analysis_pool.run(analyzer.analyze, source, parsed)
 
     async def _resolve(
         self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str

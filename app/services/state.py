@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.analyzers.registry import AnalyzerRegistry, default_registry
+from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 from app.core.threads import ThreadPool
@@ -31,8 +31,11 @@ class Services:
             pool.shutdown()
 
 
-def build_services(settings: Settings) -> Services:
-    """Create the stores (repairing what a crash left) and the services over them."""
+def build_services(settings: Settings, registry: AnalyzerRegistry | None = None) -> Services:
+    """Create the stores (repairing what a crash left) and the services over them.
+
+    `registry` lets a caller share analyzers (loaded models) between apps, as tests do.
+    """
     image_store = LocalImageStore(settings.images_dir)
     result_store = LocalResultStore(settings.analysis_dir)
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
@@ -41,7 +44,7 @@ def build_services(settings: Settings) -> Services:
     images = ImageService(settings, image_store, result_store, idempotency, io_pool)
     for store in (images, result_store, idempotency):
         store.recover()
-    registry = default_registry()
+    registry = registry or build_registry(settings)
     return Services(
         settings=settings,
         registry=registry,

