@@ -21,6 +21,7 @@ from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.router import install_routes
+from app.api.routes.frontal import SUBMIT_PATH
 from app.core.config import Settings, get_settings
 from app.core.errors import register_exception_handlers
 from app.core.logging import configure_logging
@@ -54,14 +55,17 @@ TAGS = [
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build the services once (repairing what a crash left behind) and share them."""
     settings: Settings = app.state.settings
-    app.state.services = await anyio.to_thread.run_sync(build_services, settings, app.state.registry)
+    services = await anyio.to_thread.run_sync(build_services, settings, app.state.registry)
+    app.state.services = services
+    await services.frontal.start()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
-    logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, app.state.services.registry.names())
+    logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, services.registry.names())
     try:
         yield
     finally:
-        await anyio.to_thread.run_sync(app.state.services.close)
+        await services.frontal.stop()
+        await anyio.to_thread.run_sync(services.close)
 
 
 def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry | None = None) -> FastAPI:
@@ -90,8 +94,13 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         allow_headers=["*"],
         expose_headers=["Location", "X-Cache", "X-Request-ID", "ETag", "Idempotent-Replayed"],
     )
+    # A contour job carries its image (and label image) base64-encoded in JSON.
+    job_body = 2 * (4 * (settings.max_upload_bytes // 3 + 1)) + settings.max_json_body_bytes
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_json_body_bytes, streaming_paths=STREAMING_PATHS
+        BodyLimitMiddleware,
+        limit=settings.max_json_body_bytes,
+        streaming_paths=STREAMING_PATHS,
+        path_limits={SUBMIT_PATH: job_body},
     )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -58,8 +58,15 @@ def _load_classifier(settings: Settings) -> Analyzer:
     return OnnxClassifier(find_model(settings.model_dir), intra_op_threads=settings.onnx_intra_op_threads)
 
 
+def _load_face(settings: Settings) -> Analyzer:
+    from app.analyzers.face import FaceAnalyzer
+
+    return FaceAnalyzer(landmarks_model=settings.face_landmarks)
+
+
 _LOADERS: dict[str, Callable[[Settings], Analyzer]] = {
     "classify": _load_classifier,
+    "face": _load_face,
 }
 
 

@@ -77,18 +77,27 @@ class BodyLimitMiddleware:
     body is read; a chunked body is cut off when its running total passes the cap.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, streaming_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        streaming_paths: frozenset[str],
+        path_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.streaming_paths = streaming_paths
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.streaming_paths:
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.limit)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _too_large(limit)(scope, receive, send)
                 return
         # Read the (small) body here: FastAPI turns any error raised while it reads a body
         # into a generic 400, so the limit has to be decided before the app sees it.
@@ -101,8 +110,8 @@ class BodyLimitMiddleware:
                 break
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
+            if total > limit:
+                await _too_large(limit)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

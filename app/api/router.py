@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from app.api.routes import analyzers, health, images
+from app.api.routes import analyzers, frontal, health, images
 from app.api.routes.analyses import install_analyze_routes
 from app.api.routes.classify import install_classify_routes
 from app.api.routes.forward import install_forward_routes
@@ -14,6 +14,7 @@ api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(images.router)
 api_router.include_router(analyzers.router)
+api_router.include_router(frontal.router)
 
 
 def install_routes(app: FastAPI) -> None:

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # Idempotency-Key records (IETF draft): how long a key replays its first response
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
 
+    # Seed 004 contour jobs: concurrent runs, waiting jobs before 503, finished-job retention
+    job_workers: int = Field(default=1, ge=1)
+    job_max_pending: int = Field(default=100, ge=0)
+    job_retention_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
+
     # URL fetches (seed 000 /v1/classify {"url": ...}); loopback only ever for tests
     url_fetch_connect_timeout: float = Field(default=5.0, gt=0)
     url_fetch_read_timeout: float = Field(default=10.0, gt=0)

@@ -13,7 +13,10 @@ The tree::
     │   ├── UnsupportedMediaType  400 unsupported_media_type
     │   ├── UndecodableImage      400 undecodable_image
     │   ├── TooManyPixels         400 image_too_large
-    │   └── UnknownAnalyzer       400 unknown_analyzer
+    │   ├── UnknownAnalyzer       400 unknown_analyzer
+    │   ├── InvalidBase64         400 invalid_base64
+    │   ├── InvalidLandmarks      400 invalid_landmarks
+    │   └── InvalidSegmentation   400 invalid_segmentation_map
     ├── Unauthorized              401 unauthorized
     ├── ModelFailed               403 model_failed (seed 003's text)
     ├── NotFound                  404 not_found
@@ -110,6 +113,21 @@ class TooManyPixels(BadRequest):
 
 class UnknownAnalyzer(BadRequest):
     code, default_detail = "unknown_analyzer", "Unknown analyzer"
+
+
+class InvalidBase64(BadRequest):
+    code, default_detail = "invalid_base64", "The field is not valid base64 (or a base64 data URL)"
+
+
+class InvalidLandmarks(BadRequest):
+    code, default_detail = "invalid_landmarks", "Landmarks must be 68 points with finite x and y"
+
+
+class InvalidSegmentation(BadRequest):
+    code, default_detail = (
+        "invalid_segmentation_map",
+        "The segmentation map is not a label image of the same size",
+    )
 
 
 class Unauthorized(AppError):

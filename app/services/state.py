@@ -10,6 +10,7 @@ from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 from app.core.threads import ThreadPool
 from app.services.analysis import AnalysisService
+from app.services.frontal import FrontalService
 from app.services.idempotency import IdempotencyStore
 from app.services.ingest import ImageService
 from app.storage.local import LocalImageStore, LocalResultStore
@@ -23,6 +24,7 @@ class Services:
     registry: AnalyzerRegistry
     images: ImageService
     analysis: AnalysisService
+    frontal: FrontalService
     pools: tuple[ThreadPool, ...]
 
     def close(self) -> None:
@@ -57,6 +59,7 @@ def build_services(settings: Settings, registry: AnalyzerRegistry | None = None)
             analysis_pool=analysis_pool,
             memory_entries=settings.analysis_memory_cache_entries,
         ),
+        frontal=FrontalService(settings, registry, io_pool, analysis_pool),
         pools=(io_pool, analysis_pool),
     )
 

@@ -1,0 +1,158 @@
+"""Seed 004 facial contour jobs: validate a submit, run it in the persistent job queue.
+
+A submit is checked completely before it is accepted (base64, sizes before decoding, image
+type and wholeness, landmark count, label-image size), then reduced to a canonical job
+input, so that the same image with the same landmarks or label image is the same job
+content and is computed once (`JobQueue` is content-addressed). The job's output is the
+SVG document.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours, load_gray, segmentation_contours
+from app.analyzers.registry import AnalyzerRegistry
+from app.core.config import Settings
+from app.core.errors import (
+    AnalyzerUnavailable,
+    InvalidBase64,
+    InvalidLandmarks,
+    InvalidSegmentation,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from app.core.formats import sniff_format
+from app.core.threads import ThreadPool
+from app.schemas.frontal import CropSubmit
+from app.services.image_check import inspect_image
+from app.services.jobs import Job, JobQueue
+
+LANDMARK_COUNT = 68
+DEFAULT_MARGIN = 0.3
+
+
+def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
+    """Bytes of a base64 string or base64 data URL, refusing oversize input before decoding."""
+    text = value.strip()
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidBase64(f"`{field}`: only base64 data URLs are accepted")
+    if (len(text) // 4) * 3 > max_bytes + 3:
+        raise PayloadTooLarge(f"`{field}` decodes to more than {max_bytes} bytes")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidBase64(f"`{field}` is not valid base64") from None
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"`{field}` decodes to more than {max_bytes} bytes")
+    return raw
+
+
+@dataclass(frozen=True)
+class _Checked:
+    image: bytes
+    size: tuple[int, int]
+
+
+class FrontalService:
+    """Accepts contour jobs and reports their status."""
+
+    def __init__(
+        self, settings: Settings, registry: AnalyzerRegistry, pool: ThreadPool, analysis_pool: ThreadPool
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pool = pool
+        self.queue = JobQueue(
+            settings.data_dir / "jobs",
+            analysis_pool,
+            self._run,
+            workers=settings.job_workers,
+            max_pending=settings.job_max_pending,
+            max_age_seconds=settings.job_retention_seconds,
+        )
+
+    async def start(self) -> None:
+        """Recover and resume accepted jobs (after a crash too)."""
+        await self.queue.start()
+
+    async def stop(self) -> None:
+        """Stop the workers; unfinished jobs resume at the next start."""
+        await self.queue.stop()
+
+    async def submit(self, request: CropSubmit) -> Job:
+        """Validate `request` completely, then enqueue it (persisted before this returns)."""
+        if request.landmarks is None and request.segmentation_map is None:
+            self._face()  # detection needs the model: refuse now (503) rather than fail later
+        job_input = await self.pool.run(self._canonical_input, request)
+        return await self.queue.submit(job_input)
+
+    def _image(self, encoded: str, field: str) -> _Checked:
+        raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
+        fmt = sniff_format(raw[:12])
+        if fmt is None or fmt.name not in self.settings.allowed_formats:
+            raise UnsupportedMediaType(f"`{field}` is not a supported image")
+        width, height = inspect_image(raw, fmt, self.settings.max_image_pixels)
+        return _Checked(raw, (width, height))
+
+    def _canonical_input(self, request: CropSubmit) -> bytes:
+        image = self._image(request.image, "image")
+        payload: dict[str, Any] = {"image": base64.b64encode(image.image).decode(), "size": list(image.size)}
+        if request.landmarks is not None:
+            points = [(p.x, p.y) for p in request.landmarks]
+            if len(points) != LANDMARK_COUNT or not all(math.isfinite(v) for p in points for v in p):
+                raise InvalidLandmarks(
+                    f"Expected {LANDMARK_COUNT} points with finite x and y, got {len(points)}"
+                )
+            payload["landmarks"] = points
+        if request.segmentation_map is not None:
+            seg = self._image(request.segmentation_map, "segmentation_map")
+            if seg.size != image.size:
+                (sw, sh), (iw, ih) = seg.size, image.size
+                raise InvalidSegmentation(f"The segmentation map is {sw}x{sh}, the image {iw}x{ih}")
+            payload["segmentation_map"] = base64.b64encode(seg.image).decode()
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+    def _face(self) -> FaceAnalyzer:
+        analyzer = self.registry.get("face")
+        if not isinstance(analyzer, FaceAnalyzer):
+            raise AnalyzerUnavailable("The face analyzer is not loaded")
+        return analyzer
+
+    def _run(self, job_input: bytes) -> bytes:
+        """Job runner (worker thread): the SVG document for one canonical input."""
+        payload = json.loads(job_input)
+        size = (int(payload["size"][0]), int(payload["size"][1]))
+        if "segmentation_map" in payload:
+            with Image.open(io.BytesIO(base64.b64decode(payload["segmentation_map"]))) as labels:
+                labels.load()
+                return segmentation_contours(labels).svg.encode()
+        if "landmarks" in payload:
+            points = [(float(x), float(y)) for x, y in payload["landmarks"]]
+            return face_contours(size, points, DEFAULT_MARGIN).svg.encode()
+        face = self._face()
+        image = load_gray(base64.b64decode(payload["image"]))
+        box, points = face.detect_landmarks(image, FaceParams().min_face_px)
+        return face.contours_from_landmarks(image.size, points, DEFAULT_MARGIN, box=box).svg.encode()
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        """The seed's status object for a job (JobNotFound if unknown)."""
+        job = await self.queue.get(job_id)
+        result = await self.queue.result(job_id) if job.status == "completed" else None
+        return {
+            "job_id": job.job_id,
+            "status": str(job.status),
+            "result": base64.b64encode(result).decode() if result is not None else None,
+            "error": job.error.detail if job.error else None,
+            "error_code": job.error.code if job.error else None,
+        }

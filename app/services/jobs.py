@@ -1,0 +1,456 @@
+"""A small persistent job queue: submit opaque input bytes, poll a job id, read the output.
+
+On-disk layout under `root` (one process owns a root at a time)::
+
+    jobs/{job_id}.json   the job's status record (JSON: job_id, status, created_at,
+                         updated_at, error {code, detail} | null, content_key);
+                         replaced atomically (`atomic_write`) on every transition
+    inputs/{key}         the input bytes, key = sha256(input) hex; published once (`atomic_create`)
+    results/{key}        the runner's output for that input; published once (`atomic_create`)
+
+Guarantees:
+
+- **Accepted means durable.** `submit` returns only after the input and the job record are
+  on disk (input first, then record), so a job the caller saw accepted survives a crash or
+  a SIGKILL. Nothing half-written is ever visible under a final name (temp file, fsync,
+  rename/link; temp files of dead processes are swept at `start()`).
+- **Content addressed, computed once.** Jobs with the same input share a key. If
+  `results/{key}` exists the new job is born `completed` (no recompute); if a job with the
+  key is pending or running in this process the new job joins that work and finishes with
+  it. A result is published before any record says `completed`, so a completed job always
+  has its bytes. Failures are not cached: a later submit of the same input runs again.
+- **Restart safe.** `start()` re-queues every record that says `pending` or `running` (a
+  crash mid-run), oldest `created_at` first; a job whose result was already published
+  before the crash completes without running again. Completed and failed jobs stay
+  readable. Unreadable or corrupt records are logged and skipped, never fatal.
+- **Bounded.** At most `max_pending` units of work wait to start (`QueueFull`, 503, beyond
+  that); joining work already queued and result-cache hits are always accepted. At most
+  `workers` runs at a time, each in the thread pool.
+- **Retention** (optional `max_age_seconds`): at `start()`, completed/failed records whose
+  `updated_at` is older than that are deleted, then every input and result no remaining
+  record refers to (orphans of refused submits or crashes included). Pending and running
+  jobs are never expired. Without it nothing is ever deleted.
+- **The event loop never touches the disk**: hashing, reads, writes, directory scans and
+  the runner itself go through the `ThreadPool`.
+
+Runner errors: an `AppError` marks the job failed with its `code` and `detail`; any other
+exception marks it failed with `internal_error` and a generic detail (the traceback is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.core.errors import AppError, NotFound, ServiceUnavailable
+from app.core.ids import is_uuid4
+from app.core.threads import ThreadPool
+from app.storage.atomic import TEMP_PREFIX, atomic_create, atomic_write, sweep_temp_files, unlink_quietly
+
+logger = logging.getLogger("app.jobs")
+
+INTERNAL_ERROR_DETAIL = "The job failed because of an internal error"
+
+
+class QueueFull(ServiceUnavailable):
+    """Too many jobs are waiting to start."""
+
+    code, default_detail = "queue_full", "Too many jobs are waiting; try again later"
+
+
+class JobNotFound(NotFound):
+    """No job has this id."""
+
+    code, default_detail = "job_not_found", "Job not found"
+
+
+class JobStatus(StrEnum):
+    """The life of a job: pending -> running -> completed | failed."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable machine code and a human-readable detail."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    detail: str
+
+
+class Job(BaseModel):
+    """A snapshot of one job (immutable; a transition makes a new snapshot)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    error: JobError | None = None
+    content_key: str
+
+
+@dataclass
+class _Work:
+    """One unit of work in this process: a key and the jobs waiting on it."""
+
+    key: str
+    status: JobStatus = JobStatus.PENDING
+    job_ids: list[str] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobQueue:
+    """Persistent, content-addressed job queue run by a bounded set of asyncio workers."""
+
+    def __init__(
+        self,
+        root: Path,
+        pool: ThreadPool,
+        runner: Callable[[bytes], bytes],
+        *,
+        workers: int,
+        max_pending: int,
+        max_age_seconds: float | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if max_pending < 0:
+            raise ValueError("max_pending must not be negative")
+        self.root = root
+        self.jobs_dir = root / "jobs"
+        self.inputs_dir = root / "inputs"
+        self.results_dir = root / "results"
+        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._pool = pool
+        self._runner = runner
+        self._workers = workers
+        self._max_pending = max_pending
+        self._max_age_seconds = max_age_seconds
+        self._reset()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _reset(self) -> None:
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._work: dict[str, _Work] = {}  # key -> work not finished yet
+        # Jobs not yet finished on disk: the latest state (`_live`) and the last one persisted
+        # (`_saved`, what `get` reports, so a client never sees a state a crash could take back).
+        self._live: dict[str, Job] = {}
+        self._saved: dict[str, Job] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # job_id -> orders that job's record writes
+        self._pending_units = 0
+
+    # -----------------------------------------------------------------------------------------
+    # Public API
+    # -----------------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Units of work waiting for a worker."""
+        return self._pending_units
+
+    async def start(self) -> None:
+        """Recover what a previous process left (see module docstring), then start the workers."""
+        if self._tasks:
+            raise RuntimeError("the job queue is already started")
+        recovered = await self._pool.run(self._recover_from_disk)
+        for job in recovered:
+            if job.job_id in self._live:
+                continue  # submitted to this instance before start(): already queued
+            self._live[job.job_id] = self._saved[job.job_id] = job
+            self._attach(job.job_id, job.content_key)
+        if recovered:
+            logger.warning("re-queued %d unfinished job(s) from %s", len(recovered), self.jobs_dir)
+        self._tasks = [
+            asyncio.create_task(self._worker_loop(), name=f"job-worker-{i}") for i in range(self._workers)
+        ]
+
+    async def stop(self) -> None:
+        """Stop the workers. A run in progress finishes its thread; unfinished jobs stay on disk
+        as pending/running and are recovered by the next `start()`."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._reset()
+
+    async def submit(self, data: bytes) -> Job:
+        """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait."""
+        data = bytes(data)
+        key, cached = await self._pool.run(self._probe, data)
+        # From here to the first await nothing else runs: decide and register atomically.
+        now = _now()
+        job_id = str(uuid.uuid4())
+        work = self._work.get(key)
+        if work is not None:
+            status, how = work.status, "joined in-flight work"
+        elif cached:
+            status, how = JobStatus.COMPLETED, "completed from the result cache"
+        elif self._pending_units >= self._max_pending:
+            raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
+        else:
+            status, how = JobStatus.PENDING, "queued"
+        job = Job(job_id=job_id, status=status, created_at=now, updated_at=now, content_key=key)
+        self._live[job_id] = job
+        if status != JobStatus.COMPLETED:
+            self._attach(job_id, key)  # joins `work`, or queues new work
+        try:
+            await self._save(job_id)
+        except Exception:
+            self._detach(job_id, key)  # the record is not on disk: the job was never accepted
+            raise
+        logger.info("job %s %s (key %s)", job_id, how, key[:12])
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        """The current state of a job; JobNotFound (404) if there is none."""
+        if not isinstance(job_id, str) or not is_uuid4(job_id):
+            raise JobNotFound()  # also keeps any other string from becoming a path
+        job_id = job_id.lower()
+        job = self._saved.get(job_id)
+        if job is None:
+            job = await self._pool.run(self._read_record, job_id)
+        if job is None:
+            raise JobNotFound()
+        return job
+
+    async def result(self, job_id: str) -> bytes | None:
+        """The output bytes of a completed job; None while it is not completed (or failed)."""
+        job = await self.get(job_id)
+        if job.status != JobStatus.COMPLETED:
+            return None
+        return await self._pool.run(self._read_result, job.content_key)
+
+    # -----------------------------------------------------------------------------------------
+    # Event-loop side
+    # -----------------------------------------------------------------------------------------
+
+    def _attach(self, job_id: str, key: str) -> None:
+        """Put `job_id` on the work for `key`, queueing new work if there is none."""
+        work = self._work.get(key)
+        if work is None:
+            work = self._work[key] = _Work(key)
+            self._pending_units += 1
+            self._queue.put_nowait(key)
+        work.job_ids.append(job_id)
+
+    def _detach(self, job_id: str, key: str) -> None:
+        """Forget a job whose first record write failed; drop its work if nobody else waits on it."""
+        self._live.pop(job_id, None)
+        self._saved.pop(job_id, None)
+        self._locks.pop(job_id, None)
+        work = self._work.get(key)
+        if work is None or job_id not in work.job_ids:
+            return
+        work.job_ids.remove(job_id)
+        if not work.job_ids and work.status == JobStatus.PENDING:
+            del self._work[key]  # its queue entry finds no work and is skipped
+            self._pending_units -= 1
+
+    async def _worker_loop(self) -> None:
+        while True:
+            key = await self._queue.get()
+            try:
+                await self._process(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let a worker die (a record write failed: disk full?). Forget the work here;
+                # its records stay pending/running on disk and are recovered at the next start().
+                logger.exception("job worker failed on key %s; its jobs resume at the next start", key[:12])
+                work = self._work.pop(key, None)
+                for job_id in work.job_ids if work is not None else ():
+                    self._live.pop(job_id, None)
+                    self._saved.pop(job_id, None)
+
+    async def _process(self, key: str) -> None:
+        work = self._work.get(key)
+        if work is None:
+            return
+        self._pending_units -= 1
+        work.status = JobStatus.RUNNING
+        await self._transition(list(work.job_ids), JobStatus.RUNNING)
+        started = time.perf_counter()
+        error = await self._pool.run(self._execute, key)
+        # Synchronously: later submits see the published result (or start afresh after a failure).
+        del self._work[key]
+        status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
+        await self._transition(work.job_ids, status, error)
+        logger.info(
+            "key %s %s for %d job(s) in %.1f ms",
+            key[:12],
+            status.value,
+            len(work.job_ids),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _transition(self, job_ids: list[str], status: JobStatus, error: JobError | None = None) -> None:
+        now = _now()
+        for job_id in job_ids:
+            job = self._live.get(job_id)
+            if job is not None:
+                self._live[job_id] = job.model_copy(
+                    update={"status": status, "updated_at": now, "error": error}
+                )
+        await asyncio.gather(*(self._save(job_id) for job_id in job_ids))
+
+    async def _save(self, job_id: str) -> None:
+        """Persist the latest snapshot of a live job; writes of one job never overtake each other."""
+        lock = self._locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            job = self._live.get(job_id)
+            if job is None:
+                return  # already finished and written by an earlier save
+            await self._pool.run(atomic_write, self._record_path(job_id), job.model_dump_json().encode())
+            self._saved[job_id] = job
+            if job.status in FINISHED and self._live.get(job_id) is job:
+                # Final and on disk: from now on `get` reads the record.
+                del self._live[job_id], self._saved[job_id]
+                self._locks.pop(job_id, None)
+
+    # -----------------------------------------------------------------------------------------
+    # Thread side (blocking disk work and the runner)
+    # -----------------------------------------------------------------------------------------
+
+    def _record_path(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.json"
+
+    def _probe(self, data: bytes) -> tuple[str, bool]:
+        """Key of `data` and whether its result exists; makes sure the input is on disk if not."""
+        key = hashlib.sha256(data).hexdigest()
+        if (self.results_dir / key).exists():
+            return key, True
+        input_path = self.inputs_dir / key
+        if not input_path.exists():
+            atomic_create(input_path, data)
+        return key, False
+
+    def _execute(self, key: str) -> JobError | None:
+        """Run the runner for `key` unless its result already exists; None on success."""
+        result_path = self.results_dir / key
+        if result_path.exists():
+            return None  # published before a crash, or by a run this one raced with
+        try:
+            data = (self.inputs_dir / key).read_bytes()
+        except OSError:
+            logger.error("input %s of a queued job is missing or unreadable", key[:12])
+            return JobError(code="job_input_missing", detail="The job's input was lost; submit it again")
+        try:
+            output = self._runner(data)
+            if not isinstance(output, bytes | bytearray | memoryview):
+                raise TypeError(f"job runner returned {type(output).__name__}, not bytes")
+            atomic_create(result_path, bytes(output))
+        except AppError as exc:
+            return JobError(code=exc.code, detail=exc.detail)
+        except Exception:
+            logger.exception("job runner failed on key %s", key[:12])
+            return JobError(code="internal_error", detail=INTERNAL_ERROR_DETAIL)
+        return None
+
+    def _read_result(self, key: str) -> bytes | None:
+        try:
+            return (self.results_dir / key).read_bytes()
+        except FileNotFoundError:
+            logger.warning("result %s of a completed job is missing", key[:12])
+            return None
+
+    def _read_record(self, job_id: str) -> Job | None:
+        path = self._record_path(job_id)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("job record %s is unreadable: %s", path, exc)
+            return None
+        try:
+            job = Job.model_validate_json(raw)
+        except ValidationError as exc:
+            logger.warning("job record %s is corrupt: %s", path, exc.errors(include_url=False)[:1])
+            return None
+        if job.job_id != job_id:
+            logger.warning("job record %s names another job (%s); ignored", path, job.job_id)
+            return None
+        return job
+
+    def _recover_from_disk(self) -> list[Job]:
+        """Sweep temp files, apply retention, reset crashed runs to pending; unfinished jobs, oldest first."""
+        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
+            sweep_temp_files(directory)
+        jobs: list[Job] = []
+        for entry in os.scandir(self.jobs_dir):
+            stem, dot, ext = entry.name.rpartition(".")
+            if entry.name.startswith(TEMP_PREFIX):
+                continue  # a live peer's temp file
+            if not (dot and ext == "json" and is_uuid4(stem)):
+                logger.warning("ignoring unexpected file %s in %s", entry.name, self.jobs_dir)
+                continue
+            job = self._read_record(stem)
+            if job is not None:
+                jobs.append(job)
+
+        if self._max_age_seconds is not None:
+            jobs = self._apply_retention(jobs)
+
+        unfinished: list[Job] = []
+        for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
+            if job.status in FINISHED:
+                continue
+            if job.status == JobStatus.RUNNING:
+                logger.warning(
+                    "job %s was running when the last process stopped; running it again", job.job_id
+                )
+                job = job.model_copy(update={"status": JobStatus.PENDING, "updated_at": _now()})
+                atomic_write(self._record_path(job.job_id), job.model_dump_json().encode())
+            unfinished.append(job)
+        return unfinished
+
+    def _apply_retention(self, jobs: list[Job]) -> list[Job]:
+        assert self._max_age_seconds is not None
+        cutoff = _now().timestamp() - self._max_age_seconds
+        kept: list[Job] = []
+        expired = 0
+        for job in jobs:
+            if job.status in FINISHED and job.updated_at.timestamp() < cutoff:
+                unlink_quietly(self._record_path(job.job_id))
+                expired += 1
+            else:
+                kept.append(job)
+        referenced = {job.content_key for job in kept}
+        blobs = 0
+        for directory in (self.inputs_dir, self.results_dir):
+            for entry in os.scandir(directory):
+                if entry.name.startswith(TEMP_PREFIX) or entry.name in referenced:
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    blobs += 1
+        if expired or blobs:
+            logger.info(
+                "retention: removed %d expired job record(s) and %d unreferenced file(s)", expired, blobs
+            )
+        return kept
