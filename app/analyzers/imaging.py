@@ -16,6 +16,19 @@ from app.core.errors import UndecodableImage
 from app.core.formats import enable_heif
 
 
+def _open_upright(source: Path | bytes, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Decode `source` and apply its EXIF orientation; JPEGs through `draft(draft_mode, size)`."""
+    enable_heif()
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        if image.format == "JPEG":
+            image.draft(draft_mode, draft_size or image.size)
+        image.load()
+        return ImageOps.exif_transpose(image) or image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
+
+
 def load_rgb(source: Path | bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode `source` (a path or bytes) to an upright RGB image.
 
@@ -23,16 +36,17 @@ def load_rgb(source: Path | bytes, min_size: tuple[int, int] | None = None) -> I
     while decoding, as long as the result stays at least that large (in the stored
     orientation); it is the cheap path to a thumbnail of a 12 MP photo.
     """
-    enable_heif()
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if min_size is not None and image.format == "JPEG":
-            image.draft("RGB", min_size)
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-        return to_rgb(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
+    return to_rgb(_open_upright(source, "RGB", min_size))
+
+
+def load_gray(source: Path | bytes) -> Image.Image:
+    """Decode `source` to an upright 8-bit grayscale image.
+
+    A colour JPEG is decoded straight to its luma plane (`draft("L")`: no chroma IDCT,
+    upsampling or colour conversion), 2-3x faster for a 12 MP photo; for analyzers that
+    only look at intensity (face detection and landmarks).
+    """
+    return to_gray(_open_upright(source, "L", None))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -50,3 +64,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit grayscale: scale to 8 bits before RGB.
         image = image.point(lambda v: v / 256).convert("L")
     return image.convert("RGB")
+
+
+def to_gray(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to L, through `to_rgb` where there is transparency or a palette."""
+    if image.mode == "L":
+        return image
+    return (image if image.mode == "RGB" else to_rgb(image)).convert("L")

@@ -72,6 +72,22 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def content_length(scope: Scope) -> int | None:
+    """The declared Content-Length, or None when absent or not a number."""
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def multipart_body(
+    properties: dict[str, dict[str, Any]], required: list[str], **others: dict[str, Any]
+) -> dict[str, Any]:
+    """An OpenAPI `requestBody` for a hand-parsed multipart form (Swagger UI shows a file
+    picker for `{"type": "string", "format": "binary"}` fields), plus other media types."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    content = {"multipart/form-data": {"schema": schema}, **{k: {"schema": v} for k, v in others.items()}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def principal_of(scope: Scope, services: Services) -> str:
     """Who is calling (raises Unauthorized when a key is required and missing)."""
     return authenticate(services.settings.api_keys, header(scope, b"x-api-key"))

@@ -19,7 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours, load_gray, segmentation_contours
+from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours, segmentation_contours
+from app.analyzers.imaging import load_gray
 from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.core.errors import (

@@ -22,10 +22,9 @@ from app.analyzers.face import (
     FaceAnalyzer,
     FaceParams,
     FaceResult,
-    load_gray,
     trace_boundaries,
 )
-from app.analyzers.imaging import load_rgb
+from app.analyzers.imaging import load_gray, load_rgb
 from app.analyzers.svg import SVG_NAMESPACE
 from app.core.errors import FaceTooSmall, NoFaceDetected, UndecodableImage
 

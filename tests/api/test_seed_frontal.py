@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import xml.etree.ElementTree as ET
 
 import anyio
@@ -143,14 +142,3 @@ async def test_completed_jobs_survive_restart(make_settings) -> None:
     async with serve(make_settings()) as c:
         after = (await c.get(f"/api/v1/frontal/crop/status/{job_id}")).json()
     assert after == before
-
-
-def test_exif_rotated_face_is_found() -> None:
-    from app.analyzers.imaging import load_rgb
-
-    upright = Image.fromarray(data.astronaut())
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buf = io.BytesIO()
-    upright.transpose(Image.Transpose.ROTATE_270).save(buf, "JPEG", exif=exif)
-    assert load_rgb(buf.getvalue()).size == upright.size

@@ -15,7 +15,9 @@ from app.api.deps import PrincipalDep
 from app.api.lean import (
     add_lean_routes,
     body_chunks,
+    content_length,
     header,
+    multipart_body,
     principal_of,
     read_body,
     send_bytes,
@@ -37,21 +39,11 @@ class ClassifyUrlRequest(BaseModel):
     top_k: int = Field(default=5, ge=1, le=1000)
 
 
-CLASSIFY_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-            "application/json": {"schema": ClassifyUrlRequest.model_json_schema()},
-        },
-    }
-}
+CLASSIFY_OPENAPI = multipart_body(
+    {"file": {"type": "string", "format": "binary"}},
+    required=["file"],
+    **{"application/json": ClassifyUrlRequest.model_json_schema()},
+)
 
 CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Top-k ImageNet classes; the image is stored (`image_id`) and the result cached"},
@@ -106,10 +98,9 @@ async def classify_handler(scope: Scope, receive: Receive, send: Send) -> None:
         outcome = await services.images.ingest_file(dest, name)
     else:
         top_k = _top_k(scope)
-        length = header(scope, b"content-length")
         outcome = await services.images.upload(
             content_type=content_type,
-            content_length=int(length) if length is not None and length.isdigit() else None,
+            content_length=content_length(scope),
             chunks=body_chunks(receive),
             scope=principal,
         )

@@ -10,7 +10,16 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import PrincipalDep
-from app.api.lean import add_lean_routes, body_chunks, header, principal_of, send_bytes, services_of
+from app.api.lean import (
+    add_lean_routes,
+    body_chunks,
+    content_length,
+    header,
+    multipart_body,
+    principal_of,
+    send_bytes,
+    services_of,
+)
 from app.core.errors import (
     BadRequest,
     EmptyFile,
@@ -30,26 +39,13 @@ TOP_K = 5
 # What the model cannot process answers 403 with the seed's text; a malformed form is 400.
 _MODEL_FAILURES = (EmptyFile, UnsupportedMediaType, UndecodableImage, TooManyPixels)
 
-FORWARD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "An image to classify",
-                        },
-                        "data": {"type": "string", "description": "A JSON text to process (when no image)"},
-                    },
-                }
-            }
-        },
-    }
-}
+FORWARD_OPENAPI = multipart_body(
+    {
+        "image": {"type": "string", "format": "binary", "description": "An image to classify"},
+        "data": {"type": "string", "description": "A JSON text to process (when no image)"},
+    },
+    required=[],
+)
 
 FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -101,11 +97,10 @@ async def forward_handler(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve /forward: classify `image`, else process `data`, else 400."""
     services = services_of(scope)
     principal_of(scope, services)
-    length = header(scope, b"content-length")
     try:
         form = await services.images.receive(
             content_type=header(scope, b"content-type"),
-            content_length=int(length) if length is not None and length.isdigit() else None,
+            content_length=content_length(scope),
             chunks=body_chunks(receive),
             file_field="image",
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Path
 from fastapi.responses import FileResponse
@@ -10,7 +10,16 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ImageServiceDep, PrincipalDep
-from app.api.lean import add_lean_routes, body_chunks, header, principal_of, send_bytes, services_of
+from app.api.lean import (
+    add_lean_routes,
+    body_chunks,
+    content_length,
+    header,
+    multipart_body,
+    principal_of,
+    send_bytes,
+    services_of,
+)
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImageRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
@@ -26,26 +35,16 @@ ImageIdPath = Annotated[
     ),
 ]
 
-UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "JPEG or PNG (type read from the bytes), at most MAX_UPLOAD_BYTES",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_OPENAPI = multipart_body(
+    {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "JPEG, PNG, WebP or HEIC (type read from the bytes), at most MAX_UPLOAD_BYTES",
+        }
+    },
+    required=["file"],
+)
 
 UPLOAD_ERRORS = problem_docs(
     (400, "unsupported_media_type", "The file is not a supported image (JPEG, PNG)"),
@@ -66,10 +65,9 @@ async def upload_handler(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve an upload: stream the body to disk through the image service."""
     services = services_of(scope)
     principal = principal_of(scope, services)
-    length = header(scope, b"content-length")
     outcome = await services.images.upload(
         content_type=header(scope, b"content-type"),
-        content_length=int(length) if length is not None and length.isdigit() else None,
+        content_length=content_length(scope),
         chunks=body_chunks(receive),
         idempotency_key=header(scope, b"idempotency-key"),
         scope=principal,
