@@ -212,3 +212,22 @@ def test_exif_rotated_upload_decodes_upright(tmp_path) -> None:
     buf = io.BytesIO()
     upright.transpose(Image.Transpose.ROTATE_270).save(buf, "JPEG", exif=exif)
     assert load_rgb(buf.getvalue()).size == upright.size
+
+
+async def test_two_step_face(client: httpx.AsyncClient, data_dir) -> None:
+    face_id = await upload(client, encode(Image.fromarray(data.astronaut()), "JPEG"), "face.jpg")
+    resp = await client.post("/api/v1/analyze", json={"image_id": face_id, "analyzer": "face"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert len(body["landmarks"]) == 68
+    assert {"face_oval", "left_eye", "right_eye", "nose", "outer_lips", "inner_lips"} <= set(body["regions"])
+    assert body["svg"].startswith("<svg")
+    assert (data_dir / "analysis" / f"{face_id}.face.json").read_bytes() == resp.content
+    again = await client.post("/api/v1/analyze", json={"image_id": face_id, "analyzer": "face"})
+    assert (again.headers["x-cache"], again.content) == ("HIT", resp.content)
+
+    coffee_id = await upload(client, coffee_jpeg())
+    none = await client.post("/api/v1/analyze", json={"image_id": coffee_id, "analyzer": "face"})
+    assert none.status_code == 422
+    assert none.json()["code"] == "no_face_detected"
+    assert not (data_dir / "analysis" / f"{coffee_id}.face.json").exists()
