@@ -73,12 +73,15 @@ _LOADERS: dict[str, Callable[[Settings], Analyzer]] = {
 def build_registry(settings: Settings) -> AnalyzerRegistry:
     """Every analyzer, models loaded once (call at start-up, in a thread).
 
-    An analyzer whose model cannot be loaded is reported as unavailable (503 on use,
-    failing /readyz) instead of stopping the service: `skin` keeps working.
+    Only the model-backed analyzers named in `settings.analyzers` are loaded. One whose
+    model cannot be loaded is reported as unavailable (503 on use, failing /readyz)
+    instead of stopping the service: `skin` keeps working.
     """
     analyzers: list[Analyzer] = [SkinAnalyzer()]
     unavailable: dict[str, str] = {}
     for name, load in _LOADERS.items():
+        if name not in settings.analyzers:
+            continue
         try:
             analyzers.append(load(settings))
         except Exception as exc:  # a missing model file, a broken package: report, keep serving

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # so that analysis threads x intra-op threads never exceed the cores.
     onnx_threads: int = Field(default=0, ge=0)
 
+    # Which model-backed analyzers to load (`skin` is always there): each costs memory
+    # (classify ~65 MiB, face ~50 MiB) and start-up time.
+    analyzers: CommaList = ["classify", "face"]
+
     # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py)
     model_dir: Path = Path("models")
     # Face landmarks: "68" (regions; iBUG 300-W licence, non-commercial) or "5" (alignment only, free)
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
-    @field_validator("allowed_formats", "api_keys", "cors_origins", mode="before")
+    @field_validator("allowed_formats", "api_keys", "cors_origins", "analyzers", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -97,6 +101,15 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown formats {unknown}; known: {sorted(FORMATS)}")
         return formats
+
+    @field_validator("analyzers")
+    @classmethod
+    def _known_analyzers(cls, value: list[str]) -> list[str]:
+        names = [item.lower() for item in value]
+        unknown = sorted(set(names) - {"classify", "face", "skin"})
+        if unknown:
+            raise ValueError(f"unknown analyzers {unknown}; known: classify, face (skin is always on)")
+        return names
 
     @property
     def images_dir(self) -> Path:

@@ -231,3 +231,12 @@ async def test_two_step_face(client: httpx.AsyncClient, data_dir) -> None:
     assert none.status_code == 422
     assert none.json()["code"] == "no_face_detected"
     assert not (data_dir / "analysis" / f"{coffee_id}.face.json").exists()
+
+
+async def test_model_analyzers_can_be_turned_off(make_settings) -> None:
+    from app.analyzers.registry import build_registry
+
+    registry = build_registry(make_settings(analyzers=["skin"]))
+    assert registry.names() == ["skin"] and not registry.unavailable
+    with pytest.raises(ValueError):
+        make_settings(analyzers=["tarot"])
