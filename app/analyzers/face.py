@@ -15,7 +15,7 @@ Pipeline (`FaceAnalyzer.analyze`):
    80 px and more up to 1600 px; in larger photos about 40*k px (200 px in a 4000x3000
    photo). Smaller faces there are reported as `no_face_detected`; raise
    `detect_max_side` to trade latency for them;
-3. pick the largest face (ties: the higher detector score); a face whose box is smaller
+3. pick the most confident face (ties: the larger box); a face whose box is smaller
    than `min_face_px` (shorter side, original pixels) raises `FaceTooSmall`, no face at
    all `NoFaceDetected`;
 4. run the shape predictor at the ORIGINAL resolution (on a crop around the rescaled box);
@@ -215,7 +215,7 @@ class FaceAnalyzer:
         self._detect_lock = threading.Lock()
 
     def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
-        """Detect, align and outline the largest face of the stored image."""
+        """Detect, align and outline the most confident face of the stored image."""
         p = params if isinstance(params, FaceParams) else FaceParams.model_validate(params.model_dump())
         image = load_gray(source.path)
         box, points = self.detect_landmarks(image, p.min_face_px)
@@ -235,7 +235,7 @@ class FaceAnalyzer:
         return np.asarray(gray), 1.0
 
     def detect_box(self, image: Image.Image, min_face_px: int = 80) -> FaceBox:
-        """The largest face's box in original pixels, or NoFaceDetected / FaceTooSmall."""
+        """The most confident face's box in original pixels, or NoFaceDetected / FaceTooSmall."""
         return self._detect(to_gray(image), min_face_px)[0]
 
     def _detect(
@@ -248,7 +248,9 @@ class FaceAnalyzer:
                 rects, scores, _ = self._detector.run(gray, 1, 0.0)
         if len(rects) == 0:
             raise NoFaceDetected()
-        best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i], -i))
+        # The most confident detection, not the largest: at the default threshold dlib also
+        # reports weak false positives (score ~0.1) that can be bigger than the real face.
+        best = max(range(len(rects)), key=lambda i: (scores[i], rects[i].area(), -i))
         r = rects[best]
         # dlib rectangles are inclusive; a copy pixel i covers original [i/scale, (i+1)/scale).
         left, top = r.left() / scale, r.top() / scale
@@ -266,7 +268,7 @@ class FaceAnalyzer:
         return box, (left, top, right, bottom)
 
     def detect_landmarks(self, image: Image.Image, min_face_px: int = 80) -> tuple[FaceBox, list[Point]]:
-        """The largest face's box and its landmarks (68 or 5), both in original pixels.
+        """The most confident face's box and its landmarks (68 or 5), both in original pixels.
 
         The detector runs on a reduced copy; the shape predictor runs at full resolution
         on a crop around the rescaled box. Raises NoFaceDetected or FaceTooSmall.
