@@ -61,7 +61,9 @@ def _load_classifier(settings: Settings) -> Analyzer:
 def _load_face(settings: Settings) -> Analyzer:
     from app.analyzers.face import FaceAnalyzer
 
-    return FaceAnalyzer(landmarks_model=settings.face_landmarks, detect_max_side=settings.face_detect_max_side)
+    return FaceAnalyzer(
+        landmarks_model=settings.face_landmarks, detect_max_side=settings.face_detect_max_side
+    )
 
 
 _LOADERS: dict[str, Callable[[Settings], Analyzer]] = {
