@@ -160,7 +160,9 @@ class AnalysisService:
         body, source = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
         computed = body is None
         if body is None:
-            body = await self._analysis_pool.run(self._compute, source, analyzer, params, name)
+            fresh = await self._analysis_pool.run(self._compute, source, analyzer, params)
+            # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
+            body = await self._io_pool.run(self._publish, source.image_id, analyzer, params, name, fresh)
         self._remember(name, body)
         logger.info(
             "analysis image_id=%s analyzer=%s %s in %.1f ms",
@@ -188,17 +190,20 @@ class AnalysisService:
         logger.warning("cached result %s is corrupt or outdated; recomputing", name)
         return None, source
 
-    def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str) -> bytes:
+    def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel) -> bytes:
         result = analyzer.analyze(source, params)
         self.computations += 1
-        body = _encode(source.image_id, analyzer, params, result)
+        return _encode(source.image_id, analyzer, params, result)
+
+    def _publish(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str, body: bytes) -> bytes:
+        """Store a fresh result; returns the bytes every client must get."""
         if self.results.exists(name):
             # A corrupt entry is there (we just failed to validate it): replace it.
             self.results.replace(name, body)
         elif not self.results.create(name, body):
             # Another process published first: serve its bytes so every client agrees.
             winner = self.results.read(name)
-            if winner is not None and _is_valid(winner, source.image_id, analyzer, params):
+            if winner is not None and _is_valid(winner, image_id, analyzer, params):
                 return winner
             self.results.replace(name, body)
         return body
