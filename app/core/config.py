@@ -17,6 +17,10 @@ CommaList = Annotated[list[str], NoDecode]
 
 MiB = 1024 * 1024
 
+# The checkout the service runs from: set-up exports the classifier into its models/, so the
+# default works whatever the working directory of `uvicorn app.main:app` is.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
@@ -59,7 +63,7 @@ class Settings(BaseSettings):
     analyzers: CommaList = ["classify", "face"]
 
     # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py)
-    model_dir: Path = Path("models")
+    model_dir: Path = PROJECT_ROOT / "models"
     # Face landmarks: "68" (regions; iBUG 300-W licence, non-commercial) or "5" (alignment only, free)
     face_landmarks: Literal["68", "5"] = "68"
     # Faces are detected on a copy at most this long: larger finds smaller faces in big photos
