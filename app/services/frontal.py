@@ -17,11 +17,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours, segmentation_contours
+from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours
 from app.analyzers.imaging import load_gray
 from app.analyzers.registry import AnalyzerRegistry
+from app.analyzers.segmentation import LABEL_MODES, segmentation_contours
 from app.core.config import Settings
 from app.core.errors import (
     AnalyzerUnavailable,
@@ -39,6 +41,8 @@ from app.services.jobs import Job, JobQueue
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
+# Each label is traced over the whole map: bound the work a single job can ask for.
+MAX_LABELS = 256
 
 
 def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
@@ -121,8 +125,21 @@ class FrontalService:
             if seg.size != image.size:
                 (sw, sh), (iw, ih) = seg.size, image.size
                 raise InvalidSegmentation(f"The segmentation map is {sw}x{sh}, the image {iw}x{ih}")
+            self._check_labels(seg.image)
             payload["segmentation_map"] = base64.b64encode(seg.image).decode()
         return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _check_labels(raw: bytes) -> None:
+        """A label image: one integer channel, at most MAX_LABELS distinct labels."""
+        with Image.open(io.BytesIO(raw)) as labels:
+            if labels.mode not in LABEL_MODES:
+                raise InvalidSegmentation(
+                    f"The segmentation map must have one integer label channel, not mode {labels.mode}"
+                )
+            count = len(np.unique(np.asarray(labels)))
+        if count > MAX_LABELS + 1:  # + background
+            raise InvalidSegmentation(f"The segmentation map has {count} labels; at most {MAX_LABELS}")
 
     def _face(self) -> FaceAnalyzer:
         analyzer = self.registry.get("face")

@@ -22,9 +22,9 @@ from app.analyzers.face import (
     FaceAnalyzer,
     FaceParams,
     FaceResult,
-    trace_boundaries,
 )
 from app.analyzers.imaging import load_gray, load_rgb
+from app.analyzers.segmentation import trace_boundaries
 from app.analyzers.svg import SVG_NAMESPACE
 from app.core.errors import FaceTooSmall, NoFaceDetected, UndecodableImage
 

@@ -116,6 +116,21 @@ async def test_no_face_fails_the_job_with_a_code(client: httpx.AsyncClient) -> N
             "invalid_segmentation_map",
         ),
         ({"image": "A" * (8 * 1024 * 1024)}, 413, "payload_too_large"),
+        (
+            {"image": b64(astronaut_jpeg()), "segmentation_map": b64(astronaut_jpeg())},
+            400,
+            "invalid_segmentation_map",
+        ),
+        (
+            {
+                "image": b64(encode(Image.new("RGB", (64, 64)), "PNG")),
+                "segmentation_map": b64(
+                    encode(Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)), "PNG")
+                ),
+            },
+            400,
+            "invalid_segmentation_map",
+        ),
         ({}, 400, "validation_error"),
         ({"image": b64(astronaut_jpeg()), "extra": 1}, 400, "validation_error"),
     ],
