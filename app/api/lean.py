@@ -75,7 +75,7 @@ def header(scope: Scope, name: bytes) -> str | None:
 def content_length(scope: Scope) -> int | None:
     """The declared Content-Length, or None when absent or not a number."""
     value = header(scope, b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def multipart_body(

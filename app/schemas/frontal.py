@@ -19,11 +19,14 @@ class CropSubmit(BaseModel):
 
     image: str = Field(description="The facial image, base64 or `data:image/...;base64,...`")
     landmarks: list[Point] | None = Field(
-        default=None, description="68 points (iBUG 300-W order) in image pixels: skips detection"
+        default=None,
+        max_length=1000,
+        description="68 points (iBUG 300-W order) in image pixels: skips detection",
     )
     segmentation_map: str | None = Field(
         default=None,
-        description="A label image (PNG, same size; 0 = background) as base64: contours are traced from it",
+        description="A label image (PNG, one channel, same size, 0 = background, <= 256 labels) as base64: "
+        "contours are traced from it",
     )
 
 

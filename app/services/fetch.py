@@ -257,7 +257,7 @@ def _check_url(url: str | httpx.URL, policy: UrlPolicy, where: str) -> _Target:
         raise _not_allowed(where, "URLs with credentials (user:password@) are refused", "userinfo")
     try:
         host = parsed.raw_host.decode("ascii").lower()
-    except UnicodeDecodeError:
+    except UnicodeError:  # raw_host itself raises UnicodeEncodeError for e.g. non-ASCII zone ids
         raise _not_allowed(where, "the host name is invalid", "invalid_host") from None
     if not host:
         raise _not_allowed(where, "it has no host", "invalid_host")

@@ -27,6 +27,7 @@ from app.analyzers.segmentation import LABEL_MODES, segmentation_contours
 from app.core.config import Settings
 from app.core.errors import (
     AnalyzerUnavailable,
+    BadRequest,
     InvalidBase64,
     InvalidLandmarks,
     InvalidSegmentation,
@@ -41,17 +42,20 @@ from app.services.jobs import Job, JobQueue
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
-# Each label is traced over the whole map: bound the work a single job can ask for.
+# Tracing costs time and memory per label and per boundary edge: bound what one job can ask.
 MAX_LABELS = 256
+MAX_OUTLINE_EDGES = 200_000
 
 
 def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
     """Bytes of a base64 string or base64 data URL, refusing oversize input before decoding."""
     text = value.strip()
-    if text.startswith("data:"):
+    if text[:5].lower() == "data:":
         header, sep, text = text.partition(",")
-        if not sep or not header.endswith(";base64"):
+        if not sep or not header.lower().endswith(";base64"):
             raise InvalidBase64(f"`{field}`: only base64 data URLs are accepted")
+    # Line-wrapped base64 (what `base64` prints by default) is fine: drop the whitespace.
+    text = "".join(text.split())
     if (len(text) // 4) * 3 > max_bytes + 3:
         raise PayloadTooLarge(f"`{field}` decodes to more than {max_bytes} bytes")
     try:
@@ -102,26 +106,32 @@ class FrontalService:
         job_input = await self.pool.run(self._canonical_input, request)
         return await self.queue.submit(job_input)
 
-    def _image(self, encoded: str, field: str) -> _Checked:
+    def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
         fmt = sniff_format(raw[:12])
-        if fmt is None or fmt.name not in self.settings.allowed_formats:
-            raise UnsupportedMediaType(f"`{field}` is not a supported image")
+        allowed = formats or tuple(self.settings.allowed_formats)
+        if fmt is None or fmt.name not in allowed:
+            raise UnsupportedMediaType(f"`{field}` must be one of: {', '.join(allowed).upper()}")
         width, height = inspect_image(raw, fmt, self.settings.max_image_pixels)
         return _Checked(raw, (width, height))
 
     def _canonical_input(self, request: CropSubmit) -> bytes:
         image = self._image(request.image, "image")
         payload: dict[str, Any] = {"image": base64.b64encode(image.image).decode(), "size": list(image.size)}
+        if request.landmarks is not None and request.segmentation_map is not None:
+            raise BadRequest("Send `landmarks` or `segmentation_map`, not both")
         if request.landmarks is not None:
             points = [(p.x, p.y) for p in request.landmarks]
-            if len(points) != LANDMARK_COUNT or not all(math.isfinite(v) for p in points for v in p):
+            bound = 10 * max(image.size)  # landmarks may leave the frame a little, not by light years
+            if len(points) != LANDMARK_COUNT or not all(
+                math.isfinite(v) and abs(v) <= bound for p in points for v in p
+            ):
                 raise InvalidLandmarks(
                     f"Expected {LANDMARK_COUNT} points with finite x and y, got {len(points)}"
                 )
             payload["landmarks"] = points
         if request.segmentation_map is not None:
-            seg = self._image(request.segmentation_map, "segmentation_map")
+            seg = self._image(request.segmentation_map, "segmentation_map", formats=("png",))
             if seg.size != image.size:
                 (sw, sh), (iw, ih) = seg.size, image.size
                 raise InvalidSegmentation(f"The segmentation map is {sw}x{sh}, the image {iw}x{ih}")
@@ -131,15 +141,27 @@ class FrontalService:
 
     @staticmethod
     def _check_labels(raw: bytes) -> None:
-        """A label image: one integer channel, at most MAX_LABELS distinct labels."""
-        with Image.open(io.BytesIO(raw)) as labels:
-            if labels.mode not in LABEL_MODES:
-                raise InvalidSegmentation(
-                    f"The segmentation map must have one integer label channel, not mode {labels.mode}"
-                )
-            count = len(np.unique(np.asarray(labels)))
+        """A label image: one integer channel, few labels, a bounded outline."""
+        try:
+            with Image.open(io.BytesIO(raw)) as image:
+                mode = image.mode
+                labels = np.asarray(image) if mode in LABEL_MODES else None
+        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InvalidSegmentation(f"The segmentation map cannot be decoded ({exc})") from None
+        if labels is None:
+            raise InvalidSegmentation(
+                f"The segmentation map must have one integer label channel, not mode {mode}"
+            )
+        count = len(np.unique(labels))
         if count > MAX_LABELS + 1:  # + background
             raise InvalidSegmentation(f"The segmentation map has {count} labels; at most {MAX_LABELS}")
+        edges = int(np.count_nonzero(labels[:, 1:] != labels[:, :-1]))
+        edges += int(np.count_nonzero(labels[1:, :] != labels[:-1, :]))
+        edges += int(np.count_nonzero(labels[[0, -1], :])) + int(np.count_nonzero(labels[:, [0, -1]]))
+        if edges > MAX_OUTLINE_EDGES:
+            raise InvalidSegmentation(
+                f"The segmentation map's regions have {edges} boundary edges; at most {MAX_OUTLINE_EDGES}"
+            )
 
     def _face(self) -> FaceAnalyzer:
         analyzer = self.registry.get("face")

@@ -207,7 +207,11 @@ class ImageService:
 
     async def ingest_file(self, path: Path, filename: str | None = None) -> UploadOutcome:
         """Publish a file already written under `temp_path()` (e.g. a URL download) as an image."""
-        received = await self.pool.run(self._describe_file, path, filename)
+        try:
+            received = await self.pool.run(self._describe_file, path, filename)
+        except BaseException:
+            unlink_quietly(path)
+            raise
         try:
             return await self.pool.run(self._finish, received, None)
         finally:

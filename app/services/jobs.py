@@ -201,7 +201,12 @@ class JobQueue:
     async def submit(self, data: bytes) -> Job:
         """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait."""
         data = bytes(data)
-        key, cached = await self._pool.run(self._probe, data)
+        key, cached = await self._pool.run(self._lookup, data)
+        if not cached and key not in self._work and self._pending_units >= self._max_pending:
+            # Refuse before anything is written: a refused submit must not cost disk.
+            raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
+        if not cached:
+            await self._pool.run(self._store_input, key, data)
         # From here to the first await nothing else runs: decide and register atomically.
         now = _now()
         job_id = str(uuid.uuid4())
@@ -339,15 +344,16 @@ class JobQueue:
     def _record_path(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.json"
 
-    def _probe(self, data: bytes) -> tuple[str, bool]:
-        """Key of `data` and whether its result exists; makes sure the input is on disk if not."""
+    def _lookup(self, data: bytes) -> tuple[str, bool]:
+        """Key of `data` and whether its result exists already."""
         key = hashlib.sha256(data).hexdigest()
-        if (self.results_dir / key).exists():
-            return key, True
+        return key, (self.results_dir / key).exists()
+
+    def _store_input(self, key: str, data: bytes) -> None:
+        """Make sure the input of `key` is on disk (before any record refers to it)."""
         input_path = self.inputs_dir / key
         if not input_path.exists():
             atomic_create(input_path, data)
-        return key, False
 
     def _execute(self, key: str) -> JobError | None:
         """Run the runner for `key` unless its result already exists; None on success."""

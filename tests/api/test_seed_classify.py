@@ -107,6 +107,11 @@ def image_server() -> Iterator[str]:
                 self.send_header("Content-Length", str(len(image)))
                 self.end_headers()
                 self.wfile.write(image)
+            elif self.path == "/page.html":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(b"<html>not an image</html>")
             elif self.path == "/to-private":
                 self.send_response(302)
                 self.send_header("Location", "http://10.0.0.1/coffee.jpg")
@@ -137,8 +142,10 @@ async def test_seed_000_classify_url(make_settings, image_server: str, data_dir)
         for url, code in [
             (f"{image_server}/to-private", "url_not_allowed"),
             (f"{image_server}/missing.jpg", "url_fetch_failed"),
+            (f"{image_server}/page.html", "unsupported_media_type"),
             ("file:///etc/passwd", "url_not_allowed"),
             ("http://169.254.169.254/latest/meta-data/", "url_not_allowed"),
+            ("http://[fe80::1%25\u00e9]/", "url_not_allowed"),
         ]:
             bad = await c.post("/v1/classify", json={"url": url})
             assert bad.status_code == 400, (url, bad.text)
@@ -177,6 +184,9 @@ async def test_seed_003_forward_data(client: httpx.AsyncClient) -> None:
     ("kwargs", "status", "detail"),
     [
         ({"files": {"data": (None, "{not json")}}, 400, "bad request"),
+        ({"files": {"data": (None, '{"a": NaN}')}}, 400, "bad request"),
+        ({"files": {"data": (None, "[" * 5000 + "]" * 5000)}}, 400, "bad request"),
+        ({"files": {"data": (None, '"\\ud800"')}}, 400, "bad request"),
         ({"files": {"other": (None, "x")}}, 400, "bad request"),
         ({"content": b"", "headers": {"Content-Type": "application/json"}}, 400, "bad request"),
         (

@@ -22,6 +22,20 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+def corrupt_png(size: tuple[int, int]) -> bytes:
+    """A PNG whose chunk CRCs are right but whose pixel data does not inflate."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", size[0], size[1], 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage" * 10) + chunk(b"IEND", b"")
+
+
 def astronaut_jpeg() -> bytes:
     return encode(Image.fromarray(data.astronaut()), "JPEG", quality=90)
 
@@ -61,6 +75,23 @@ async def test_data_url_and_same_inputs_share_the_result(client: httpx.AsyncClie
     second = await wait_done(client, again.json()["job_id"])
     assert again.json()["job_id"] != first["job_id"]
     assert second["result"] == first["result"]
+
+
+async def test_line_wrapped_base64_and_uppercase_data_urls(client: httpx.AsyncClient) -> None:
+    raw = b64(astronaut_jpeg())
+    wrapped = "\n".join(raw[i : i + 76] for i in range(0, len(raw), 76))
+    for image in (wrapped, "DATA:image/jpeg;BASE64," + raw):
+        resp = await client.post(SUBMIT, json={"image": image})
+        assert resp.status_code == 202, resp.text
+
+
+async def test_refused_submits_write_nothing(make_settings, data_dir) -> None:
+    async with serve(make_settings(job_max_pending=0)) as c:
+        for quality in (70, 80):
+            body = encode(Image.fromarray(data.astronaut()), "JPEG", quality=quality)
+            resp = await c.post(SUBMIT, json={"image": b64(body)})
+            assert resp.status_code == 503 and resp.json()["code"] == "queue_full"
+    assert not list((data_dir / "jobs" / "inputs").iterdir())
 
 
 async def test_client_landmarks_skip_detection(client: httpx.AsyncClient) -> None:
@@ -119,7 +150,47 @@ async def test_no_face_fails_the_job_with_a_code(client: httpx.AsyncClient) -> N
         (
             {"image": b64(astronaut_jpeg()), "segmentation_map": b64(astronaut_jpeg())},
             400,
+            "unsupported_media_type",  # label maps must be lossless PNG
+        ),
+        (
+            {
+                "image": b64(astronaut_jpeg()),
+                "segmentation_map": b64(encode(Image.fromarray(data.astronaut()), "PNG")),
+            },
+            400,
+            "invalid_segmentation_map",  # RGB, not one label channel
+        ),
+        (
+            {
+                "image": b64(encode(Image.new("RGB", (1000, 1000)), "PNG")),
+                "segmentation_map": b64(
+                    encode(Image.fromarray((np.indices((1000, 1000)).sum(0) % 2).astype(np.uint8)), "PNG")
+                ),
+            },
+            400,
+            "invalid_segmentation_map",  # a checkerboard: 2 M boundary edges, a few KB of PNG
+        ),
+        (
+            {
+                "image": b64(encode(Image.new("RGB", (64, 64)), "PNG")),
+                "segmentation_map": b64(corrupt_png((64, 64))),
+            },
+            400,
             "invalid_segmentation_map",
+        ),
+        (
+            {"image": b64(astronaut_jpeg()), "landmarks": [{"x": 1e308, "y": -1e308}] * 68},
+            400,
+            "invalid_landmarks",
+        ),
+        (
+            {
+                "image": b64(astronaut_jpeg()),
+                "landmarks": [{"x": 1, "y": 2}] * 68,
+                "segmentation_map": b64(encode(Image.new("L", (512, 512)), "PNG")),
+            },
+            400,
+            "bad_request",
         ),
         (
             {

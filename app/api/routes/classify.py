@@ -4,7 +4,7 @@ fetched from a URL (JSON `{"url": ...}`), through the same upload and analysis s
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,7 @@ from app.schemas.problems import UNAUTHORIZED, problem_docs
 from app.services.fetch import UrlPolicy, download
 from app.services.multipart import sanitize_filename
 from app.services.state import Services
+from app.storage.atomic import unlink_quietly
 
 
 class ClassifyUrlRequest(BaseModel):
@@ -72,9 +73,9 @@ def url_policy(services: Services) -> UrlPolicy:
 
 
 def _top_k(scope: Scope) -> int:
-    for key, value in (pair.partition("=")[::2] for pair in scope["query_string"].decode().split("&")):
+    for key, value in parse_qsl(scope["query_string"].decode("latin-1")):
         if key == "top_k":
-            if not value.isdigit() or not 1 <= int(value) <= 1000:
+            if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 1000):
                 raise ValidationFailed("Invalid request: top_k: must be an integer from 1 to 1000")
             return int(value)
     return 5
@@ -93,9 +94,12 @@ async def classify_handler(scope: Scope, receive: Receive, send: Send) -> None:
             raise RequestValidationError(exc.errors(include_url=False)) from None
         top_k = request.top_k
         dest = services.images.images.temp_path()
-        await download(request.url, dest, url_policy(services))
-        name = sanitize_filename(urlsplit(request.url).path.rsplit("/", 1)[-1] or None)
-        outcome = await services.images.ingest_file(dest, name)
+        try:
+            await download(request.url, dest, url_policy(services))
+            name = sanitize_filename(urlsplit(request.url).path.rsplit("/", 1)[-1] or None)
+            outcome = await services.images.ingest_file(dest, name)
+        finally:
+            unlink_quietly(dest)  # published images were renamed away; anything else goes
     else:
         top_k = _top_k(scope)
         outcome = await services.images.upload(

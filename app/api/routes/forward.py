@@ -82,6 +82,24 @@ FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_data(text: str) -> Any:
+    """The `data` field as JSON; 400 for anything that is not strict JSON (NaN, too deep...)."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+        _encode(data)  # lone surrogates parse but cannot be sent back as UTF-8
+    except (ValueError, RecursionError, UnicodeError):
+        raise BadRequest(BAD_REQUEST) from None
+    return data
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _classification(predictions: list[Any]) -> dict[str, Any]:
     rows = [{"class": p.label, "probability": round(p.probability, 4)} for p in predictions]
     return {
@@ -118,16 +136,17 @@ async def forward_handler(scope: Scope, receive: Receive, send: Send) -> None:
                 raise ModelFailed() from None
             body = _classification(result.predictions)  # type: ignore[attr-defined]
         elif "data" in form.fields:
-            try:
-                data = json.loads(form.fields["data"])
-            except ValueError:
-                raise BadRequest(BAD_REQUEST) from None
-            body = {"result": {"message": "JSON data processed", "received_data": data}}
+            body = {
+                "result": {
+                    "message": "JSON data processed",
+                    "received_data": _parse_data(form.fields["data"]),
+                }
+            }
         else:
             raise BadRequest(BAD_REQUEST)
     finally:
         services.images.discard(received)
-    await send_bytes(send, 200, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    await send_bytes(send, 200, _encode(body))
 
 
 async def forward(_: PrincipalDep) -> dict[str, Any]:
