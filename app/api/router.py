@@ -8,6 +8,7 @@ from app.api.routes import analyzers, frontal, health, images
 from app.api.routes.analyses import install_analyze_routes
 from app.api.routes.classify import install_classify_routes
 from app.api.routes.forward import install_forward_routes
+from app.api.routes.frontal import install_frontal_routes
 from app.api.routes.images import install_upload_routes
 
 api_router = APIRouter()
@@ -23,4 +24,5 @@ def install_routes(app: FastAPI) -> None:
     install_analyze_routes(app)
     install_forward_routes(app)
     install_classify_routes(app)
+    install_frontal_routes(app)
     app.include_router(api_router)

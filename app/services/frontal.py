@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastapi.exceptions import RequestValidationError
 from PIL import Image
+from pydantic import ValidationError
 
 from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours
 from app.analyzers.imaging import load_gray
@@ -99,12 +101,20 @@ class FrontalService:
         """Stop the workers; unfinished jobs resume at the next start."""
         await self.queue.stop()
 
-    async def submit(self, request: CropSubmit) -> Job:
-        """Validate `request` completely, then enqueue it (persisted before this returns)."""
+    async def submit(self, body: bytes) -> Job:
+        """Parse and validate a JSON submit completely (off the event loop: bodies run to
+        ~14 MB), then enqueue it; the job is persisted before this returns."""
+        request, job_input = await self.pool.run(self._parse_and_check, body)
         if request.landmarks is None and request.segmentation_map is None:
             self._face()  # detection needs the model: refuse now (503) rather than fail later
-        job_input = await self.pool.run(self._canonical_input, request)
         return await self.queue.submit(job_input)
+
+    def _parse_and_check(self, body: bytes) -> tuple[CropSubmit, bytes]:
+        try:
+            request = CropSubmit.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        return request, self._canonical_input(request)
 
     def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
