@@ -65,6 +65,7 @@ from run import (
     git_describe,
     multipart_body,
     percentile,
+    run_cli,
     running,
     uvicorn_cmd,
 )
@@ -1264,16 +1265,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwind: the ExitStack stops the server and removes temp dirs
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; server stopped", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)

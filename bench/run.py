@@ -833,7 +833,8 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwind: the ExitStack stops the servers and removes temp dirs
 
 
-if __name__ == "__main__":
+def run_cli(main: Callable[[], int]) -> None:
+    """Run a benchmark's `main`, turning SIGINT/SIGTERM/SIGHUP into a clean unwind."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
@@ -842,3 +843,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("\nbench: interrupted; servers stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_cli(main)
