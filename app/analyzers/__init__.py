@@ -1,7 +1,7 @@
 """Pure analyzers behind one contract, looked up by name in a registry."""
 
 from app.analyzers.base import Analyzer, ImageSource, NoParams
-from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry, default_registry
+from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry, build_registry
 from app.analyzers.skin import SkinAnalyzer, SkinResult, skin_analysis
 
 __all__ = [
@@ -12,6 +12,6 @@ __all__ = [
     "NoParams",
     "SkinAnalyzer",
     "SkinResult",
-    "default_registry",
+    "build_registry",
     "skin_analysis",
 ]

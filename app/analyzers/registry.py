@@ -47,11 +47,6 @@ class AnalyzerRegistry:
         return iter(self._analyzers.values())
 
 
-def default_registry() -> AnalyzerRegistry:
-    """Only the model-free analyzers (the deterministic `skin`)."""
-    return AnalyzerRegistry([SkinAnalyzer()])
-
-
 def _load_classifier(settings: Settings) -> Analyzer:
     from app.analyzers.classify import OnnxClassifier, find_model
 

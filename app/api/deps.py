@@ -7,9 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from app.core.config import Settings
 from app.core.security import authenticate
-from app.services.analysis import AnalysisService
 from app.services.ingest import ImageService
 from app.services.state import Services, services_or_unavailable
 
@@ -29,19 +27,9 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_settings_dep(services: ServicesDep) -> Settings:
-    """The running app's settings."""
-    return services.settings
-
-
 async def get_image_service(services: ServicesDep) -> ImageService:
     """The image (upload/read/delete) service."""
     return services.images
-
-
-async def get_analysis_service(services: ServicesDep) -> AnalysisService:
-    """The analysis service."""
-    return services.analysis
 
 
 async def require_principal(
@@ -51,7 +39,5 @@ async def require_principal(
     return authenticate(services.settings.api_keys, api_key)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
-AnalysisServiceDep = Annotated[AnalysisService, Depends(get_analysis_service)]
 PrincipalDep = Annotated[str, Depends(require_principal)]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
+
+from app.core.errors import UnsupportedMediaType
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ def sniff_format(head: bytes) -> ImageFormat | None:
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return FORMATS["heic"]
     return None
+
+
+def accepted_format(head: bytes, allowed: Collection[str], what: str = "The file") -> ImageFormat:
+    """The format of `head` if it is one of `allowed`, else UnsupportedMediaType (400)."""
+    fmt = sniff_format(head)
+    if fmt is None or fmt.name not in allowed:
+        names = ", ".join(sorted(allowed)).upper()
+        raise UnsupportedMediaType(f"{what} is not a supported image ({names})")
+    return fmt
 
 
 @cache

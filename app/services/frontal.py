@@ -34,9 +34,8 @@ from app.core.errors import (
     InvalidLandmarks,
     InvalidSegmentation,
     PayloadTooLarge,
-    UnsupportedMediaType,
 )
-from app.core.formats import sniff_format
+from app.core.formats import SNIFF_BYTES, accepted_format
 from app.core.threads import ThreadPool
 from app.schemas.frontal import CropSubmit
 from app.services.image_check import inspect_image
@@ -118,10 +117,7 @@ class FrontalService:
 
     def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
-        fmt = sniff_format(raw[:12])
-        allowed = formats or tuple(self.settings.allowed_formats)
-        if fmt is None or fmt.name not in allowed:
-            raise UnsupportedMediaType(f"`{field}` must be one of: {', '.join(allowed).upper()}")
+        fmt = accepted_format(raw[:SNIFF_BYTES], formats or self.settings.allowed_formats, f"`{field}`")
         width, height = inspect_image(raw, fmt, self.settings.max_image_pixels)
         return _Checked(raw, (width, height))
 

@@ -32,7 +32,7 @@ from app.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.core.formats import BY_EXTENSION, FORMATS, SNIFF_BYTES, ImageFormat, sniff_format
+from app.core.formats import BY_EXTENSION, FORMATS, SNIFF_BYTES, ImageFormat, accepted_format
 from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
 from app.core.units import human_size
@@ -221,11 +221,7 @@ class ImageService:
         file = FileIO(path, "rb+")
         try:
             size = os.fstat(file.fileno()).st_size
-            head = file.read(SNIFF_BYTES)
-            fmt = sniff_format(head)
-            if fmt is None or fmt.name not in self.limits.allowed_formats:
-                allowed = ", ".join(sorted(self.limits.allowed_formats)).upper()
-                raise UnsupportedMediaType(f"The file is not a supported image ({allowed})")
+            fmt = accepted_format(file.read(SNIFF_BYTES), self.limits.allowed_formats)
             file.seek(0)
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         except BaseException:
@@ -332,10 +328,13 @@ class ImageService:
 
     async def content(self, image_id: str) -> ImageContent:
         """Where the original bytes of an image are, with their type and ETag."""
-        meta = await self.metadata(image_id)
+        return await self.pool.run(self._content, image_id)
+
+    def _content(self, image_id: str) -> ImageContent:
+        meta = self.load_metadata(image_id)
         fmt = FORMATS[str(meta["format"])]
         path = self.images.content_path(image_id, fmt.extension)
-        if not await self.pool.run(path.exists):
+        if not path.exists():
             logger.error("image_id=%s has metadata but no bytes", image_id)
             raise ImageNotFound(f"Image {image_id} not found")
         return ImageContent(

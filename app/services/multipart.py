@@ -24,7 +24,7 @@ from app.core.errors import (
     TooManyFiles,
     UnsupportedMediaType,
 )
-from app.core.formats import SNIFF_BYTES, ImageFormat, sniff_format
+from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
 
 DECLARED_TYPES = frozenset(
     {
@@ -129,11 +129,7 @@ class _FileSink:
         self.file.write(data)
 
     def decide_format(self) -> None:
-        fmt = sniff_format(self.head)
-        if fmt is None or fmt.name not in self.limits.allowed_formats:
-            allowed = ", ".join(sorted(self.limits.allowed_formats)).upper()
-            raise UnsupportedMediaType(f"The file is not a supported image ({allowed})")
-        self.format = fmt
+        self.format = accepted_format(self.head, self.limits.allowed_formats)
 
 
 class _FormCollector:

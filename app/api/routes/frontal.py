@@ -22,7 +22,7 @@ SUBMIT_PATH = "/api/v1/frontal/crop/submit"
 SUBMIT_RESPONSES = problem_docs(
     (400, "invalid_base64", "`image` is not valid base64"),
     (400, "invalid_landmarks", "Expected 68 points with finite x and y, got 5"),
-    (400, "unsupported_media_type", "`image` must be one of: JPEG, PNG, WEBP, HEIC"),
+    (400, "unsupported_media_type", "`image` is not a supported image (HEIC, JPEG, PNG, WEBP)"),
     UNAUTHORIZED,
     (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
     (503, "queue_full", "Too many jobs are waiting; try again later"),
