@@ -346,12 +346,10 @@ class ImageService:
 
     async def delete(self, image_id: str) -> None:
         """Remove an image, its metadata and every cached analysis of it."""
-        meta = await self.metadata(image_id)
-        fmt = FORMATS[str(meta["format"])]
-
-        def _delete() -> None:
-            self.images.delete(image_id, fmt.extension)
-            self.results.delete_for_image(image_id)
-
-        await self.pool.run(_delete)
+        await self.pool.run(self._delete, image_id)
         logger.info("deleted image_id=%s", image_id)
+
+    def _delete(self, image_id: str) -> None:
+        fmt = FORMATS[str(self.load_metadata(image_id)["format"])]
+        self.images.delete(image_id, fmt.extension)
+        self.results.delete_for_image(image_id)
