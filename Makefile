@@ -8,7 +8,7 @@ PORT   ?= 8000
 MODEL_DIR ?= models
 MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
 
-.PHONY: run test lint bench install install-dev clean
+.PHONY: run test test-fast lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,13 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The same suite without the tests that start and SIGKILL real server processes.
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
 bench: install-dev
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/upload.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -20,16 +20,14 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.api.router import install_routes
-from app.api.routes.frontal import SUBMIT_PATH
+from app.api.problems import register_exception_handlers
+from app.api.router import ROUTERS, include_routes
+from app.api.routing import route_body_limits
 from app.core.config import Settings, get_settings
-from app.core.errors import register_exception_handlers
 from app.core.logging import configure_logging
-from app.services.state import build_services
+from app.services.container import build_container
 
 logger = logging.getLogger("app")
-
-STREAMING_PATHS = frozenset({"/upload", "/api/v1/upload", "/forward", "/v1/classify"})
 
 DESCRIPTION = """
 Upload a photo once, then ask for analyses of it as often as you like: every retry
@@ -55,17 +53,17 @@ TAGS = [
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build the services once (repairing what a crash left behind) and share them."""
     settings: Settings = app.state.settings
-    services = await anyio.to_thread.run_sync(build_services, settings, app.state.registry)
-    app.state.services = services
-    await services.frontal.start()
+    container = await anyio.to_thread.run_sync(build_container, settings, app.state.registry)
+    app.state.services = container
+    await container.start()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
-    logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, services.registry.names())
+    logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, container.registry.names())
     try:
         yield
     finally:
-        await services.frontal.stop()
-        await anyio.to_thread.run_sync(services.close)
+        await container.stop()
+        await anyio.to_thread.run_sync(container.close)
 
 
 def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry | None = None) -> FastAPI:
@@ -86,7 +84,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     app.state.settings = settings
     app.state.registry = registry
     register_exception_handlers(app)
-    install_routes(app)
+    include_routes(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -94,13 +92,10 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         allow_headers=["*"],
         expose_headers=["Location", "X-Cache", "X-Request-ID", "ETag", "Idempotent-Replayed"],
     )
-    # A contour job carries its image (and label image) base64-encoded in JSON.
-    job_body = 2 * (4 * (settings.max_upload_bytes // 3 + 1)) + settings.max_json_body_bytes
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_json_body_bytes,
-        streaming_paths=STREAMING_PATHS,
-        path_limits={SUBMIT_PATH: job_body},
+        path_limits=route_body_limits(ROUTERS, settings),
     )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -70,9 +70,12 @@ def shared_registry() -> AnalyzerRegistry:
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for a fresh app on `settings`, its lifespan running (start-up and shut-down)."""
-    application = create_app(settings, registry=shared_registry())
+async def serve(
+    settings: Settings, registry: AnalyzerRegistry | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for a fresh app on `settings` (the real analyzers unless `registry` is given),
+    its lifespan running (start-up and shut-down)."""
+    application = create_app(settings, registry=registry or shared_registry())
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:

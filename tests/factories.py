@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import io
+import threading
 from functools import cache
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel
 from skimage import data
+
+from app.analyzers.base import ImageSource
+from app.analyzers.skin import SkinAnalyzer
+
+
+class CountingSkin(SkinAnalyzer):
+    """The `skin` analyzer, counting its computations (and optionally slowed or failing)."""
+
+    def __init__(self, delay: float = 0.0, fail_with: Exception | None = None) -> None:
+        self.calls = 0
+        self.delay = delay
+        self.fail_with = fail_with
+        self._lock = threading.Lock()
+        self._gate = threading.Event()
+
+    def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            self._gate.wait(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return super().analyze(source, params)
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,11 +17,10 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class ImageSource:
-    """What an analyzer may look at: the image id, its stored bytes and its metadata."""
+    """What an analyzer may look at: the image id and its stored bytes."""
 
     image_id: str
     path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Analyzer(Protocol):

@@ -1,4 +1,9 @@
-"""FastAPI dependencies, each with an `Annotated` alias that routes list by type."""
+"""FastAPI dependencies, each with an `Annotated` alias that routes list by type.
+
+`principal_of` is the one authentication path: ordinary routes reach it through the
+`CurrentPrincipal` dependency (which also declares the security scheme in the OpenAPI),
+lean routes (`app.api.routing`) call it directly.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.requests import HTTPConnection
 
+from app.core.errors import ServiceUnavailable
 from app.core.security import authenticate
-from app.services.ingest import ImageService
-from app.services.state import Services, services_or_unavailable
+from app.services.analysis import AnalysisService
+from app.services.container import ServiceContainer
+from app.services.images import ImageService
+from app.services.ingest import IngestService
 
 api_key_header = APIKeyHeader(
     name="X-API-KEY",
@@ -18,26 +27,49 @@ api_key_header = APIKeyHeader(
 )
 
 
+def container_of(connection: HTTPConnection) -> ServiceContainer:
+    """The app's services, or ServiceUnavailable before the lifespan built them."""
+    container: ServiceContainer | None = getattr(connection.app.state, "services", None)
+    if container is None:
+        raise ServiceUnavailable("The service is starting")
+    return container
+
+
+def principal_of(request: Request) -> str:
+    """Who is calling: an API key's principal, or anonymous when API_KEYS is empty
+    (Unauthorized when a key is required and missing or wrong)."""
+    return authenticate(container_of(request).settings.api_keys, request.headers.get("x-api-key"))
+
+
 # Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
-async def get_services(request: Request) -> Services:
+async def get_container(request: Request) -> ServiceContainer:
     """The app's services (built by the lifespan)."""
-    return services_or_unavailable(request.app.state)
+    return container_of(request)
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def get_image_service(services: ServicesDep) -> ImageService:
-    """The image (upload/read/delete) service."""
-    return services.images
-
-
-async def require_principal(
-    services: ServicesDep, api_key: Annotated[str | None, Security(api_key_header)]
+async def current_principal(
+    request: Request, _api_key: Annotated[str | None, Security(api_key_header)]
 ) -> str:
-    """Who is calling: an API key's principal, or anonymous when API_KEYS is empty."""
-    return authenticate(services.settings.api_keys, api_key)
+    """The caller's principal (see `principal_of`)."""
+    return principal_of(request)
 
 
-ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
-PrincipalDep = Annotated[str, Depends(require_principal)]
+ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
+CurrentPrincipal = Annotated[str, Depends(current_principal)]
+
+
+async def get_images(container: ContainerDep) -> ImageService:
+    return container.images
+
+
+async def get_ingest(container: ContainerDep) -> IngestService:
+    return container.ingest
+
+
+async def get_analysis(container: ContainerDep) -> AnalysisService:
+    return container.analysis
+
+
+ImagesDep = Annotated[ImageService, Depends(get_images)]
+IngestDep = Annotated[IngestService, Depends(get_ingest)]
+AnalysisDep = Annotated[AnalysisService, Depends(get_analysis)]

@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import problem_response
+from app.api.problems import problem_response
 from app.core.logging import request_id_var
 
 logger = logging.getLogger("app.request")
@@ -72,29 +72,25 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """Cap request bodies that are buffered in memory (JSON, forms).
 
-    Streaming upload paths enforce their own, larger limits while writing to disk and
-    are passed through. A declared Content-Length over the cap is refused before any
-    body is read; a chunked body is cut off when its running total passes the cap.
+    Routes declare their own cap (`app.api.routing.body_limit`): `None` for routes that
+    stream their body to disk and enforce their own, larger limits, which are passed
+    through. A declared Content-Length over the cap is refused before any body is read; a
+    chunked body is cut off when its running total passes the cap.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        limit: int,
-        streaming_paths: frozenset[str],
-        path_limits: dict[str, int] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, path_limits: dict[str, int | None] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.streaming_paths = streaming_paths
         self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.streaming_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.path_limits.get(scope["path"], self.limit)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _too_large(limit)(scope, receive, send)

@@ -1,4 +1,4 @@
-"""Domain errors and their one mapping to HTTP (RFC 9457 problem+json).
+"""Domain errors: every error the service reports to a client, as one tree.
 
 The tree::
 
@@ -16,39 +16,34 @@ The tree::
     │   ├── UnknownAnalyzer       400 unknown_analyzer
     │   ├── InvalidBase64         400 invalid_base64
     │   ├── InvalidLandmarks      400 invalid_landmarks
-    │   └── InvalidSegmentation   400 invalid_segmentation_map
+    │   ├── InvalidSegmentation   400 invalid_segmentation_map
+    │   ├── UrlNotAllowed         400 url_not_allowed
+    │   └── UrlFetchFailed        400 url_fetch_failed
     ├── Unauthorized              401 unauthorized
     ├── ModelFailed               403 model_failed (seed 003's text)
     ├── NotFound                  404 not_found
-    │   └── ImageNotFound         404 image_not_found
+    │   ├── ImageNotFound         404 image_not_found
+    │   └── JobNotFound           404 job_not_found
     ├── IdempotencyConflict       409 idempotency_key_in_use
     ├── PayloadTooLarge           413 payload_too_large
+    │   └── UrlTooLarge           413 url_too_large
     ├── IdempotencyMismatch       422 idempotency_key_reused
     ├── Unprocessable             422 unprocessable
     │   ├── NoFaceDetected        422 no_face_detected
     │   └── FaceTooSmall          422 face_too_small
     └── ServiceUnavailable        503 service_unavailable
-        └── AnalyzerUnavailable   503 analyzer_unavailable
+        ├── AnalyzerUnavailable   503 analyzer_unavailable
+        └── QueueFull             503 queue_full
 
-Services raise these; `register_exception_handlers` turns them (and FastAPI's own
-validation and routing errors) into problem+json bodies with `detail` and `code`.
+Services raise these; the API layer (`app.api.problems`) maps them, in one place, to
+RFC 9457 problem+json bodies with `detail` and `code`. `tests/core/test_errors.py` checks
+this docstring against the classes.
 """
 
 from __future__ import annotations
 
-import logging
-from http import HTTPStatus
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse, Response
-
-logger = logging.getLogger("app.errors")
-
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 class AppError(Exception):
@@ -77,6 +72,28 @@ class BadRequest(AppError):
 
 class ValidationFailed(BadRequest):
     code, default_detail = "validation_error", "The request is invalid"
+
+    @classmethod
+    def from_errors(
+        cls, errors: Iterable[Mapping[str, Any]], prefix: str = "", lead: str = "Invalid request"
+    ) -> ValidationFailed:
+        """One error for a list of pydantic-style errors (`loc`, `msg`, `type`): the detail
+        names every bad field; `fields` and `errors` list them for programs."""
+        rows = [
+            {
+                "field": prefix + _field_name(err.get("loc", ())),
+                "message": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in errors
+        ]
+        detail = f"{lead}: " + "; ".join(f"{r['field']}: {r['message']}" for r in rows)
+        return cls(detail, extra={"fields": sorted({r["field"] for r in rows}), "errors": rows})
+
+
+def _field_name(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
 
 
 class InvalidImageId(BadRequest):
@@ -130,6 +147,14 @@ class InvalidSegmentation(BadRequest):
     )
 
 
+class UrlNotAllowed(BadRequest):
+    code, default_detail = "url_not_allowed", "The URL is not allowed"
+
+
+class UrlFetchFailed(BadRequest):
+    code, default_detail = "url_fetch_failed", "The URL could not be downloaded"
+
+
 class Unauthorized(AppError):
     status, code, default_detail = 401, "unauthorized", "A valid X-API-KEY header is required"
 
@@ -146,6 +171,10 @@ class ImageNotFound(NotFound):
     code, default_detail = "image_not_found", "Image not found"
 
 
+class JobNotFound(NotFound):
+    code, default_detail = "job_not_found", "Job not found"
+
+
 class IdempotencyConflict(AppError):
     status, code = 409, "idempotency_key_in_use"
     default_detail = "A request with this Idempotency-Key is still being processed"
@@ -153,6 +182,10 @@ class IdempotencyConflict(AppError):
 
 class PayloadTooLarge(AppError):
     status, code, default_detail = 413, "payload_too_large", "The upload is too large"
+
+
+class UrlTooLarge(PayloadTooLarge):
+    code, default_detail = "url_too_large", "The resource at the URL is too large"
 
 
 class IdempotencyMismatch(AppError):
@@ -180,88 +213,5 @@ class AnalyzerUnavailable(ServiceUnavailable):
     code, default_detail = "analyzer_unavailable", "The analyzer is not loaded"
 
 
-def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """An RFC 9457 problem object with the service's `code` member."""
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    body.update(extra)
-    return body
-
-
-def problem_response(
-    status: int,
-    code: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    """A problem+json response."""
-    return JSONResponse(
-        problem_body(status, code, detail, **extra),
-        status_code=status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
-    )
-
-
-def _app_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    if exc.status >= 500:
-        logger.error("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.detail)
-    else:
-        logger.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.detail)
-    return problem_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
-
-
-def _loc_text(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def _validation_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _loc_text(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
-    ]
-    fields = sorted({e["field"] for e in errors})
-    detail = "Invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    logger.warning("%s %s -> validation_error: %s", request.method, request.url.path, fields)
-    return problem_response(400, "validation_error", detail, fields=fields, errors=errors)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
-
-
-def _http_exception_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return problem_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-
-
-def _disconnect_handler(request: Request, exc: Exception) -> Response:
-    # Nobody is listening any more; the upload's temp file is already gone.
-    logger.info("%s %s -> client disconnected mid-request", request.method, request.url.path)
-    return problem_response(
-        400, "client_disconnected", "The client disconnected before the body was complete"
-    )
-
-
-def _unhandled_handler(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(500, "internal_error", "Internal server error")
-
-
-def register_exception_handlers(app: FastAPI) -> None:
-    """Install the one mapping from exceptions to problem+json responses."""
-    app.add_exception_handler(AppError, _app_error_handler)
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
-    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
-    app.add_exception_handler(Exception, _unhandled_handler)
+class QueueFull(ServiceUnavailable):
+    code, default_detail = "queue_full", "Too many jobs are waiting; try again later"

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from app.services.contour_jobs import ContourJobRequest, Point
 
-class Point(BaseModel):
-    """A landmark in image pixels."""
-
-    x: float
-    y: float
-
-
-class CropSubmit(BaseModel):
-    """An image (base64 or a base64 data URL), optionally with 68 landmarks or a label image."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image: str = Field(description="The facial image, base64 or `data:image/...;base64,...`")
-    landmarks: list[Point] | None = Field(
-        default=None,
-        max_length=1000,
-        description="68 points (iBUG 300-W order) in image pixels: skips detection",
-    )
-    segmentation_map: str | None = Field(
-        default=None,
-        description="A label image (PNG, one channel, same size, 0 = background, <= 256 labels) as base64: "
-        "contours are traced from it",
-    )
+__all__ = ["ContourJobRequest", "JobAccepted", "JobStatusRead", "Point"]
 
 
 class JobAccepted(BaseModel):

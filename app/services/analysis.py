@@ -26,9 +26,8 @@ from pydantic import BaseModel, ValidationError
 from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
 from app.core.errors import ValidationFailed
-from app.core.formats import FORMATS
 from app.core.threads import ThreadPool
-from app.services.ingest import ImageService
+from app.services.images import ImageService
 from app.storage.base import ResultStore
 
 logger = logging.getLogger("app.analysis")
@@ -101,24 +100,14 @@ class AnalysisService:
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_entries = memory_entries
         self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
-        self.computations = 0
 
     def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
         """Validate analyzer params; ValidationFailed (400) names the bad ones."""
         try:
             return analyzer.params_model.model_validate(params or {})
         except ValidationError as exc:
-            errors = [
-                {
-                    "field": "params." + ".".join(str(p) for p in e["loc"]),
-                    "message": e["msg"],
-                    "type": e["type"],
-                }
-                for e in exc.errors()
-            ]
-            detail = "Invalid params: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-            raise ValidationFailed(
-                detail, extra={"fields": sorted({e["field"] for e in errors}), "errors": errors}
+            raise ValidationFailed.from_errors(
+                exc.errors(), prefix="params.", lead="Invalid params"
             ) from None
 
     async def analyze(
@@ -130,7 +119,7 @@ class AnalysisService:
         name = result_name(image_id, analyzer, parsed)
 
         body = self._memory.get(name)
-        if body is not None and self.images.images.exists(image_id) and self.results.exists(name):
+        if body is not None and self.images.exists(image_id) and self.results.exists(name):
             self._memory.move_to_end(name)
             return AnalysisOutcome(body, cached=True)
 
@@ -176,12 +165,7 @@ class AnalysisService:
     def _read_cached(
         self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
     ) -> tuple[bytes | None, ImageSource]:
-        meta = self.images.load_metadata(image_id)
-        source = ImageSource(
-            image_id=image_id,
-            path=self.images.images.content_path(image_id, FORMATS[meta["format"]].extension),
-            metadata=meta,
-        )
+        source = ImageSource(image_id=image_id, path=self.images.open(image_id).path)
         raw = self.results.read(name)
         if raw is None:
             return None, source
@@ -192,16 +176,16 @@ class AnalysisService:
 
     def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel) -> bytes:
         result = analyzer.analyze(source, params)
-        self.computations += 1
         return _encode(source.image_id, analyzer, params, result)
 
     def _publish(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str, body: bytes) -> bytes:
-        """Store a fresh result; returns the bytes every client must get."""
-        if self.results.exists(name):
-            # A corrupt entry is there (we just failed to validate it): replace it.
-            self.results.replace(name, body)
-        elif not self.results.create(name, body):
-            # Another process published first: serve its bytes so every client agrees.
+        """Store a fresh result; returns the bytes every client must get.
+
+        If an entry is there already, another process published it while we computed (serve
+        its bytes, so every client agrees) unless it does not validate (the corrupt entry we
+        found on reading): then ours replaces it.
+        """
+        if not self.results.create(name, body):
             winner = self.results.read(name)
             if winner is not None and _is_valid(winner, image_id, analyzer, params):
                 return winner

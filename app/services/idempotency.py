@@ -1,10 +1,10 @@
 """Idempotency-Key records (IETF draft `draft-ietf-httpapi-idempotency-key-header`).
 
 A key is claimed when its request arrives, before the body is read: a second request
-with the same key while the first is in flight gets 409. The first response is stored
-on disk with the fingerprint of the request (the SHA-256 of the uploaded file), so a
-retry with the same key and the same file replays it, also after a restart; the same key
-with another file is 422. Records expire after `ttl` seconds.
+with the same key while the first is in flight gets 409. What the first request created
+(the image id) is stored on disk with the fingerprint of the request (the SHA-256 of the
+uploaded file), so a retry with the same key and the same file gets the same image, also
+after a restart; the same key with another file is 422. Records expire after `ttl` seconds.
 
 Claims are held twice: in a set (fast, this process) and as an `O_EXCL` lock file
 holding our pid (other worker processes); stale lock files of dead processes are swept
@@ -28,13 +28,11 @@ MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    """A response kept for replay."""
+class IdempotencyRecord:
+    """What a key's first request created, kept for replay."""
 
     fingerprint: str
-    status: int
-    body: bytes
-    location: str | None
+    image_id: str
     created_at: float
 
 
@@ -75,31 +73,29 @@ class IdempotencyStore:
         self._in_flight.discard(record_id)
         unlink_quietly(self.root / f"{record_id}.lock")
 
-    def load(self, record_id: str) -> StoredResponse | None:
-        """The stored response for a key, unless absent, unreadable or expired."""
+    def load(self, record_id: str) -> IdempotencyRecord | None:
+        """The record of a key, unless absent, unreadable or expired."""
         try:
             raw = json.loads((self.root / f"{record_id}.json").read_bytes())
-            stored = StoredResponse(
-                fingerprint=raw["fingerprint"],
-                status=int(raw["status"]),
-                body=raw["body"].encode(),
-                location=raw.get("location"),
+            # Records written before image ids were stored kept the whole response body.
+            image_id = raw["image_id"] if "image_id" in raw else json.loads(raw["body"])["image_id"]
+            record = IdempotencyRecord(
+                fingerprint=str(raw["fingerprint"]),
+                image_id=str(image_id),
                 created_at=float(raw["created_at"]),
             )
         except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if time.time() - stored.created_at > self.ttl:
+        if time.time() - record.created_at > self.ttl:
             return None
-        return stored
+        return record
 
-    def save(self, record_id: str, response: StoredResponse) -> None:
-        """Store the response of a claimed key (fsynced, atomic)."""
+    def save(self, record_id: str, record: IdempotencyRecord) -> None:
+        """Store the record of a claimed key (fsynced, atomic)."""
         payload = {
-            "fingerprint": response.fingerprint,
-            "status": response.status,
-            "body": response.body.decode(),
-            "location": response.location,
-            "created_at": response.created_at,
+            "fingerprint": record.fingerprint,
+            "image_id": record.image_id,
+            "created_at": record.created_at,
         }
         atomic_write(self.root / f"{record_id}.json", json.dumps(payload).encode())
 

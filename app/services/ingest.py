@@ -1,122 +1,91 @@
-"""Upload use case: stream a multipart body to disk, validate it, publish it under a UUID4.
+"""Ingest: stream a multipart body (or a URL download) to disk, validate it, publish it under a UUID4.
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
 is checked by Pillow through one read-only mmap, fsynced, its metadata written and both
-renamed into place. Any failure, or a client
-hang-up, removes the temp file: nothing is left in `data/`.
+renamed into place. Any failure, or a client hang-up, removes the temp file: nothing is
+left in `data/`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import mmap
 import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from io import FileIO
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 from app.core.config import Settings
 from app.core.errors import (
-    AppError,
     EmptyFile,
     IdempotencyMismatch,
     ImageNotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.core.formats import BY_EXTENSION, FORMATS, SNIFF_BYTES, ImageFormat, accepted_format
+from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
 from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
-from app.core.units import human_size
-from app.services.idempotency import IdempotencyStore, StoredResponse
+from app.services.fetch import download
+from app.services.idempotency import IdempotencyRecord, IdempotencyStore
 from app.services.image_check import inspect_image
-from app.services.multipart import FormLimits, ReceivedFile, ReceivedForm, receive_form, require_file
+from app.services.images import ImageService
+from app.services.multipart import (
+    FormLimits,
+    ReceivedFile,
+    ReceivedForm,
+    receive_form,
+    require_file,
+    sanitize_filename,
+)
+from app.services.url_policy import UrlPolicy
 from app.storage.atomic import unlink_quietly
-from app.storage.base import ImageStore, ResultStore
+from app.storage.metadata import ImageMetadata
 
 logger = logging.getLogger("app.upload")
 
 
 @dataclass(frozen=True)
 class UploadOutcome:
-    """What an upload produced: the response body (exact bytes) and where the image lives."""
+    """The image an upload published, and whether it is a replay of an earlier upload."""
 
-    image_id: str
-    body: bytes
-    location: str
+    metadata: ImageMetadata
     replayed: bool = False
 
-
-@dataclass(frozen=True)
-class ImageContent:
-    """Where to read an image's original bytes from."""
-
-    path: Path
-    media_type: str
-    etag: str
-    size: int
+    @property
+    def image_id(self) -> str:
+        return self.metadata.image_id
 
 
-def image_location(image_id: str) -> str:
-    """The canonical URL path of an image's metadata."""
-    return f"/api/v1/images/{image_id}"
+def url_policy(settings: Settings) -> UrlPolicy:
+    """The URL fetch policy from settings (the size limit is the upload limit)."""
+    return UrlPolicy(
+        max_redirects=settings.url_fetch_max_redirects,
+        connect_timeout=settings.url_fetch_connect_timeout,
+        read_timeout=settings.url_fetch_read_timeout,
+        total_timeout=settings.url_fetch_total_timeout,
+        max_bytes=settings.max_upload_bytes,
+        allow_loopback=settings.url_fetch_allow_loopback,
+    )
 
 
-def _utc_now(timestamp: float | None = None) -> str:
-    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _metadata_body(
-    image_id: str,
-    filename: str | None,
-    fmt: ImageFormat,
-    size: int,
-    width: int,
-    height: int,
-    sha256: str,
-    created_at: str,
-) -> bytes:
-    """The metadata JSON of an image, which is also its upload response body."""
-    metadata = {
-        "image_id": image_id,
-        "filename": filename,
-        "content_type": fmt.mime,
-        "format": fmt.name,
-        "size_bytes": size,
-        "size": human_size(size),
-        "width": width,
-        "height": height,
-        "sha256": sha256,
-        "created_at": created_at,
-    }
-    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class ImageService:
-    """Upload, read and delete images."""
+class IngestService:
+    """Receive, validate and publish images: multipart uploads and URL downloads."""
 
     def __init__(
-        self,
-        settings: Settings,
-        images: ImageStore,
-        results: ResultStore,
-        idempotency: IdempotencyStore,
-        pool: ThreadPool,
+        self, settings: Settings, images: ImageService, idempotency: IdempotencyStore, pool: ThreadPool
     ) -> None:
         self.settings = settings
-        self.pool = pool
         self.images = images
-        self.results = results
+        self.store = images.store
         self.idempotency = idempotency
+        self.pool = pool
+        self.url_policy = url_policy(settings)
         self.limits = FormLimits(
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_request_body_bytes,
@@ -135,7 +104,7 @@ class ImageService:
     ) -> ReceivedForm:
         """Stream a multipart body; its file part (if any) lands in a temp file.
 
-        The caller owns the result and must `discard` it.
+        The caller owns the result and must `discard` its file.
         """
         if content_length is not None and content_length > self.limits.max_body_bytes:
             raise PayloadTooLarge(
@@ -145,7 +114,7 @@ class ImageService:
             content_type=content_type,
             chunks=chunks,
             file_field=file_field,
-            new_temp=self.images.temp_path,
+            new_temp=self.store.temp_path,
             limits=self.limits,
         )
 
@@ -165,13 +134,13 @@ class ImageService:
         content_length: int | None,
         chunks: AsyncIterator[bytes],
         idempotency_key: str | None = None,
-        scope: str = "",
+        principal: str = "",
         file_field: str = "file",
     ) -> UploadOutcome:
         """Receive one image from a multipart body and publish it."""
         record_id = None
         if idempotency_key is not None:
-            record_id = self.idempotency.record_id(idempotency_key, scope)
+            record_id = self.idempotency.record_id(idempotency_key, principal)
             self.idempotency.claim(record_id)
         try:
             form = await self.receive(
@@ -193,6 +162,28 @@ class ImageService:
         """Validate a received file as an image without publishing it: (format, width, height)."""
         return await self.pool.run(self._check, received)
 
+    async def ingest_url(self, url: str) -> UploadOutcome:
+        """Download `url` under the fetch policy (SSRF-safe, size- and time-bounded) and publish it."""
+        dest = self.store.temp_path()
+        try:
+            await download(url, dest, self.url_policy)
+            name = sanitize_filename(urlsplit(url).path.rsplit("/", 1)[-1] or None)
+            return await self.ingest_file(dest, name)
+        finally:
+            unlink_quietly(dest)  # a published image was renamed away; anything else goes
+
+    async def ingest_file(self, path: Path, filename: str | None = None) -> UploadOutcome:
+        """Publish a file already written under the store's `temp_path()` as an image."""
+        try:
+            received = await self.pool.run(self._describe_file, path, filename)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        try:
+            return await self.pool.run(self._finish, received, None)
+        finally:
+            self.discard(received)
+
     def _check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
         if received.size == 0:
             raise EmptyFile()
@@ -204,18 +195,6 @@ class ImageService:
                 data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
             )
         return fmt, width, height
-
-    async def ingest_file(self, path: Path, filename: str | None = None) -> UploadOutcome:
-        """Publish a file already written under `temp_path()` (e.g. a URL download) as an image."""
-        try:
-            received = await self.pool.run(self._describe_file, path, filename)
-        except BaseException:
-            unlink_quietly(path)
-            raise
-        try:
-            return await self.pool.run(self._finish, received, None)
-        finally:
-            self.discard(received)
 
     def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:
         file = FileIO(path, "rb+")
@@ -240,116 +219,48 @@ class ImageService:
 
     def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
         """Worker thread, one hop: replay or validate, fsync, publish."""
-        sha256 = received.sha256
         if record_id is not None and received.size:
-            stored = self.idempotency.load(record_id)
-            if stored is not None:
-                return self._replay(stored, sha256)
+            replayed = self._replay(record_id, received.sha256)
+            if replayed is not None:
+                return replayed
         fmt, width, height = self._check(received)
         assert received.file is not None
         os.fsync(received.file.fileno())
-        image_id = new_image_id()
-        body = _metadata_body(
-            image_id, received.filename, fmt, received.size, width, height, sha256, _utc_now()
+        meta = ImageMetadata.describe(
+            image_id=new_image_id(),
+            filename=received.filename,
+            fmt=fmt,
+            size_bytes=received.size,
+            width=width,
+            height=height,
+            sha256=received.sha256,
         )
-        self.images.publish(received.path, image_id, fmt.extension, body)
-        location = image_location(image_id)
+        self.store.publish(received.path, meta)
         if record_id is not None:
-            self.idempotency.save(record_id, StoredResponse(sha256, 201, body, location, time.time()))
+            self.idempotency.save(record_id, IdempotencyRecord(received.sha256, meta.image_id, time.time()))
         logger.info(
             "upload image_id=%s size=%d type=%s %dx%d filename=%r",
-            image_id,
+            meta.image_id,
             received.size,
-            fmt.mime,
+            meta.content_type,
             width,
             height,
             received.filename,
         )
-        return UploadOutcome(image_id, body, location)
+        return UploadOutcome(meta)
 
-    def _replay(self, stored: StoredResponse, sha256: str) -> UploadOutcome:
-        if stored.fingerprint != sha256:
+    def _replay(self, record_id: str, sha256: str) -> UploadOutcome | None:
+        """The image an earlier request with this key created, or None to upload afresh (no
+        record, or its image was deleted since)."""
+        record = self.idempotency.load(record_id)
+        if record is None:
+            return None
+        if record.fingerprint != sha256:
             raise IdempotencyMismatch()
-        image_id = json.loads(stored.body)["image_id"]
-        logger.info("upload replayed image_id=%s (Idempotency-Key)", image_id)
-        return UploadOutcome(image_id, stored.body, stored.location or image_location(image_id), True)
-
-    def load_metadata(self, image_id: str) -> dict[str, Any]:
-        """The stored metadata of an image, or ImageNotFound (blocking: call from a thread).
-
-        Metadata that exists but does not parse (edited by hand, or cut short by a power
-        loss) is rebuilt from the image bytes instead of failing the request.
-        """
-        raw = self.images.read_metadata(image_id)
-        if raw is None:
-            raise ImageNotFound(f"Image {image_id} not found")
         try:
-            meta = json.loads(raw)
-            if isinstance(meta, dict) and meta.get("format") in FORMATS and meta.get("image_id") == image_id:
-                return meta
-        except ValueError:
-            pass
-        logger.warning("metadata of image_id=%s is unreadable; rebuilding it from the image", image_id)
-        return self.rebuild_metadata(image_id)
-
-    def rebuild_metadata(self, image_id: str) -> dict[str, Any]:
-        """Recreate an image's metadata from its bytes (the file name is lost); ImageNotFound
-        if there are no valid bytes."""
-        found = self.images.find_content(image_id)
-        if found is None:
-            raise ImageNotFound(f"Image {image_id} not found")
-        path, extension = found
-        fmt = BY_EXTENSION[extension]
-        try:
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                sha256 = hashlib.sha256(data).hexdigest()
-                width, height = inspect_image(data, fmt, self.settings.max_image_pixels)
-                stat = os.fstat(f.fileno())
-        except (AppError, OSError, ValueError) as exc:
-            logger.error("image_id=%s has no valid bytes (%s); leaving it unpublished", image_id, exc)
-            raise ImageNotFound(f"Image {image_id} not found") from None
-        body = _metadata_body(
-            image_id, None, fmt, stat.st_size, width, height, sha256, _utc_now(stat.st_mtime)
-        )
-        self.images.write_metadata(image_id, body)
-        meta: dict[str, Any] = json.loads(body)
-        return meta
-
-    def recover(self) -> None:
-        """Start-up: repair storage; publish images whose metadata a crash cut off."""
-        for image_id in self.images.recover():
-            logger.warning("image_id=%s was published without metadata; rebuilding it", image_id)
-            with contextlib.suppress(ImageNotFound):
-                self.rebuild_metadata(image_id)
-
-    async def metadata(self, image_id: str) -> dict[str, Any]:
-        """The stored metadata of an image, or ImageNotFound."""
-        return await self.pool.run(self.load_metadata, image_id)
-
-    async def content(self, image_id: str) -> ImageContent:
-        """Where the original bytes of an image are, with their type and ETag."""
-        return await self.pool.run(self._content, image_id)
-
-    def _content(self, image_id: str) -> ImageContent:
-        meta = self.load_metadata(image_id)
-        fmt = FORMATS[str(meta["format"])]
-        path = self.images.content_path(image_id, fmt.extension)
-        if not path.exists():
-            logger.error("image_id=%s has metadata but no bytes", image_id)
-            raise ImageNotFound(f"Image {image_id} not found")
-        return ImageContent(
-            path=path,
-            media_type=fmt.mime,
-            etag=f'"{meta["sha256"]}"',
-            size=int(str(meta["size_bytes"])),
-        )
-
-    async def delete(self, image_id: str) -> None:
-        """Remove an image, its metadata and every cached analysis of it."""
-        await self.pool.run(self._delete, image_id)
-        logger.info("deleted image_id=%s", image_id)
-
-    def _delete(self, image_id: str) -> None:
-        fmt = FORMATS[str(self.load_metadata(image_id)["format"])]
-        self.images.delete(image_id, fmt.extension)
-        self.results.delete_for_image(image_id)
+            meta = self.images.load_metadata(record.image_id)
+        except ImageNotFound:
+            logger.info("Idempotency-Key names deleted image_id=%s; uploading afresh", record.image_id)
+            return None
+        logger.info("upload replayed image_id=%s (Idempotency-Key)", meta.image_id)
+        return UploadOutcome(meta, replayed=True)

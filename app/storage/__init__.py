@@ -2,5 +2,13 @@
 
 from app.storage.base import ImageStore, ResultStore
 from app.storage.local import LocalImageStore, LocalResultStore
+from app.storage.metadata import ImageMetadata, StoredImage
 
-__all__ = ["ImageStore", "LocalImageStore", "LocalResultStore", "ResultStore"]
+__all__ = [
+    "ImageMetadata",
+    "ImageStore",
+    "LocalImageStore",
+    "LocalResultStore",
+    "ResultStore",
+    "StoredImage",
+]

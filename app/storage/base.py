@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from app.storage.metadata import ImageMetadata
+
 
 class ImageStore(Protocol):
     """Where uploaded images and their metadata live."""
@@ -13,7 +15,7 @@ class ImageStore(Protocol):
         """A fresh temp path to stream an upload into (same filesystem as the final place)."""
         ...
 
-    def publish(self, temp: Path, image_id: str, extension: str, metadata: bytes) -> None:
+    def publish(self, temp: Path, metadata: ImageMetadata) -> None:
         """Move a fully written, fsynced upload into place and store its metadata."""
         ...
 
@@ -25,7 +27,7 @@ class ImageStore(Protocol):
         """True if the image is published."""
         ...
 
-    def write_metadata(self, image_id: str, metadata: bytes) -> None:
+    def write_metadata(self, metadata: ImageMetadata) -> None:
         """Store (or replace) an image's metadata atomically."""
         ...
 

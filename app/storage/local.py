@@ -21,6 +21,7 @@ from app.storage.atomic import (
     unlink_quietly,
     write_and_sync,
 )
+from app.storage.metadata import ImageMetadata
 
 logger = logging.getLogger("app.storage")
 
@@ -38,11 +39,12 @@ class LocalImageStore:
     def temp_path(self) -> Path:
         return temp_path_for(self.root)
 
-    def publish(self, temp: Path, image_id: str, extension: str, metadata: bytes) -> None:
+    def publish(self, temp: Path, metadata: ImageMetadata) -> None:
         meta_tmp = temp_path_for(self.root)
+        image_id = metadata.image_id
         try:
-            write_and_sync(meta_tmp, metadata)
-            os.replace(temp, self.content_path(image_id, extension))
+            write_and_sync(meta_tmp, metadata.to_json())
+            os.replace(temp, self.content_path(image_id, metadata.image_format.extension))
             os.replace(meta_tmp, self._meta_path(image_id))
         except BaseException:
             unlink_quietly(meta_tmp)
@@ -57,8 +59,8 @@ class LocalImageStore:
     def exists(self, image_id: str) -> bool:
         return self._meta_path(image_id).exists()
 
-    def write_metadata(self, image_id: str, metadata: bytes) -> None:
-        atomic_write(self._meta_path(image_id), metadata)
+    def write_metadata(self, metadata: ImageMetadata) -> None:
+        atomic_write(self._meta_path(metadata.image_id), metadata.to_json())
 
     def find_content(self, image_id: str) -> tuple[Path, str] | None:
         for extension in BY_EXTENSION:

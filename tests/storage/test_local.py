@@ -9,8 +9,10 @@ import threading
 import uuid
 from pathlib import Path
 
+from app.core.formats import FORMATS
 from app.storage.atomic import TEMP_PREFIX, atomic_create, sweep_temp_files, temp_path_for
 from app.storage.local import LocalImageStore, LocalResultStore
+from app.storage.metadata import ImageMetadata
 
 
 def test_publish_then_recover_keeps_complete_images(tmp_path: Path) -> None:
@@ -18,10 +20,13 @@ def test_publish_then_recover_keeps_complete_images(tmp_path: Path) -> None:
     temp = store.temp_path()
     temp.write_bytes(b"jpeg bytes")
     image_id = str(uuid.uuid4())
-    store.publish(temp, image_id, "jpg", b'{"image_id": "x"}')
+    meta = ImageMetadata.describe(
+        image_id=image_id, filename=None, fmt=FORMATS["jpeg"], size_bytes=10, width=1, height=1, sha256="x"
+    )
+    store.publish(temp, meta)
     assert store.recover() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{image_id}.jpg", f"{image_id}.json"]
-    assert store.read_metadata(image_id) == b'{"image_id": "x"}'
+    assert store.read_metadata(image_id) == meta.to_json()
 
 
 def test_recover_removes_dead_temp_files_and_reports_orphans(tmp_path: Path) -> None:

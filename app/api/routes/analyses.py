@@ -1,16 +1,20 @@
-"""Analysis routes: seed 001 `/analyze`, seed 002 `/api/v1/analyze` (lean routes)."""
+"""Analysis routes: seed 001 `/analyze`, seed 002 `/api/v1/analyze` (lean), the analyzer list."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.responses import Response
 
-from app.api.deps import PrincipalDep
-from app.api.lean import add_lean_routes, principal_of, read_body, send_bytes, services_of
+from app.api.deps import ContainerDep, CurrentPrincipal, container_of, principal_of
+from app.api.routing import lean_route
+from app.core.errors import ValidationFailed
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
+from app.schemas.analyzers import AnalyzerRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
+
+router = APIRouter(tags=["analyses"])
 
 ANALYZE_RESPONSES = {
     200: {
@@ -25,44 +29,56 @@ ANALYZE_RESPONSES = {
     ),
 }
 
-_HIT = [(b"x-cache", b"HIT")]
-_MISS = [(b"x-cache", b"MISS")]
+_HIT = {"X-Cache": "HIT"}
+_MISS = {"X-Cache": "MISS"}
 
 
-async def analyze_handler(scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve an analysis: validate the JSON body, then one call to the analysis service."""
-    services = services_of(scope)
-    principal_of(scope, services)
-    try:
-        request = AnalyzeRequest.model_validate_json(await read_body(receive))
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-    outcome = await services.analysis.analyze(request.image_id, request.analyzer, request.params)
-    await send_bytes(send, 200, outcome.body, _HIT if outcome.cached else _MISS)
-
-
-async def analyze_image(request: AnalyzeRequest, _: PrincipalDep) -> SkinAnalysis:
+@lean_route(
+    router,
+    [
+        ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
+        ("/api/v1/analyze", "Analyze an image", "analyze_image"),
+    ],
+    body=AnalyzeRequest,
+    response_model=SkinAnalysis,
+    responses=ANALYZE_RESPONSES,
+)
+async def analyze_image(request: Request) -> Response:
     """Analyze an uploaded image; idempotent, cached in `data/analysis/`.
 
     A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
     share one computation.
     """
-    # Documentation only: LeanRoute serves this operation with `analyze_handler`.
-    raise AssertionError("served by analyze_handler")
+    principal_of(request)
+    try:
+        body = AnalyzeRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
+    outcome = await container_of(request).analysis.analyze(body.image_id, body.analyzer, body.params)
+    return Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
 
 
-def install_analyze_routes(app: FastAPI) -> None:
-    """Add the seed 001 and seed 002 analyze routes."""
-    add_lean_routes(
-        app,
-        [
-            ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
-            ("/api/v1/analyze", "Analyze an image", "analyze_image"),
-        ],
-        analyze_image,
-        analyze_handler,
-        methods=["POST"],
-        tags=["analyses"],
-        response_model=SkinAnalysis,
-        responses=ANALYZE_RESPONSES,
-    )
+@router.get(
+    "/api/v1/analyzers",
+    response_model=list[AnalyzerRead],
+    summary="List analyzers",
+    responses=problem_docs(UNAUTHORIZED),
+)
+async def list_analyzers(container: ContainerDep, _: CurrentPrincipal) -> list[AnalyzerRead]:
+    """Every analyzer with its version and the JSON Schema of its params; ones that failed to
+    load are listed with `available: false` and the reason."""
+    registry = container.registry
+    rows = [
+        AnalyzerRead(
+            name=analyzer.name,
+            version=analyzer.version,
+            description=analyzer.description,
+            params=analyzer.params_model.model_json_schema(),
+        )
+        for analyzer in registry
+    ]
+    rows += [
+        AnalyzerRead(name=name, version="", description="", params={}, available=False, reason=reason)
+        for name, reason in sorted(registry.unavailable.items())
+    ]
+    return sorted(rows, key=lambda row: row.name)

@@ -6,20 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
 
-from app.api.deps import PrincipalDep
-from app.api.lean import (
-    add_lean_routes,
-    body_chunks,
-    content_length,
-    header,
-    multipart_body,
-    principal_of,
-    send_bytes,
-    services_of,
-)
+from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.routing import content_length, multipart_body, streams_body
 from app.core.errors import (
     BadRequest,
     EmptyFile,
@@ -33,13 +25,15 @@ from app.core.errors import (
 )
 from app.schemas.problems import problem_docs
 
+router = APIRouter(tags=["seed 003"])
+
 BAD_REQUEST = "bad request"
 TOP_K = 5
 
 # What the model cannot process answers 403 with the seed's text; a malformed form is 400.
 _MODEL_FAILURES = (EmptyFile, UnsupportedMediaType, UndecodableImage, TooManyPixels)
 
-FORWARD_OPENAPI = multipart_body(
+FORWARD_BODY = multipart_body(
     {
         "image": {"type": "string", "format": "binary", "description": "An image to classify"},
         "data": {"type": "string", "description": "A JSON text to process (when no image)"},
@@ -52,6 +46,7 @@ FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Classification (image) or the processed JSON (data)",
         "content": {
             "application/json": {
+                "schema": {"type": "object", "additionalProperties": True},
                 "examples": {
                     "image": {
                         "value": {
@@ -111,61 +106,36 @@ def _classification(predictions: list[Any]) -> dict[str, Any]:
     }
 
 
-async def forward_handler(scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve /forward: classify `image`, else process `data`, else 400."""
-    services = services_of(scope)
-    principal_of(scope, services)
+@router.post(
+    "/forward",
+    summary="Classify an image or process JSON data (seed 003)",
+    operation_id="forward",
+    responses=FORWARD_RESPONSES,
+    openapi_extra={"requestBody": FORWARD_BODY},
+)
+@streams_body
+async def forward(request: Request, container: ContainerDep, _: CurrentPrincipal) -> Response:
+    """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
+    (form field `data`). Neither, or invalid JSON: 400 `{"detail": "bad request"}`; an image
+    the model cannot process: 403."""
     try:
-        form = await services.images.receive(
-            content_type=header(scope, b"content-type"),
-            content_length=content_length(scope),
-            chunks=body_chunks(receive),
+        outcome = await container.forms.process(
+            content_type=request.headers.get("content-type"),
+            content_length=content_length(request),
+            chunks=request.stream(),
             file_field="image",
+            text_field="data",
+            analyzer="classify",
+            params={"top_k": TOP_K},
         )
     except (MalformedMultipart, MissingFile, TooManyFiles):
         raise BadRequest(BAD_REQUEST) from None
     except _MODEL_FAILURES:
         raise ModelFailed() from None
-    received = form.file
-    try:
-        if received is not None:
-            try:
-                await services.images.check(received)
-                result = await services.analysis.run_unstored(received.path, "classify", {"top_k": TOP_K})
-            except _MODEL_FAILURES:
-                raise ModelFailed() from None
-            body = _classification(result.predictions)  # type: ignore[attr-defined]
-        elif "data" in form.fields:
-            body = {
-                "result": {
-                    "message": "JSON data processed",
-                    "received_data": _parse_data(form.fields["data"]),
-                }
-            }
-        else:
-            raise BadRequest(BAD_REQUEST)
-    finally:
-        services.images.discard(received)
-    await send_bytes(send, 200, _encode(body))
-
-
-async def forward(_: PrincipalDep) -> dict[str, Any]:
-    """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
-    (form field `data`). Neither, or invalid JSON: 400 `{"detail": "bad request"}`; an image
-    the model cannot process: 403."""
-    # Documentation only: LeanRoute serves this operation with `forward_handler`.
-    raise AssertionError("served by forward_handler")
-
-
-def install_forward_routes(app: FastAPI) -> None:
-    """Add seed 003's /forward."""
-    add_lean_routes(
-        app,
-        [("/forward", "Classify an image or process JSON data (seed 003)", "forward")],
-        forward,
-        forward_handler,
-        methods=["POST"],
-        tags=["seed 003"],
-        responses=FORWARD_RESPONSES,
-        openapi_extra=FORWARD_OPENAPI,
-    )
+    if outcome.result is not None:
+        body = _classification(outcome.result.predictions)  # type: ignore[attr-defined]
+    elif outcome.text is not None:
+        body = {"result": {"message": "JSON data processed", "received_data": _parse_data(outcome.text)}}
+    else:
+        raise BadRequest(BAD_REQUEST)
+    return Response(_encode(body), 200, media_type="application/json")

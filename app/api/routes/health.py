@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
+from dataclasses import asdict
 
-import anyio
 from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
-from app.api.deps import ServicesDep
+from app.api.deps import ContainerDep
 from app.schemas.health import Health, Readiness, ReadinessCheck
-from app.services.state import Services
+from app.services.readiness import readiness_checks
 
 router = APIRouter(tags=["health"])
 
@@ -28,39 +26,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _checks(services: Services) -> list[ReadinessCheck]:
-    settings = services.settings
-    checks = []
-    writable = all(
-        os.access(d, os.W_OK) for d in (settings.images_dir, settings.analysis_dir, settings.idempotency_dir)
-    )
-    checks.append(ReadinessCheck(name="data_dir_writable", ok=writable, detail=str(settings.data_dir)))
-    free = shutil.disk_usage(settings.data_dir).free
-    checks.append(
-        ReadinessCheck(
-            name="free_disk",
-            ok=free >= settings.min_free_disk_bytes,
-            detail=f"{free} bytes free, {settings.min_free_disk_bytes} required",
-        )
-    )
-    names = services.registry.names()
-    missing = services.registry.unavailable
-    detail = "loaded: " + ", ".join(names)
-    if missing:
-        detail += "; not loaded: " + "; ".join(f"{name} ({why})" for name, why in sorted(missing.items()))
-    checks.append(ReadinessCheck(name="analyzers_loaded", ok=bool(names) and not missing, detail=detail))
-    return checks
-
-
 @router.get(
     "/readyz",
     response_model=Readiness,
     summary="Readiness probe",
     responses={503: {"model": Readiness, "description": "A check failed"}},
 )
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(container: ContainerDep) -> JSONResponse:
     """Ready when the data dir is writable, disk space is above the floor and analyzers are loaded."""
-    checks = await anyio.to_thread.run_sync(_checks, services)
+    found = await container.io_pool.run(readiness_checks, container.settings, container.registry)
+    checks = [ReadinessCheck(**asdict(check)) for check in found]
     ready = all(c.ok for c in checks)
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Header, Path
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import FileResponse
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
-from app.api.deps import ImageServiceDep, PrincipalDep
-from app.api.lean import (
-    add_lean_routes,
-    body_chunks,
-    content_length,
-    header,
-    multipart_body,
-    principal_of,
-    send_bytes,
-    services_of,
-)
+from app.api.deps import CurrentPrincipal, ImagesDep, container_of, principal_of
+from app.api.routing import content_length, lean_route, multipart_body
 from app.core.ids import UUID4_PATTERN
-from app.schemas.images import ImageRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
+from app.storage.metadata import ImageMetadata
 
 router = APIRouter(tags=["images"])
 
@@ -35,7 +26,7 @@ ImageIdPath = Annotated[
     ),
 ]
 
-UPLOAD_OPENAPI = multipart_body(
+UPLOAD_BODY = multipart_body(
     {
         "file": {
             "type": "string",
@@ -61,68 +52,55 @@ UPLOAD_ERRORS = problem_docs(
 )
 
 
-async def upload_handler(scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve an upload: stream the body to disk through the image service."""
-    services = services_of(scope)
-    principal = principal_of(scope, services)
-    outcome = await services.images.upload(
-        content_type=header(scope, b"content-type"),
-        content_length=content_length(scope),
-        chunks=body_chunks(receive),
-        idempotency_key=header(scope, b"idempotency-key"),
-        scope=principal,
-    )
-    headers = [(b"location", outcome.location.encode())]
-    if outcome.replayed:
-        headers.append((b"idempotent-replayed", b"true"))
-    await send_bytes(send, 201, outcome.body, headers)
+def image_location(image_id: str) -> str:
+    """The canonical URL path of an image's metadata."""
+    return f"/api/v1/images/{image_id}"
 
 
-async def upload_image(
-    _: PrincipalDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe uploads: the same key and file replay the first response for 24 h",
-        ),
-    ] = None,
-) -> ImageRead:
+@lean_route(
+    router,
+    [
+        ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
+        ("/api/v1/upload", "Upload an image", "upload_image"),
+    ],
+    headers={
+        "Idempotency-Key": "Retry-safe uploads: the same key and file replay the first response for 24 h",
+    },
+    streams=True,
+    status_code=201,
+    response_model=ImageMetadata,
+    responses=UPLOAD_ERRORS,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
+async def upload_image(request: Request) -> Response:
     """Upload one image as multipart field `file`; the body streams straight to disk.
 
     Returns 201 with the image's metadata and a `Location` header. The type is read from
-    the bytes (JPEG or PNG); the declared part type may be `application/octet-stream`.
+    the bytes (JPEG, PNG, WebP or HEIC); the declared part type may be
+    `application/octet-stream`.
     """
-    # Documentation only: LeanRoute serves this operation with `upload_handler`.
-    raise AssertionError("served by upload_handler")
-
-
-def install_upload_routes(app: FastAPI) -> None:
-    """Add the seed 001 and seed 002 upload routes (lean: bodies never pass through FastAPI)."""
-    add_lean_routes(
-        app,
-        [
-            ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
-            ("/api/v1/upload", "Upload an image", "upload_image"),
-        ],
-        upload_image,
-        upload_handler,
-        methods=["POST"],
-        tags=["images"],
-        status_code=201,
-        response_model=ImageRead,
-        responses=UPLOAD_ERRORS,
-        openapi_extra=UPLOAD_OPENAPI,
+    principal = principal_of(request)
+    headers = request.headers
+    outcome = await container_of(request).ingest.upload(
+        content_type=headers.get("content-type"),
+        content_length=content_length(request),
+        chunks=request.stream(),
+        idempotency_key=headers.get("idempotency-key"),
+        principal=principal,
     )
+    response_headers = {"Location": image_location(outcome.image_id)}
+    if outcome.replayed:
+        response_headers["Idempotent-Replayed"] = "true"
+    return Response(outcome.metadata.to_json(), 201, response_headers, "application/json")
 
 
 @router.get(
     "/api/v1/images/{image_id}",
-    response_model=ImageRead,
+    response_model=ImageMetadata,
     summary="Image metadata",
     responses=problem_docs(BAD_IMAGE_ID, UNAUTHORIZED, IMAGE_NOT_FOUND),
 )
-async def read_image(image_id: ImageIdPath, images: ImageServiceDep, _: PrincipalDep) -> dict[str, object]:
+async def read_image(image_id: ImageIdPath, images: ImagesDep, _: CurrentPrincipal) -> ImageMetadata:
     """The metadata stored at upload."""
     return await images.metadata(image_id.lower())
 
@@ -139,16 +117,17 @@ async def read_image(image_id: ImageIdPath, images: ImageServiceDep, _: Principa
 )
 async def read_image_content(
     image_id: ImageIdPath,
-    images: ImageServiceDep,
-    _: PrincipalDep,
+    images: ImagesDep,
+    _: CurrentPrincipal,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The original bytes, streamed, with their type and an ETag (the SHA-256)."""
-    content = await images.content(image_id.lower())
-    headers = {"ETag": content.etag, "Cache-Control": "private, max-age=31536000, immutable"}
-    if if_none_match is not None and content.etag in {t.strip() for t in if_none_match.split(",")}:
+    image = await images.get(image_id.lower())
+    etag = image.metadata.etag
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
-    return FileResponse(content.path, media_type=content.media_type, headers=headers)
+    return FileResponse(image.path, media_type=image.metadata.content_type, headers=headers)
 
 
 @router.delete(
@@ -158,7 +137,7 @@ async def read_image_content(
     response_class=Response,
     responses=problem_docs(BAD_IMAGE_ID, UNAUTHORIZED, IMAGE_NOT_FOUND),
 )
-async def delete_image(image_id: ImageIdPath, images: ImageServiceDep, _: PrincipalDep) -> Response:
+async def delete_image(image_id: ImageIdPath, images: ImagesDep, _: CurrentPrincipal) -> Response:
     """Remove the image, its metadata and every cached analysis of it."""
     await images.delete(image_id.lower())
     return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""Seed 004 facial contour jobs: validate a submit, run it in the persistent job queue.
+"""Facial contour jobs (seed 004): validate a submit, run it in the persistent job queue.
 
 A submit is checked completely before it is accepted (base64, sizes before decoding, image
 type and wholeness, landmark count, label-image size), then reduced to a canonical job
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi.exceptions import RequestValidationError
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.analyzers.face import FaceAnalyzer, FaceParams, face_contours
+from app.analyzers.face import FaceAnalyzer, FaceParams
+from app.analyzers.face_regions import face_contours
 from app.analyzers.imaging import load_gray
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.segmentation import LABEL_MODES, segmentation_contours
@@ -34,18 +34,55 @@ from app.core.errors import (
     InvalidLandmarks,
     InvalidSegmentation,
     PayloadTooLarge,
+    ValidationFailed,
 )
 from app.core.formats import SNIFF_BYTES, accepted_format
 from app.core.threads import ThreadPool
-from app.schemas.frontal import CropSubmit
 from app.services.image_check import inspect_image
-from app.services.jobs import Job, JobQueue
+from app.services.job_models import Job, JobStatus
+from app.services.job_queue import JobQueue
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
 # Tracing costs time and memory per label and per boundary edge: bound what one job can ask.
 MAX_LABELS = 256
 MAX_OUTLINE_EDGES = 200_000
+
+
+class Point(BaseModel):
+    """A landmark in image pixels."""
+
+    x: float
+    y: float
+
+
+class ContourJobRequest(BaseModel):
+    """An image (base64 or a base64 data URL), optionally with 68 landmarks or a label image."""
+
+    model_config = ConfigDict(extra="forbid", title="CropSubmit")
+
+    image: str = Field(description="The facial image, base64 or `data:image/...;base64,...`")
+    landmarks: list[Point] | None = Field(
+        default=None,
+        max_length=1000,
+        description="68 points (iBUG 300-W order) in image pixels: skips detection",
+    )
+    segmentation_map: str | None = Field(
+        default=None,
+        description="A label image (PNG, one channel, same size, 0 = background, <= 256 labels) as base64: "
+        "contours are traced from it",
+    )
+
+
+@dataclass(frozen=True)
+class ContourJobState:
+    """Where a contour job is: its status, the SVG document once completed, or why it failed."""
+
+    job_id: str
+    status: JobStatus
+    svg: bytes | None
+    error: str | None
+    error_code: str | None
 
 
 def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
@@ -74,7 +111,7 @@ class _Checked:
     size: tuple[int, int]
 
 
-class FrontalService:
+class ContourJobService:
     """Accepts contour jobs and reports their status."""
 
     def __init__(
@@ -108,11 +145,11 @@ class FrontalService:
             self._face()  # detection needs the model: refuse now (503) rather than fail later
         return await self.queue.submit(job_input)
 
-    def _parse_and_check(self, body: bytes) -> tuple[CropSubmit, bytes]:
+    def _parse_and_check(self, body: bytes) -> tuple[ContourJobRequest, bytes]:
         try:
-            request = CropSubmit.model_validate_json(body)
+            request = ContourJobRequest.model_validate_json(body)
         except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+            raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
         return request, self._canonical_input(request)
 
     def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
@@ -121,7 +158,7 @@ class FrontalService:
         width, height = inspect_image(raw, fmt, self.settings.max_image_pixels)
         return _Checked(raw, (width, height))
 
-    def _canonical_input(self, request: CropSubmit) -> bytes:
+    def _canonical_input(self, request: ContourJobRequest) -> bytes:
         image = self._image(request.image, "image")
         payload: dict[str, Any] = {"image": base64.b64encode(image.image).decode(), "size": list(image.size)}
         if request.landmarks is not None and request.segmentation_map is not None:
@@ -191,14 +228,14 @@ class FrontalService:
         box, points = face.detect_landmarks(image, FaceParams().min_face_px)
         return face.contours_from_landmarks(image.size, points, DEFAULT_MARGIN, box=box).svg.encode()
 
-    async def status(self, job_id: str) -> dict[str, Any]:
-        """The seed's status object for a job (JobNotFound if unknown)."""
+    async def status(self, job_id: str) -> ContourJobState:
+        """Where a job is (JobNotFound if unknown)."""
         job = await self.queue.get(job_id)
-        result = await self.queue.result(job_id) if job.status == "completed" else None
-        return {
-            "job_id": job.job_id,
-            "status": str(job.status),
-            "result": base64.b64encode(result).decode() if result is not None else None,
-            "error": job.error.detail if job.error else None,
-            "error_code": job.error.code if job.error else None,
-        }
+        svg = await self.queue.result(job_id) if job.status == JobStatus.COMPLETED else None
+        return ContourJobState(
+            job_id=job.job_id,
+            status=job.status,
+            svg=svg,
+            error=job.error.detail if job.error else None,
+            error_code=job.error.code if job.error else None,
+        )

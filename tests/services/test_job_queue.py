@@ -21,9 +21,10 @@ from typing import Any
 import anyio
 import pytest
 
-from app.core.errors import NotFound, ServiceUnavailable, UndecodableImage
+from app.core.errors import JobNotFound, NotFound, QueueFull, ServiceUnavailable, UndecodableImage
 from app.core.threads import ThreadPool
-from app.services.jobs import INTERNAL_ERROR_DETAIL, Job, JobNotFound, JobQueue, JobStatus, QueueFull
+from app.services.job_models import INTERNAL_ERROR_DETAIL, Job, JobStatus
+from app.services.job_queue import JobQueue
 from app.storage.atomic import TEMP_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -277,7 +278,7 @@ async def test_failed_record_write_refuses_the_job_and_leaves_no_work(
     def disk_full(path: Path, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("app.services.jobs.atomic_write", disk_full)
+    monkeypatch.setattr("app.services.job_store.atomic_write", disk_full)
     with pytest.raises(OSError):
         await queue.submit(b"doomed")
     monkeypatch.undo()
@@ -478,7 +479,7 @@ CRASHING_PROCESS = textwrap.dedent(
     from pathlib import Path
 
     from app.core.threads import ThreadPool
-    from app.services.jobs import JobQueue
+    from app.services.job_queue import JobQueue
 
 
     def runner(data: bytes) -> bytes:

@@ -1,12 +1,6 @@
 """A small persistent job queue: submit opaque input bytes, poll a job id, read the output.
 
-On-disk layout under `root` (one process owns a root at a time)::
-
-    jobs/{job_id}.json   the job's status record (JSON: job_id, status, created_at,
-                         updated_at, error {code, detail} | null, content_key);
-                         replaced atomically (`atomic_write`) on every transition
-    inputs/{key}         the input bytes, key = sha256(input) hex; published once (`atomic_create`)
-    results/{key}        the runner's output for that input; published once (`atomic_create`)
+Records, inputs and results live on disk (`app.services.job_store`).
 
 Guarantees:
 
@@ -40,74 +34,23 @@ exception marks it failed with `internal_error` and a generic detail (the traceb
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from app.core.errors import AppError, NotFound, ServiceUnavailable
+from app.core.errors import AppError, JobNotFound, QueueFull
 from app.core.ids import is_uuid4
 from app.core.threads import ThreadPool
-from app.storage.atomic import TEMP_PREFIX, atomic_create, atomic_write, sweep_temp_files, unlink_quietly
+from app.services.job_models import FINISHED, INTERNAL_ERROR_DETAIL, Job, JobError, JobStatus
+from app.services.job_store import JobStore
 
 logger = logging.getLogger("app.jobs")
 
-INTERNAL_ERROR_DETAIL = "The job failed because of an internal error"
-
-
-class QueueFull(ServiceUnavailable):
-    """Too many jobs are waiting to start."""
-
-    code, default_detail = "queue_full", "Too many jobs are waiting; try again later"
-
-
-class JobNotFound(NotFound):
-    """No job has this id."""
-
-    code, default_detail = "job_not_found", "Job not found"
-
-
-class JobStatus(StrEnum):
-    """The life of a job: pending -> running -> completed | failed."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
-
-
-class JobError(BaseModel):
-    """Why a job failed: a stable machine code and a human-readable detail."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str
-    detail: str
-
-
-class Job(BaseModel):
-    """A snapshot of one job (immutable; a transition makes a new snapshot)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    status: JobStatus
-    created_at: datetime
-    updated_at: datetime
-    error: JobError | None = None
-    content_key: str
+__all__ = ["Job", "JobError", "JobQueue", "JobStatus"]
 
 
 @dataclass
@@ -117,10 +60,6 @@ class _Work:
     key: str
     status: JobStatus = JobStatus.PENDING
     job_ids: list[str] = field(default_factory=list)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class JobQueue:
@@ -140,12 +79,7 @@ class JobQueue:
             raise ValueError("workers must be at least 1")
         if max_pending < 0:
             raise ValueError("max_pending must not be negative")
-        self.root = root
-        self.jobs_dir = root / "jobs"
-        self.inputs_dir = root / "inputs"
-        self.results_dir = root / "results"
-        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(root)
         self._pool = pool
         self._runner = runner
         self._workers = workers
@@ -177,14 +111,14 @@ class JobQueue:
         """Recover what a previous process left (see module docstring), then start the workers."""
         if self._tasks:
             raise RuntimeError("the job queue is already started")
-        recovered = await self._pool.run(self._recover_from_disk)
+        recovered = await self._pool.run(self.store.recover, self._max_age_seconds)
         for job in recovered:
             if job.job_id in self._live:
                 continue  # submitted to this instance before start(): already queued
             self._live[job.job_id] = self._saved[job.job_id] = job
             self._attach(job.job_id, job.content_key)
         if recovered:
-            logger.warning("re-queued %d unfinished job(s) from %s", len(recovered), self.jobs_dir)
+            logger.warning("re-queued %d unfinished job(s) from %s", len(recovered), self.store.jobs_dir)
         self._tasks = [
             asyncio.create_task(self._worker_loop(), name=f"job-worker-{i}") for i in range(self._workers)
         ]
@@ -201,14 +135,14 @@ class JobQueue:
     async def submit(self, data: bytes) -> Job:
         """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait."""
         data = bytes(data)
-        key, cached = await self._pool.run(self._lookup, data)
+        key, cached = await self._pool.run(self.store.lookup, data)
         if not cached and key not in self._work and self._pending_units >= self._max_pending:
             # Refuse before anything is written: a refused submit must not cost disk.
             raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
         if not cached:
-            await self._pool.run(self._store_input, key, data)
+            await self._pool.run(self.store.store_input, key, data)
         # From here to the first await nothing else runs: decide and register atomically.
-        now = _now()
+        now = datetime.now(UTC)
         job_id = str(uuid.uuid4())
         work = self._work.get(key)
         if work is not None:
@@ -238,7 +172,7 @@ class JobQueue:
         job_id = job_id.lower()
         job = self._saved.get(job_id)
         if job is None:
-            job = await self._pool.run(self._read_record, job_id)
+            job = await self._pool.run(self.store.read_record, job_id)
         if job is None:
             raise JobNotFound()
         return job
@@ -248,7 +182,7 @@ class JobQueue:
         job = await self.get(job_id)
         if job.status != JobStatus.COMPLETED:
             return None
-        return await self._pool.run(self._read_result, job.content_key)
+        return await self._pool.run(self.store.read_result, job.content_key)
 
     # -----------------------------------------------------------------------------------------
     # Event-loop side
@@ -314,7 +248,7 @@ class JobQueue:
         )
 
     async def _transition(self, job_ids: list[str], status: JobStatus, error: JobError | None = None) -> None:
-        now = _now()
+        now = datetime.now(UTC)
         for job_id in job_ids:
             job = self._live.get(job_id)
             if job is not None:
@@ -330,38 +264,19 @@ class JobQueue:
             job = self._live.get(job_id)
             if job is None:
                 return  # already finished and written by an earlier save
-            await self._pool.run(atomic_write, self._record_path(job_id), job.model_dump_json().encode())
+            await self._pool.run(self.store.write_record, job)
             self._saved[job_id] = job
             if job.status in FINISHED and self._live.get(job_id) is job:
                 # Final and on disk: from now on `get` reads the record.
                 del self._live[job_id], self._saved[job_id]
                 self._locks.pop(job_id, None)
 
-    # -----------------------------------------------------------------------------------------
-    # Thread side (blocking disk work and the runner)
-    # -----------------------------------------------------------------------------------------
-
-    def _record_path(self, job_id: str) -> Path:
-        return self.jobs_dir / f"{job_id}.json"
-
-    def _lookup(self, data: bytes) -> tuple[str, bool]:
-        """Key of `data` and whether its result exists already."""
-        key = hashlib.sha256(data).hexdigest()
-        return key, (self.results_dir / key).exists()
-
-    def _store_input(self, key: str, data: bytes) -> None:
-        """Make sure the input of `key` is on disk (before any record refers to it)."""
-        input_path = self.inputs_dir / key
-        if not input_path.exists():
-            atomic_create(input_path, data)
-
     def _execute(self, key: str) -> JobError | None:
-        """Run the runner for `key` unless its result already exists; None on success."""
-        result_path = self.results_dir / key
-        if result_path.exists():
+        """Worker thread: run the runner for `key` unless its result exists; None on success."""
+        if self.store.has_result(key):
             return None  # published before a crash, or by a run this one raced with
         try:
-            data = (self.inputs_dir / key).read_bytes()
+            data = self.store.read_input(key)
         except OSError:
             logger.error("input %s of a queued job is missing or unreadable", key[:12])
             return JobError(code="job_input_missing", detail="The job's input was lost; submit it again")
@@ -369,94 +284,10 @@ class JobQueue:
             output = self._runner(data)
             if not isinstance(output, bytes | bytearray | memoryview):
                 raise TypeError(f"job runner returned {type(output).__name__}, not bytes")
-            atomic_create(result_path, bytes(output))
+            self.store.publish_result(key, bytes(output))
         except AppError as exc:
             return JobError(code=exc.code, detail=exc.detail)
         except Exception:
             logger.exception("job runner failed on key %s", key[:12])
             return JobError(code="internal_error", detail=INTERNAL_ERROR_DETAIL)
         return None
-
-    def _read_result(self, key: str) -> bytes | None:
-        try:
-            return (self.results_dir / key).read_bytes()
-        except FileNotFoundError:
-            logger.warning("result %s of a completed job is missing", key[:12])
-            return None
-
-    def _read_record(self, job_id: str) -> Job | None:
-        path = self._record_path(job_id)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.warning("job record %s is unreadable: %s", path, exc)
-            return None
-        try:
-            job = Job.model_validate_json(raw)
-        except ValidationError as exc:
-            logger.warning("job record %s is corrupt: %s", path, exc.errors(include_url=False)[:1])
-            return None
-        if job.job_id != job_id:
-            logger.warning("job record %s names another job (%s); ignored", path, job.job_id)
-            return None
-        return job
-
-    def _recover_from_disk(self) -> list[Job]:
-        """Sweep temp files, apply retention, reset crashed runs to pending; unfinished jobs, oldest first."""
-        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
-            sweep_temp_files(directory)
-        jobs: list[Job] = []
-        for entry in os.scandir(self.jobs_dir):
-            stem, dot, ext = entry.name.rpartition(".")
-            if entry.name.startswith(TEMP_PREFIX):
-                continue  # a live peer's temp file
-            if not (dot and ext == "json" and is_uuid4(stem)):
-                logger.warning("ignoring unexpected file %s in %s", entry.name, self.jobs_dir)
-                continue
-            job = self._read_record(stem)
-            if job is not None:
-                jobs.append(job)
-
-        if self._max_age_seconds is not None:
-            jobs = self._apply_retention(jobs)
-
-        unfinished: list[Job] = []
-        for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
-            if job.status in FINISHED:
-                continue
-            if job.status == JobStatus.RUNNING:
-                logger.warning(
-                    "job %s was running when the last process stopped; running it again", job.job_id
-                )
-                job = job.model_copy(update={"status": JobStatus.PENDING, "updated_at": _now()})
-                atomic_write(self._record_path(job.job_id), job.model_dump_json().encode())
-            unfinished.append(job)
-        return unfinished
-
-    def _apply_retention(self, jobs: list[Job]) -> list[Job]:
-        assert self._max_age_seconds is not None
-        cutoff = _now().timestamp() - self._max_age_seconds
-        kept: list[Job] = []
-        expired = 0
-        for job in jobs:
-            if job.status in FINISHED and job.updated_at.timestamp() < cutoff:
-                unlink_quietly(self._record_path(job.job_id))
-                expired += 1
-            else:
-                kept.append(job)
-        referenced = {job.content_key for job in kept}
-        blobs = 0
-        for directory in (self.inputs_dir, self.results_dir):
-            for entry in os.scandir(directory):
-                if entry.name.startswith(TEMP_PREFIX) or entry.name in referenced:
-                    continue
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    blobs += 1
-        if expired or blobs:
-            logger.info(
-                "retention: removed %d expired job record(s) and %d unreferenced file(s)", expired, blobs
-            )
-        return kept

@@ -1,0 +1,99 @@
+"""The one mapping from exceptions to HTTP: RFC 9457 problem+json bodies with `detail` and `code`.
+
+Domain errors (`app.core.errors.AppError`) carry their status and code; FastAPI's request
+validation errors become 400 `validation_error` (the seeds' status); routing errors keep
+their status with a stable code; anything unexpected is a logged 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, Response
+
+from app.core.errors import AppError, ValidationFailed
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem object with the service's `code` member."""
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body["code"] = code
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """A problem+json response."""
+    return JSONResponse(
+        problem_body(status, code, detail, **extra),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def error_response(exc: AppError) -> Response:
+    """The problem+json response of a domain error."""
+    return problem_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
+
+
+def _app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    log = logger.error if exc.status >= 500 else logger.warning
+    log("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.detail)
+    return error_response(exc)
+
+
+def _validation_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    error = ValidationFailed.from_errors(exc.errors())
+    logger.warning("%s %s -> validation_error: %s", request.method, request.url.path, error.extra["fields"])
+    return error_response(error)
+
+
+def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return problem_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+def _disconnect_handler(request: Request, exc: Exception) -> Response:
+    # Nobody is listening any more; the upload's temp file is already gone.
+    logger.info("%s %s -> client disconnected mid-request", request.method, request.url.path)
+    return problem_response(
+        400, "client_disconnected", "The client disconnected before the body was complete"
+    )
+
+
+def _unhandled_handler(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "internal_error", "Internal server error")
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    """Install the one mapping from exceptions to problem+json responses."""
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,80 @@
+"""Seed 004 facial contour jobs: `POST /api/v1/frontal/crop/submit`, `GET .../status/{job_id}`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+
+from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.routing import body_limit, json_schema
+from app.core.config import Settings
+from app.core.ids import UUID4_PATTERN
+from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
+from app.schemas.problems import UNAUTHORIZED, problem_docs
+
+router = APIRouter(tags=["seed 004"])
+
+SUBMIT_RESPONSES = problem_docs(
+    (400, "invalid_base64", "`image` is not valid base64"),
+    (400, "invalid_landmarks", "Expected 68 points with finite x and y, got 5"),
+    (400, "unsupported_media_type", "`image` is not a supported image (HEIC, JPEG, PNG, WEBP)"),
+    UNAUTHORIZED,
+    (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
+    (503, "queue_full", "Too many jobs are waiting; try again later"),
+)
+
+
+def submit_body_limit(settings: Settings) -> int:
+    """A job carries its image (and label image) base64-encoded in JSON."""
+    return 2 * (4 * (settings.max_upload_bytes // 3 + 1)) + settings.max_json_body_bytes
+
+
+@router.post(
+    "/api/v1/frontal/crop/submit",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Submit a facial image for SVG contour masks (seed 004)",
+    operation_id="submit_crop",
+    responses=SUBMIT_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": json_schema(ContourJobRequest)}},
+        }
+    },
+)
+@body_limit(submit_body_limit)
+async def submit_crop(request: Request, container: ContainerDep, _: CurrentPrincipal) -> JobAccepted:
+    """Accept a contour job (persisted before the answer: it survives a restart). Without
+    landmarks the face is detected; with 68 landmarks detection is skipped; with a
+    segmentation map the contours are traced from its labels. The same inputs share one
+    computation. The body (up to ~14 MB) is parsed off the event loop."""
+    job = await container.contour_jobs.submit(await request.body())
+    return JobAccepted(job_id=job.job_id, status=str(job.status))
+
+
+@router.get(
+    "/api/v1/frontal/crop/status/{job_id}",
+    response_model=JobStatusRead,
+    summary="Status of a contour job (seed 004)",
+    responses=problem_docs(
+        (400, "validation_error", "Invalid request: job_id: must be a UUID version 4"),
+        UNAUTHORIZED,
+        (404, "job_not_found", "Job not found"),
+    ),
+)
+async def crop_status(
+    job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], container: ContainerDep, _: CurrentPrincipal
+) -> JobStatusRead:
+    """`pending`, `running`, `completed` (with `result`: the SVG document, base64) or `failed`
+    (with `error` and `error_code`, e.g. `no_face_detected`)."""
+    state = await container.contour_jobs.status(job_id.lower())
+    return JobStatusRead(
+        job_id=state.job_id,
+        status=str(state.status),
+        result=base64.b64encode(state.svg).decode() if state.svg is not None else None,
+        error=state.error,
+        error_code=state.error_code,
+    )

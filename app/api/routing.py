@@ -1,0 +1,179 @@
+"""How a route is written: an ordinary FastAPI route, or a lean route where measured.
+
+Every route is an ordinary FastAPI route with `Annotated` dependencies, except the two hot
+paths (upload and analyze), declared with `@lean_route`: FastAPI documents them from a
+generated endpoint (security, headers, request body, responses), but requests go straight
+to the handler, `async (Request) -> Response`, skipping dependency injection and the
+response-model pass, which cost more than the work of a cached analysis or a small upload
+(see README, Benchmark). Both kinds authenticate through `deps.principal_of` and raise the
+same domain errors, mapped in one place (`app.api.problems`).
+
+Request bodies: `BodyLimitMiddleware` buffers and caps every body at `MAX_JSON_BODY_BYTES`,
+unless the route declares otherwise with `@body_limit(...)`: `None` for routes that stream
+their body and enforce their own limits (uploads), or a larger cap (seed 004's JSON jobs).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from fastapi import APIRouter, Header
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api.deps import CurrentPrincipal
+from app.core.config import Settings
+from app.core.errors import PayloadTooLarge
+
+Handler = Callable[[Request], Awaitable[Response]]
+BodyLimit = Callable[[Settings], int | None]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+_BODY_LIMIT_ATTR = "__body_limit__"
+
+
+def body_limit(limit: BodyLimit) -> Callable[[Endpoint], Endpoint]:
+    """Declare an endpoint's request body cap from settings (None: it streams its body itself)."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _BODY_LIMIT_ATTR, limit)
+        return endpoint
+
+    return mark
+
+
+def streams_body(endpoint: Endpoint) -> Endpoint:
+    """Declare that an endpoint streams its body (`request.stream()`) and enforces its own limits."""
+    return body_limit(lambda _settings: None)(endpoint)
+
+
+def route_body_limits(routers: Iterable[APIRouter], settings: Settings) -> dict[str, int | None]:
+    """Path -> body cap of every route that declared one."""
+    limits: dict[str, int | None] = {}
+    for router in routers:
+        for route in router.routes:
+            limit = getattr(getattr(route, "endpoint", None), _BODY_LIMIT_ATTR, None)
+            if limit is not None and isinstance(route, APIRoute):
+                limits[route.path] = limit(settings)
+    return limits
+
+
+def content_length(request: Request) -> int | None:
+    """The declared Content-Length, or None when absent or not a number."""
+    value = request.headers.get("content-length")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
+class LeanRoute(APIRoute):
+    """An APIRoute whose requests go straight to its class's `handler`."""
+
+    handler: ClassVar[Handler]
+
+    def get_route_handler(self) -> Handler:
+        return type(self).handler
+
+
+def _documented_endpoint(
+    handler: Handler, body: type[BaseModel] | None, headers: Mapping[str, str]
+) -> Callable[..., Any]:
+    """An endpoint whose signature tells FastAPI what to document; it is never called."""
+    params = [inspect.Parameter("principal", inspect.Parameter.KEYWORD_ONLY, annotation=CurrentPrincipal)]
+    if body is not None:
+        params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
+    for name, description in headers.items():
+        annotation = Annotated[str | None, Header(alias=name, description=description)]
+        python_name = name.lower().replace("-", "_")
+        params.append(
+            inspect.Parameter(
+                python_name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None
+            )
+        )
+
+    async def endpoint(**_: Any) -> None:
+        raise AssertionError(f"{handler.__name__} serves this route")  # pragma: no cover
+
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def lean_route(
+    router: APIRouter,
+    paths: Sequence[tuple[str, str, str]],
+    *,
+    methods: Sequence[str] = ("POST",),
+    body: type[BaseModel] | None = None,
+    headers: Mapping[str, str] | None = None,
+    streams: bool = False,
+    **route_options: Any,
+) -> Callable[[Handler], Handler]:
+    """Serve `handler` at each (path, summary, operation_id), documented as if FastAPI served it.
+
+    `body`: the JSON request model to document (the handler parses it itself); `headers`:
+    request headers to document (name -> description); `streams`: the handler reads the body
+    as a stream (no buffering cap). Other options (status_code, response_model, responses,
+    tags, openapi_extra) are `add_api_route`'s.
+    """
+
+    def declare(handler: Handler) -> Handler:
+        endpoint = _documented_endpoint(handler, body, headers or {})
+        if streams:
+            streams_body(endpoint)
+        route_class = type(f"LeanRoute[{handler.__name__}]", (LeanRoute,), {"handler": staticmethod(handler)})
+        for path, summary, operation_id in paths:
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=list(methods),
+                summary=summary,
+                operation_id=operation_id,
+                route_class_override=route_class,
+                **route_options,
+            )
+        return handler
+
+    return declare
+
+
+def multipart_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    """An OpenAPI `requestBody` for a multipart form read by hand (Swagger UI shows a file
+    picker for `{"type": "string", "format": "binary"}` fields)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema with its `$defs` inlined (for a hand-written `requestBody`)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(copy.deepcopy(defs[ref.removeprefix("#/$defs/")]))
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole (small) body of a streaming route; PayloadTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,89 @@
+"""`ImageMetadata`: what the service knows about a stored image, in one typed record.
+
+The same record is stored beside the image, returned by an upload and by the metadata
+route; its JSON (compact, fields in this order) is byte-stable, so a stored record and a
+response agree to the byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.formats import FORMATS, ImageFormat
+from app.core.units import human_size
+
+
+def utc_timestamp(moment: float | None = None) -> str:
+    """An ISO 8601 UTC timestamp with microseconds (`2026-11-23T17:00:00.000000Z`)."""
+    when = datetime.now(UTC) if moment is None else datetime.fromtimestamp(moment, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ImageMetadata(BaseModel):
+    """Metadata of a stored image (also the upload response)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: str = Field(examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"])
+    filename: str | None = Field(examples=["face.jpg"], description="Client file name (sanitized)")
+    content_type: str = Field(examples=["image/jpeg"], description="Type found in the bytes")
+    format: str = Field(examples=["jpeg"])
+    size_bytes: int = Field(examples=[1520435])
+    size: str = Field(examples=["1.45 MB"], description="Human-readable size")
+    width: int = Field(examples=[1920])
+    height: int = Field(examples=[1080])
+    sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
+    created_at: str = Field(examples=["2026-11-23T17:00:00.000000Z"])
+
+    @classmethod
+    def describe(
+        cls,
+        *,
+        image_id: str,
+        filename: str | None,
+        fmt: ImageFormat,
+        size_bytes: int,
+        width: int,
+        height: int,
+        sha256: str,
+        created_at: float | None = None,
+    ) -> ImageMetadata:
+        """The metadata of an image with these properties (`created_at`: a Unix time, or now)."""
+        return cls(
+            image_id=image_id,
+            filename=filename,
+            content_type=fmt.mime,
+            format=fmt.name,
+            size_bytes=size_bytes,
+            size=human_size(size_bytes),
+            width=width,
+            height=height,
+            sha256=sha256,
+            created_at=utc_timestamp(created_at),
+        )
+
+    @property
+    def image_format(self) -> ImageFormat:
+        """The stored format (KeyError for a format this build does not know)."""
+        return FORMATS[self.format]
+
+    @property
+    def etag(self) -> str:
+        """A strong HTTP entity tag of the bytes: their SHA-256."""
+        return f'"{self.sha256}"'
+
+    def to_json(self) -> bytes:
+        """The record's canonical JSON bytes (stored, and sent as a response)."""
+        return self.model_dump_json().encode()
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A published image: its metadata and where its bytes are."""
+
+    metadata: ImageMetadata
+    path: Path

@@ -1,0 +1,61 @@
+"""The documented error tree (app.core.errors' docstring) is the tree of AppError classes."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+
+import app
+from app.core import errors
+from app.core.errors import AppError, ValidationFailed
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def _documented() -> dict[str, tuple[str | None, int, str]]:
+    """name -> (parent name, status, code) from the docstring's tree drawing."""
+    tree: dict[str, tuple[str | None, int, str]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.fullmatch(r"(\s*(?:[│ ]   )*(?:[├└]── )?)(\w+)\s+(\d{3}) (\w+).*", line)
+        if not match:
+            continue
+        depth = len(match.group(1))
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parent = stack[-1][1] if stack else None
+        tree[match.group(2)] = (parent, int(match.group(3)), match.group(4))
+        stack.append((depth, match.group(2)))
+    return tree
+
+
+def test_every_app_error_is_in_the_documented_tree_and_defined_in_errors() -> None:
+    # Import every module so that an AppError subclass defined anywhere is found.
+    for module in pkgutil.walk_packages(app.__path__, "app."):
+        importlib.import_module(module.name)
+    classes = [AppError, *_all_subclasses(AppError)]
+    documented = _documented()
+    assert sorted(documented) == sorted(c.__name__ for c in classes)
+    for cls in classes:
+        assert cls.__module__ == "app.core.errors", f"{cls.__name__} lives outside the error tree module"
+        parent = cls.__base__.__name__ if cls is not AppError else None
+        assert documented[cls.__name__] == (parent, cls.status, cls.code), cls.__name__
+
+
+def test_validation_errors_name_every_field() -> None:
+    error = ValidationFailed.from_errors(
+        [
+            {"loc": ("body", "image_id"), "msg": "bad", "type": "t"},
+            {"loc": ("top_k",), "msg": "big", "type": "u"},
+        ],
+        prefix="params.",
+    )
+    assert error.detail == "Invalid request: params.image_id: bad; params.top_k: big"
+    assert error.extra["fields"] == ["params.image_id", "params.top_k"]

@@ -1,0 +1,46 @@
+"""The layering of DESIGN.md, checked: imports point downward only; modules stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+# Layer -> what it must never import (HTTP stays in app.api; services never see routes).
+FORBIDDEN = {
+    "services": ("fastapi", "starlette", "app.api", "app.schemas", "app.main"),
+    "analyzers": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services"),
+    "storage": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services", "app.analyzers"),
+    "core": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services", "app.storage"),
+}
+MAX_LINES = 300
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules() -> list[Path]:
+    return sorted(APP.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(APP)))
+def test_imports_point_downward(path: Path) -> None:
+    layer = path.relative_to(APP).parts[0]
+    for name in _imports(path):
+        for banned in FORBIDDEN.get(layer, ()):
+            assert not (name == banned or name.startswith(banned + ".")), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(APP)))
+def test_modules_stay_small(path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= MAX_LINES
