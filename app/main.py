@@ -19,10 +19,10 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
-from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import BodyLimitMiddleware, HistoryMiddleware, RequestContextMiddleware
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
-from app.api.routing import route_body_limits
+from app.api.routing import recorded_paths, route_body_limits
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.services.container import build_container
@@ -37,7 +37,8 @@ returns the same bytes, computed once.
 `image_id`; `POST /api/v1/analyze` with `{"image_id": ...}` returns the analysis.
 Seed-compatible aliases: `POST /upload`, `POST /analyze`, `GET /health`.
 
-**Auth**: when the server sets `API_KEYS`, send one in `X-API-KEY` (use *Authorize*).
+**Auth**: an API key (`X-API-KEY`, when the server sets `API_KEYS`) or a bearer token from
+`/token` (use *Authorize*). Without either, calls are anonymous when `ANONYMOUS_ACCESS` allows.
 
 **Errors** are `application/problem+json` with a human `detail` and a stable `code`.
 """
@@ -46,6 +47,8 @@ TAGS = [
     {"name": "images", "description": "Upload, read and delete images"},
     {"name": "analyses", "description": "Idempotent, cached analyses of uploaded images"},
     {"name": "health", "description": "Liveness and readiness (never need a key)"},
+    {"name": "accounts", "description": "Registration, tokens, profile, erasure"},
+    {"name": "admin", "description": "Credits refill, request history and statistics (admins)"},
 ]
 
 
@@ -56,8 +59,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     container = await anyio.to_thread.run_sync(build_container, settings, app.state.registry)
     app.state.services = container
     await container.start()
-    if not settings.api_keys:
-        logger.warning("API_KEYS is empty: every route is open to anyone (set API_KEYS in production)")
+    if settings.anonymous_allowed:
+        logger.warning("ANONYMOUS_ACCESS is on: calls without credentials are served (see README, Access)")
     logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, container.registry.names())
     try:
         yield
@@ -96,6 +99,11 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         BodyLimitMiddleware,
         limit=settings.max_json_body_bytes,
         path_limits=route_body_limits(ROUTERS, settings),
+    )
+    app.add_middleware(
+        HistoryMiddleware,
+        paths=recorded_paths(ROUTERS),
+        result_max_chars=settings.history_result_max_chars,
     )
     app.add_middleware(RequestContextMiddleware)
     return app

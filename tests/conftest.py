@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
 from app.main import create_app
+from tests.processes import Server
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -94,6 +95,15 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Server processes a test starts are always stopped, whatever the test does."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
 
 
 def files_under(path: Path) -> list[str]:

@@ -13,7 +13,16 @@ APP = Path(__file__).resolve().parents[1] / "app"
 FORBIDDEN = {
     "services": ("fastapi", "starlette", "app.api", "app.schemas", "app.main"),
     "analyzers": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services"),
-    "storage": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services", "app.analyzers"),
+    "storage": (
+        "fastapi",
+        "starlette",
+        "app.api",
+        "app.schemas",
+        "app.main",
+        "app.services",
+        "app.analyzers",
+    ),
+    "db": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services"),
     "core": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services", "app.storage"),
 }
 MAX_LINES = 300

@@ -3,10 +3,10 @@
 A first uvicorn process takes completed uploads and analyses, then a storm of concurrent
 ones: big JPEGs at full speed, analyses, and raw-socket clients that send half a body and
 stall (so partial temp files are guaranteed to be on disk). It is killed with SIGKILL.
-Then, on disk: every published image decodes and matches its metadata's SHA-256, every
-analysis parses. A second process on the same `DATA_DIR` must sweep every temp file and
-half-published image at start-up, serve every upload acknowledged before the kill, give
-byte-identical analyses, and take fresh work.
+Then, on disk: every image in the catalog (the SQLite database) decodes and matches its
+SHA-256, every analysis parses. A second process on the same `DATA_DIR` must sweep every
+temp file and every stale file without a catalog row at start-up, serve every upload
+acknowledged before the kill, give byte-identical analyses, and take fresh work.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import hashlib
 import io
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -34,107 +31,13 @@ from PIL import Image
 from app.storage.atomic import TEMP_PREFIX
 from tests.conftest import files_under
 from tests.factories import encode, jpeg_bytes, photo_jpeg, photo_png
+from tests.processes import Server, start_server
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOUNDARY = "crash-test-boundary-0d9f8e7a"
 IMAGE_EXTENSIONS = {".jpg", ".png"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Server processes
-# ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """One `python -m uvicorn app.main:app` process over `data_dir`."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # closed in stop()
-        env = {
-            **os.environ,
-            "DATA_DIR": str(data_dir),
-            "API_KEYS": "",
-            "ENVIRONMENT": "test",
-            "LOG_LEVEL": "WARNING",
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.logs()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/health", timeout=0.5).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.logs()}")
-
-    def kill(self) -> None:
-        """SIGKILL, then reap (a zombie would still look alive to the start-up sweep)."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    """Started servers are always stopped, whatever the test does."""
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
-def start_server(started: list[Server], data_dir: Path, name: str) -> Server:
-    server = Server(data_dir, data_dir.parent / f"{name}.log")
-    started.append(server)
-    server.wait_ready()
-    return server
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,14 +191,19 @@ class Storm:
 # ---------------------------------------------------------------------------------------------
 
 
+def catalog(data_dir: Path) -> list[dict[str, object]]:
+    """The catalog rows, read straight from the database (as a crashed process left it)."""
+    with contextlib.closing(sqlite3.connect(data_dir / "service.db")) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM images ORDER BY image_id")]
+
+
 def check_published_images(data_dir: Path) -> dict[str, dict[str, object]]:
-    """Every image with metadata decodes in full and matches its SHA-256; returns id -> metadata."""
+    """Every image in the catalog decodes in full and matches its SHA-256; returns id -> row."""
     images_dir = data_dir / "images"
     published: dict[str, dict[str, object]] = {}
-    for meta_path in sorted(images_dir.glob("*.json")):
-        meta = json.loads(meta_path.read_bytes())
-        image_id = meta_path.stem
-        assert meta["image_id"] == image_id
+    for meta in catalog(data_dir):
+        image_id = str(meta["image_id"])
         extension = {"jpeg": ".jpg", "png": ".png"}[str(meta["format"])]
         content = (images_dir / image_id).with_suffix(extension).read_bytes()
         assert len(content) == meta["size_bytes"], image_id
@@ -314,11 +222,12 @@ def check_analyses_parse(data_dir: Path) -> None:
 
 
 def images_without_metadata(data_dir: Path) -> list[str]:
-    images_dir = data_dir / "images"
+    """Image files that no catalog row names (invisible to every client)."""
+    known = {str(row["image_id"]) for row in catalog(data_dir)}
     return sorted(
         p.name
-        for p in images_dir.iterdir()
-        if p.suffix in IMAGE_EXTENSIONS and not (images_dir / f"{p.stem}.json").exists()
+        for p in (data_dir / "images").iterdir()
+        if p.suffix in IMAGE_EXTENSIONS and p.stem not in known
     )
 
 
@@ -390,12 +299,14 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     published = check_published_images(data_dir)
     assert set(acknowledged) <= set(published), sorted(set(acknowledged) - set(published))
     check_analyses_parse(data_dir)
-    # A crash between the image rename and the metadata rename leaves a whole image without
-    # metadata: plant one (the window is too small to hit with a real kill) for start-up to
-    # publish, and a broken one for it to leave alone.
-    orphan_id = str(uuid.uuid4())
-    orphan = data_dir / "images" / f"{orphan_id}.jpg"
-    orphan.write_bytes(jpeg_bytes())
+    # A crash between the rename of the bytes and the commit of the catalog row leaves bytes
+    # nobody can see (the client never got a 201): plant a stale one (the window is too small
+    # to hit with a real kill) for start-up to remove, and a recent one for it to leave alone
+    # (a live sibling worker could still be committing it); neither is ever visible.
+    stale = data_dir / "images" / f"{uuid.uuid4()}.jpg"
+    stale.write_bytes(jpeg_bytes())
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
     broken = data_dir / "images" / f"{uuid.uuid4()}.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
 
@@ -403,11 +314,15 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     second = start_server(servers, data_dir, "second")
     leftovers = temp_files(data_dir)
     assert leftovers == [], leftovers
-    assert images_without_metadata(data_dir) == [broken.name]
-    assert (data_dir / "images" / f"{orphan_id}.json").exists()
+    # The kill itself may have caught uploads between their rename and their commit: those
+    # stay on disk (recent) but are never visible, and none of them was acknowledged.
+    unlisted = images_without_metadata(data_dir)
+    assert broken.name in unlisted
+    assert not {Path(name).stem for name in unlisted} & set(acknowledged)
+    assert not stale.exists()
     assert not list((data_dir / "idempotency").glob("*.lock")), "dead process's key locks survived start-up"
-    # Nothing valid was dropped; the orphan is now published.
-    assert check_published_images(data_dir).keys() == published.keys() | {orphan_id}
+    # Nothing acknowledged was dropped, nothing unacknowledged was published.
+    assert check_published_images(data_dir).keys() == published.keys()
 
     with httpx.Client(base_url=second.base_url, timeout=10) as client:
         for image_id, body in acknowledged.items():
@@ -423,6 +338,8 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
                 assert analysis.content == analyses_before[image_id], image_id
             # And stable from now on.
             assert analyze(client, image_id).content == analysis.content
+        for name in [stale.name, *unlisted]:
+            assert client.get(f"/api/v1/images/{Path(name).stem}").status_code == 404, name
 
         # The completed keyed upload replays; the key whose request died is usable again.
         replay = upload(client, big[1], "keyed.jpg", **{"Idempotency-Key": "crash-done-key"})
@@ -441,7 +358,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
 
     # The restarted server's own work left everything consistent too.
     assert temp_files(data_dir) == []
-    assert images_without_metadata(data_dir) == [broken.name]
+    assert images_without_metadata(data_dir) == unlisted
     check_published_images(data_dir)
     check_analyses_parse(data_dir)
     assert all(not name.startswith(TEMP_PREFIX) for name in files_under(data_dir))

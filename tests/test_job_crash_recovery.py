@@ -25,7 +25,7 @@ from skimage import data
 from app.storage.atomic import TEMP_PREFIX
 from tests.conftest import MODEL_DIR
 from tests.factories import encode
-from tests.test_crash_recovery import Server, start_server
+from tests.processes import Server, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -31,6 +31,8 @@ class Analyzer(Protocol):
     description: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
     result_model: ClassVar[type[BaseModel]]
+    # Runs a model (costs a metered caller one credit when computed); the mock skin does not.
+    model_backed: ClassVar[bool]
 
     def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
         """The result for one image; the same input always gives the same result."""

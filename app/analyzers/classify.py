@@ -126,6 +126,7 @@ class OnnxClassifier:
     version: ClassVar[str] = "efficientnet-lite0-1"
     description: ClassVar[str] = "ImageNet-1k classification (EfficientNet-Lite0, ONNX Runtime)"
     params_model: ClassVar[type[BaseModel]] = ClassifyParams
+    model_backed: ClassVar[bool] = True
     result_model: ClassVar[type[BaseModel]] = ClassifyResult
 
     def __init__(self, model_path: Path, intra_op_threads: int = 1) -> None:

@@ -105,6 +105,7 @@ class FaceAnalyzer:
         "Face detection (dlib HOG), 68-point landmarks, eye-level alignment and SVG region contours"
     )
     params_model: ClassVar[type[BaseModel]] = FaceParams
+    model_backed: ClassVar[bool] = True
     result_model: ClassVar[type[BaseModel]] = FaceResult
 
     def __init__(

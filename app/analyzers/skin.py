@@ -58,6 +58,7 @@ class SkinAnalyzer:
     version: ClassVar[str] = "1"
     description: ClassVar[str] = "Deterministic mock skin analysis seeded by SHA-256 of the image id"
     params_model: ClassVar[type[BaseModel]] = NoParams
+    model_backed: ClassVar[bool] = False
     result_model: ClassVar[type[BaseModel]] = SkinResult
 
     def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:

@@ -1,8 +1,9 @@
 """FastAPI dependencies, each with an `Annotated` alias that routes list by type.
 
 `principal_of` is the one authentication path: ordinary routes reach it through the
-`CurrentPrincipal` dependency (which also declares the security scheme in the OpenAPI),
-lean routes (`app.api.routing`) call it directly.
+`CurrentPrincipal` dependency (which also declares the security schemes in the OpenAPI),
+lean routes (`app.api.routing`) call it directly. The caller is remembered on the
+request's state (the history recorder names it).
 """
 
 from __future__ import annotations
@@ -10,20 +11,26 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from starlette.requests import HTTPConnection
 
-from app.core.errors import ServiceUnavailable
-from app.core.security import authenticate
+from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.core.security import secrets_equal
 from app.services.analysis import AnalysisService
 from app.services.container import ServiceContainer
 from app.services.images import ImageService
 from app.services.ingest import IngestService
+from app.services.principals import Principal
 
 api_key_header = APIKeyHeader(
     name="X-API-KEY",
     auto_error=False,
     description="One of the keys in the API_KEYS setting (not needed when API_KEYS is empty)",
+)
+bearer_token = OAuth2PasswordBearer(
+    tokenUrl="/token",
+    auto_error=False,
+    description="An access token from /token, /v1/login or /api/v1/auth/login",
 )
 
 
@@ -35,10 +42,15 @@ def container_of(connection: HTTPConnection) -> ServiceContainer:
     return container
 
 
-def principal_of(request: Request) -> str:
-    """Who is calling: an API key's principal, or anonymous when API_KEYS is empty
-    (Unauthorized when a key is required and missing or wrong)."""
-    return authenticate(container_of(request).settings.api_keys, request.headers.get("x-api-key"))
+async def principal_of(request: Request) -> Principal:
+    """Who is calling: a user or admin (bearer token), an API key, or anonymous when allowed
+    (Unauthorized for bad or missing credentials)."""
+    headers = request.headers
+    principal = await container_of(request).principals.resolve(
+        authorization=headers.get("authorization"), api_key=headers.get("x-api-key")
+    )
+    request.state.principal = principal
+    return principal
 
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
@@ -48,14 +60,58 @@ async def get_container(request: Request) -> ServiceContainer:
 
 
 async def current_principal(
-    request: Request, _api_key: Annotated[str | None, Security(api_key_header)]
-) -> str:
-    """The caller's principal (see `principal_of`)."""
-    return principal_of(request)
+    request: Request,
+    _api_key: Annotated[str | None, Security(api_key_header)],
+    _token: Annotated[str | None, Security(bearer_token)],
+) -> Principal:
+    """The caller (see `principal_of`)."""
+    return await principal_of(request)
+
+
+async def optional_principal(
+    request: Request,
+    _api_key: Annotated[str | None, Security(api_key_header)],
+    _token: Annotated[str | None, Security(bearer_token)],
+) -> Principal | None:
+    """The caller if it sent credentials (bad ones are still 401), else None."""
+    if "authorization" not in request.headers and "x-api-key" not in request.headers:
+        return None
+    return await principal_of(request)
 
 
 ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
-CurrentPrincipal = Annotated[str, Depends(current_principal)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def current_user(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be logged in (a user or an admin)."""
+    if principal.user_id is None:
+        raise Unauthorized("Log in first: send `Authorization: Bearer <access token>`")
+    return principal
+
+
+async def current_admin(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be an admin (403 otherwise)."""
+    if not principal.is_admin:
+        raise Forbidden("This needs an admin")
+    return principal
+
+
+async def history_admin(request: Request, _token: Annotated[str | None, Security(bearer_token)]) -> None:
+    """An admin, or seed 003's static ADMIN_TOKEN in `Authorization: Bearer`."""
+    configured = container_of(request).settings.admin_token
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if configured is not None and scheme.lower() == "bearer" and token:
+        if secrets_equal(token.strip(), configured.get_secret_value()):
+            return
+    if not (await principal_of(request)).is_admin:
+        raise Forbidden("This needs an admin")
+
+
+UserPrincipal = Annotated[Principal, Depends(current_user)]
+AdminPrincipal = Annotated[Principal, Depends(current_admin)]
+HistoryAdmin = Annotated[None, Depends(history_admin)]
 
 
 async def get_images(container: ContainerDep) -> ImageService:

@@ -1,11 +1,13 @@
-"""Plain ASGI middleware: request id + one log line per request; a cap on buffered bodies."""
+"""Plain ASGI middleware: request id + one log line per request; a cap on buffered bodies; history."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -127,3 +129,68 @@ class BodyLimitMiddleware:
 
 def _too_large(limit: int) -> ASGIApp:
     return problem_response(413, "payload_too_large", f"The request body exceeds {limit} bytes")
+
+
+class HistoryMiddleware:
+    """Record every request to an analysis route (seed 003's history), without waiting.
+
+    Routes declare themselves (`app.api.routing.recorded`) and describe their input on
+    `request.state.history` (request_type, input_data_size, image_width, image_height);
+    this records the route, the caller, the status, the time taken, the result (a success's
+    body, truncated) or the error (a problem's `detail`).
+    """
+
+    def __init__(self, app: ASGIApp, *, paths: frozenset[str], result_max_chars: int) -> None:
+        self.app = app
+        self.paths = paths
+        self.result_max_chars = result_max_chars
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        body = bytearray()
+        limit = max(self.result_max_chars, 4096)
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and len(body) < limit:
+                body.extend(message.get("body", b"")[: limit - len(body)])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            elapsed = time.perf_counter() - started
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                services.history.record(self._row(scope, status, bytes(body), elapsed))
+
+    def _row(self, scope: Scope, status: int, body: bytes, elapsed: float) -> dict[str, object]:
+        state = scope.get("state", {})
+        described = state.get("history", {})
+        principal = state.get("principal")
+        text = body.decode("utf-8", "replace")
+        error = None
+        if status >= 400:
+            try:
+                error = str(json.loads(text).get("detail"))
+            except (ValueError, AttributeError):
+                error = text[:1000] or None
+        return {
+            "request_type": described.get("request_type", "json"),
+            "route": scope["path"],
+            "principal": principal.id if principal is not None else None,
+            "processing_time": elapsed,
+            "input_data_size": described.get("input_data_size"),
+            "image_width": described.get("image_width"),
+            "image_height": described.get("image_height"),
+            "status_code": status,
+            "result": text[: self.result_max_chars] if status < 400 else None,
+            "error_message": error,
+            "created_at": datetime.now(UTC),
+        }

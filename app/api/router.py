@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from app.api.routes import analyses, classify, contours, forward, health, images
+from app.api.routes import admin, analyses, auth, classify, contours, forward, health, images
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,6 +13,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     classify.router,
     forward.router,
     contours.router,
+    auth.router,
+    admin.router,
 )
 
 

@@ -35,6 +35,7 @@ BodyLimit = Callable[[Settings], int | None]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _BODY_LIMIT_ATTR = "__body_limit__"
+_RECORDED_ATTR = "__recorded__"
 
 
 def body_limit(limit: BodyLimit) -> Callable[[Endpoint], Endpoint]:
@@ -61,6 +62,22 @@ def route_body_limits(routers: Iterable[APIRouter], settings: Settings) -> dict[
             if limit is not None and isinstance(route, APIRoute):
                 limits[route.path] = limit(settings)
     return limits
+
+
+def recorded(endpoint: Endpoint) -> Endpoint:
+    """Declare an analysis route: each request is recorded in the history (seed 003)."""
+    setattr(endpoint, _RECORDED_ATTR, True)
+    return endpoint
+
+
+def recorded_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
+    """The paths of every route declared `@recorded`."""
+    return frozenset(
+        route.path
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and getattr(route.endpoint, _RECORDED_ATTR, False)
+    )
 
 
 def content_length(request: Request) -> int | None:
@@ -111,20 +128,23 @@ def lean_route(
     body: type[BaseModel] | None = None,
     headers: Mapping[str, str] | None = None,
     streams: bool = False,
+    record: bool = False,
     **route_options: Any,
 ) -> Callable[[Handler], Handler]:
     """Serve `handler` at each (path, summary, operation_id), documented as if FastAPI served it.
 
     `body`: the JSON request model to document (the handler parses it itself); `headers`:
     request headers to document (name -> description); `streams`: the handler reads the body
-    as a stream (no buffering cap). Other options (status_code, response_model, responses,
-    tags, openapi_extra) are `add_api_route`'s.
+    as a stream (no buffering cap); `record`: requests go into the history. Other options
+    (status_code, response_model, responses, tags, openapi_extra) are `add_api_route`'s.
     """
 
     def declare(handler: Handler) -> Handler:
         endpoint = _documented_endpoint(handler, body, headers or {})
         if streams:
             streams_body(endpoint)
+        if record:
+            recorded(endpoint)
         route_class = type(f"LeanRoute[{handler.__name__}]", (LeanRoute,), {"handler": staticmethod(handler)})
         for path, summary, operation_id in paths:
             router.add_api_route(

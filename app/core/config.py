@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -47,9 +47,48 @@ class Settings(BaseSettings):
     allowed_formats: CommaList = ["jpeg", "png", "webp", "heic"]
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
-    # Access
+    # Access: callers without credentials are served when ANONYMOUS_ACCESS is true
+    # (default: true, but false whenever API_KEYS is set)
     api_keys: CommaList = []
+    anonymous_access: bool | None = None
     cors_origins: CommaList = ["*"]
+
+    # Database: SQLite under DATA_DIR by default; postgresql+asyncpg://... for PostgreSQL
+    database_url: str | None = None
+
+    # Accounts and tokens. SECRET_KEY signs JWTs: unset, one is generated once into
+    # DATA_DIR/secret_key (mode 0600) with a warning; production must set it.
+    secret_key: SecretStr | None = None
+    jwt_issuer: str = "image-analysis-service"
+    jwt_audience: str = "image-analysis-api"
+    access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=7, ge=1, le=365)
+    password_min_length: int = Field(default=8, ge=8, le=128)
+    password_max_length: int = Field(default=128, ge=8, le=4096)
+    # is_admin at registration: honoured for the first admin while none exists (default: on
+    # except in production); an admin can always create admins
+    admin_bootstrap: bool | None = None
+    # Seed 000: an admin account from the environment (bcrypt hash accepted) and the
+    # password that /v1/refill accepts instead of an admin token
+    admin_username: str | None = None
+    admin_pw_hash: SecretStr | None = None
+    # Seed 003: a static admin token accepted by DELETE /history
+    admin_token: SecretStr | None = None
+    # Credits (seed 000's "tokens"): balance of a new user; what /v1/refill adds by default
+    initial_credits: int = Field(default=10, ge=0)
+    token_refill_amount: int = Field(default=10, ge=1)
+    # How long a worker trusts its cached view of a user (admin flag, deletion, logouts)
+    user_cache_seconds: float = Field(default=5.0, ge=0)
+    # Failed logins: after this many failures per username or address in the window, each
+    # further attempt waits (doubling up to the cap) and is refused with 429 past 4x the count
+    login_failures_before_delay: int = Field(default=5, ge=1)
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    login_max_delay_seconds: float = Field(default=2.0, ge=0)
+
+    # Request history (seed 003): buffered, written in batches
+    history_flush_seconds: float = Field(default=0.5, gt=0)
+    history_batch_size: int = Field(default=500, ge=1)
+    history_result_max_chars: int = Field(default=4000, ge=0)
 
     # Worker threads: disk work of uploads and cache reads; analyzers (CPU-bound)
     io_threads: int = Field(default=8, ge=1)
@@ -117,6 +156,23 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown analyzers {unknown}; known: classify, face (skin is always on)")
         return names
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        """Whether calls without credentials are served."""
+        return self.anonymous_access if self.anonymous_access is not None else not self.api_keys
+
+    @property
+    def admin_bootstrap_enabled(self) -> bool:
+        """Whether the first `is_admin: true` registration is honoured while no admin exists."""
+        if self.admin_bootstrap is not None:
+            return self.admin_bootstrap
+        return self.environment != "production"
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy async URL of the database."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'service.db'}"
 
     @property
     def images_dir(self) -> Path:

@@ -20,17 +20,22 @@ The tree::
     │   ├── UrlNotAllowed         400 url_not_allowed
     │   └── UrlFetchFailed        400 url_fetch_failed
     ├── Unauthorized              401 unauthorized
+    ├── InsufficientCredits       402 insufficient_credits
+    ├── Forbidden                 403 forbidden
     ├── ModelFailed               403 model_failed (seed 003's text)
     ├── NotFound                  404 not_found
     │   ├── ImageNotFound         404 image_not_found
-    │   └── JobNotFound           404 job_not_found
+    │   ├── JobNotFound           404 job_not_found
+    │   └── UserNotFound          404 user_not_found
     ├── IdempotencyConflict       409 idempotency_key_in_use
+    ├── UsernameTaken             409 username_taken
     ├── PayloadTooLarge           413 payload_too_large
     │   └── UrlTooLarge           413 url_too_large
     ├── IdempotencyMismatch       422 idempotency_key_reused
     ├── Unprocessable             422 unprocessable
     │   ├── NoFaceDetected        422 no_face_detected
     │   └── FaceTooSmall          422 face_too_small
+    ├── TooManyRequests           429 too_many_requests
     └── ServiceUnavailable        503 service_unavailable
         ├── AnalyzerUnavailable   503 analyzer_unavailable
         └── QueueFull             503 queue_full
@@ -159,6 +164,14 @@ class Unauthorized(AppError):
     status, code, default_detail = 401, "unauthorized", "A valid X-API-KEY header is required"
 
 
+class InsufficientCredits(AppError):
+    status, code, default_detail = 402, "insufficient_credits", "Not enough credits for this analysis"
+
+
+class Forbidden(AppError):
+    status, code, default_detail = 403, "forbidden", "This needs an admin"
+
+
 class ModelFailed(AppError):
     status, code, default_detail = 403, "model_failed", "модель не смогла обработать данные"
 
@@ -175,9 +188,17 @@ class JobNotFound(NotFound):
     code, default_detail = "job_not_found", "Job not found"
 
 
+class UserNotFound(NotFound):
+    code, default_detail = "user_not_found", "User not found"
+
+
 class IdempotencyConflict(AppError):
     status, code = 409, "idempotency_key_in_use"
     default_detail = "A request with this Idempotency-Key is still being processed"
+
+
+class UsernameTaken(AppError):
+    status, code, default_detail = 409, "username_taken", "This username is already registered"
 
 
 class PayloadTooLarge(AppError):
@@ -203,6 +224,10 @@ class NoFaceDetected(Unprocessable):
 
 class FaceTooSmall(Unprocessable):
     code, default_detail = "face_too_small", "The face is too small to analyze"
+
+
+class TooManyRequests(AppError):
+    status, code, default_detail = 429, "too_many_requests", "Too many requests; try again later"
 
 
 class ServiceUnavailable(AppError):

@@ -27,8 +27,11 @@ from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
 from app.core.errors import ValidationFailed
 from app.core.threads import ThreadPool
+from app.services.credits import CreditService
 from app.services.images import ImageService
+from app.services.principals import Principal
 from app.storage.base import ResultStore
+from app.storage.metadata import StoredImage
 
 logger = logging.getLogger("app.analysis")
 
@@ -91,8 +94,10 @@ class AnalysisService:
         io_pool: ThreadPool,
         analysis_pool: ThreadPool,
         memory_entries: int,
+        credits: CreditService | None = None,
     ) -> None:
         self.registry = registry
+        self.credits = credits
         self.images = images
         self.results = results
         self._io_pool = io_pool
@@ -111,22 +116,31 @@ class AnalysisService:
             ) from None
 
     async def analyze(
-        self, image_id: str, analyzer_name: str = DEFAULT_ANALYZER, params: dict[str, Any] | None = None
+        self,
+        image_id: str,
+        viewer: Principal,
+        analyzer_name: str = DEFAULT_ANALYZER,
+        params: dict[str, Any] | None = None,
     ) -> AnalysisOutcome:
-        """The result of one analyzer on one image, computed at most once."""
+        """The result of one analyzer on an image `viewer` may see, computed at most once.
+
+        A model-backed analysis computed for a metered caller costs one credit, charged only
+        when it succeeds; a cached result is free.
+        """
         analyzer = self.registry.get(analyzer_name)
         parsed = self.parse_params(analyzer, params)
         name = result_name(image_id, analyzer, parsed)
 
         body = self._memory.get(name)
-        if body is not None and self.images.exists(image_id) and self.results.exists(name):
+        if body is not None and self.images.peek(image_id, viewer) is not None and self.results.exists(name):
             self._memory.move_to_end(name)
             return AnalysisOutcome(body, cached=True)
 
+        image = await self.images.get(image_id, viewer)
         task = self._in_flight.get(name)
         leader = task is None
         if task is None:
-            task = asyncio.ensure_future(self._resolve(image_id, analyzer, parsed, name))
+            task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
             self._in_flight[name] = task
             task.add_done_callback(lambda _t: self._in_flight.pop(name, None))
         # shield: a client that hangs up must not cancel the work others wait on.
@@ -143,15 +157,16 @@ class AnalysisService:
         return await self._analysis_pool.run(analyzer.analyze, source, parsed)
 
     async def _resolve(
-        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
+        self, image: StoredImage, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
     ) -> tuple[bytes, bool]:
         started = time.perf_counter()
-        body, source = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
+        image_id = image.metadata.image_id
+        body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
         computed = body is None
         if body is None:
-            fresh = await self._analysis_pool.run(self._compute, source, analyzer, params)
-            # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
-            body = await self._io_pool.run(self._publish, source.image_id, analyzer, params, name, fresh)
+            body = await self._compute_metered(
+                ImageSource(image_id, image.path), analyzer, params, name, viewer
+            )
         self._remember(name, body)
         logger.info(
             "analysis image_id=%s analyzer=%s %s in %.1f ms",
@@ -162,17 +177,31 @@ class AnalysisService:
         )
         return body, computed
 
-    def _read_cached(
-        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
-    ) -> tuple[bytes | None, ImageSource]:
-        source = ImageSource(image_id=image_id, path=self.images.open(image_id).path)
+    async def _compute_metered(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
+    ) -> bytes:
+        if self.credits is None or not analyzer.model_backed:
+            return await self._compute_and_publish(source, analyzer, params, name)
+        async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name) as work:
+            body = await self._compute_and_publish(source, analyzer, params, name)
+            work.computed = True
+        return body
+
+    async def _compute_and_publish(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> bytes:
+        fresh = await self._analysis_pool.run(self._compute, source, analyzer, params)
+        # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
+        return await self._io_pool.run(self._publish, source.image_id, analyzer, params, name, fresh)
+
+    def _read_cached(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str) -> bytes | None:
         raw = self.results.read(name)
         if raw is None:
-            return None, source
+            return None
         if _is_valid(raw, image_id, analyzer, params):
-            return raw, source
+            return raw
         logger.warning("cached result %s is corrupt or outdated; recomputing", name)
-        return None, source
+        return None
 
     def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel) -> bytes:
         result = analyzer.analyze(source, params)

@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+import anyio.to_thread
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
+from app.core.security import JwtConfig, load_or_create_secret
 from app.core.threads import ThreadPool
+from app.db.engine import create_engine, session_factory
+from app.db.migrate import upgrade
+from app.services.accounts import AccountService
 from app.services.analysis import AnalysisService
 from app.services.contour_jobs import ContourJobService
+from app.services.credits import CreditService
+from app.services.erasure import AccountEraser
 from app.services.forms import FormClassifier
+from app.services.history import HistoryService
 from app.services.idempotency import IdempotencyStore
 from app.services.images import ImageService
 from app.services.ingest import IngestService
+from app.services.principals import PrincipalResolver, UserDirectory
 from app.storage.local import LocalImageStore, LocalResultStore
+
+logger = logging.getLogger("app")
 
 
 @dataclass
 class ServiceContainer:
-    """The services route handlers call (reached through `app.api.deps`)."""
+    """The services route handlers call (reached through the API layer's dependencies)."""
 
     settings: Settings
     registry: AnalyzerRegistry
+    engine: AsyncEngine
+    principals: PrincipalResolver
+    accounts: AccountService
+    credits: CreditService
+    eraser: AccountEraser
+    history: HistoryService
     images: ImageService
     ingest: IngestService
     analysis: AnalysisService
@@ -31,12 +51,19 @@ class ServiceContainer:
     analysis_pool: ThreadPool
 
     async def start(self) -> None:
-        """Start background work (the contour job workers; accepted jobs resume)."""
+        """Migrate the database, repair what a crash left, start background work."""
+        await anyio.to_thread.run_sync(upgrade, self.settings.database)
+        await self.images.recover()
+        await self.accounts.ensure_env_admin()
+        await self.credits.recover()
+        await self.history.start()
         await self.contour_jobs.start()
 
     async def stop(self) -> None:
-        """Stop background work; unfinished jobs resume at the next start."""
+        """Stop background work (unfinished jobs resume at the next start), write the history."""
         await self.contour_jobs.stop()
+        await self.history.stop()
+        await self.engine.dispose()
 
     def close(self) -> None:
         """Stop the worker threads (after in-flight work finishes)."""
@@ -45,22 +72,35 @@ class ServiceContainer:
 
 
 def build_container(settings: Settings, registry: AnalyzerRegistry | None = None) -> ServiceContainer:
-    """Create the stores (repairing what a crash left) and the services over them (blocking).
+    """Create the stores and the services over them (blocking; nothing connects yet).
 
     `registry` lets a caller share analyzers (loaded models) between apps, as tests do.
     """
+    if settings.environment == "production" and settings.secret_key is None:
+        raise RuntimeError("SECRET_KEY must be set in production")
     io_pool = ThreadPool("io", settings.io_threads)
     analysis_pool = ThreadPool("analysis", settings.analysis_threads)
+    engine = create_engine(settings.database)
+    sessions = session_factory(engine)
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    jwt_config = JwtConfig(
+        key=load_or_create_secret(secret, settings.data_dir),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    users = UserDirectory(sessions, settings.user_cache_seconds)
     images = ImageService(
         LocalImageStore(settings.images_dir),
         LocalResultStore(settings.analysis_dir),
+        sessions,
         io_pool,
         settings.max_image_pixels,
     )
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
-    images.recover()
     idempotency.recover()
     registry = registry or build_registry(settings)
+    credits = CreditService(sessions)
+    history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
     ingest = IngestService(settings, images, idempotency, io_pool)
     analysis = AnalysisService(
         registry,
@@ -69,15 +109,23 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         io_pool=io_pool,
         analysis_pool=analysis_pool,
         memory_entries=settings.analysis_memory_cache_entries,
+        credits=credits,
     )
+    contour_jobs = ContourJobService(settings, registry, io_pool, analysis_pool, credits)
     return ServiceContainer(
         settings=settings,
         registry=registry,
+        engine=engine,
+        principals=PrincipalResolver(settings, jwt_config, users),
+        accounts=AccountService(settings, sessions, jwt_config, users, io_pool),
+        credits=credits,
+        eraser=AccountEraser(sessions, images, contour_jobs, history, users),
+        history=history,
         images=images,
         ingest=ingest,
         analysis=analysis,
-        forms=FormClassifier(ingest, analysis),
-        contour_jobs=ContourJobService(settings, registry, io_pool, analysis_pool),
+        forms=FormClassifier(ingest, analysis, credits),
+        contour_jobs=contour_jobs,
         io_pool=io_pool,
         analysis_pool=analysis_pool,
     )

@@ -33,14 +33,17 @@ from app.core.errors import (
     InvalidBase64,
     InvalidLandmarks,
     InvalidSegmentation,
+    JobNotFound,
     PayloadTooLarge,
     ValidationFailed,
 )
 from app.core.formats import SNIFF_BYTES, accepted_format
 from app.core.threads import ThreadPool
+from app.services.credits import CreditService
 from app.services.image_check import inspect_image
 from app.services.job_models import Job, JobStatus
 from app.services.job_queue import JobQueue
+from app.services.principals import Principal
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
@@ -115,11 +118,17 @@ class ContourJobService:
     """Accepts contour jobs and reports their status."""
 
     def __init__(
-        self, settings: Settings, registry: AnalyzerRegistry, pool: ThreadPool, analysis_pool: ThreadPool
+        self,
+        settings: Settings,
+        registry: AnalyzerRegistry,
+        pool: ThreadPool,
+        analysis_pool: ThreadPool,
+        credits: CreditService | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.pool = pool
+        self.credits = credits
         self.queue = JobQueue(
             settings.data_dir / "jobs",
             analysis_pool,
@@ -127,6 +136,7 @@ class ContourJobService:
             workers=settings.job_workers,
             max_pending=settings.job_max_pending,
             max_age_seconds=settings.job_retention_seconds,
+            on_finished=self._settle,
         )
 
     async def start(self) -> None:
@@ -137,13 +147,36 @@ class ContourJobService:
         """Stop the workers; unfinished jobs resume at the next start."""
         await self.queue.stop()
 
-    async def submit(self, body: bytes) -> Job:
+    async def submit(self, body: bytes, owner: Principal) -> Job:
         """Parse and validate a JSON submit completely (off the event loop: bodies run to
-        ~14 MB), then enqueue it; the job is persisted before this returns."""
+        ~14 MB), then enqueue it; the job is persisted before this returns. A metered owner
+        has a credit set aside (402 if none), charged when the job completes."""
         request, job_input = await self.pool.run(self._parse_and_check, body)
         if request.landmarks is None and request.segmentation_map is None:
             self._face()  # detection needs the model: refuse now (503) rather than fail later
-        return await self.queue.submit(job_input)
+        hold_id = await self.credits.hold(owner) if self.credits is not None else None
+        try:
+            job = await self.queue.submit(job_input, owner=owner.id, hold_id=hold_id)
+        except BaseException:
+            await self._release(owner, hold_id)
+            raise
+        if job.status == JobStatus.COMPLETED:  # served from the result cache: free
+            await self._release(owner, hold_id)
+        return job
+
+    async def _release(self, owner: Principal, hold_id: str | None) -> None:
+        if self.credits is not None:
+            await self.credits.settle(owner, hold_id, charged=False, reason="contour_job")
+
+    async def _settle(self, job: Job) -> None:
+        """A job finished: charge its owner's held credit if it completed, else give it back."""
+        if self.credits is None or job.hold_id is None or not job.owner.startswith("user:"):
+            return
+        owner = Principal(id=job.owner, kind="user", user_id=int(job.owner.removeprefix("user:")))
+        completed = job.status == JobStatus.COMPLETED
+        await self.credits.settle(
+            owner, job.hold_id, charged=completed, reason="contour_job", detail=job.job_id
+        )
 
     def _parse_and_check(self, body: bytes) -> tuple[ContourJobRequest, bytes]:
         try:
@@ -228,9 +261,11 @@ class ContourJobService:
         box, points = face.detect_landmarks(image, FaceParams().min_face_px)
         return face.contours_from_landmarks(image.size, points, DEFAULT_MARGIN, box=box).svg.encode()
 
-    async def status(self, job_id: str) -> ContourJobState:
-        """Where a job is (JobNotFound if unknown)."""
+    async def status(self, job_id: str, viewer: Principal) -> ContourJobState:
+        """Where a job is (JobNotFound if unknown, or not `viewer`'s)."""
         job = await self.queue.get(job_id)
+        if not viewer.can_see(job.owner):
+            raise JobNotFound()
         svg = await self.queue.result(job_id) if job.status == JobStatus.COMPLETED else None
         return ContourJobState(
             job_id=job.job_id,

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from app.services.analysis import AnalysisService
+from app.services.credits import CreditService
 from app.services.ingest import IngestService
+from app.services.principals import Principal
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,16 @@ class FormOutcome:
 
     result: BaseModel | None
     text: str | None
+    size: tuple[int, int] | None = None
 
 
 class FormClassifier:
     """Runs an analyzer over a streamed form's image, never storing it."""
 
-    def __init__(self, ingest: IngestService, analysis: AnalysisService) -> None:
+    def __init__(self, ingest: IngestService, analysis: AnalysisService, credits: CreditService) -> None:
         self.ingest = ingest
         self.analysis = analysis
+        self.credits = credits
 
     async def process(
         self,
@@ -41,8 +45,11 @@ class FormClassifier:
         text_field: str,
         analyzer: str,
         params: dict[str, object],
+        caller: Principal,
     ) -> FormOutcome:
-        """The analysis of the form's `file_field` image, or its `text_field` when it has no image."""
+        """The analysis of the form's `file_field` image, or its `text_field` when it has no image.
+
+        A metered caller pays one credit for a model-backed analysis that succeeds."""
         form = await self.ingest.receive(
             content_type=content_type, content_length=content_length, chunks=chunks, file_field=file_field
         )
@@ -50,8 +57,10 @@ class FormClassifier:
         try:
             if received is None:
                 return FormOutcome(result=None, text=form.fields.get(text_field))
-            await self.ingest.check(received)
-            result = await self.analysis.run_unstored(received.path, analyzer, params)
-            return FormOutcome(result=result, text=None)
+            _, width, height = await self.ingest.check(received)
+            async with self.credits.metered(caller, f"analysis:{analyzer}", "unstored form image") as work:
+                result = await self.analysis.run_unstored(received.path, analyzer, params)
+                work.computed = self.analysis.registry.get(analyzer).model_backed
+            return FormOutcome(result=result, text=None, size=(width, height))
         finally:
             self.ingest.discard(received)

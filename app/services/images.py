@@ -1,120 +1,218 @@
-"""Stored images: open, read metadata, delete, and repair what a crash left behind.
+"""Stored images: the catalog (metadata + owner, in the database) over the bytes (image store).
 
-Metadata that exists but does not parse (edited by hand, or cut short by a power loss) is
-rebuilt from the image bytes instead of failing the request; an image whose bytes were
-published without metadata (a crash between the two renames) gets its metadata back at
-start-up.
+Visibility: a caller sees an image it owns (admins see every image); for anyone else it
+does not exist (404, never 403). Catalog rows are cached in memory (`peek`), so that a
+cached analysis is served without a database round trip; the bytes' presence (one `stat`)
+is what tells a worker that another one deleted the image.
+
+Start-up (`recover`) removes bytes that no catalog row names (a crash between the rename
+and the commit; never acknowledged to the client) once they are older than a grace
+period, and imports the metadata files of earlier versions (owner: anonymous).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import mmap
 import os
+import time
+from collections import OrderedDict
+from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import AppError, ImageNotFound
 from app.core.formats import BY_EXTENSION, FORMATS
+from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
+from app.db import images as catalog
 from app.services.image_check import inspect_image
+from app.services.principals import Principal
+from app.storage.atomic import unlink_quietly
 from app.storage.base import ImageStore, ResultStore
 from app.storage.metadata import ImageMetadata, StoredImage
 
 logger = logging.getLogger("app.images")
 
+ORPHAN_GRACE_SECONDS = 600.0
+
 
 class ImageService:
-    """Reads and deletes of published images (uploads are `IngestService`'s)."""
+    """Reads, listings and deletes of published images (uploads are `IngestService`'s)."""
 
     def __init__(
-        self, store: ImageStore, results: ResultStore, pool: ThreadPool, max_image_pixels: int
+        self,
+        store: ImageStore,
+        results: ResultStore,
+        sessions: async_sessionmaker[AsyncSession],
+        pool: ThreadPool,
+        max_image_pixels: int,
+        cache_entries: int = 100_000,
     ) -> None:
         self.store = store
         self.results = results
+        self.sessions = sessions
         self.pool = pool
         self.max_image_pixels = max_image_pixels
+        self._cache: OrderedDict[str, StoredImage] = OrderedDict()
+        self._cache_entries = cache_entries
 
-    def exists(self, image_id: str) -> bool:
-        """True if the image is published (one `stat`: cheap enough for the event loop)."""
-        return self.store.exists(image_id)
+    def peek(self, image_id: str, viewer: Principal) -> StoredImage | None:
+        """The cached image if `viewer` may see it and its bytes are still there; None if
+        unknown to the cache (ask `get`) or gone."""
+        image = self._cache.get(image_id)
+        if image is None or not viewer.can_see(image.owner):
+            return None
+        if not image.path.exists():
+            self._cache.pop(image_id, None)
+            return None
+        return image
 
-    async def get(self, image_id: str) -> StoredImage:
-        """The image's metadata and the path of its bytes; ImageNotFound if there is none."""
-        return await self.pool.run(self.open, image_id)
+    def cached(self, image_id: str) -> StoredImage | None:
+        """The cached catalog entry of an image, unchecked (for describing a request)."""
+        return self._cache.get(image_id)
 
-    async def metadata(self, image_id: str) -> ImageMetadata:
-        """The stored metadata of an image, or ImageNotFound."""
-        return await self.pool.run(self.load_metadata, image_id)
+    async def get(self, image_id: str, viewer: Principal) -> StoredImage:
+        """The image, if `viewer` may see it; ImageNotFound otherwise."""
+        image = self._cache.get(image_id)
+        if image is None:
+            async with self.sessions() as session:
+                row = await catalog.get_image(session, image_id=image_id)
+            if row is None:
+                raise ImageNotFound(f"Image {image_id} not found")
+            meta = catalog.to_metadata(row)
+            image = StoredImage(
+                meta, row.owner, self.store.content_path(image_id, meta.image_format.extension)
+            )
+            self._remember(image)
+        if not viewer.can_see(image.owner):
+            raise ImageNotFound(f"Image {image_id} not found")
+        if not await self.pool.run(image.path.exists):
+            logger.error("image_id=%s is in the catalog but its bytes are gone", image_id)
+            self._cache.pop(image_id, None)
+            raise ImageNotFound(f"Image {image_id} not found")
+        return image
 
-    async def delete(self, image_id: str) -> None:
-        """Remove an image, its metadata and every cached analysis of it."""
-        await self.pool.run(self._delete, image_id)
+    async def metadata(self, image_id: str, viewer: Principal) -> ImageMetadata:
+        return (await self.get(image_id, viewer)).metadata
+
+    async def register(self, meta: ImageMetadata, owner: str, path: Path) -> StoredImage:
+        """Commit the catalog row of bytes already in place: from now on the image exists."""
+        async with self.sessions.begin() as session:
+            await catalog.add_images(session, images=[(meta, owner)])
+        image = StoredImage(meta, owner, path)
+        self._remember(image)
+        return image
+
+    async def list(self, viewer: Principal, limit: int, offset: int) -> tuple[int, list[ImageMetadata]]:
+        """(total, page) of the images `viewer` owns (admins: every image), newest first."""
+        owner = None if viewer.is_admin else viewer.id
+        async with self.sessions() as session:
+            total, rows = await catalog.list_images(session, owner=owner, limit=limit, offset=offset)
+        return total, [catalog.to_metadata(row) for row in rows]
+
+    async def delete(self, image_id: str, viewer: Principal) -> None:
+        """Remove an image, its catalog row and every cached analysis of it."""
+        image = await self.get(image_id, viewer)
+        await self._remove(image)
         logger.info("deleted image_id=%s", image_id)
 
-    def open(self, image_id: str) -> StoredImage:
-        """Blocking `get` (for worker threads)."""
-        meta = self.load_metadata(image_id)
-        path = self.store.content_path(image_id, meta.image_format.extension)
-        if not path.exists():
-            logger.error("image_id=%s has metadata but no bytes", image_id)
-            raise ImageNotFound(f"Image {image_id} not found")
-        return StoredImage(metadata=meta, path=path)
+    async def delete_owned(self, owner: str) -> int:
+        """Remove every image of `owner` (account erasure); how many."""
+        async with self.sessions() as session:
+            rows = await catalog.images_of(session, owner=owner)
+        for row in rows:
+            meta = catalog.to_metadata(row)
+            path = self.store.content_path(meta.image_id, meta.image_format.extension)
+            await self._remove(StoredImage(meta, owner, path))
+        return len(rows)
 
-    def load_metadata(self, image_id: str) -> ImageMetadata:
-        """Blocking `metadata` (for worker threads)."""
-        raw = self.store.read_metadata(image_id)
-        if raw is None:
-            raise ImageNotFound(f"Image {image_id} not found")
-        try:
-            meta = ImageMetadata.model_validate_json(raw)
-            if meta.image_id == image_id and meta.format in FORMATS:
-                return meta
-        except ValidationError:
-            pass
-        logger.warning("metadata of image_id=%s is unreadable; rebuilding it from the image", image_id)
-        return self.rebuild_metadata(image_id)
+    async def _remove(self, image: StoredImage) -> None:
+        # The row first: the image stops existing before its bytes go.
+        async with self.sessions.begin() as session:
+            await catalog.delete_image(session, image_id=image.metadata.image_id)
+        self._cache.pop(image.metadata.image_id, None)
+        await self.pool.run(self._remove_files, image)
 
-    def rebuild_metadata(self, image_id: str) -> ImageMetadata:
-        """Recreate an image's metadata from its bytes (the file name is lost); ImageNotFound
-        if there are no valid bytes."""
-        found = self.store.find_content(image_id)
-        if found is None:
-            raise ImageNotFound(f"Image {image_id} not found")
-        path, extension = found
-        fmt = BY_EXTENSION[extension]
-        try:
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                sha256 = hashlib.sha256(data).hexdigest()
-                width, height = inspect_image(data, fmt, self.max_image_pixels)
-                stat = os.fstat(f.fileno())
-        except (AppError, OSError, ValueError) as exc:
-            logger.error("image_id=%s has no valid bytes (%s); leaving it unpublished", image_id, exc)
-            raise ImageNotFound(f"Image {image_id} not found") from None
-        meta = ImageMetadata.describe(
-            image_id=image_id,
-            filename=None,
-            fmt=fmt,
-            size_bytes=stat.st_size,
-            width=width,
-            height=height,
-            sha256=sha256,
-            created_at=stat.st_mtime,
-        )
-        self.store.write_metadata(meta)
-        return meta
+    def _remove_files(self, image: StoredImage) -> None:
+        unlink_quietly(image.path)
+        self.results.delete_for_image(image.metadata.image_id)
 
-    def recover(self) -> None:
-        """Start-up: repair storage; publish images whose metadata a crash cut off."""
-        self.results.recover()
-        for image_id in self.store.recover():
-            logger.warning("image_id=%s was published without metadata; rebuilding it", image_id)
-            with contextlib.suppress(ImageNotFound):
-                self.rebuild_metadata(image_id)
+    def _remember(self, image: StoredImage) -> None:
+        self._cache[image.metadata.image_id] = image
+        self._cache.move_to_end(image.metadata.image_id)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
 
-    def _delete(self, image_id: str) -> None:
-        meta = self.load_metadata(image_id)
-        self.store.delete(image_id, meta.image_format.extension)
-        self.results.delete_for_image(image_id)
+    # -- start-up ---------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Repair what a crash or an earlier version left (see module docstring)."""
+        await self.pool.run(self.store.recover)
+        await self.pool.run(self.results.recover)
+        legacy = await self.pool.run(self._read_legacy)
+        if legacy:
+            async with self.sessions.begin() as session:
+                known = await catalog.known_ids(session, image_ids=[meta.image_id for meta, _ in legacy])
+                await catalog.add_images(
+                    session, images=[(meta, ANONYMOUS) for meta, _ in legacy if meta.image_id not in known]
+                )
+            for _, path in legacy:
+                unlink_quietly(path)
+            logger.warning("imported %d image(s) from metadata files of an earlier version", len(legacy))
+        files = await self.pool.run(lambda: list(self.store.files()))
+        async with self.sessions() as session:
+            known = await catalog.known_ids(session, image_ids=[f.image_id for f in files])
+        cutoff = time.time() - ORPHAN_GRACE_SECONDS
+        orphans = [f for f in files if f.image_id not in known and f.mtime < cutoff]
+        for orphan in orphans:
+            self.store.delete(orphan.image_id, orphan.extension)
+            self.results.delete_for_image(orphan.image_id)
+        if orphans:
+            logger.warning(
+                "removed %d image file(s) that no catalog row names (crashed uploads)", len(orphans)
+            )
+
+    def _read_legacy(self) -> list[tuple[ImageMetadata, Path]]:
+        found = []
+        for image_id, path in self.store.legacy_metadata():
+            try:
+                meta = ImageMetadata.model_validate_json(path.read_bytes())
+                if meta.image_id != image_id or meta.format not in FORMATS:
+                    raise ValueError("metadata of another image")
+            except (OSError, ValidationError, ValueError):
+                rebuilt = self._rebuild(image_id)
+                if rebuilt is None:
+                    unlink_quietly(path)
+                    continue
+                meta = rebuilt
+            found.append((meta, path))
+        return found
+
+    def _rebuild(self, image_id: str) -> ImageMetadata | None:
+        """Metadata recreated from an image's bytes (the client's file name is lost)."""
+        for extension, fmt in BY_EXTENSION.items():
+            path = self.store.content_path(image_id, extension)
+            try:
+                with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    sha256 = hashlib.sha256(data).hexdigest()
+                    width, height = inspect_image(data, fmt, self.max_image_pixels)
+                    stat = os.fstat(f.fileno())
+            except FileNotFoundError:
+                continue
+            except (AppError, OSError, ValueError) as exc:
+                logger.error("image_id=%s has no valid bytes (%s); leaving it unpublished", image_id, exc)
+                return None
+            return ImageMetadata.describe(
+                image_id=image_id,
+                filename=None,
+                fmt=fmt,
+                size_bytes=stat.st_size,
+                width=width,
+                height=height,
+                sha256=sha256,
+                created_at=stat.st_mtime,
+            )
+        return None

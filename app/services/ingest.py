@@ -2,9 +2,9 @@
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
-is checked by Pillow through one read-only mmap, fsynced, its metadata written and both
-renamed into place. Any failure, or a client hang-up, removes the temp file: nothing is
-left in `data/`.
+is checked by Pillow through one read-only mmap, fsynced and renamed into place; then its
+catalog row (metadata and owner) is committed, and only then does the image exist. Any
+failure, or a client hang-up, removes the file: nothing is left in `data/`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from app.services.multipart import (
     require_file,
     sanitize_filename,
 )
+from app.services.principals import Principal
 from app.services.url_policy import UrlPolicy
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata
@@ -133,14 +134,14 @@ class IngestService:
         content_type: str | None,
         content_length: int | None,
         chunks: AsyncIterator[bytes],
+        owner: Principal,
         idempotency_key: str | None = None,
-        principal: str = "",
         file_field: str = "file",
     ) -> UploadOutcome:
-        """Receive one image from a multipart body and publish it."""
+        """Receive one image from a multipart body and publish it, owned by `owner`."""
         record_id = None
         if idempotency_key is not None:
-            record_id = self.idempotency.record_id(idempotency_key, principal)
+            record_id = self.idempotency.record_id(idempotency_key, owner.id)
             self.idempotency.claim(record_id)
         try:
             form = await self.receive(
@@ -151,7 +152,7 @@ class IngestService:
             )
             received = require_file(form, file_field)
             try:
-                return await self.pool.run(self._finish, received, record_id)
+                return await self._publish(received, owner, record_id)
             finally:
                 self.discard(received)
         finally:
@@ -162,17 +163,17 @@ class IngestService:
         """Validate a received file as an image without publishing it: (format, width, height)."""
         return await self.pool.run(self._check, received)
 
-    async def ingest_url(self, url: str) -> UploadOutcome:
+    async def ingest_url(self, url: str, owner: Principal) -> UploadOutcome:
         """Download `url` under the fetch policy (SSRF-safe, size- and time-bounded) and publish it."""
         dest = self.store.temp_path()
         try:
             await download(url, dest, self.url_policy)
             name = sanitize_filename(urlsplit(url).path.rsplit("/", 1)[-1] or None)
-            return await self.ingest_file(dest, name)
+            return await self.ingest_file(dest, owner, name)
         finally:
             unlink_quietly(dest)  # a published image was renamed away; anything else goes
 
-    async def ingest_file(self, path: Path, filename: str | None = None) -> UploadOutcome:
+    async def ingest_file(self, path: Path, owner: Principal, filename: str | None = None) -> UploadOutcome:
         """Publish a file already written under the store's `temp_path()` as an image."""
         try:
             received = await self.pool.run(self._describe_file, path, filename)
@@ -180,9 +181,37 @@ class IngestService:
             unlink_quietly(path)
             raise
         try:
-            return await self.pool.run(self._finish, received, None)
+            return await self._publish(received, owner, None)
         finally:
             self.discard(received)
+
+    async def _publish(
+        self, received: ReceivedFile, owner: Principal, record_id: str | None
+    ) -> UploadOutcome:
+        """Bytes into place (worker thread), then the catalog row: the image exists once both are."""
+        if record_id is not None and received.size:
+            replayed = await self._replay(record_id, received.sha256, owner)
+            if replayed is not None:
+                return replayed
+        meta, path = await self.pool.run(self._place, received)
+        try:
+            await self.images.register(meta, owner.id, path)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        if record_id is not None:
+            record = IdempotencyRecord(received.sha256, meta.image_id, time.time())
+            await self.pool.run(self.idempotency.save, record_id, record)
+        logger.info(
+            "upload image_id=%s size=%d type=%s %dx%d filename=%r",
+            meta.image_id,
+            received.size,
+            meta.content_type,
+            meta.width,
+            meta.height,
+            received.filename,
+        )
+        return UploadOutcome(meta)
 
     def _check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
         if received.size == 0:
@@ -217,12 +246,8 @@ class IngestService:
             sha256=sha256,
         )
 
-    def _finish(self, received: ReceivedFile, record_id: str | None) -> UploadOutcome:
-        """Worker thread, one hop: replay or validate, fsync, publish."""
-        if record_id is not None and received.size:
-            replayed = self._replay(record_id, received.sha256)
-            if replayed is not None:
-                return replayed
+    def _place(self, received: ReceivedFile) -> tuple[ImageMetadata, Path]:
+        """Worker thread, one hop: validate, fsync, rename into place."""
         fmt, width, height = self._check(received)
         assert received.file is not None
         os.fsync(received.file.fileno())
@@ -235,32 +260,20 @@ class IngestService:
             height=height,
             sha256=received.sha256,
         )
-        self.store.publish(received.path, meta)
-        if record_id is not None:
-            self.idempotency.save(record_id, IdempotencyRecord(received.sha256, meta.image_id, time.time()))
-        logger.info(
-            "upload image_id=%s size=%d type=%s %dx%d filename=%r",
-            meta.image_id,
-            received.size,
-            meta.content_type,
-            width,
-            height,
-            received.filename,
-        )
-        return UploadOutcome(meta)
+        return meta, self.store.publish(received.path, meta.image_id, fmt.extension)
 
-    def _replay(self, record_id: str, sha256: str) -> UploadOutcome | None:
+    async def _replay(self, record_id: str, sha256: str, owner: Principal) -> UploadOutcome | None:
         """The image an earlier request with this key created, or None to upload afresh (no
         record, or its image was deleted since)."""
-        record = self.idempotency.load(record_id)
+        record = await self.pool.run(self.idempotency.load, record_id)
         if record is None:
             return None
         if record.fingerprint != sha256:
             raise IdempotencyMismatch()
         try:
-            meta = self.images.load_metadata(record.image_id)
+            image = await self.images.get(record.image_id, owner)
         except ImageNotFound:
             logger.info("Idempotency-Key names deleted image_id=%s; uploading afresh", record.image_id)
             return None
-        logger.info("upload replayed image_id=%s (Idempotency-Key)", meta.image_id)
-        return UploadOutcome(meta, replayed=True)
+        logger.info("upload replayed image_id=%s (Idempotency-Key)", record.image_id)
+        return UploadOutcome(image.metadata, replayed=True)

@@ -42,3 +42,6 @@ class Job(BaseModel):
     updated_at: datetime
     error: JobError | None = None
     content_key: str
+    # Who submitted it (a principal id), and the credit set aside for it (if metered).
+    owner: str = "anonymous"
+    hold_id: str | None = None

@@ -37,15 +37,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.core.errors import AppError, JobNotFound, QueueFull
+from app.core.errors import JobNotFound, QueueFull
 from app.core.ids import is_uuid4
 from app.core.threads import ThreadPool
-from app.services.job_models import FINISHED, INTERNAL_ERROR_DETAIL, Job, JobError, JobStatus
+from app.services.job_models import FINISHED, Job, JobError, JobStatus
 from app.services.job_store import JobStore
 
 logger = logging.getLogger("app.jobs")
@@ -74,6 +74,7 @@ class JobQueue:
         workers: int,
         max_pending: int,
         max_age_seconds: float | None = None,
+        on_finished: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -82,6 +83,7 @@ class JobQueue:
         self.store = JobStore(root)
         self._pool = pool
         self._runner = runner
+        self._on_finished = on_finished
         self._workers = workers
         self._max_pending = max_pending
         self._max_age_seconds = max_age_seconds
@@ -132,7 +134,7 @@ class JobQueue:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._reset()
 
-    async def submit(self, data: bytes) -> Job:
+    async def submit(self, data: bytes, *, owner: str = "anonymous", hold_id: str | None = None) -> Job:
         """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait."""
         data = bytes(data)
         key, cached = await self._pool.run(self.store.lookup, data)
@@ -153,7 +155,15 @@ class JobQueue:
             raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
         else:
             status, how = JobStatus.PENDING, "queued"
-        job = Job(job_id=job_id, status=status, created_at=now, updated_at=now, content_key=key)
+        job = Job(
+            job_id=job_id,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            content_key=key,
+            owner=owner,
+            hold_id=hold_id,
+        )
         self._live[job_id] = job
         if status != JobStatus.COMPLETED:
             self._attach(job_id, key)  # joins `work`, or queues new work
@@ -183,6 +193,15 @@ class JobQueue:
         if job.status != JobStatus.COMPLETED:
             return None
         return await self._pool.run(self.store.read_result, job.content_key)
+
+    async def erase_owner(self, owner: str) -> int:
+        """Forget every job of `owner` (account erasure): records, and the inputs and results
+        nobody else's job refers to. Work already running finishes unrecorded."""
+        for job_id, job in list(self._live.items()):
+            if job.owner == owner:
+                self._live.pop(job_id, None)
+                self._saved.pop(job_id, None)
+        return await self._pool.run(self.store.erase_owner, owner)
 
     # -----------------------------------------------------------------------------------------
     # Event-loop side
@@ -234,11 +253,17 @@ class JobQueue:
         work.status = JobStatus.RUNNING
         await self._transition(list(work.job_ids), JobStatus.RUNNING)
         started = time.perf_counter()
-        error = await self._pool.run(self._execute, key)
+        error = await self._pool.run(self.store.execute, key, self._runner)
         # Synchronously: later submits see the published result (or start afresh after a failure).
         del self._work[key]
         status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
-        await self._transition(work.job_ids, status, error)
+        finished = await self._transition(work.job_ids, status, error)
+        if self._on_finished is not None:
+            for job in finished:
+                try:
+                    await self._on_finished(job)
+                except Exception:
+                    logger.exception("finishing hook failed for job %s", job.job_id)
         logger.info(
             "key %s %s for %d job(s) in %.1f ms",
             key[:12],
@@ -247,15 +272,18 @@ class JobQueue:
             (time.perf_counter() - started) * 1000,
         )
 
-    async def _transition(self, job_ids: list[str], status: JobStatus, error: JobError | None = None) -> None:
+    async def _transition(
+        self, job_ids: list[str], status: JobStatus, error: JobError | None = None
+    ) -> list[Job]:
         now = datetime.now(UTC)
+        changed = []
         for job_id in job_ids:
             job = self._live.get(job_id)
             if job is not None:
-                self._live[job_id] = job.model_copy(
-                    update={"status": status, "updated_at": now, "error": error}
-                )
+                changed.append(job.model_copy(update={"status": status, "updated_at": now, "error": error}))
+                self._live[job_id] = changed[-1]
         await asyncio.gather(*(self._save(job_id) for job_id in job_ids))
+        return changed
 
     async def _save(self, job_id: str) -> None:
         """Persist the latest snapshot of a live job; writes of one job never overtake each other."""
@@ -270,24 +298,3 @@ class JobQueue:
                 # Final and on disk: from now on `get` reads the record.
                 del self._live[job_id], self._saved[job_id]
                 self._locks.pop(job_id, None)
-
-    def _execute(self, key: str) -> JobError | None:
-        """Worker thread: run the runner for `key` unless its result exists; None on success."""
-        if self.store.has_result(key):
-            return None  # published before a crash, or by a run this one raced with
-        try:
-            data = self.store.read_input(key)
-        except OSError:
-            logger.error("input %s of a queued job is missing or unreadable", key[:12])
-            return JobError(code="job_input_missing", detail="The job's input was lost; submit it again")
-        try:
-            output = self._runner(data)
-            if not isinstance(output, bytes | bytearray | memoryview):
-                raise TypeError(f"job runner returned {type(output).__name__}, not bytes")
-            self.store.publish_result(key, bytes(output))
-        except AppError as exc:
-            return JobError(code=exc.code, detail=exc.detail)
-        except Exception:
-            logger.exception("job runner failed on key %s", key[:12])
-            return JobError(code="internal_error", detail=INTERNAL_ERROR_DETAIL)
-        return None

@@ -19,13 +19,15 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from app.core.errors import AppError
 from app.core.ids import is_uuid4
-from app.services.job_models import FINISHED, Job, JobStatus
+from app.services.job_models import FINISHED, INTERNAL_ERROR_DETAIL, Job, JobError, JobStatus
 from app.storage.atomic import TEMP_PREFIX, atomic_create, atomic_write, sweep_temp_files, unlink_quietly
 
 logger = logging.getLogger("app.jobs")
@@ -98,6 +100,29 @@ class JobStore:
             logger.warning("result %s of a completed job is missing", key[:12])
             return None
 
+    def erase_owner(self, owner: str) -> int:
+        """Delete every record of `owner`, and the inputs and results no other record refers
+        to (account erasure); how many records."""
+        mine: list[Job] = []
+        referenced: set[str] = set()
+        for entry in os.scandir(self.jobs_dir):
+            stem, _, ext = entry.name.rpartition(".")
+            if ext != "json" or not is_uuid4(stem):
+                continue
+            job = self.read_record(stem)
+            if job is None:
+                continue
+            if job.owner == owner:
+                mine.append(job)
+            else:
+                referenced.add(job.content_key)
+        for job in mine:
+            unlink_quietly(self.record_path(job.job_id))
+        for key in {job.content_key for job in mine} - referenced:
+            unlink_quietly(self.inputs_dir / key)
+            unlink_quietly(self.results_dir / key)
+        return len(mine)
+
     def recover(self, max_age_seconds: float | None) -> list[Job]:
         """Sweep temp files, apply retention, reset crashed runs to pending; the unfinished
         jobs, oldest first."""
@@ -155,3 +180,28 @@ class JobStore:
                 "retention: removed %d expired job record(s) and %d unreferenced file(s)", expired, blobs
             )
         return kept
+
+    def execute(self, key: str, runner: Callable[[bytes], bytes]) -> JobError | None:
+        """Run `runner` on the input of `key` and publish its output, unless a result exists
+        already (published before a crash, or by a run this one raced with); None on success.
+
+        An `AppError` fails the job with its code and detail; anything else with
+        `internal_error` and a generic detail (the traceback is logged)."""
+        if self.has_result(key):
+            return None
+        try:
+            data = self.read_input(key)
+        except OSError:
+            logger.error("input %s of a queued job is missing or unreadable", key[:12])
+            return JobError(code="job_input_missing", detail="The job's input was lost; submit it again")
+        try:
+            output = runner(data)
+            if not isinstance(output, bytes | bytearray | memoryview):
+                raise TypeError(f"job runner returned {type(output).__name__}, not bytes")
+            self.publish_result(key, bytes(output))
+        except AppError as exc:
+            return JobError(code=exc.code, detail=exc.detail)
+        except Exception:
+            logger.exception("job runner failed on key %s", key[:12])
+            return JobError(code="internal_error", detail=INTERNAL_ERROR_DETAIL)
+        return None

@@ -1,51 +1,47 @@
-"""Storage interfaces: original image bytes + metadata, and analysis results as JSON bytes."""
+"""Storage interfaces: original image bytes, and analysis results as JSON bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from app.storage.metadata import ImageMetadata
+from app.storage.local import StoredFile
 
 
 class ImageStore(Protocol):
-    """Where uploaded images and their metadata live."""
+    """Where uploaded images' bytes live (their metadata is in the catalog)."""
 
     def temp_path(self) -> Path:
         """A fresh temp path to stream an upload into (same filesystem as the final place)."""
         ...
 
-    def publish(self, temp: Path, metadata: ImageMetadata) -> None:
-        """Move a fully written, fsynced upload into place and store its metadata."""
-        ...
-
-    def read_metadata(self, image_id: str) -> bytes | None:
-        """The metadata JSON of an image, or None if there is no such image."""
-        ...
-
-    def exists(self, image_id: str) -> bool:
-        """True if the image is published."""
-        ...
-
-    def write_metadata(self, metadata: ImageMetadata) -> None:
-        """Store (or replace) an image's metadata atomically."""
-        ...
-
-    def find_content(self, image_id: str) -> tuple[Path, str] | None:
-        """The path and extension of an image's bytes, looked up without its metadata."""
+    def publish(self, temp: Path, image_id: str, extension: str) -> Path:
+        """Move a fully written, fsynced upload into place; its final path."""
         ...
 
     def content_path(self, image_id: str, extension: str) -> Path:
         """The path of the original bytes (local storage serves files directly)."""
         ...
 
-    def delete(self, image_id: str, extension: str) -> bool:
-        """Remove an image and its metadata; True if it existed."""
+    def exists(self, image_id: str, extension: str) -> bool:
+        """True if the bytes are there."""
         ...
 
-    def recover(self) -> list[str]:
-        """Start-up repair after a crash: drop temp files; return the ids of images whose
-        bytes were published but whose metadata was not (for the caller to rebuild)."""
+    def delete(self, image_id: str, extension: str) -> None:
+        """Remove an image's bytes (no error if they are gone)."""
+        ...
+
+    def files(self) -> Iterator[StoredFile]:
+        """Every image's bytes on disk."""
+        ...
+
+    def legacy_metadata(self) -> Iterator[tuple[str, Path]]:
+        """Metadata files an earlier version wrote beside the bytes: (image id, path)."""
+        ...
+
+    def recover(self) -> None:
+        """Start-up repair after a crash: drop temp files of dead processes."""
         ...
 
 

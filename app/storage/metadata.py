@@ -1,8 +1,7 @@
 """`ImageMetadata`: what the service knows about a stored image, in one typed record.
 
-The same record is stored beside the image, returned by an upload and by the metadata
-route; its JSON (compact, fields in this order) is byte-stable, so a stored record and a
-response agree to the byte.
+The same record is stored in the image catalog, returned by an upload and by the metadata
+route; its JSON (compact, fields in this order) is byte-stable.
 """
 
 from __future__ import annotations
@@ -83,7 +82,8 @@ class ImageMetadata(BaseModel):
 
 @dataclass(frozen=True)
 class StoredImage:
-    """A published image: its metadata and where its bytes are."""
+    """A published image: its metadata, its owner (a principal id) and where its bytes are."""
 
     metadata: ImageMetadata
+    owner: str
     path: Path

@@ -43,10 +43,13 @@ async def test_seed_002_flow_with_key(keyed: httpx.AsyncClient) -> None:
     image_id = up.json()["image_id"]
     resp = await keyed.post("/api/v1/analyze", headers=headers, json={"image_id": image_id})
     assert resp.status_code == 200
+    # Images belong to the principal that uploaded them: another key does not see them.
     other = await keyed.post(
         "/api/v1/analyze", headers={"X-API-KEY": "second-key"}, json={"image_id": image_id}
     )
-    assert other.content == resp.content
+    assert other.status_code == 404 and other.json()["code"] == "image_not_found"
+    again = await keyed.post("/api/v1/analyze", headers=headers, json={"image_id": image_id})
+    assert again.content == resp.content and again.headers["x-cache"] == "HIT"
 
 
 async def test_open_routes_need_no_key(keyed: httpx.AsyncClient) -> None:

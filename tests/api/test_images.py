@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -36,7 +38,7 @@ async def test_seed_001_upload_returns_201_and_uuid4(client: httpx.AsyncClient, 
     assert resp.headers["location"] == f"/api/v1/images/{image_id}"
     stored = data_dir / "images" / f"{image_id}.jpg"
     assert stored.read_bytes() == body
-    assert files_under(data_dir) == [f"images/{image_id}.jpg", f"images/{image_id}.json"]
+    assert files_under(data_dir / "images") == [f"{image_id}.jpg"]  # metadata: a catalog row
 
 
 async def test_seed_002_upload_reports_metadata(client: httpx.AsyncClient) -> None:
@@ -97,7 +99,7 @@ async def test_metadata_content_and_delete(client: httpx.AsyncClient, data_dir: 
 
     deleted = await client.delete(f"/api/v1/images/{image_id}")
     assert deleted.status_code == 204
-    assert files_under(data_dir) == []
+    assert files_under(data_dir / "images") == files_under(data_dir / "analysis") == []
     for path in (f"/api/v1/images/{image_id}", f"/api/v1/images/{image_id}/content"):
         gone = await client.get(path)
         assert gone.status_code == 404
@@ -131,7 +133,7 @@ async def test_idempotency_key_replays_and_rejects_other_body(
     assert retry.content == first.content
     assert retry.headers["idempotent-replayed"] == "true"
     images = [f for f in files_under(data_dir) if f.startswith("images/")]
-    assert len(images) == 2  # one image + its metadata
+    assert len(images) == 1  # one image (its metadata is a catalog row)
 
     other = await upload(client, png_bytes(), "x.png", mime="image/png", headers=headers)
     assert other.status_code == 422
@@ -194,33 +196,51 @@ async def test_errors_never_reveal_server_paths(client: httpx.AsyncClient, data_
     assert str(data_dir) not in resp.text and ".tmp-" not in resp.text
 
 
-async def test_unreadable_metadata_is_rebuilt_from_the_image(
-    client: httpx.AsyncClient, data_dir: Path
-) -> None:
-    body = photo_jpeg()
-    first = (await upload(client, body)).json()
-    meta_file = data_dir / "images" / f"{first['image_id']}.json"
-    meta_file.write_bytes(b'{"image_id": "trunc')
-    resp = await client.get(f"/api/v1/images/{first['image_id']}")
-    assert resp.status_code == 200
-    rebuilt = resp.json()
-    assert rebuilt["filename"] is None  # the one thing the bytes cannot tell
-    assert {k: v for k, v in rebuilt.items() if k not in ("filename", "created_at")} == {
-        k: v for k, v in first.items() if k not in ("filename", "created_at")
+async def test_metadata_files_of_an_earlier_version_are_imported(make_settings, data_dir: Path) -> None:
+    whole, damaged = str(uuid.uuid4()), str(uuid.uuid4())
+    images = data_dir / "images"
+    images.mkdir(parents=True)
+    (images / f"{whole}.jpg").write_bytes(photo_jpeg())
+    legacy = {
+        "image_id": whole,
+        "filename": "old.jpg",
+        "content_type": "image/jpeg",
+        "format": "jpeg",
+        "size_bytes": len(photo_jpeg()),
+        "size": "66.46 KB",
+        "width": 512,
+        "height": 512,
+        "sha256": hashlib.sha256(photo_jpeg()).hexdigest(),
+        "created_at": "2026-11-01T10:00:00.000000Z",
     }
-    assert json.loads(meta_file.read_bytes()) == rebuilt
-    assert (await client.post("/analyze", json={"image_id": first["image_id"]})).status_code == 200
-
-
-async def test_startup_publishes_images_whose_metadata_was_cut_off(make_settings, data_dir: Path) -> None:
-    image_id = str(uuid.uuid4())
-    (data_dir / "images").mkdir(parents=True)
-    (data_dir / "images" / f"{image_id}.png").write_bytes(photo_png())
+    (images / f"{whole}.json").write_text(json.dumps(legacy))
+    (images / f"{damaged}.png").write_bytes(photo_png())
+    (images / f"{damaged}.json").write_bytes(b'{"image_id": "trunc')
     async with serve(make_settings()) as c:
-        resp = await c.get(f"/api/v1/images/{image_id}")
-        assert resp.status_code == 200
-        assert resp.json()["sha256"] == hashlib.sha256(photo_png()).hexdigest()
-        assert (await c.post("/analyze", json={"image_id": image_id})).status_code == 200
+        assert (await c.get(f"/api/v1/images/{whole}")).json()["filename"] == "old.jpg"
+        rebuilt = (await c.get(f"/api/v1/images/{damaged}")).json()
+        assert rebuilt["filename"] is None  # the one thing the bytes cannot tell
+        assert rebuilt["sha256"] == hashlib.sha256(photo_png()).hexdigest()
+        assert (await c.post("/analyze", json={"image_id": damaged})).status_code == 200
+    assert files_under(images) == sorted([f"{whole}.jpg", f"{damaged}.png"])
+
+
+async def test_bytes_without_a_catalog_row_are_never_published(make_settings, data_dir: Path) -> None:
+    # A crash between the rename of the bytes and the commit of the row: the client never got
+    # a 201, nobody may see the image, and start-up removes it once it is old enough that no
+    # live sibling worker can still be committing it.
+    stale, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    images = data_dir / "images"
+    images.mkdir(parents=True)
+    for image_id in (stale, fresh):
+        (images / f"{image_id}.png").write_bytes(photo_png())
+    old = time.time() - 3600
+    os.utime(images / f"{stale}.png", (old, old))
+    async with serve(make_settings()) as c:
+        for image_id in (stale, fresh):
+            assert (await c.get(f"/api/v1/images/{image_id}")).status_code == 404
+            assert (await c.post("/analyze", json={"image_id": image_id})).status_code == 404
+    assert files_under(images) == [f"{fresh}.png"]
 
 
 async def test_missing_bytes_are_404_not_500(client: httpx.AsyncClient, data_dir: Path) -> None:

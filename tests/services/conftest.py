@@ -11,6 +11,7 @@ from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.services.container import ServiceContainer, build_container
 from app.services.ingest import UploadOutcome
+from app.services.principals import ANONYMOUS_PRINCIPAL, Principal
 
 
 @asynccontextmanager
@@ -25,11 +26,13 @@ async def running(settings: Settings, *analyzers: Analyzer) -> AsyncIterator[Ser
         container.close()
 
 
-async def publish(container: ServiceContainer, data: bytes, name: str = "p.jpg") -> UploadOutcome:
+async def publish(
+    container: ServiceContainer, data: bytes, name: str = "p.jpg", owner: Principal = ANONYMOUS_PRINCIPAL
+) -> UploadOutcome:
     """Publish `data` as an image through the ingest service (as a finished download would)."""
     path: Path = container.images.store.temp_path()
     path.write_bytes(data)
-    return await container.ingest.ingest_file(path, name)
+    return await container.ingest.ingest_file(path, owner, name)
 
 
 SettingsFactory = Callable[..., Settings]

@@ -15,6 +15,7 @@ from app.analyzers.base import ImageSource
 from app.analyzers.skin import skin_analysis
 from app.core.errors import ImageNotFound, UnknownAnalyzer, ValidationFailed
 from app.services.analysis import result_name
+from app.services.principals import ANONYMOUS_PRINCIPAL as ANYONE
 from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
 from tests.services.conftest import publish, running
 
@@ -38,6 +39,7 @@ class Echo:
     description: ClassVar[str] = "test"
     params_model: ClassVar[type[BaseModel]] = EchoParams
     result_model: ClassVar[type[BaseModel]] = EchoResult
+    model_backed: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.calls = 0
@@ -55,7 +57,7 @@ async def test_fifty_concurrent_requests_compute_once(settings) -> None:
     skin = CountingSkin(delay=0.05)
     async with running(settings, skin) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
-        outcomes = await asyncio.gather(*(services.analysis.analyze(image_id) for _ in range(50)))
+        outcomes = await asyncio.gather(*(services.analysis.analyze(image_id, ANYONE) for _ in range(50)))
     assert skin.calls == 1
     assert len({o.body for o in outcomes}) == 1
     assert [o.cached for o in outcomes].count(False) == 1
@@ -65,10 +67,10 @@ async def test_repeat_is_a_hit_with_the_same_bytes_also_after_a_restart(settings
     skin = CountingSkin()
     async with running(settings, skin) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
-        first = await services.analysis.analyze(image_id)
-        again = await services.analysis.analyze(image_id)
+        first = await services.analysis.analyze(image_id, ANYONE)
+        again = await services.analysis.analyze(image_id, ANYONE)
     async with running(settings, skin) as services:
-        restarted = await services.analysis.analyze(image_id)
+        restarted = await services.analysis.analyze(image_id, ANYONE)
     assert (first.cached, again.cached, restarted.cached) == (False, True, True)
     assert first.body == again.body == restarted.body
     assert (data_dir / "analysis" / f"{image_id}.json").read_bytes() == first.body
@@ -79,10 +81,10 @@ async def test_params_name_the_cache_file_and_reach_the_analyzer(settings, data_
     echo = Echo()
     async with running(settings, CountingSkin(), echo) as services:
         image_id = (await publish(services, jpeg_bytes((40, 30)))).image_id
-        default = json.loads((await services.analysis.analyze(image_id, "echo")).body)
-        seven = json.loads((await services.analysis.analyze(image_id, "echo", {"k": 7})).body)
+        default = json.loads((await services.analysis.analyze(image_id, ANYONE, "echo")).body)
+        seven = json.loads((await services.analysis.analyze(image_id, ANYONE, "echo", {"k": 7})).body)
         with pytest.raises(ValidationFailed) as bad:
-            await services.analysis.analyze(image_id, "echo", {"k": 0})
+            await services.analysis.analyze(image_id, ANYONE, "echo", {"k": 0})
     assert (default["k"], default["width"], default["params"]) == (3, 40, {"k": 3})
     assert seven["k"] == 7 and echo.calls == 2
     assert bad.value.extra["fields"] == ["params.k"]
@@ -93,10 +95,10 @@ async def test_params_name_the_cache_file_and_reach_the_analyzer(settings, data_
 async def test_unknown_image_or_analyzer(settings, data_dir: Path) -> None:
     async with running(settings, CountingSkin()) as services:
         with pytest.raises(ImageNotFound):
-            await services.analysis.analyze("3fa85f64-5717-4562-b3fc-2c963f66afa6")
+            await services.analysis.analyze("3fa85f64-5717-4562-b3fc-2c963f66afa6", ANYONE)
         image_id = (await publish(services, photo_jpeg())).image_id
         with pytest.raises(UnknownAnalyzer):
-            await services.analysis.analyze(image_id, "tarot")
+            await services.analysis.analyze(image_id, ANYONE, "tarot")
     assert not any((data_dir / "analysis").iterdir())
 
 
@@ -104,7 +106,7 @@ async def test_a_failed_analysis_caches_nothing(settings, data_dir: Path) -> Non
     async with running(settings, CountingSkin(fail_with=RuntimeError("boom"))) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
         with pytest.raises(RuntimeError):
-            await services.analysis.analyze(image_id)
+            await services.analysis.analyze(image_id, ANYONE)
     assert not any((data_dir / "analysis").iterdir())
 
 
@@ -125,13 +127,13 @@ async def test_corrupt_cache_is_recomputed_and_replaced(
     skin = CountingSkin()
     async with running(settings, skin) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
-        first = await services.analysis.analyze(image_id)
+        first = await services.analysis.analyze(image_id, ANYONE)
     cache_file = data_dir / "analysis" / f"{image_id}.json"
     cache_file.write_bytes(corruption(cache_file.read_bytes()))
     logging.getLogger("app").propagate = True
     async with running(settings, skin) as services:  # a restart: nothing in memory
         with caplog.at_level(logging.WARNING, logger="app.analysis"):
-            again = await services.analysis.analyze(image_id)
+            again = await services.analysis.analyze(image_id, ANYONE)
     assert not again.cached and again.body == first.body
     assert cache_file.read_bytes() == first.body
     assert skin.calls == 2
@@ -142,7 +144,7 @@ async def test_another_process_publishing_first_wins(settings, data_dir: Path) -
     skin = CountingSkin(delay=0.2)
     async with running(settings, skin) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
-        pending = asyncio.ensure_future(services.analysis.analyze(image_id))
+        pending = asyncio.ensure_future(services.analysis.analyze(image_id, ANYONE))
         await asyncio.sleep(0.05)
         # Another worker process publishes a (valid, different) result while ours computes.
         ours = skin_analysis(image_id)

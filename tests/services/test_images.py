@@ -1,4 +1,4 @@
-"""ImageService: reads, deletes, and repairs of metadata that a crash or an editor broke."""
+"""ImageService: the catalog over the bytes; visibility by owner, listings, deletes, caching."""
 
 from __future__ import annotations
 
@@ -7,52 +7,66 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import ImageNotFound
+from app.services.principals import Principal
 from tests.factories import CountingSkin, jpeg_bytes
 from tests.services.conftest import publish, running
 
+ALICE = Principal(id="user:1", kind="user", user_id=1)
+BOB = Principal(id="user:2", kind="user", user_id=2)
+ADMIN = Principal(id="user:3", kind="admin", user_id=3)
 
-async def test_delete_removes_image_metadata_and_analyses(settings, data_dir: Path) -> None:
+
+async def test_only_the_owner_and_admins_see_an_image(settings) -> None:
+    async with running(settings, CountingSkin()) as services:
+        image_id = (await publish(services, jpeg_bytes(), owner=ALICE)).image_id
+        assert (await services.images.get(image_id, ALICE)).owner == ALICE.id
+        assert (await services.images.get(image_id, ADMIN)).owner == ALICE.id
+        for attempt in (services.images.get, services.images.delete, services.analysis.analyze):
+            with pytest.raises(ImageNotFound):
+                await attempt(image_id, BOB)
+        assert services.images.peek(image_id, BOB) is None
+        assert services.images.peek(image_id, ALICE) is not None
+
+
+async def test_listing_is_per_owner_newest_first_and_paginated(settings) -> None:
+    async with running(settings, CountingSkin()) as services:
+        mine = [
+            (await publish(services, jpeg_bytes(color=(i, 0, 0)), owner=ALICE)).image_id for i in range(5)
+        ]
+        await publish(services, jpeg_bytes(), owner=BOB)
+        total, first = await services.images.list(ALICE, limit=2, offset=0)
+        _, rest = await services.images.list(ALICE, limit=10, offset=2)
+        everyone, _ = await services.images.list(ADMIN, limit=1, offset=0)
+    assert total == 5 and everyone == 6
+    assert [m.image_id for m in first + rest] == mine[::-1]
+
+
+async def test_delete_removes_row_bytes_and_analyses(settings, data_dir: Path) -> None:
     async with running(settings, CountingSkin()) as services:
         image_id = (await publish(services, jpeg_bytes())).image_id
-        await services.analysis.analyze(image_id)
-        await services.images.delete(image_id)
+        anyone = Principal(id="anonymous", kind="anonymous")
+        await services.analysis.analyze(image_id, anyone)
+        await services.images.delete(image_id, anyone)
         with pytest.raises(ImageNotFound):
-            await services.images.get(image_id)
-        with pytest.raises(ImageNotFound):
-            await services.images.delete(image_id)
+            await services.images.get(image_id, anyone)
     assert not any((data_dir / "images").iterdir()) and not any((data_dir / "analysis").iterdir())
 
 
-@pytest.mark.parametrize("damage", [b"", b"{", b'{"image_id": "someone-else"}'])
-async def test_unreadable_metadata_is_rebuilt_from_the_bytes(settings, data_dir: Path, damage: bytes) -> None:
-    data = jpeg_bytes((33, 22))
+async def test_bytes_deleted_by_another_worker_end_the_cached_entry(settings, data_dir: Path) -> None:
     async with running(settings, CountingSkin()) as services:
-        meta = (await publish(services, data, "kept.jpg")).metadata
-        (data_dir / "images" / f"{meta.image_id}.json").write_bytes(damage)
-        rebuilt = await services.images.metadata(meta.image_id)
-    assert (rebuilt.width, rebuilt.height, rebuilt.sha256, rebuilt.size_bytes) == (
-        33,
-        22,
-        meta.sha256,
-        len(data),
-    )
-    assert rebuilt.filename is None  # the client's name is lost with the metadata
-    assert (data_dir / "images" / f"{meta.image_id}.json").read_bytes() == rebuilt.to_json()
-
-
-async def test_start_up_publishes_images_whose_metadata_a_crash_cut_off(settings, data_dir: Path) -> None:
-    async with running(settings, CountingSkin()) as services:
-        image_id = (await publish(services, jpeg_bytes())).image_id
-    (data_dir / "images" / f"{image_id}.json").unlink()
-    async with running(settings, CountingSkin()) as services:
-        assert (await services.images.metadata(image_id)).image_id == image_id
-
-
-async def test_bytes_that_are_not_an_image_stay_unpublished(settings, data_dir: Path) -> None:
-    async with running(settings, CountingSkin()) as services:
-        image_id = (await publish(services, jpeg_bytes())).image_id
-    (data_dir / "images" / f"{image_id}.json").unlink()
-    (data_dir / "images" / f"{image_id}.jpg").write_bytes(b"garbage")
-    async with running(settings, CountingSkin()) as services:
+        outcome = await publish(services, jpeg_bytes(), owner=ALICE)
+        assert services.images.peek(outcome.image_id, ALICE) is not None
+        (data_dir / "images" / f"{outcome.image_id}.jpg").unlink()  # as another worker's delete does
+        assert services.images.peek(outcome.image_id, ALICE) is None
         with pytest.raises(ImageNotFound):
-            await services.images.get(image_id)
+            await services.images.get(outcome.image_id, ALICE)
+
+
+async def test_delete_owned_removes_only_that_owner(settings, data_dir: Path) -> None:
+    async with running(settings, CountingSkin()) as services:
+        for _ in range(3):
+            await publish(services, jpeg_bytes(), owner=ALICE)
+        kept = (await publish(services, jpeg_bytes(), owner=BOB)).image_id
+        assert await services.images.delete_owned(ALICE.id) == 3
+        assert (await services.images.list(ADMIN, 10, 0))[0] == 1
+    assert [p.name for p in (data_dir / "images").iterdir()] == [f"{kept}.jpg"]

@@ -21,9 +21,12 @@ from app.core.errors import (
 )
 from app.services.container import ServiceContainer
 from app.services.ingest import UploadOutcome
+from app.services.principals import Principal
 from tests.conftest import files_under
 from tests.factories import CountingSkin, jpeg_bytes, png_bytes
 from tests.services.conftest import publish, running
+
+TESTER = Principal(id="key:tester", kind="api_key")
 
 BOUNDARY = "test-boundary-1234"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -51,7 +54,7 @@ async def upload(services: ServiceContainer, body: bytes, key: str | None = None
         content_length=len(body),
         chunks=chunks_of(body),
         idempotency_key=key,
-        principal="tester",
+        owner=TESTER,
     )
 
 
@@ -61,14 +64,13 @@ async def test_upload_publishes_bytes_and_typed_metadata(settings, data_dir: Pat
         outcome = await upload(
             services, form(data, filename="../../x.png", part_type="application/octet-stream")
         )
-        stored = await services.images.get(outcome.image_id)
+        stored = await services.images.get(outcome.image_id, TESTER)
     meta = outcome.metadata
     assert (meta.format, meta.content_type, meta.width, meta.height) == ("png", "image/png", 30, 20)
     assert meta.size_bytes == len(data) and meta.sha256 == hashlib.sha256(data).hexdigest()
     assert meta.filename == "x.png" and not outcome.replayed
     assert stored.metadata == meta and stored.path.read_bytes() == data
-    assert files_under(data_dir / "images") == sorted([f"{meta.image_id}.png", f"{meta.image_id}.json"])
-    assert (data_dir / "images" / f"{meta.image_id}.json").read_bytes() == meta.to_json()
+    assert files_under(data_dir / "images") == [f"{meta.image_id}.png"]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,7 @@ async def test_size_limit_is_enforced_while_streaming(make_settings, data_dir: P
     async with running(make_settings(max_upload_bytes=1000), CountingSkin()) as services:
         with pytest.raises(PayloadTooLarge):
             await services.ingest.upload(
+                owner=TESTER,
                 content_type=CONTENT_TYPE,
                 content_length=None,
                 chunks=chunks_of(form(b"\xff\xd8\xff" + b"\0" * 5000)),
@@ -127,12 +130,17 @@ async def test_idempotency_key_in_flight_is_a_conflict(settings, data_dir: Path)
     async with running(settings, CountingSkin()) as services:
         first = asyncio.ensure_future(
             services.ingest.upload(
-                content_type=CONTENT_TYPE, content_length=None, chunks=slow(), idempotency_key="k"
+                owner=TESTER,
+                content_type=CONTENT_TYPE,
+                content_length=None,
+                chunks=slow(),
+                idempotency_key="k",
             )
         )
         await started.wait()
         with pytest.raises(IdempotencyConflict):
             await services.ingest.upload(
+                owner=TESTER,
                 content_type=CONTENT_TYPE,
                 content_length=None,
                 chunks=chunks_of(form(jpeg_bytes())),
@@ -145,10 +153,10 @@ async def test_idempotency_key_in_flight_is_a_conflict(settings, data_dir: Path)
 async def test_a_retry_after_delete_uploads_afresh(settings) -> None:
     async with running(settings, CountingSkin()) as services:
         first = await upload(services, form(jpeg_bytes()), key="k2")
-        await services.images.delete(first.image_id)
+        await services.images.delete(first.image_id, TESTER)
         retry = await upload(services, form(jpeg_bytes()), key="k2")
         assert not retry.replayed and retry.image_id != first.image_id
-        assert (await services.images.metadata(retry.image_id)) == retry.metadata
+        assert (await services.images.metadata(retry.image_id, TESTER)) == retry.metadata
 
 
 class HangUp(Exception):
@@ -162,7 +170,9 @@ async def test_a_client_hang_up_leaves_nothing(settings, data_dir: Path) -> None
 
     async with running(settings, CountingSkin()) as services:
         with pytest.raises(HangUp):
-            await services.ingest.upload(content_type=CONTENT_TYPE, content_length=None, chunks=hang_up())
+            await services.ingest.upload(
+                owner=TESTER, content_type=CONTENT_TYPE, content_length=None, chunks=hang_up()
+            )
     assert files_under(data_dir / "images") == []
 
 
@@ -172,4 +182,4 @@ async def test_ingest_file_publishes_or_removes_the_file(settings, data_dir: Pat
         with pytest.raises(UnsupportedMediaType):
             await publish(services, b"not an image at all", "y.jpg")
     assert outcome.metadata.filename == "x.jpg"
-    assert files_under(data_dir / "images") == sorted([f"{outcome.image_id}.jpg", f"{outcome.image_id}.json"])
+    assert files_under(data_dir / "images") == [f"{outcome.image_id}.jpg"]

@@ -9,40 +9,41 @@ import threading
 import uuid
 from pathlib import Path
 
-from app.core.formats import FORMATS
 from app.storage.atomic import TEMP_PREFIX, atomic_create, sweep_temp_files, temp_path_for
 from app.storage.local import LocalImageStore, LocalResultStore
-from app.storage.metadata import ImageMetadata
 
 
-def test_publish_then_recover_keeps_complete_images(tmp_path: Path) -> None:
+def test_publish_places_the_bytes_and_lists_them(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path)
     temp = store.temp_path()
     temp.write_bytes(b"jpeg bytes")
     image_id = str(uuid.uuid4())
-    meta = ImageMetadata.describe(
-        image_id=image_id, filename=None, fmt=FORMATS["jpeg"], size_bytes=10, width=1, height=1, sha256="x"
-    )
-    store.publish(temp, meta)
-    assert store.recover() == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{image_id}.jpg", f"{image_id}.json"]
-    assert store.read_metadata(image_id) == meta.to_json()
+    assert store.publish(temp, image_id, "jpg") == tmp_path / f"{image_id}.jpg"
+    store.recover()
+    assert [(f.image_id, f.extension) for f in store.files()] == [(image_id, "jpg")]
+    assert store.exists(image_id, "jpg") and not store.exists(image_id, "png")
+    store.delete(image_id, "jpg")
+    store.delete(image_id, "jpg")  # already gone: no error
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_recover_removes_dead_temp_files_and_reports_orphans(tmp_path: Path) -> None:
+def test_recover_removes_dead_temp_files_and_lists_what_is_ours(tmp_path: Path) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     ).stdout.strip()
     (tmp_path / f"{TEMP_PREFIX}{dead}-abc").write_bytes(b"partial")
     (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-def").write_bytes(b"from a predecessor with our pid")
-    orphan, kept = str(uuid.uuid4()), str(uuid.uuid4())
-    (tmp_path / f"{orphan}.jpg").write_bytes(b"image without metadata")
-    (tmp_path / f"{kept}.png").write_bytes(b"png")
-    (tmp_path / f"{kept}.json").write_bytes(b"{}")
+    image, legacy = str(uuid.uuid4()), str(uuid.uuid4())
+    (tmp_path / f"{image}.jpg").write_bytes(b"image")
+    (tmp_path / f"{legacy}.png").write_bytes(b"png")
+    (tmp_path / f"{legacy}.json").write_bytes(b"{}")
     (tmp_path / "notes.txt").write_bytes(b"not ours")
-    assert LocalImageStore(tmp_path).recover() == [orphan]
+    store = LocalImageStore(tmp_path)
+    store.recover()
+    assert sorted(f.image_id for f in store.files()) == sorted([image, legacy])
+    assert [image_id for image_id, _ in store.legacy_metadata()] == [legacy]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{orphan}.jpg", f"{kept}.json", f"{kept}.png", "notes.txt"]
+        [f"{image}.jpg", f"{legacy}.json", f"{legacy}.png", "notes.txt"]
     )
 
 

@@ -25,6 +25,7 @@ ANALYZE_RESPONSES = {
         BAD_IMAGE_ID,
         (400, "unknown_analyzer", "Unknown analyzer 'x'; available: skin"),
         UNAUTHORIZED,
+        (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
         IMAGE_NOT_FOUND,
     ),
 }
@@ -40,6 +41,7 @@ _MISS = {"X-Cache": "MISS"}
         ("/api/v1/analyze", "Analyze an image", "analyze_image"),
     ],
     body=AnalyzeRequest,
+    record=True,
     response_model=SkinAnalysis,
     responses=ANALYZE_RESPONSES,
 )
@@ -49,12 +51,22 @@ async def analyze_image(request: Request) -> Response:
     A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
     share one computation.
     """
-    principal_of(request)
+    principal = await principal_of(request)
     try:
         body = AnalyzeRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-    outcome = await container_of(request).analysis.analyze(body.image_id, body.analyzer, body.params)
+    container = container_of(request)
+    outcome = await container.analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+    image = container.images.cached(body.image_id)
+    if image is not None:
+        meta = image.metadata
+        request.state.history = {
+            "request_type": "image",
+            "input_data_size": meta.size_bytes,
+            "image_width": meta.width,
+            "image_height": meta.height,
+        }
     return Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
 
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.deps import ContainerDep, CurrentPrincipal
-from app.api.routing import content_length, json_schema, multipart_body, read_body, streams_body
+from app.api.routing import content_length, json_schema, multipart_body, read_body, recorded, streams_body
 from app.core.errors import ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
@@ -32,6 +32,7 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "url_not_allowed", "The URL's host resolves to a private-network address"),
         (400, "url_fetch_failed", "The server answered 404"),
         UNAUTHORIZED,
+        (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
         (413, "url_too_large", "The resource at the URL is larger than 5242880 bytes"),
         (503, "analyzer_unavailable", "Analyzer 'classify' is not loaded"),
     ),
@@ -46,6 +47,7 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra={"requestBody": CLASSIFY_BODY},
 )
 @streams_body
+@recorded
 async def classify(
     request: Request,
     container: ContainerDep,
@@ -55,6 +57,8 @@ async def classify(
     """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
     size-limited). The image is stored like an upload; the result is cached per image."""
+    container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
+    await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/json"):
         raw = await read_body(request, container.settings.max_json_body_bytes)
@@ -63,13 +67,19 @@ async def classify(
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
         top_k = body.top_k
-        outcome = await container.ingest.ingest_url(body.url)
+        request.state.history = {"request_type": "url"}
+        outcome = await container.ingest.ingest_url(body.url, principal)
     else:
+        request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
         outcome = await container.ingest.upload(
             content_type=content_type,
             content_length=content_length(request),
             chunks=request.stream(),
-            principal=principal,
+            owner=principal,
         )
-    result = await container.analysis.analyze(outcome.image_id, "classify", {"top_k": top_k})
+    meta = outcome.metadata
+    request.state.history.update(
+        input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
+    )
+    result = await container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
     return Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from app.api.deps import ContainerDep, CurrentPrincipal
-from app.api.routing import body_limit, json_schema
+from app.api.routing import body_limit, json_schema, recorded
 from app.core.config import Settings
 from app.core.ids import UUID4_PATTERN
 from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
@@ -21,6 +21,7 @@ SUBMIT_RESPONSES = problem_docs(
     (400, "invalid_landmarks", "Expected 68 points with finite x and y, got 5"),
     (400, "unsupported_media_type", "`image` is not a supported image (HEIC, JPEG, PNG, WEBP)"),
     UNAUTHORIZED,
+    (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
     (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
     (503, "queue_full", "Too many jobs are waiting; try again later"),
 )
@@ -46,12 +47,15 @@ def submit_body_limit(settings: Settings) -> int:
     },
 )
 @body_limit(submit_body_limit)
-async def submit_crop(request: Request, container: ContainerDep, _: CurrentPrincipal) -> JobAccepted:
+@recorded
+async def submit_crop(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> JobAccepted:
     """Accept a contour job (persisted before the answer: it survives a restart). Without
     landmarks the face is detected; with 68 landmarks detection is skipped; with a
     segmentation map the contours are traced from its labels. The same inputs share one
     computation. The body (up to ~14 MB) is parsed off the event loop."""
-    job = await container.contour_jobs.submit(await request.body())
+    body = await request.body()
+    request.state.history = {"request_type": "json", "input_data_size": len(body)}
+    job = await container.contour_jobs.submit(body, principal)
     return JobAccepted(job_id=job.job_id, status=str(job.status))
 
 
@@ -66,11 +70,11 @@ async def submit_crop(request: Request, container: ContainerDep, _: CurrentPrinc
     ),
 )
 async def crop_status(
-    job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], container: ContainerDep, _: CurrentPrincipal
+    job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], container: ContainerDep, principal: CurrentPrincipal
 ) -> JobStatusRead:
     """`pending`, `running`, `completed` (with `result`: the SVG document, base64) or `failed`
     (with `error` and `error_code`, e.g. `no_face_detected`)."""
-    state = await container.contour_jobs.status(job_id.lower())
+    state = await container.contour_jobs.status(job_id.lower(), principal)
     return JobStatusRead(
         job_id=state.job_id,
         status=str(state.status),

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.deps import ContainerDep, CurrentPrincipal
-from app.api.routing import content_length, multipart_body, streams_body
+from app.api.routing import content_length, multipart_body, recorded, streams_body
 from app.core.errors import (
     BadRequest,
     EmptyFile,
@@ -65,7 +65,7 @@ FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
                             }
                         }
                     },
-                }
+                },
             }
         },
     },
@@ -114,10 +114,12 @@ def _classification(predictions: list[Any]) -> dict[str, Any]:
     openapi_extra={"requestBody": FORWARD_BODY},
 )
 @streams_body
-async def forward(request: Request, container: ContainerDep, _: CurrentPrincipal) -> Response:
+@recorded
+async def forward(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> Response:
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
     (form field `data`). Neither, or invalid JSON: 400 `{"detail": "bad request"}`; an image
     the model cannot process: 403."""
+    request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
     try:
         outcome = await container.forms.process(
             content_type=request.headers.get("content-type"),
@@ -127,6 +129,7 @@ async def forward(request: Request, container: ContainerDep, _: CurrentPrincipal
             text_field="data",
             analyzer="classify",
             params={"top_k": TOP_K},
+            caller=principal,
         )
     except (MalformedMultipart, MissingFile, TooManyFiles):
         raise BadRequest(BAD_REQUEST) from None
@@ -134,7 +137,10 @@ async def forward(request: Request, container: ContainerDep, _: CurrentPrincipal
         raise ModelFailed() from None
     if outcome.result is not None:
         body = _classification(outcome.result.predictions)  # type: ignore[attr-defined]
+        if outcome.size is not None:
+            request.state.history.update(image_width=outcome.size[0], image_height=outcome.size[1])
     elif outcome.text is not None:
+        request.state.history["request_type"] = "json"
         body = {"result": {"message": "JSON data processed", "received_data": _parse_data(outcome.text)}}
     else:
         raise BadRequest(BAD_REQUEST)

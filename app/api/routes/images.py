@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import FileResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +12,7 @@ from starlette.responses import Response
 from app.api.deps import CurrentPrincipal, ImagesDep, container_of, principal_of
 from app.api.routing import content_length, lean_route, multipart_body
 from app.core.ids import UUID4_PATTERN
+from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 from app.storage.metadata import ImageMetadata
 
@@ -79,14 +80,14 @@ async def upload_image(request: Request) -> Response:
     the bytes (JPEG, PNG, WebP or HEIC); the declared part type may be
     `application/octet-stream`.
     """
-    principal = principal_of(request)
+    principal = await principal_of(request)
     headers = request.headers
     outcome = await container_of(request).ingest.upload(
         content_type=headers.get("content-type"),
         content_length=content_length(request),
         chunks=request.stream(),
         idempotency_key=headers.get("idempotency-key"),
-        principal=principal,
+        owner=principal,
     )
     response_headers = {"Location": image_location(outcome.image_id)}
     if outcome.replayed:
@@ -100,9 +101,26 @@ async def upload_image(request: Request) -> Response:
     summary="Image metadata",
     responses=problem_docs(BAD_IMAGE_ID, UNAUTHORIZED, IMAGE_NOT_FOUND),
 )
-async def read_image(image_id: ImageIdPath, images: ImagesDep, _: CurrentPrincipal) -> ImageMetadata:
-    """The metadata stored at upload."""
-    return await images.metadata(image_id.lower())
+async def read_image(image_id: ImageIdPath, images: ImagesDep, principal: CurrentPrincipal) -> ImageMetadata:
+    """The metadata stored at upload (another caller's image is 404)."""
+    return await images.metadata(image_id.lower(), principal)
+
+
+@router.get(
+    "/api/v1/images",
+    response_model=ImagePage,
+    summary="List your images",
+    responses=problem_docs(UNAUTHORIZED),
+)
+async def list_images(
+    images: ImagesDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> ImagePage:
+    """The caller's images, newest first (an admin sees every image)."""
+    total, items = await images.list(principal, limit, offset)
+    return ImagePage(total=total, limit=limit, offset=offset, items=items)
 
 
 @router.get(
@@ -118,11 +136,11 @@ async def read_image(image_id: ImageIdPath, images: ImagesDep, _: CurrentPrincip
 async def read_image_content(
     image_id: ImageIdPath,
     images: ImagesDep,
-    _: CurrentPrincipal,
+    principal: CurrentPrincipal,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The original bytes, streamed, with their type and an ETag (the SHA-256)."""
-    image = await images.get(image_id.lower())
+    image = await images.get(image_id.lower(), principal)
     etag = image.metadata.etag
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
@@ -137,7 +155,7 @@ async def read_image_content(
     response_class=Response,
     responses=problem_docs(BAD_IMAGE_ID, UNAUTHORIZED, IMAGE_NOT_FOUND),
 )
-async def delete_image(image_id: ImageIdPath, images: ImagesDep, _: CurrentPrincipal) -> Response:
+async def delete_image(image_id: ImageIdPath, images: ImagesDep, principal: CurrentPrincipal) -> Response:
     """Remove the image, its metadata and every cached analysis of it."""
-    await images.delete(image_id.lower())
+    await images.delete(image_id.lower(), principal)
     return Response(status_code=204)

@@ -1,0 +1,104 @@
+"""Admin routes: credit refills (seed 000), request history and statistics (seed 003)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal
+from app.core.errors import Forbidden, Unauthorized, UserNotFound, ValidationFailed
+from app.core.security import verify_password
+from app.db.history import HistoryFilter
+from app.schemas.auth import RefillRead, RefillRequest
+from app.schemas.history import HistoryItem, HistoryPage, StatsRead
+from app.schemas.problems import UNAUTHORIZED, problem_docs
+
+router = APIRouter(tags=["admin"])
+
+ADMIN_ONLY = problem_docs(UNAUTHORIZED, (403, "forbidden", "This needs an admin"))
+
+
+async def history_filter(
+    request_type: Annotated[Literal["image", "json", "url"] | None, Query()] = None,
+    status_code: Annotated[int | None, Query(ge=100, le=599)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with an offset; inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601 with an offset; exclusive")] = None,
+) -> HistoryFilter:
+    """The filters shared by /history and /stats."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed(f"Invalid request: {name}: give a time zone offset (e.g. Z)")
+    return HistoryFilter(request_type=request_type, status_code=status_code, since=since, until=until)
+
+
+Filter = Annotated[HistoryFilter, Depends(history_filter)]
+
+
+@router.post(
+    "/v1/refill",
+    response_model=RefillRead,
+    summary="Add credits to a user (seed 000)",
+    responses=problem_docs(
+        UNAUTHORIZED, (403, "forbidden", "This needs an admin"), (404, "user_not_found", "User not found")
+    ),
+)
+async def refill(body: RefillRequest, container: ContainerDep, caller: OptionalPrincipal) -> RefillRead:
+    """An admin's token, or `admin_password` checked against ADMIN_PW_HASH (as seed 000 does),
+    adds `amount` (default TOKEN_REFILL_AMOUNT) credits."""
+    allowed = caller is not None and caller.is_admin
+    configured = container.settings.admin_pw_hash
+    if not allowed and body.admin_password is not None and configured is not None:
+        allowed, _ = await container.io_pool.run(
+            verify_password, body.admin_password, configured.get_secret_value()
+        )
+    if not allowed:
+        if caller is None and body.admin_password is None:
+            raise Unauthorized("An admin token or the admin password is required")
+        raise Forbidden("This needs an admin")
+    user = await container.accounts.find(body.username)
+    if user is None:
+        raise UserNotFound(f"No user {body.username!r}")
+    amount = body.amount or container.settings.token_refill_amount
+    balance = await container.credits.refill(user.id, amount)
+    return RefillRead(username=user.username, credits=balance, added=amount)
+
+
+@router.get(
+    "/history", response_model=HistoryPage, summary="Request history (seed 003)", responses=ADMIN_ONLY
+)
+async def read_history(
+    _: AdminPrincipal,
+    container: ContainerDep,
+    filter: Filter,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> HistoryPage:
+    """Every analysis request, newest first: `{"total", "items"}`."""
+    total, rows = await container.history.page(filter, limit, offset)
+    return HistoryPage(
+        total=total, items=[HistoryItem.model_validate(row, from_attributes=True) for row in rows]
+    )
+
+
+@router.delete(
+    "/history",
+    status_code=204,
+    response_class=Response,
+    summary="Delete history (seed 003)",
+    responses=ADMIN_ONLY,
+)
+async def delete_history(_: HistoryAdmin, container: ContainerDep, filter: Filter) -> Response:
+    """Delete the (matching) history; an admin's token or ADMIN_TOKEN as the bearer."""
+    await container.history.delete(filter)
+    return Response(status_code=204)
+
+
+@router.get("/stats", response_model=StatsRead, summary="Request statistics (seed 003)", responses=ADMIN_ONLY)
+async def read_stats(_: AdminPrincipal, container: ContainerDep, filter: Filter) -> StatsRead:
+    """Count, mean, median, 95th and 99th percentile processing time (seconds; NumPy's linear
+    interpolation), average input size and image size of the matching requests."""
+    return StatsRead(**asdict(await container.history.stats(filter)))

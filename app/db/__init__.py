@@ -1,0 +1,1 @@
+"""The database: SQLAlchemy 2 (async) tables, engine, migrations and repositories."""

@@ -1,0 +1,135 @@
+"""Credit balances, holds and the ledger (keyword-only repository functions).
+
+The balance column always equals the sum of the user's ledger entries: every change of
+one is made with an entry in the same transaction. A hold sets a credit aside while an
+analysis runs; what is available is the balance minus live holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import CreditEntry, CreditHold, User
+
+
+async def place_hold(
+    session: AsyncSession, *, hold_id: str, user_id: int, holder: str, now: datetime, expires_at: datetime
+) -> bool:
+    """Set one credit aside if one is available; False if none is (never overdraws).
+
+    One INSERT ... SELECT decides and writes: atomic on SQLite (the statement takes the
+    write lock before it reads); on PostgreSQL the user's row is locked first so that
+    concurrent holds of one user queue behind each other.
+    """
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    live = (
+        select(func.count())
+        .select_from(CreditHold)
+        .where(CreditHold.user_id == user_id, CreditHold.expires_at > now)
+        .scalar_subquery()
+    )
+    balance = select(User.credits).where(User.id == user_id).scalar_subquery()
+    result = await session.execute(
+        insert(CreditHold).from_select(
+            ["id", "user_id", "holder", "expires_at"],
+            select(
+                literal(hold_id),
+                literal(user_id),
+                literal(holder),
+                literal(expires_at, CreditHold.expires_at.type),
+            ).where(balance - live >= 1),
+        )
+    )
+    return result.rowcount == 1
+
+
+async def available(session: AsyncSession, *, user_id: int, now: datetime) -> int:
+    """The balance minus live holds (0 for an unknown user)."""
+    live = (
+        select(func.count())
+        .select_from(CreditHold)
+        .where(CreditHold.user_id == user_id, CreditHold.expires_at > now)
+        .scalar_subquery()
+    )
+    row = await session.execute(select(User.credits - live).where(User.id == user_id))
+    return int(row.scalar_one_or_none() or 0)
+
+
+async def release_hold(session: AsyncSession, *, hold_id: str) -> None:
+    await session.execute(delete(CreditHold).where(CreditHold.id == hold_id))
+
+
+async def charge(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    hold_id: str | None,
+    reason: str,
+    request_id: str | None,
+    detail: str | None,
+    now: datetime,
+) -> bool:
+    """Take one credit (and drop its hold); False if the balance is already 0 (never negative)."""
+    if hold_id is not None:
+        await release_hold(session, hold_id=hold_id)
+    result = await session.execute(
+        update(User).where(User.id == user_id, User.credits >= 1).values(credits=User.credits - 1)
+    )
+    if result.rowcount != 1:
+        return False
+    session.add(
+        CreditEntry(
+            user_id=user_id, delta=-1, reason=reason, request_id=request_id, detail=detail, created_at=now
+        )
+    )
+    return True
+
+
+async def add_credits(
+    session: AsyncSession, *, user_id: int, amount: int, reason: str, request_id: str | None, now: datetime
+) -> int | None:
+    """Add `amount` credits; the new balance, or None if there is no such user."""
+    result = await session.execute(
+        update(User).where(User.id == user_id).values(credits=User.credits + amount).returning(User.credits)
+    )
+    balance = result.scalar_one_or_none()
+    if balance is not None:
+        session.add(
+            CreditEntry(user_id=user_id, delta=amount, reason=reason, request_id=request_id, created_at=now)
+        )
+    return balance
+
+
+async def ledger_sum(session: AsyncSession, *, user_id: int) -> int:
+    total = await session.execute(
+        select(func.coalesce(func.sum(CreditEntry.delta), 0)).where(CreditEntry.user_id == user_id)
+    )
+    return int(total.scalar_one())
+
+
+async def ledger(session: AsyncSession, *, user_id: int, limit: int = 100) -> list[CreditEntry]:
+    rows = await session.execute(
+        select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id.desc()).limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def purge_expired_holds(session: AsyncSession, *, now: datetime) -> None:
+    await session.execute(delete(CreditHold).where(CreditHold.expires_at <= now))
+
+
+async def holders_on(session: AsyncSession, *, host_prefix: str) -> list[str]:
+    """The distinct holders of live holds whose holder starts with `host_prefix`."""
+    rows = await session.execute(
+        select(CreditHold.holder).where(CreditHold.holder.startswith(host_prefix)).distinct()
+    )
+    return list(rows.scalars())
+
+
+async def drop_holds_of(session: AsyncSession, *, holders: list[str]) -> None:
+    if holders:
+        await session.execute(delete(CreditHold).where(CreditHold.holder.in_(holders)))

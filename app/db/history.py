@@ -1,0 +1,224 @@
+"""The request history (seed 003's /history, DELETE /history and /stats): a repository over `request_history`.
+
+Every function takes an `AsyncSession` and never commits: the caller owns the transaction.
+Every query applies one `HistoryFilter` the same way. Statistics are computed by the database,
+never by loading the rows: PostgreSQL's `percentile_cont`; on SQLite (no percentile function)
+the two neighbours of each quantile's rank, read through the `processing_time` index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Float, Select, cast, func, literal_column, select, true, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
+
+from app.db.models import RequestLog
+
+TABLE = RequestLog.__table__
+QUANTILES = (0.5, 0.95, 0.99)
+# Memory for PostgreSQL's percentile sort (transaction-local): a million float8 sort in memory.
+PG_STATS_WORK_MEM = "64MB"
+_OPTIONAL = ("principal", "input_data_size", "image_width", "image_height", "result", "error_message")
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which rows a query sees: every given field must match; `since` inclusive, `until` exclusive.
+
+    `since` and `until` must be timezone-aware (a naive datetime raises `ValueError`).
+    """
+
+    request_type: str | None = None
+    status_code: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE conditions of this filter (an empty list matches every row)."""
+        conditions: list[ColumnElement[bool]] = []
+        if self.request_type is not None:
+            conditions.append(RequestLog.request_type == self.request_type)
+        if self.status_code is not None:
+            conditions.append(RequestLog.status_code == self.status_code)
+        for bound in (self.since, self.until):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("HistoryFilter needs timezone-aware datetimes")
+        if self.since is not None:
+            conditions.append(RequestLog.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(RequestLog.created_at < self.until)
+        return conditions
+
+
+ALL = HistoryFilter()
+
+
+@dataclass(frozen=True)
+class HistoryStats:
+    """Statistics over the matching requests; times in seconds, sizes in bytes and pixels, unrounded.
+
+    With no matching request `total_requests` is 0 and every other field is None. An average
+    ignores NULLs (a JSON request has no image size): it is None when every value is NULL.
+    Quantiles equal `numpy.percentile(processing_times, q)` (its default "linear" method).
+    """
+
+    total_requests: int
+    mean_processing_time: float | None
+    median_processing_time: float | None
+    percentile_95_processing_time: float | None
+    percentile_99_processing_time: float | None
+    average_input_size: float | None
+    average_image_width: float | None
+    average_image_height: float | None
+
+
+async def insert_many(session: AsyncSession, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts of `RequestLog` columns, no `id`) in one executemany INSERT.
+
+    Optional columns left out are NULL; a row without `created_at` gets the current time.
+    """
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    params = [{**dict.fromkeys(_OPTIONAL), "created_at": now, **row} for row in rows]
+    await session.execute(TABLE.insert(), params)
+
+
+async def list_page(
+    session: AsyncSession, *, filter: HistoryFilter = ALL, limit: int = 100, offset: int = 0
+) -> tuple[int, list[RequestLog]]:
+    """The number of matching rows and one page of them, newest first (created_at, then id, descending)."""
+    conditions = filter.clauses()
+    total = await session.scalar(select(func.count()).select_from(TABLE).where(*conditions))
+    page = await session.scalars(
+        select(RequestLog)
+        .where(*conditions)
+        .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return int(total or 0), list(page)
+
+
+async def delete(session: AsyncSession, *, filter: HistoryFilter = ALL) -> int:
+    """Delete the matching rows; the number deleted."""
+    result = await session.execute(sql_delete(TABLE).where(*filter.clauses()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def unlink_principal(session: AsyncSession, principal: str) -> int:
+    """Set `principal` to NULL on that principal's rows (erasure keeps the history, not the person)."""
+    statement = update(TABLE).where(TABLE.c.principal == principal).values(principal=None)
+    result = await session.execute(statement)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _aggregates(conditions: list[ColumnElement[bool]], *extra: Any) -> Select[Any]:
+    def average(column: Any) -> Any:
+        return cast(func.avg(column), Float)  # PostgreSQL averages integers as numeric
+
+    return select(
+        func.count(),
+        func.avg(RequestLog.processing_time),
+        average(RequestLog.input_data_size),
+        average(RequestLog.image_width),
+        average(RequestLog.image_height),
+        *extra,
+    ).where(*conditions)
+
+
+async def stats(session: AsyncSession, *, filter: HistoryFilter = ALL) -> HistoryStats:
+    """Count, mean and quantiles of processing time, and average sizes, of the matching requests."""
+    conditions = filter.clauses()
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        row = await _postgres_stats(session, conditions)
+    else:
+        row = await _sqlite_stats(session, conditions)
+    count, mean, input_size, width, height, (median, p95, p99) = row
+    if not count:
+        return HistoryStats(0, None, None, None, None, None, None, None)
+    return HistoryStats(int(count), mean, median, p95, p99, input_size, width, height)
+
+
+async def _postgres_stats(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> tuple[Any, ...]:
+    """One statement: the aggregates and `percentile_cont` (NumPy's linear method) of every quantile.
+
+    Filtered: one scan of the matching rows feeds both. Unfiltered: the aggregates run as a parallel
+    scan, and the percentiles read `processing_time` in index order (an index-only scan), so that
+    their sort finds its input already sorted; measured 1.5-2x faster on a million rows.
+    """
+    quantiles = literal_column(f"ARRAY[{', '.join(map(repr, QUANTILES))}]::double precision[]")
+    if conditions:
+        statement = _aggregates(
+            conditions, func.percentile_cont(quantiles).within_group(RequestLog.processing_time)
+        )
+    else:
+        ordered = (
+            select(RequestLog.processing_time.label("v")).order_by(RequestLog.processing_time).subquery()
+        )
+        percentiles = select(func.percentile_cont(quantiles).within_group(ordered.c.v).label("q")).subquery()
+        aggregates = _aggregates(conditions).subquery()
+        statement = select(aggregates, percentiles.c.q).select_from(aggregates.join(percentiles, true()))
+    # Sort in memory for this statement, then put the caller's setting back (both transaction-local).
+    raise_mem = select(func.current_setting("work_mem"), func.set_config("work_mem", PG_STATS_WORK_MEM, True))
+    old = (await session.execute(raise_mem)).scalar_one()
+    *aggregates_row, values = (await session.execute(statement)).one()
+    await session.execute(select(func.set_config("work_mem", old, True)))
+    return (*aggregates_row, tuple(values) if values is not None else (None,) * len(QUANTILES))
+
+
+async def _sqlite_stats(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> tuple[Any, ...]:
+    """The aggregates, then each quantile from its two neighbours (retried if rows vanish meanwhile).
+
+    pysqlite runs each SELECT in its own snapshot, so a concurrent DELETE may shorten the
+    table between the count and the reads: then the whole computation runs again.
+    """
+    for _attempt in range(5):
+        count, *aggregates = (await session.execute(_aggregates(conditions))).one()
+        values = [await _sqlite_quantile(session, conditions, int(count), q) for q in QUANTILES]
+        if all(v is not _SHORT for v in values):
+            return (count, *aggregates, tuple(values))
+    raise RuntimeError("request_history kept changing while computing statistics")
+
+
+_SHORT = object()  # a quantile's neighbours were no longer there
+
+
+async def _sqlite_quantile(
+    session: AsyncSession, conditions: list[ColumnElement[bool]], n: int, q: float
+) -> Any:
+    """NumPy's linear quantile `q` of the n matching processing times, from its two neighbours.
+
+    The rank h = (n-1)q lies between positions lo = floor(h) and hi = min(lo+1, n-1) of the sorted
+    values; both are read with LIMIT/OFFSET along the index, from the nearer end. `_SHORT` if
+    fewer rows than n match by now.
+    """
+    if n == 0:
+        return None
+    h = (n - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, n - 1)
+    column = RequestLog.processing_time
+    query = select(column).where(*conditions).limit(hi - lo + 1)
+    if lo < n - 1 - hi:
+        values = list(await session.scalars(query.order_by(column.asc()).offset(lo)))
+    else:
+        values = list(await session.scalars(query.order_by(column.desc()).offset(n - 1 - hi)))
+        values.reverse()
+    if len(values) != hi - lo + 1:
+        return _SHORT
+    return _lerp(values[0], values[-1], h - lo)
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """NumPy's interpolation (`numpy.lib._function_base_impl._lerp`), bit for bit."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t

@@ -1,0 +1,71 @@
+"""The image catalog: each stored image's metadata and owner (keyword-only repository functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.units import human_size
+from app.db.models import Image
+from app.storage.metadata import ImageMetadata
+
+# Every field but `size`, which is derived from `size_bytes`.
+_FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
+
+
+def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
+    created = datetime.strptime(meta.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return {**meta.model_dump(include=set(_FIELDS)), "owner": owner, "created_ts": created.timestamp()}
+
+
+def to_metadata(row: Image) -> ImageMetadata:
+    values = {name: getattr(row, name) for name in _FIELDS}
+    return ImageMetadata.model_validate({**values, "size": human_size(row.size_bytes)})
+
+
+async def add_images(session: AsyncSession, *, images: Sequence[tuple[ImageMetadata, str]]) -> None:
+    """Insert (metadata, owner) rows in one statement."""
+    if images:
+        await session.execute(Image.__table__.insert(), [_row(meta, owner) for meta, owner in images])
+
+
+async def get_image(session: AsyncSession, *, image_id: str) -> Image | None:
+    return await session.get(Image, image_id)
+
+
+async def delete_image(session: AsyncSession, *, image_id: str) -> bool:
+    result = await session.execute(delete(Image).where(Image.image_id == image_id))
+    return result.rowcount == 1
+
+
+async def list_images(
+    session: AsyncSession, *, owner: str | None, limit: int, offset: int
+) -> tuple[int, list[Image]]:
+    """(total, page) of an owner's images (every image when `owner` is None), newest first."""
+    where = [] if owner is None else [Image.owner == owner]
+    total = (await session.execute(select(func.count()).select_from(Image).where(*where))).scalar_one()
+    rows = await session.execute(
+        select(Image)
+        .where(*where)
+        .order_by(Image.created_ts.desc(), Image.image_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return int(total), list(rows.scalars())
+
+
+async def images_of(session: AsyncSession, *, owner: str) -> list[Image]:
+    return list((await session.execute(select(Image).where(Image.owner == owner))).scalars())
+
+
+async def known_ids(session: AsyncSession, *, image_ids: Sequence[str]) -> set[str]:
+    """Which of `image_ids` are in the catalog."""
+    found: set[str] = set()
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start : start + 500]
+        rows = await session.execute(select(Image.image_id).where(Image.image_id.in_(chunk)))
+        found.update(rows.scalars())
+    return found

@@ -1,0 +1,177 @@
+"""SQLAlchemy tables: users and their tokens and credits, images and their owners, request history.
+
+Schema changes go through Alembic (`app/db/migrations`); these classes describe the head.
+Times are timezone-aware UTC `DateTime`s; names follow one convention (`ix_`, `uq_`, `fk_`,
+`ck_`) so that migrations can name every constraint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every back-end (SQLite keeps no offset: UTC is implied)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    """An account: a user, or an admin (`is_admin`)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("credits >= 0", name="credits_not_negative"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(150))
+    # Case-insensitive uniqueness: the NFKC case-folded username.
+    username_key: Mapped[str] = mapped_column(String(150), unique=True)
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # The ADMIN_PW_HASH this account was created from (seed 000), to notice when it changes.
+    external_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    credits: Mapped[int] = mapped_column(Integer, default=0)
+    # Tokens issued before this instant are refused (logout everywhere, erasure).
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RefreshToken(Base):
+    """One issued refresh token; a rotation marks it used and issues the next of its family."""
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RevokedAccessToken(Base):
+    """An access token revoked before its expiry (logout)."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class CreditEntry(Base):
+    """One change of a user's balance; the balance is always the sum of its entries."""
+
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    delta: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CreditHold(Base):
+    """A credit set aside for an analysis in progress: charged on success, dropped otherwise.
+
+    A hold whose process died (kill -9) is never charged: the next start on that host drops
+    it (`holder` is host:pid), and any hold expires anyway.
+    """
+
+    __tablename__ = "credit_holds"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Image(Base):
+    """A stored image's metadata and its owner (the bytes are in the image store)."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_owner_created", "owner", "created_ts"),)
+
+    image_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(32))
+    # Unix time of created_at, for ordering and pagination.
+    created_ts: Mapped[float] = mapped_column(Float)
+
+
+class RequestLog(Base):
+    """One analysis request (seed 003's history), kept when its user is erased (unlinked)."""
+
+    __tablename__ = "request_history"
+    __table_args__ = (
+        Index("ix_request_history_created_at", "created_at"),
+        Index("ix_request_history_processing_time", "processing_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_type: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(128))
+    principal: Mapped[str | None] = mapped_column(String(64), index=True)
+    processing_time: Mapped[float] = mapped_column(Float)
+    input_data_size: Mapped[int | None] = mapped_column(BigInteger)
+    image_width: Mapped[int | None] = mapped_column(Integer)
+    image_height: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,263 @@
+"""Accounts: registration, login, token rotation, logout, profiles, admins from the environment.
+
+Passwords are hashed in worker threads (argon2id costs ~20 ms of CPU). Login failures say
+the same thing, and take as long, whether the username exists or not. Refresh tokens
+rotate: each use marks the token used and issues the next of its family; a token used
+twice (it leaked) revokes its whole family and every access token issued before.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.errors import Forbidden, Unauthorized, UsernameTaken, ValidationFailed
+from app.core.security import JwtConfig, decode_token, hash_password, issue_token, verify_password
+from app.core.threads import ThreadPool
+from app.db import accounts
+from app.db.models import User
+from app.services.login_throttle import LoginThrottle
+from app.services.principals import Principal, UserDirectory
+
+logger = logging.getLogger("app.accounts")
+
+USERNAME_CHARS = frozenset("._@+-")
+BAD_LOGIN = "Incorrect username or password"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    token_type: str = "bearer"
+
+
+def username_key(username: str) -> str:
+    """The case-insensitive identity of a username."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def check_username(raw: str) -> str:
+    """A valid username (NFKC-normalized), or ValidationFailed."""
+    username = unicodedata.normalize("NFKC", raw).strip()
+    if not 3 <= len(username) <= 150 or not all(ch.isalnum() or ch in USERNAME_CHARS for ch in username):
+        raise ValidationFailed(
+            "Invalid request: username: 3-150 letters, digits or . _ @ + -",
+            extra={
+                "fields": ["username"],
+                "errors": [{"field": "username", "message": "invalid", "type": "value"}],
+            },
+        )
+    return username
+
+
+def check_password(password: str, settings: Settings) -> None:
+    low, high = settings.password_min_length, settings.password_max_length
+    if not low <= len(password) <= high or not password.strip():
+        raise ValidationFailed(
+            f"Invalid request: password: {low} to {high} characters",
+            extra={
+                "fields": ["password"],
+                "errors": [{"field": "password", "message": "invalid", "type": "value"}],
+            },
+        )
+
+
+class AccountService:
+    """Users and their tokens."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        jwt_config: JwtConfig,
+        users: UserDirectory,
+        pool: ThreadPool,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.jwt = jwt_config
+        self.users = users
+        self.pool = pool
+        self.throttle = LoginThrottle(
+            settings.login_failures_before_delay,
+            settings.login_failure_window_seconds,
+            settings.login_max_delay_seconds,
+        )
+
+    async def ensure_env_admin(self) -> None:
+        """Seed 000: the ADMIN_USERNAME account exists, is an admin, and has ADMIN_PW_HASH's
+        password (reset whenever that hash changes)."""
+        name, secret = self.settings.admin_username, self.settings.admin_pw_hash
+        if not name or secret is None:
+            return
+        env_hash = secret.get_secret_value()
+        key = username_key(check_username(name))
+        try:
+            async with self.sessions.begin() as session:
+                user = await accounts.find_user(session, username_key=key)
+                if user is None:
+                    await accounts.add_user(
+                        session,
+                        username=name,
+                        username_key=key,
+                        password_hash=env_hash,
+                        full_name=None,
+                        is_admin=True,
+                        credits=self.settings.initial_credits,
+                        now=datetime.now(UTC),
+                        external_hash=env_hash,
+                    )
+                else:
+                    user.is_admin = True
+                    if user.external_hash != env_hash:
+                        user.password_hash = user.external_hash = env_hash
+        except IntegrityError:
+            pass  # another worker created it at the same moment
+
+    async def register(
+        self,
+        *,
+        username: str,
+        password: str,
+        full_name: str | None = None,
+        is_admin: bool = False,
+        requested_by: Principal | None = None,
+    ) -> User:
+        """A new account (409 if the username is taken). `is_admin` needs an admin caller, or
+        ADMIN_BOOTSTRAP while no admin exists (the first admin)."""
+        username = check_username(username)
+        check_password(password, self.settings)
+        password_hash = await self.pool.run(hash_password, password)
+        async with self.sessions.begin() as session:
+            if is_admin and not (requested_by is not None and requested_by.is_admin):
+                if not self.settings.admin_bootstrap_enabled or await accounts.admin_exists(session):
+                    raise Forbidden(
+                        "Only an admin can create an admin account"
+                        + ("" if self.settings.admin_bootstrap_enabled else " (ADMIN_BOOTSTRAP is off)")
+                    )
+            try:
+                user = await accounts.add_user(
+                    session,
+                    username=username,
+                    username_key=username_key(username),
+                    password_hash=password_hash,
+                    full_name=full_name,
+                    is_admin=is_admin,
+                    credits=self.settings.initial_credits,
+                    now=datetime.now(UTC),
+                )
+            except IntegrityError:
+                raise UsernameTaken() from None
+        logger.info("registered user %s%s", user.id, " (admin)" if is_admin else "")
+        return user
+
+    async def login(self, *, username: str, password: str, address: str | None) -> TokenPair:
+        """Tokens for a correct username and password; Unauthorized (the same for an unknown
+        user), slowed after repeated failures."""
+        import asyncio
+
+        key = username_key(username)
+        keys = [f"user:{key}"] + ([f"addr:{address}"] if address else [])
+        wait = self.throttle.delay(keys)
+        if wait:
+            await asyncio.sleep(wait)
+        async with self.sessions() as session:
+            user = await accounts.find_user(session, username_key=key)
+        ok, upgraded = await self.pool.run(verify_password, password, user.password_hash if user else None)
+        if user is None or not ok:
+            self.throttle.failed(keys)
+            raise Unauthorized(BAD_LOGIN, headers={"WWW-Authenticate": "Bearer"})
+        self.throttle.succeeded(keys[0])
+        if upgraded is not None:
+            async with self.sessions.begin() as session:
+                await accounts.set_password_hash(session, user_id=user.id, password_hash=upgraded)
+        return await self._issue(user.id, family=uuid.uuid4().hex)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate a refresh token. Replaying a used one revokes its family (and the user's
+        access tokens issued so far): whoever holds the other copy is locked out."""
+        claims = decode_token(self.jwt, refresh_token, "refresh")
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            used = await accounts.use_refresh_token(session, jti=claims.jti, now=now)
+            if used is None:
+                known = await accounts.get_refresh_token(session, jti=claims.jti)
+                if known is not None:
+                    await accounts.revoke_family(session, family_id=known.family_id)
+                    user = await accounts.get_user(session, user_id=known.user_id)
+                    if user is not None:
+                        user.tokens_valid_after = now
+                    logger.warning("refresh token reuse for user %s: family revoked", known.user_id)
+        if used is None:
+            if known is not None:
+                self.users.forget(known.user_id)
+            raise Unauthorized(
+                "The refresh token has been used or revoked", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return await self._issue(used.user_id, family=used.family_id)
+
+    async def logout(self, principal: Principal, refresh_token: str | None = None) -> None:
+        """Revoke the caller's access token and, if given, the refresh token's family."""
+        if principal.user_id is None or principal.token is None:
+            raise Unauthorized(
+                "Log out with the bearer token to revoke", headers={"WWW-Authenticate": "Bearer"}
+            )
+        family = None
+        if refresh_token:
+            claims = decode_token(self.jwt, refresh_token, "refresh")
+            if claims.subject == str(principal.user_id):
+                family = claims.family
+        async with self.sessions.begin() as session:
+            await accounts.revoke_access_token(
+                session,
+                jti=principal.token.jti,
+                user_id=principal.user_id,
+                expires_at=principal.token.expires_at,
+            )
+            if family is not None:
+                await accounts.revoke_family(session, family_id=family)
+        self.users.forget(principal.user_id)
+
+    async def profile(self, user_id: int) -> User:
+        async with self.sessions() as session:
+            user = await accounts.get_user(session, user_id=user_id)
+        if user is None:
+            raise Unauthorized("The token's account no longer exists")
+        return user
+
+    async def find(self, username: str) -> User | None:
+        async with self.sessions() as session:
+            return await accounts.find_user(session, username_key=username_key(username))
+
+    async def _issue(self, user_id: int, family: str) -> TokenPair:
+        access_life = timedelta(minutes=self.settings.access_token_minutes)
+        refresh_life = timedelta(days=self.settings.refresh_token_days)
+        access, _ = issue_token(self.jwt, subject=str(user_id), use="access", lifetime=access_life)
+        refresh, claims = issue_token(
+            self.jwt, subject=str(user_id), use="refresh", lifetime=refresh_life, family=family
+        )
+        async with self.sessions.begin() as session:
+            await accounts.add_refresh_token(
+                session,
+                jti=claims.jti,
+                family_id=family,
+                user_id=user_id,
+                issued_at=claims.issued_at,
+                expires_at=claims.expires_at,
+            )
+        return TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=int(access_life.total_seconds()),
+            refresh_expires_in=int(refresh_life.total_seconds()),
+        )

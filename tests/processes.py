@@ -1,0 +1,100 @@
+"""Real server processes for the tests that SIGKILL them: `python -m uvicorn app.main:app`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One `python -m uvicorn app.main:app` process over `data_dir`."""
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # closed in stop()
+        env = {
+            **os.environ,
+            "DATA_DIR": str(data_dir),
+            "API_KEYS": "",
+            "ENVIRONMENT": "test",
+            "LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + "/health", timeout=0.5).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.logs()}")
+
+    def kill(self) -> None:
+        """SIGKILL, then reap (a zombie would still look alive to the start-up sweep)."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+def start_server(
+    started: list[Server], data_dir: Path, name: str, env: dict[str, str] | None = None
+) -> Server:
+    server = Server(data_dir, data_dir.parent / f"{name}.log", env)
+    started.append(server)
+    server.wait_ready()
+    return server
