@@ -36,6 +36,7 @@ install: $(VENV)/.runtime $(MODEL)
 install-dev: $(VENV)/.dev $(MODEL)
 
 run: install
+	$(BIN)/python -m app.db.migrate upgrade
 	MODEL_DIR=$(MODEL_DIR) $(BIN)/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 lint: install-dev
