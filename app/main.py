@@ -23,9 +23,12 @@ from app.api.middleware import BodyLimitMiddleware, HistoryMiddleware, RequestCo
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
 from app.api.routing import recorded_paths, route_body_limits
+from app.api.traffic import AdmissionMiddleware
+from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.services.container import build_container
+from app.services.rate_limits import ROUTE_CLASSES
 
 logger = logging.getLogger("app")
 
@@ -56,8 +59,10 @@ TAGS = [
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build the services once (repairing what a crash left behind) and share them."""
     settings: Settings = app.state.settings
+    await anyio.to_thread.run_sync(metrics.clear_dead_processes)
     container = await anyio.to_thread.run_sync(build_container, settings, app.state.registry)
     app.state.services = container
+    metrics.initialize(container.registry.names(), ROUTE_CLASSES)
     await container.start()
     if settings.anonymous_allowed:
         logger.warning("ANONYMOUS_ACCESS is on: calls without credentials are served (see README, Access)")
@@ -98,12 +103,18 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_json_body_bytes,
+        timeout=settings.body_read_timeout_seconds,
         path_limits=route_body_limits(ROUTERS, settings),
     )
     app.add_middleware(
         HistoryMiddleware,
         paths=recorded_paths(ROUTERS),
         result_max_chars=settings.history_result_max_chars,
+    )
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_concurrent=settings.max_concurrent_requests,
+        max_per_address=settings.max_concurrent_per_address,
     )
     app.add_middleware(RequestContextMiddleware)
     return app

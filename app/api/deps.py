@@ -8,6 +8,7 @@ request's state (the history recorder names it).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -107,6 +108,30 @@ async def history_admin(request: Request, _token: Annotated[str | None, Security
             return
     if not (await principal_of(request)).is_admin:
         raise Forbidden("This needs an admin")
+
+
+async def limit_rate(request: Request, route_class: str, principal: Principal | None) -> None:
+    """Count this request against `route_class`'s limits, per caller (not anonymous: they share
+    no identity) and per client address; the quota goes into the response headers."""
+    keys = [] if principal is None or principal.kind == "anonymous" else [f"p:{principal.id}"]
+    keys.append(f"a:{request.client.host if request.client else '?'}")
+    quota = await container_of(request).rate_limits.hit(route_class, *keys)
+    if quota is not None:
+        request.state.rate_limit = quota.headers()
+
+
+def rate_limited(route_class: str) -> Callable[..., Awaitable[None]]:
+    """A dependency applying `route_class`'s rate limits (after authentication)."""
+
+    async def dependency(request: Request, principal: CurrentPrincipal) -> None:
+        await limit_rate(request, route_class, principal)
+
+    return dependency
+
+
+async def auth_rate_limited(request: Request) -> None:
+    """The `auth` class: per client address (the caller is not known yet)."""
+    await limit_rate(request, "auth", None)
 
 
 UserPrincipal = Annotated[Principal, Depends(current_user)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -80,9 +81,12 @@ class BodyLimitMiddleware:
     chunked body is cut off when its running total passes the cap.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, path_limits: dict[str, int | None] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, timeout: float, path_limits: dict[str, int | None] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
         self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,7 +106,14 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         total = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                await problem_response(
+                    408, "request_timeout", f"The request body sent nothing for {self.timeout:g} s"
+                )(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 chunks = []
                 break

@@ -15,9 +15,10 @@ their body and enforce their own limits (uploads), or a larger cap (seed 004's J
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from fastapi import APIRouter, Header
@@ -28,11 +29,12 @@ from starlette.responses import Response
 
 from app.api.deps import CurrentPrincipal
 from app.core.config import Settings
-from app.core.errors import PayloadTooLarge
+from app.core.errors import PayloadTooLarge, RequestTimeout
 
 Handler = Callable[[Request], Awaitable[Response]]
 BodyLimit = Callable[[Settings], int | None]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _BODY_LIMIT_ATTR = "__body_limit__"
 _RECORDED_ATTR = "__recorded__"
@@ -187,13 +189,45 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def body_stream(request: Request, timeout: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; RequestTimeout (408) when nothing comes for `timeout`
+    seconds (a stalled client must not hold a connection and a temp file forever)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"The request body sent nothing for {timeout:g} s") from None
+        yield chunk
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The whole (small) body of a streaming route; PayloadTooLarge past `limit` bytes."""
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    async for chunk in body_stream(request, timeout):
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work` (once the request body has been read), cancelled if the client hangs up:
+    a client that has gone does not keep its analysis queued (see `app.services.scheduler`)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    finally:
+        watcher.cancel()

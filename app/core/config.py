@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     upload_decode_check: Literal["structure", "draft"] = "structure"
     allowed_formats: CommaList = ["jpeg", "png", "webp", "heic"]
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A request body that sends nothing for this long is cut (408) and its temp file removed
+    body_read_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # Access: callers without credentials are served when ANONYMOUS_ACCESS is true
     # (default: true, but false whenever API_KEYS is set)
@@ -93,6 +95,26 @@ class Settings(BaseSettings):
     # Worker threads: disk work of uploads and cache reads; analyzers (CPU-bound)
     io_threads: int = Field(default=8, ge=1)
     analysis_threads: int = Field(default=2, ge=1)
+    # Analyses of one analyzer waiting for a thread before new ones are refused (503)
+    analysis_queue_limit: int = Field(default=64, ge=1)
+    # Requests served at once, in all and from one client address, before new ones get 503
+    max_concurrent_requests: int = Field(default=1024, ge=1)
+    max_concurrent_per_address: int = Field(default=256, ge=1)
+
+    # Rate limits ("<count>/<second|minute|hour>", moving window) per caller and per client
+    # address for each route class; in memory (per worker) unless REDIS_URL is set (shared)
+    rate_limits_enabled: bool = True
+    redis_url: str | None = None
+    rate_limit_upload: str = "600/minute"
+    rate_limit_analyze: str = "600/minute"
+    rate_limit_auth: str = "120/minute"
+    rate_limit_login_username: str = "30/minute"
+    rate_limit_default: str = "3000/minute"
+
+    # Prometheus metrics at /metrics (multiprocess: right with several workers); a token,
+    # when set, is required as `Authorization: Bearer <token>`
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
     # ONNX Runtime intra-op threads per session; 0 = cores // ANALYSIS_THREADS (at least 1),
     # so that analysis threads x intra-op threads never exceed the cores.
     onnx_threads: int = Field(default=0, ge=0)
@@ -147,6 +169,20 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown formats {unknown}; known: {sorted(FORMATS)}")
         return formats
+
+    @field_validator(
+        "rate_limit_upload",
+        "rate_limit_analyze",
+        "rate_limit_auth",
+        "rate_limit_login_username",
+        "rate_limit_default",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError for anything that is not "<count>/<unit>"
+        return value
 
     @field_validator("analyzers")
     @classmethod

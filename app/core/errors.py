@@ -27,6 +27,7 @@ The tree::
     │   ├── ImageNotFound         404 image_not_found
     │   ├── JobNotFound           404 job_not_found
     │   └── UserNotFound          404 user_not_found
+    ├── RequestTimeout            408 request_timeout
     ├── IdempotencyConflict       409 idempotency_key_in_use
     ├── UsernameTaken             409 username_taken
     ├── PayloadTooLarge           413 payload_too_large
@@ -190,6 +191,10 @@ class JobNotFound(NotFound):
 
 class UserNotFound(NotFound):
     code, default_detail = "user_not_found", "User not found"
+
+
+class RequestTimeout(AppError):
+    status, code, default_detail = 408, "request_timeout", "The request body stalled"
 
 
 class IdempotencyConflict(AppError):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import Forbidden, Unauthorized, UsernameTaken, ValidationFailed
 from app.core.security import JwtConfig, decode_token, hash_password, issue_token, verify_password
@@ -176,6 +177,7 @@ class AccountService:
         ok, upgraded = await self.pool.run(verify_password, password, user.password_hash if user else None)
         if user is None or not ok:
             self.throttle.failed(keys)
+            metrics.LOGIN_FAILURES.inc()
             raise Unauthorized(BAD_LOGIN, headers={"WWW-Authenticate": "Bearer"})
         self.throttle.succeeded(keys[0])
         if upgraded is not None:

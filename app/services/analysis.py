@@ -25,11 +25,13 @@ from pydantic import BaseModel, ValidationError
 
 from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
+from app.core import metrics
 from app.core.errors import ValidationFailed
 from app.core.threads import ThreadPool
 from app.services.credits import CreditService
 from app.services.images import ImageService
 from app.services.principals import Principal
+from app.services.scheduler import Abandoned, Lanes
 from app.storage.base import ResultStore
 from app.storage.metadata import StoredImage
 
@@ -92,7 +94,7 @@ class AnalysisService:
         results: ResultStore,
         *,
         io_pool: ThreadPool,
-        analysis_pool: ThreadPool,
+        lanes: Lanes,
         memory_entries: int,
         credits: CreditService | None = None,
     ) -> None:
@@ -101,10 +103,11 @@ class AnalysisService:
         self.images = images
         self.results = results
         self._io_pool = io_pool
-        self._analysis_pool = analysis_pool
+        self._lanes = lanes
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_entries = memory_entries
         self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+        self._waiters: dict[str, int] = {}  # clients waiting on each in-flight result
 
     def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
         """Validate analyzer params; ValidationFailed (400) names the bad ones."""
@@ -127,25 +130,54 @@ class AnalysisService:
         A model-backed analysis computed for a metered caller costs one credit, charged only
         when it succeeds; a cached result is free.
         """
+        hit = self.hit(image_id, viewer, analyzer_name, params)
+        if hit is not None:
+            return hit
         analyzer = self.registry.get(analyzer_name)
         parsed = self.parse_params(analyzer, params)
         name = result_name(image_id, analyzer, parsed)
-
-        body = self._memory.get(name)
-        if body is not None and self.images.peek(image_id, viewer) is not None and self.results.exists(name):
-            self._memory.move_to_end(name)
-            return AnalysisOutcome(body, cached=True)
-
         image = await self.images.get(image_id, viewer)
         task = self._in_flight.get(name)
         leader = task is None
         if task is None:
             task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
             self._in_flight[name] = task
-            task.add_done_callback(lambda _t: self._in_flight.pop(name, None))
-        # shield: a client that hangs up must not cancel the work others wait on.
-        body, computed = await asyncio.shield(task)
-        return AnalysisOutcome(body, cached=not (leader and computed))
+            task.add_done_callback(lambda t: self._finished(name, t))
+        self._waiters[name] = self._waiters.get(name, 0) + 1
+        try:
+            # shield: a client that hangs up must not cancel the work others wait on; when
+            # every client has hung up, queued work is dropped before it starts (`wanted`).
+            body, computed = await asyncio.shield(task)
+        finally:
+            self._waiters[name] -= 1
+            if not self._waiters[name]:
+                del self._waiters[name]
+        cached = not (leader and computed)
+        metrics.ANALYSES.labels(analyzer.name, "cached" if cached else "computed").inc()
+        return AnalysisOutcome(body, cached=cached)
+
+    def hit(
+        self,
+        image_id: str,
+        viewer: Principal,
+        analyzer_name: str = DEFAULT_ANALYZER,
+        params: dict[str, Any] | None = None,
+    ) -> AnalysisOutcome | None:
+        """The result from memory if it is there (no await, no thread hop), else None."""
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        name = result_name(image_id, analyzer, parsed)
+        body = self._memory.get(name)
+        if body is not None and self.images.peek(image_id, viewer) is not None and self.results.exists(name):
+            self._memory.move_to_end(name)
+            metrics.ANALYSES.labels(analyzer.name, "cached").inc()
+            return AnalysisOutcome(body, cached=True)
+        return None
+
+    def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
+        self._in_flight.pop(name, None)
+        if not task.cancelled() and isinstance(task.exception(), Abandoned):
+            logger.info("analysis %s dropped: every client hung up before it started", name)
 
     async def run_unstored(
         self, path: Path, analyzer_name: str, params: dict[str, Any] | None = None
@@ -154,7 +186,7 @@ class AnalysisService:
         analyzer = self.registry.get(analyzer_name)
         parsed = self.parse_params(analyzer, params)
         source = ImageSource(image_id="", path=path)
-        return await self._analysis_pool.run(analyzer.analyze, source, parsed)
+        return await self._lanes.of(analyzer).run(analyzer.name, analyzer.analyze, source, parsed)
 
     async def _resolve(
         self, image: StoredImage, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
@@ -190,7 +222,9 @@ class AnalysisService:
     async def _compute_and_publish(
         self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str
     ) -> bytes:
-        fresh = await self._analysis_pool.run(self._compute, source, analyzer, params)
+        fresh = await self._lanes.of(analyzer).run(
+            analyzer.name, self._compute, source, analyzer, params, wanted=lambda: name in self._waiters
+        )
         # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
         return await self._io_pool.run(self._publish, source.image_id, analyzer, params, name, fresh)
 

@@ -25,6 +25,8 @@ from app.services.idempotency import IdempotencyStore
 from app.services.images import ImageService
 from app.services.ingest import IngestService
 from app.services.principals import PrincipalResolver, UserDirectory
+from app.services.rate_limits import RateLimits
+from app.services.scheduler import LaneClient, Lanes
 from app.storage.local import LocalImageStore, LocalResultStore
 
 logger = logging.getLogger("app")
@@ -42,13 +44,14 @@ class ServiceContainer:
     credits: CreditService
     eraser: AccountEraser
     history: HistoryService
+    rate_limits: RateLimits
     images: ImageService
     ingest: IngestService
     analysis: AnalysisService
     forms: FormClassifier
     contour_jobs: ContourJobService
     io_pool: ThreadPool
-    analysis_pool: ThreadPool
+    lanes: Lanes
 
     async def start(self) -> None:
         """Migrate the database, repair what a crash left, start background work."""
@@ -67,8 +70,8 @@ class ServiceContainer:
 
     def close(self) -> None:
         """Stop the worker threads (after in-flight work finishes)."""
-        for pool in (self.io_pool, self.analysis_pool):
-            pool.shutdown()
+        self.io_pool.shutdown()
+        self.lanes.shutdown()
 
 
 def build_container(settings: Settings, registry: AnalyzerRegistry | None = None) -> ServiceContainer:
@@ -79,7 +82,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     if settings.environment == "production" and settings.secret_key is None:
         raise RuntimeError("SECRET_KEY must be set in production")
     io_pool = ThreadPool("io", settings.io_threads)
-    analysis_pool = ThreadPool("analysis", settings.analysis_threads)
+    lanes = Lanes(settings.analysis_threads, settings.analysis_queue_limit)
     engine = create_engine(settings.database)
     sessions = session_factory(engine)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
@@ -107,11 +110,13 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         images,
         images.results,
         io_pool=io_pool,
-        analysis_pool=analysis_pool,
+        lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
     )
-    contour_jobs = ContourJobService(settings, registry, io_pool, analysis_pool, credits)
+    contour_jobs = ContourJobService(
+        settings, registry, io_pool, LaneClient(lanes.heavy, "contour-jobs"), credits
+    )
     return ServiceContainer(
         settings=settings,
         registry=registry,
@@ -121,11 +126,12 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits=credits,
         eraser=AccountEraser(sessions, images, contour_jobs, history, users),
         history=history,
+        rate_limits=RateLimits(settings),
         images=images,
         ingest=ingest,
         analysis=analysis,
         forms=FormClassifier(ingest, analysis, credits),
         contour_jobs=contour_jobs,
         io_pool=io_pool,
-        analysis_pool=analysis_pool,
+        lanes=lanes,
     )

@@ -44,6 +44,7 @@ from app.services.image_check import inspect_image
 from app.services.job_models import Job, JobStatus
 from app.services.job_queue import JobQueue
 from app.services.principals import Principal
+from app.services.scheduler import LaneClient
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
@@ -122,7 +123,7 @@ class ContourJobService:
         settings: Settings,
         registry: AnalyzerRegistry,
         pool: ThreadPool,
-        analysis_pool: ThreadPool,
+        analysis_pool: ThreadPool | LaneClient,
         credits: CreditService | None = None,
     ) -> None:
         self.settings = settings

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import metrics
 from app.core.errors import InsufficientCredits, UserNotFound
 from app.db import credits
 from app.services.principals import Principal
@@ -101,7 +102,9 @@ class CreditService:
                 detail=detail,
                 now=datetime.now(UTC),
             )
-        if not ok:
+        if ok:
+            metrics.CREDIT_CHARGES.labels(reason).inc()
+        else:
             logger.warning("user %s had no credit left to charge for %s", principal.user_id, detail)
 
     @asynccontextmanager

@@ -20,6 +20,7 @@ from io import FileIO
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import (
     EmptyFile,
@@ -199,6 +200,7 @@ class IngestService:
         except BaseException:
             unlink_quietly(path)
             raise
+        metrics.UPLOAD_BYTES.inc(meta.size_bytes)
         if record_id is not None:
             record = IdempotencyRecord(received.sha256, meta.image_id, time.time())
             await self.pool.run(self.idempotency.save, record_id, record)

@@ -24,11 +24,7 @@ Guarantees:
   `updated_at` is older than that are deleted, then every input and result no remaining
   record refers to (orphans of refused submits or crashes included). Pending and running
   jobs are never expired. Without it nothing is ever deleted.
-- **The event loop never touches the disk**: hashing, reads, writes, directory scans and
-  the runner itself go through the `ThreadPool`.
-
-Runner errors: an `AppError` marks the job failed with its `code` and `detail`; any other
-exception marks it failed with `internal_error` and a generic detail (the traceback is logged).
+- **The event loop never touches the disk**: disk work and the runner go through the pool.
 """
 
 from __future__ import annotations
@@ -42,11 +38,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.core import metrics
 from app.core.errors import JobNotFound, QueueFull
 from app.core.ids import is_uuid4
 from app.core.threads import ThreadPool
 from app.services.job_models import FINISHED, Job, JobError, JobStatus
 from app.services.job_store import JobStore
+from app.services.scheduler import LaneClient
 
 logger = logging.getLogger("app.jobs")
 
@@ -68,7 +66,7 @@ class JobQueue:
     def __init__(
         self,
         root: Path,
-        pool: ThreadPool,
+        pool: ThreadPool | LaneClient,
         runner: Callable[[bytes], bytes],
         *,
         workers: int,
@@ -172,6 +170,7 @@ class JobQueue:
         except Exception:
             self._detach(job_id, key)  # the record is not on disk: the job was never accepted
             raise
+        metrics.JOBS.labels(status.value).inc()
         logger.info("job %s %s (key %s)", job_id, how, key[:12])
         return job
 
@@ -281,6 +280,7 @@ class JobQueue:
             job = self._live.get(job_id)
             if job is not None:
                 changed.append(job.model_copy(update={"status": status, "updated_at": now, "error": error}))
+                metrics.JOBS.labels(status.value).inc()
                 self._live[job_id] = changed[-1]
         await asyncio.gather(*(self._save(job_id) for job_id in job_ids))
         return changed

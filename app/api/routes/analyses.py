@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal, container_of, principal_of
-from app.api.routing import lean_route
+from app.api.deps import ContainerDep, CurrentPrincipal, container_of, limit_rate, principal_of, rate_limited
+from app.api.routing import lean_route, until_disconnected
 from app.core.errors import ValidationFailed
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.analyzers import AnalyzerRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 
-router = APIRouter(tags=["analyses"])
+router = APIRouter(tags=["analyses"], dependencies=[Depends(rate_limited("default"))])
 
 ANALYZE_RESPONSES = {
     200: {
@@ -57,7 +57,13 @@ async def analyze_image(request: Request) -> Response:
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
     container = container_of(request)
-    outcome = await container.analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+    analysis = container.analysis
+    outcome = analysis.hit(body.image_id, principal, body.analyzer, body.params)
+    if outcome is None:
+        await limit_rate(request, "analyze", principal)
+        outcome = await until_disconnected(
+            request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+        )
     image = container.images.cached(body.image_id)
     if image is not None:
         meta = image.metadata

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal
+from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal, auth_rate_limited
 from app.db.models import User
 from app.schemas.auth import (
     Credentials,
@@ -20,9 +20,10 @@ from app.schemas.auth import (
     UserRead,
 )
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.accounts import TokenPair
+from app.services.accounts import TokenPair, username_key
+from app.services.container import ServiceContainer
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], dependencies=[Depends(auth_rate_limited)])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 REGISTER_ERRORS = problem_docs(
@@ -45,8 +46,11 @@ def _tokens(pair: TokenPair, response: Response) -> TokenRead:
     return TokenRead(**pair.__dict__)
 
 
-def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
+async def _login(container: ServiceContainer, request: Request, username: str, password: str) -> TokenPair:
+    """Log in, limited per username too (password guessing spread over many addresses)."""
+    await container.rate_limits.hit("login", f"u:{username_key(username)}")
+    address = request.client.host if request.client else None
+    return await container.accounts.login(username=username, password=password, address=address)
 
 
 @router.post(
@@ -99,9 +103,7 @@ async def login_v1(
     body: Credentials, request: Request, response: Response, container: ContainerDep
 ) -> TokenRead:
     """An access token and a refresh token."""
-    pair = await container.accounts.login(
-        username=body.username, password=body.password, address=_address(request)
-    )
+    pair = await _login(container, request, body.username, body.password)
     return _tokens(pair, response)
 
 
@@ -112,9 +114,7 @@ async def login_seed004(
     body: Credentials, request: Request, response: Response, container: ContainerDep
 ) -> TokenRead:
     """An access token and a refresh token."""
-    pair = await container.accounts.login(
-        username=body.username, password=body.password, address=_address(request)
-    )
+    pair = await _login(container, request, body.username, body.password)
     return _tokens(pair, response)
 
 
@@ -132,7 +132,7 @@ async def token(
     container: ContainerDep,
 ) -> TokenRead:
     """The OAuth2 password flow (Swagger UI's *Authorize* uses it)."""
-    pair = await container.accounts.login(username=username, password=password, address=_address(request))
+    pair = await _login(container, request, username, password)
     return _tokens(pair, response)
 
 

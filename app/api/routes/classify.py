@@ -11,8 +11,17 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal
-from app.api.routing import content_length, json_schema, multipart_body, read_body, recorded, streams_body
+from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate
+from app.api.routing import (
+    body_stream,
+    content_length,
+    json_schema,
+    multipart_body,
+    read_body,
+    recorded,
+    streams_body,
+    until_disconnected,
+)
 from app.core.errors import ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
@@ -58,10 +67,13 @@ async def classify(
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
     size-limited). The image is stored like an upload; the result is cached per image."""
     container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
+    await limit_rate(request, "analyze", principal)
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/json"):
-        raw = await read_body(request, container.settings.max_json_body_bytes)
+        raw = await read_body(
+            request, container.settings.max_json_body_bytes, container.settings.body_read_timeout_seconds
+        )
         try:
             body = ClassifyUrlRequest.model_validate_json(raw)
         except ValidationError as exc:
@@ -74,12 +86,14 @@ async def classify(
         outcome = await container.ingest.upload(
             content_type=content_type,
             content_length=content_length(request),
-            chunks=request.stream(),
+            chunks=body_stream(request, container.settings.body_read_timeout_seconds),
             owner=principal,
         )
     meta = outcome.metadata
     request.state.history.update(
         input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
     )
-    result = await container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
+    result = await until_disconnected(
+        request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
+    )
     return Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")

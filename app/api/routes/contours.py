@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 
-from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate, rate_limited
 from app.api.routing import body_limit, json_schema, recorded
 from app.core.config import Settings
 from app.core.ids import UUID4_PATTERN
@@ -53,6 +53,7 @@ async def submit_crop(request: Request, container: ContainerDep, principal: Curr
     landmarks the face is detected; with 68 landmarks detection is skipped; with a
     segmentation map the contours are traced from its labels. The same inputs share one
     computation. The body (up to ~14 MB) is parsed off the event loop."""
+    await limit_rate(request, "analyze", principal)
     body = await request.body()
     request.state.history = {"request_type": "json", "input_data_size": len(body)}
     job = await container.contour_jobs.submit(body, principal)
@@ -61,6 +62,7 @@ async def submit_crop(request: Request, container: ContainerDep, principal: Curr
 
 @router.get(
     "/api/v1/frontal/crop/status/{job_id}",
+    dependencies=[Depends(rate_limited("default"))],
     response_model=JobStatusRead,
     summary="Status of a contour job (seed 004)",
     responses=problem_docs(

@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal
-from app.api.routing import content_length, multipart_body, recorded, streams_body
+from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate
+from app.api.routing import body_stream, content_length, multipart_body, recorded, streams_body
 from app.core.errors import (
     BadRequest,
     EmptyFile,
@@ -119,12 +119,13 @@ async def forward(request: Request, container: ContainerDep, principal: CurrentP
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
     (form field `data`). Neither, or invalid JSON: 400 `{"detail": "bad request"}`; an image
     the model cannot process: 403."""
+    await limit_rate(request, "analyze", principal)
     request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
     try:
         outcome = await container.forms.process(
             content_type=request.headers.get("content-type"),
             content_length=content_length(request),
-            chunks=request.stream(),
+            chunks=body_stream(request, container.settings.body_read_timeout_seconds),
             file_field="image",
             text_field="data",
             analyzer="classify",

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
-from starlette.responses import JSONResponse
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import JSONResponse, Response
 
 from app.api.deps import ContainerDep
+from app.core import metrics
+from app.core.errors import NotFound, Unauthorized
+from app.core.security import secrets_equal
 from app.schemas.health import Health, Readiness, ReadinessCheck
 from app.services.readiness import readiness_checks
 
@@ -39,6 +43,27 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     ready = all(c.ok for c in checks)
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def prometheus_metrics(container: ContainerDep, request: Request) -> Response:
+    """Every worker's metrics (METRICS_ENABLED; METRICS_TOKEN, when set, as a bearer token)."""
+    settings = container.settings
+    if not settings.metrics_enabled:
+        raise NotFound("Metrics are disabled")
+    if settings.metrics_token is not None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets_equal(
+            token.strip(), settings.metrics_token.get_secret_value()
+        ):
+            raise Unauthorized("The metrics token is required", headers={"WWW-Authenticate": "Bearer"})
+    body = await container.io_pool.run(metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 # Probes often use HEAD; same handlers, kept out of the schema (one operation per route).

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import FileResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import CurrentPrincipal, ImagesDep, container_of, principal_of
-from app.api.routing import content_length, lean_route, multipart_body
+from app.api.deps import CurrentPrincipal, ImagesDep, container_of, limit_rate, principal_of, rate_limited
+from app.api.routing import body_stream, content_length, lean_route, multipart_body
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 from app.storage.metadata import ImageMetadata
 
-router = APIRouter(tags=["images"])
+router = APIRouter(tags=["images"], dependencies=[Depends(rate_limited("default"))])
 
 ImageIdPath = Annotated[
     str,
@@ -81,11 +81,13 @@ async def upload_image(request: Request) -> Response:
     `application/octet-stream`.
     """
     principal = await principal_of(request)
+    await limit_rate(request, "upload", principal)
     headers = request.headers
-    outcome = await container_of(request).ingest.upload(
+    container = container_of(request)
+    outcome = await container.ingest.upload(
         content_type=headers.get("content-type"),
         content_length=content_length(request),
-        chunks=request.stream(),
+        chunks=body_stream(request, container.settings.body_read_timeout_seconds),
         idempotency_key=headers.get("idempotency-key"),
         owner=principal,
     )

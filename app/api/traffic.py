@@ -1,0 +1,118 @@
+"""Traffic at the door: connection caps (load shedding), request metrics, memory after bursts.
+
+`AdmissionMiddleware` refuses at once (503 problem+json, Retry-After) what is over
+`MAX_CONCURRENT_REQUESTS` in all or `MAX_CONCURRENT_PER_ADDRESS` from one client address,
+instead of queueing without bound; health probes and `/metrics` always pass. It records
+every request's duration by route template, method and status, and the requests in
+flight. When a burst is over (nothing in flight after a busy moment), it asks the C
+allocator to give freed memory back to the system (`malloc_trim`), so that the process
+returns near its starting size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem_response
+from app.core import metrics
+
+logger = logging.getLogger("app.traffic")
+
+EXEMPT = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
+TRIM_AFTER_PEAK = 16  # requests in flight that make a burst worth trimming after
+TRIM_EVERY_SECONDS = 5.0
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+class AdmissionMiddleware:
+    """Connection caps, request metrics, memory trimming after bursts."""
+
+    def __init__(self, app: ASGIApp, *, max_concurrent: int, max_per_address: int) -> None:
+        self.app = app
+        self.max_concurrent = max_concurrent
+        self.max_per_address = max_per_address
+        self.in_flight = 0
+        self.by_address: dict[str, int] = {}
+        self.peak = 0
+        self.trimmed_at = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        address = (scope.get("client") or ("?", 0))[0]
+        if path not in EXEMPT:
+            reason = self._refusal(address)
+            if reason is not None:
+                metrics.SHED.labels(reason).inc()
+                detail = "The service is at capacity; try again shortly"
+                await problem_response(503, "overloaded", detail, {"Retry-After": "1"})(scope, receive, send)
+                return
+        self.in_flight += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        self.peak = max(self.peak, self.in_flight)
+        metrics.IN_FLIGHT.inc()
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                quota = scope.get("state", {}).get("rate_limit")
+                if quota:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((k.lower().encode(), v.encode()) for k, v in quota.items()),
+                    ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
+            metrics.IN_FLIGHT.dec()
+            self._leave(address)
+
+    def _refusal(self, address: str) -> str | None:
+        if self.in_flight >= self.max_concurrent:
+            return "max_concurrent"
+        if self.by_address.get(address, 0) >= self.max_per_address:
+            return "max_per_address"
+        return None
+
+    def _leave(self, address: str) -> None:
+        self.in_flight -= 1
+        left = self.by_address[address] - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]
+        now = time.monotonic()
+        if (
+            self.in_flight == 0
+            and self.peak >= TRIM_AFTER_PEAK
+            and now - self.trimmed_at > TRIM_EVERY_SECONDS
+        ):
+            self.peak = 0
+            self.trimmed_at = now
+            asyncio.get_running_loop().run_in_executor(None, _malloc_trim)

@@ -1,0 +1,118 @@
+"""Prometheus metrics, in multiprocess mode so that `/metrics` is right with N workers.
+
+Every process writes its values into memory-mapped files under `PROMETHEUS_MULTIPROC_DIR`
+(default: `$DATA_DIR/metrics`, shared by the workers of one data dir; a temp dir when
+`DATA_DIR` is not in the environment); `/metrics` sums them. That variable must be set
+before `prometheus_client` is imported, hence it is decided here, at the top.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _multiprocess_dir() -> Path:
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+    elif os.environ.get("DATA_DIR"):
+        path = Path(os.environ["DATA_DIR"]) / "metrics"
+    else:
+        path = Path(tempfile.mkdtemp(prefix="image-service-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+METRICS_DIR = _multiprocess_dir()
+
+from prometheus_client import (  # noqa: E402 (the directory above must be set first)
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUEST_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer a request, by route template, method and status",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being served", multiprocess_mode="livesum")
+SHED = Counter("http_requests_shed_total", "Requests refused at the door (connection caps)", ["reason"])
+UPLOAD_BYTES = Counter("upload_bytes_total", "Bytes of images accepted by uploads and downloads")
+ANALYSES = Counter(
+    "analyses_total", "Analyses answered, computed or served from the cache", ["analyzer", "outcome"]
+)
+INFERENCE_SECONDS = Histogram(
+    "analysis_inference_seconds",
+    "Time an analyzer ran on a worker thread",
+    ["analyzer"],
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "analysis_queue_wait_seconds",
+    "Time an analysis waited for a worker thread",
+    ["analyzer"],
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "analysis_queue_depth", "Analyses waiting for a worker thread", ["analyzer"], multiprocess_mode="livesum"
+)
+QUEUE_REJECTED = Counter(
+    "analysis_queue_rejected_total", "Analyses refused because their queue was full", ["analyzer"]
+)
+JOBS = Counter("jobs_total", "Contour jobs reaching a state", ["state"])
+CREDIT_CHARGES = Counter("credit_charges_total", "Credits charged for computed analyses", ["reason"])
+RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit", ["limit"])
+LOGIN_FAILURES = Counter("login_failures_total", "Failed logins")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_dead_processes() -> None:
+    """Drop the value files of processes that are gone (start-up), so the directory stays small."""
+    for entry in METRICS_DIR.glob("*.db"):
+        pid = entry.stem.rpartition("_")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), str(METRICS_DIR))
+            entry.unlink(missing_ok=True)
+
+
+def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
+    """Create every label set at zero, so that dashboards see a series before its first event."""
+    for analyzer in analyzers:
+        for outcome in ("computed", "cached"):
+            ANALYSES.labels(analyzer, outcome)
+        QUEUE_DEPTH.labels(analyzer)
+        QUEUE_REJECTED.labels(analyzer)
+    for state in ("pending", "running", "completed", "failed"):
+        JOBS.labels(state)
+    for reason in ("max_concurrent", "max_per_address"):
+        SHED.labels(reason)
+    for route_class in route_classes:
+        RATE_LIMITED.labels(route_class)
+    LOGIN_FAILURES.inc(0)
+    UPLOAD_BYTES.inc(0)
+
+
+def exposition() -> bytes:
+    """The current values of every worker, in Prometheus' text format."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(METRICS_DIR))
+    return generate_latest(registry)
