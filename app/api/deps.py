@@ -134,6 +134,11 @@ async def auth_rate_limited(request: Request) -> None:
     await limit_rate(request, "auth", None)
 
 
+async def address_rate_limited(request: Request) -> None:
+    """The `default` class per client address only (routes that authenticate their own way)."""
+    await limit_rate(request, "default", None)
+
+
 UserPrincipal = Annotated[Principal, Depends(current_user)]
 AdminPrincipal = Annotated[Principal, Depends(current_admin)]
 HistoryAdmin = Annotated[None, Depends(history_admin)]

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal, rate_limited
+from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal, address_rate_limited
 from app.core.errors import Forbidden, Unauthorized, UserNotFound, ValidationFailed
 from app.core.security import verify_password
 from app.db.history import HistoryFilter
@@ -17,7 +17,7 @@ from app.schemas.auth import RefillRead, RefillRequest
 from app.schemas.history import HistoryItem, HistoryPage, StatsRead
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 
-router = APIRouter(tags=["admin"], dependencies=[Depends(rate_limited("default"))])
+router = APIRouter(tags=["admin"], dependencies=[Depends(address_rate_limited)])
 
 ADMIN_ONLY = problem_docs(UNAUTHORIZED, (403, "forbidden", "This needs an admin"))
 
