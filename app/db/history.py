@@ -40,6 +40,11 @@ class HistoryFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    def __post_init__(self) -> None:
+        for bound in (self.since, self.until):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("HistoryFilter needs timezone-aware datetimes")
+
     def clauses(self) -> list[ColumnElement[bool]]:
         """The WHERE conditions of this filter (an empty list matches every row)."""
         conditions: list[ColumnElement[bool]] = []
@@ -47,9 +52,6 @@ class HistoryFilter:
             conditions.append(RequestLog.request_type == self.request_type)
         if self.status_code is not None:
             conditions.append(RequestLog.status_code == self.status_code)
-        for bound in (self.since, self.until):
-            if bound is not None and bound.tzinfo is None:
-                raise ValueError("HistoryFilter needs timezone-aware datetimes")
         if self.since is not None:
             conditions.append(RequestLog.created_at >= self.since)
         if self.until is not None:
@@ -153,7 +155,7 @@ async def _postgres_stats(session: AsyncSession, conditions: list[ColumnElement[
 
     Filtered: one scan of the matching rows feeds both. Unfiltered: the aggregates run as a parallel
     scan, and the percentiles read `processing_time` in index order (an index-only scan), so that
-    their sort finds its input already sorted; measured 1.5-2x faster on a million rows.
+    their sort finds its input already sorted: about 1.5x faster on a million rows.
     """
     quantiles = literal_column(f"ARRAY[{', '.join(map(repr, QUANTILES))}]::double precision[]")
     if conditions:

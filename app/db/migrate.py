@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,8 @@ logger = logging.getLogger("app.db")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ADVISORY_LOCK_KEY = 0x1A6E_5E7C  # any constant shared by every process of this service
+# Alembic's `context` is process-global: one migration at a time per process.
+_IN_PROCESS = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
@@ -55,21 +58,23 @@ def _file_lock(url: str) -> Iterator[None]:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (blocking; idempotent)."""
     config = alembic_config(url)
-    if is_sqlite(url):
-        with _file_lock(url):
-            command.upgrade(config, revision)
-    else:
-        command.upgrade(config, revision)  # env.py holds the advisory lock
+    with _IN_PROCESS:
+        if is_sqlite(url):
+            with _file_lock(url):
+                command.upgrade(config, revision)
+        else:
+            command.upgrade(config, revision)  # env.py holds the advisory lock
 
 
 def downgrade(url: str, revision: str) -> None:
     """Take the database at `url` back to `revision` (blocking)."""
     config = alembic_config(url)
-    if is_sqlite(url):
-        with _file_lock(url):
+    with _IN_PROCESS:
+        if is_sqlite(url):
+            with _file_lock(url):
+                command.downgrade(config, revision)
+        else:
             command.downgrade(config, revision)
-    else:
-        command.downgrade(config, revision)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -160,7 +160,8 @@ class RequestLog(Base):
     __tablename__ = "request_history"
     __table_args__ = (
         Index("ix_request_history_created_at", "created_at"),
-        Index("ix_request_history_processing_time", "processing_time"),
+        # Covers /stats' quantile walks, also under a filter (type, status, time range).
+        Index("ix_request_history_stats", "processing_time", "request_type", "status_code", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

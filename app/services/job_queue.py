@@ -98,10 +98,6 @@ class JobQueue:
         self._locks: dict[str, asyncio.Lock] = {}  # job_id -> orders that job's record writes
         self._pending_units = 0
 
-    # -----------------------------------------------------------------------------------------
-    # Public API
-    # -----------------------------------------------------------------------------------------
-
     @property
     def pending(self) -> int:
         """Units of work waiting for a worker."""
@@ -202,10 +198,6 @@ class JobQueue:
                 self._saved.pop(job_id, None)
         return await self._pool.run(self.store.erase_owner, owner)
 
-    # -----------------------------------------------------------------------------------------
-    # Event-loop side
-    # -----------------------------------------------------------------------------------------
-
     def _attach(self, job_id: str, key: str) -> None:
         """Put `job_id` on the work for `key`, queueing new work if there is none."""
         work = self._work.get(key)
@@ -249,12 +241,18 @@ class JobQueue:
         if work is None:
             return
         self._pending_units -= 1
+        if not any(job_id in self._live for job_id in work.job_ids):  # every job was erased
+            del self._work[key]
+            await self._pool.run(self.store.drop_unreferenced, key)
+            return
         work.status = JobStatus.RUNNING
         await self._transition(list(work.job_ids), JobStatus.RUNNING)
         started = time.perf_counter()
         error = await self._pool.run(self.store.execute, key, self._runner)
         # Synchronously: later submits see the published result (or start afresh after a failure).
         del self._work[key]
+        if not any(job_id in self._live for job_id in work.job_ids):  # erased while it ran
+            await self._pool.run(self.store.drop_unreferenced, key)
         status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
         finished = await self._transition(work.job_ids, status, error)
         if self._on_finished is not None:

@@ -100,6 +100,17 @@ class JobStore:
             logger.warning("result %s of a completed job is missing", key[:12])
             return None
 
+    def drop_unreferenced(self, key: str) -> None:
+        """Remove the input and result of `key` unless a record still refers to them."""
+        for entry in os.scandir(self.jobs_dir):
+            stem, _, ext = entry.name.rpartition(".")
+            if ext == "json" and is_uuid4(stem):
+                job = self.read_record(stem)
+                if job is not None and job.content_key == key:
+                    return
+        unlink_quietly(self.inputs_dir / key)
+        unlink_quietly(self.results_dir / key)
+
     def erase_owner(self, owner: str) -> int:
         """Delete every record of `owner`, and the inputs and results no other record refers
         to (account erasure); how many records."""

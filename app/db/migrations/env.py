@@ -18,8 +18,11 @@ target_metadata = Base.metadata
 
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql" and "advisory_lock" in config.attributes:
-        # Serialise concurrent start-ups: the second waits, then finds the schema at head.
-        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": config.attributes["advisory_lock"]})
+        # Serialise concurrent start-ups: the second waits until the first has committed (the
+        # lock is the transaction's), then finds the schema at head.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": config.attributes["advisory_lock"]}
+        )
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -28,8 +31,6 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
-    if connection.dialect.name == "postgresql" and "advisory_lock" in config.attributes:
-        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": config.attributes["advisory_lock"]})
 
 
 async def _run_async() -> None:

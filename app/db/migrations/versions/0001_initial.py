@@ -55,7 +55,11 @@ def upgrade() -> None:
     with op.batch_alter_table("request_history", schema=None) as batch_op:
         batch_op.create_index("ix_request_history_created_at", ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_request_history_principal"), ["principal"], unique=False)
-        batch_op.create_index("ix_request_history_processing_time", ["processing_time"], unique=False)
+        batch_op.create_index(
+            "ix_request_history_stats",
+            ["processing_time", "request_type", "status_code", "created_at"],
+            unique=False,
+        )
 
     op.create_table(
         "users",
@@ -159,7 +163,7 @@ def downgrade() -> None:
     op.drop_table("credit_holds")
     op.drop_table("users")
     with op.batch_alter_table("request_history", schema=None) as batch_op:
-        batch_op.drop_index("ix_request_history_processing_time")
+        batch_op.drop_index("ix_request_history_stats")
         batch_op.drop_index(batch_op.f("ix_request_history_principal"))
         batch_op.drop_index("ix_request_history_created_at")
 
