@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # JPEG check at upload: "structure" (marker walk to EOI, ~1 ms) or "draft" (1/8-scale decode)
     upload_decode_check: Literal["structure", "draft"] = "structure"
+    # Wholeness walk at upload (app.services.image_check): chunks/segments walked per file; PNG
+    # text chunks (count, raw bytes per chunk and in all; as Pillow's MAX_TEXT_CHUNK/MEMORY);
+    # other metadata (JPEG APPn/COM, WebP ICCP/EXIF/XMP, PNG ancillary); what may follow a
+    # JPEG's last EOI (bytes) and how many JPEGs one file may chain (MPF: Ultra HDR, MPO)
+    image_max_chunks: int = Field(default=10_000, ge=1)
+    png_max_text_chunks: int = Field(default=512, ge=0)
+    png_max_text_chunk_bytes: int = Field(default=MiB, ge=0)
+    png_max_text_bytes: int = Field(default=64 * MiB, ge=0)
+    image_max_metadata_segments: int = Field(default=256, ge=0)
+    image_max_metadata_bytes: int = Field(default=4 * MiB, ge=0)
+    jpeg_max_trailing_bytes: int = Field(default=4096, ge=0)
+    jpeg_max_images: int = Field(default=4, ge=1)
     allowed_formats: CommaList = ["jpeg", "png", "webp", "heic"]
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A request body that sends nothing for this long is cut (408) and its temp file removed

@@ -40,7 +40,7 @@ from app.core.errors import (
 from app.core.formats import SNIFF_BYTES, accepted_format
 from app.core.threads import ThreadPool
 from app.services.credits import CreditService
-from app.services.image_check import inspect_image
+from app.services.image_check import IntegrityLimits, inspect_image
 from app.services.job_models import Job, JobStatus
 from app.services.job_queue import JobQueue
 from app.services.principals import Principal
@@ -189,7 +189,9 @@ class ContourJobService:
     def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
         fmt = accepted_format(raw[:SNIFF_BYTES], formats or self.settings.allowed_formats, f"`{field}`")
-        width, height = inspect_image(raw, fmt, self.settings.max_image_pixels)
+        width, height = inspect_image(
+            raw, fmt, self.settings.max_image_pixels, limits=IntegrityLimits.from_settings(self.settings)
+        )
         return _Checked(raw, (width, height))
 
     def _canonical_input(self, request: ContourJobRequest) -> bytes:

@@ -34,7 +34,7 @@ from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
 from app.services.fetch import download
 from app.services.idempotency import IdempotencyRecord, IdempotencyStore
-from app.services.image_check import inspect_image
+from app.services.image_check import IntegrityLimits, inspect_image
 from app.services.images import ImageService
 from app.services.multipart import (
     FormLimits,
@@ -88,6 +88,7 @@ class IngestService:
         self.idempotency = idempotency
         self.pool = pool
         self.url_policy = url_policy(settings)
+        self.integrity = IntegrityLimits.from_settings(settings)
         self.limits = FormLimits(
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_request_body_bytes,
@@ -223,7 +224,7 @@ class IngestService:
             raise UnsupportedMediaType()
         with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             width, height = inspect_image(
-                data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check
+                data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check, self.integrity
             )
         return fmt, width, height
 

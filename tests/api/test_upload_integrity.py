@@ -1,0 +1,96 @@
+"""Integrity of uploads through HTTP: corrupt or hostile PNG, JPEG and WebP files are refused.
+
+Each hostile file (built chunk by chunk in tests/services/test_image_check.py) must get a 400
+problem+json with its code and leave nothing in `data/images`; ordinary files from Pillow
+and scikit-image (text chunks, APNG, 16-bit, palette + tRNS, MPO, animated WebP) still pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import files_under
+from tests.factories import photo_jpeg
+from tests.services.test_image_check import (
+    EXIF,
+    jpeg,
+    jpeg_hostile,
+    mpo,
+    png_hostile,
+    png_ok,
+    webp_hostile,
+    webp_ok,
+)
+
+UPLOAD = "/upload"
+PROBLEM = "application/problem+json"
+MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+HOSTILE = [
+    *(pytest.param("png", body, id=f"png-{name}") for name, body in png_hostile().items()),
+    *(pytest.param("jpeg", body, id=f"jpeg-{name}") for name, body in jpeg_hostile().items()),
+    *(pytest.param("webp", body, id=f"webp-{name}") for name, body in webp_hostile().items()),
+]
+
+
+def images_in(data_dir: Path) -> list[str]:
+    return files_under(data_dir / "images") if (data_dir / "images").exists() else []
+
+
+async def upload(client: httpx.AsyncClient, fmt: str, body: bytes) -> httpx.Response:
+    return await client.post(UPLOAD, files={"file": (f"upload.{fmt}", body, MIME[fmt])})
+
+
+@pytest.mark.parametrize(("fmt", "body"), HOSTILE)
+async def test_hostile_file_is_refused_and_leaves_nothing(
+    client: httpx.AsyncClient, data_dir: Path, fmt: str, body: bytes
+) -> None:
+    assert len(body) <= 5 * 1024 * 1024  # refused for its contents, not its size
+    response = await upload(client, fmt, body)
+    assert response.status_code == 400, response.text[:300]
+    assert response.headers["content-type"].split(";")[0] == PROBLEM
+    problem = response.json()
+    assert (problem["code"], problem["status"]) == ("undecodable_image", 400)
+    assert problem["detail"].startswith(("The PNG", "The JPEG", "The WebP")), problem
+    assert images_in(data_dir) == []
+
+
+async def test_ordinary_files_pass(client: httpx.AsyncClient, data_dir: Path, tmp_path: Path) -> None:
+    cases = [("png", name, body) for name, body in png_ok(tmp_path).items()]
+    cases += [("webp", name, body) for name, body in webp_ok().items()]
+    cases += [
+        ("jpeg", "photo", photo_jpeg()),
+        (
+            "jpeg",
+            "progressive-exif",
+            jpeg(progressive=True, exif=EXIF),
+        ),
+        ("jpeg", "mpo-two-images", mpo()),
+        ("jpeg", "small-trailer", photo_jpeg() + b"\0" * 100),
+    ]
+    for fmt, name, body in cases:
+        response = await upload(client, fmt, body)
+        assert response.status_code == 201, (name, response.text[:300])
+        image_id = response.json()["image_id"]
+        assert (data_dir / "images" / f"{image_id}.{'jpg' if fmt == 'jpeg' else fmt}").read_bytes() == body
+    assert len(images_in(data_dir)) == len(cases)
+
+
+async def test_the_limits_are_settings(make_settings, data_dir) -> None:
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from tests.conftest import serve
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "hello")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG", pnginfo=info)
+    async with serve(make_settings(png_max_text_chunks=0)) as c:
+        resp = await c.post("/upload", files={"file": ("t.png", buf.getvalue(), "image/png")})
+    assert resp.status_code == 400 and resp.json()["code"] == "undecodable_image"
+    assert not any((data_dir / "images").iterdir())
