@@ -45,3 +45,5 @@ class Job(BaseModel):
     # Who submitted it (a principal id), and the credit set aside for it (if metered).
     owner: str = "anonymous"
     hold_id: str | None = None
+    # The process (host:pid) that runs it; another worker adopts it only once that one is gone.
+    worker: str | None = None

@@ -43,7 +43,7 @@ from app.core.errors import JobNotFound, QueueFull
 from app.core.ids import is_uuid4
 from app.core.threads import ThreadPool
 from app.services.job_models import FINISHED, Job, JobError, JobStatus
-from app.services.job_store import JobStore
+from app.services.job_store import JobStore, worker_id
 from app.services.scheduler import LaneClient
 
 logger = logging.getLogger("app.jobs")
@@ -78,7 +78,8 @@ class JobQueue:
             raise ValueError("workers must be at least 1")
         if max_pending < 0:
             raise ValueError("max_pending must not be negative")
-        self.store = JobStore(root)
+        self.worker = worker_id()
+        self.store = JobStore(root, self.worker)
         self._pool = pool
         self._runner = runner
         self._on_finished = on_finished
@@ -107,7 +108,7 @@ class JobQueue:
         """Recover what a previous process left (see module docstring), then start the workers."""
         if self._tasks:
             raise RuntimeError("the job queue is already started")
-        recovered = await self._pool.run(self.store.recover, self._max_age_seconds)
+        recovered = await self._pool.run(self.store.recover, self._max_age_seconds, self.worker)
         for job in recovered:
             if job.job_id in self._live:
                 continue  # submitted to this instance before start(): already queued
@@ -157,6 +158,7 @@ class JobQueue:
             content_key=key,
             owner=owner,
             hold_id=hold_id,
+            worker=self.worker,
         )
         self._live[job_id] = job
         if status != JobStatus.COMPLETED:

@@ -16,10 +16,14 @@ them from its thread pool.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,20 +32,45 @@ from pydantic import ValidationError
 from app.core.errors import AppError
 from app.core.ids import is_uuid4
 from app.services.job_models import FINISHED, INTERNAL_ERROR_DETAIL, Job, JobError, JobStatus
-from app.storage.atomic import TEMP_PREFIX, atomic_create, atomic_write, sweep_temp_files, unlink_quietly
+from app.storage.atomic import (
+    TEMP_PREFIX,
+    atomic_create,
+    atomic_write,
+    is_live_peer,
+    sweep_temp_files,
+    unlink_quietly,
+)
 
 logger = logging.getLogger("app.jobs")
+
+CLAIM_POLL_SECONDS = 0.05
+BLOB_GRACE_SECONDS = 3600.0
+
+
+def worker_id() -> str:
+    """This process, as job records name their worker: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(worker: str) -> bool:
+    """Whether the process `worker` (host:pid) runs; another host's is assumed to."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return int(pid) == os.getpid() or is_live_peer(int(pid))
 
 
 class JobStore:
     """Job records, inputs and results as files under `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, worker: str) -> None:
         self.root = root
+        self.worker = worker
         self.jobs_dir = root / "jobs"
         self.inputs_dir = root / "inputs"
         self.results_dir = root / "results"
-        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
+        self.claims_dir = root / "claims"
+        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir, self.claims_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
     def record_path(self, job_id: str) -> Path:
@@ -134,10 +163,21 @@ class JobStore:
             unlink_quietly(self.results_dir / key)
         return len(mine)
 
-    def recover(self, max_age_seconds: float | None) -> list[Job]:
-        """Sweep temp files, apply retention, reset crashed runs to pending; the unfinished
-        jobs, oldest first."""
-        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir):
+    def recover(self, max_age_seconds: float | None, worker: str) -> list[Job]:
+        """Sweep temp files, apply retention, adopt the unfinished jobs of processes that are
+        gone (resetting crashed runs to pending); the adopted jobs, oldest first.
+
+        Several workers may start at once over one data dir: recovery runs under an exclusive
+        lock, and a job whose worker is alive (another process of this host) stays its own."""
+        with open(self.root / ".recover.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._recover(max_age_seconds, worker)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _recover(self, max_age_seconds: float | None, worker: str) -> list[Job]:
+        for directory in (self.jobs_dir, self.inputs_dir, self.results_dir, self.claims_dir):
             sweep_temp_files(directory)
         jobs: list[Job] = []
         for entry in os.scandir(self.jobs_dir):
@@ -154,14 +194,14 @@ class JobStore:
             jobs = self._apply_retention(jobs, max_age_seconds)
         unfinished: list[Job] = []
         for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
-            if job.status in FINISHED:
+            if job.status in FINISHED or (job.worker not in (None, worker) and worker_alive(job.worker)):
                 continue
             if job.status == JobStatus.RUNNING:
-                logger.warning(
-                    "job %s was running when the last process stopped; running it again", job.job_id
-                )
-                job = job.model_copy(update={"status": JobStatus.PENDING, "updated_at": datetime.now(UTC)})
-                self.write_record(job)
+                logger.warning("job %s was running when its process stopped; running it again", job.job_id)
+            job = job.model_copy(
+                update={"status": JobStatus.PENDING, "updated_at": datetime.now(UTC), "worker": worker}
+            )
+            self.write_record(job)
             unfinished.append(job)
         return unfinished
 
@@ -170,19 +210,25 @@ class JobStore:
         no remaining record refers to."""
         cutoff = datetime.now(UTC).timestamp() - max_age_seconds
         kept: list[Job] = []
-        expired = 0
+        expired_keys: set[str] = set()
         for job in jobs:
             if job.status in FINISHED and job.updated_at.timestamp() < cutoff:
                 unlink_quietly(self.record_path(job.job_id))
-                expired += 1
+                expired_keys.add(job.content_key)
             else:
                 kept.append(job)
+        expired = len(jobs) - len(kept)
         referenced = {job.content_key for job in kept}
         blobs = 0
+        # A recent blob nobody refers to may be a live sibling's submit about to write its record.
+        young = time.time() - BLOB_GRACE_SECONDS
         for directory in (self.inputs_dir, self.results_dir):
             for entry in os.scandir(directory):
                 if entry.name.startswith(TEMP_PREFIX) or entry.name in referenced:
                     continue
+                with contextlib.suppress(OSError):
+                    if entry.name not in expired_keys and entry.stat().st_mtime > young:
+                        continue
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                     blobs += 1
@@ -200,6 +246,38 @@ class JobStore:
         `internal_error` and a generic detail (the traceback is logged)."""
         if self.has_result(key):
             return None
+        with self._claim(key):
+            return self._run(key, runner)
+
+    @contextmanager
+    def _claim(self, key: str) -> Iterator[None]:
+        """Hold `claims/{key}` while running it: two workers never compute one key at once (the
+        second waits, then finds the result); a dead holder's claim is taken over."""
+        path = self.claims_dir / key
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    holder = path.read_text()
+                except FileNotFoundError:
+                    continue
+                if holder and not worker_alive(holder):
+                    unlink_quietly(path)
+                    continue
+                time.sleep(CLAIM_POLL_SECONDS)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.worker)
+            break
+        try:
+            yield
+        finally:
+            unlink_quietly(path)
+
+    def _run(self, key: str, runner: Callable[[bytes], bytes]) -> JobError | None:
+        if self.has_result(key):
+            return None  # another worker computed it while this one waited for the claim
         try:
             data = self.read_input(key)
         except OSError:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -444,6 +445,11 @@ async def test_retention_removes_old_finished_jobs_only(harness: Harness) -> Non
     rewrite_record(harness.root, stuck.job_id, created_at=long_ago, updated_at=long_ago)
     orphan = harness.root / "inputs" / hashlib.sha256(b"refused").hexdigest()
     orphan.write_bytes(b"refused")
+    hours_ago = time.time() - 7200
+    os.utime(orphan, (hours_ago, hours_ago))
+    # A recent input nobody refers to yet may be a live sibling worker's submit: it stays.
+    recent = harness.root / "inputs" / hashlib.sha256(b"in flight").hexdigest()
+    recent.write_bytes(b"in flight")
 
     restarted, runner = harness.queue(max_age_seconds=3600)
     await restarted.start()
@@ -452,7 +458,7 @@ async def test_retention_removes_old_finished_jobs_only(harness: Harness) -> Non
         await restarted.get(old.job_id)
     assert not (harness.root / "results" / old.content_key).exists()
     assert not (harness.root / "inputs" / old.content_key).exists()
-    assert not orphan.exists()
+    assert not orphan.exists() and recent.exists()
     assert await restarted.result(fresh.job_id) == b"out:fresh"
     assert (await wait_for(restarted, stuck.job_id, *DONE)).status == JobStatus.COMPLETED
     assert runner.calls == [b"stuck"]
