@@ -9,6 +9,7 @@ failure, or a client hang-up, removes the file: nothing is left in `data/`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import mmap
@@ -198,6 +199,8 @@ class IngestService:
         meta, path = await self.pool.run(self._place, received)
         try:
             await self.images.register(meta, owner.id, path)
+        except asyncio.CancelledError:
+            raise  # the client left; its row may still be committed, so the bytes stay
         except BaseException:
             unlink_quietly(path)
             raise
