@@ -7,6 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MODEL_DIR ?= models
 MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
+MESH_MODELS := $(MODEL_DIR)/face_detection_short_range.onnx $(MODEL_DIR)/face_landmark.onnx
 
 .PHONY: run test test-fast lint bench install install-dev clean
 
@@ -32,8 +33,12 @@ $(VENV)/.model-tools: requirements-model.txt | $(BIN)/python
 $(MODEL): scripts/export_classifier.py | $(VENV)/.runtime $(VENV)/.model-tools
 	$(BIN)/python scripts/export_classifier.py --model-dir $(MODEL_DIR) --force
 
-install: $(VENV)/.runtime $(MODEL)
-install-dev: $(VENV)/.dev $(MODEL)
+# The face mesh models (BlazeFace + Face Mesh), from the pinned mediapipe wheel, converted to ONNX.
+$(MESH_MODELS) &: scripts/fetch_face_mesh.py scripts/tflite_to_onnx.py | $(VENV)/.runtime $(VENV)/.model-tools
+	$(BIN)/python scripts/fetch_face_mesh.py --model-dir $(MODEL_DIR)
+
+install: $(VENV)/.runtime $(MODEL) $(MESH_MODELS)
+install-dev: $(VENV)/.dev $(MODEL) $(MESH_MODELS)
 
 run: install
 	$(BIN)/python -m app.db.migrate upgrade

@@ -15,6 +15,8 @@ subject's right eye is on the image's left):
   points 28-30 lie inside it; `outer_lips` 48-59, `inner_lips` 60-67.
 
 Every region is one closed SVG path (M/L/Z, 2 decimals) in the aligned crop's coordinates.
+The mesh backend adds `mesh_regions` (forehead, cheeks, under-eye, chin, nose bridge; see
+`mesh_regions`) mapped through the same transform, and the head pose; neither is in the SVG.
 
 Alignment: the rotation that levels the eye centres (means of points 36-41 and 42-47),
 then a square crop around the face regions with `margin` of their size on each side. No
@@ -77,6 +79,14 @@ class Landmark(BaseModel):
     y: float
 
 
+class HeadPose(BaseModel):
+    """Head pose from the face mesh, degrees (see `mesh_regions.head_pose`)."""
+
+    yaw: float = Field(description="> 0: the face turns towards the image's right")
+    pitch: float = Field(description="> 0: the face tilts up")
+    roll: float = Field(description="> 0: the head tilts counter-clockwise on screen")
+
+
 class FaceResult(BaseModel):
     """Result of the `face` analyzer (and of `contours_from_landmarks`)."""
 
@@ -94,6 +104,12 @@ class FaceResult(BaseModel):
     )
     regions: dict[str, str] = Field(description="Region name -> closed SVG path d, crop coordinates")
     svg: str
+    mesh_regions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Finer regions of the face mesh (forehead, cheeks, under-eye, chin, nose bridge): "
+        "closed SVG path d, crop coordinates; empty without a mesh",
+    )
+    head_pose: HeadPose | None = Field(default=None, description="From the face mesh; null without one")
 
 
 # -- geometry (pure) ---------------------------------------------------------------------
@@ -159,8 +175,11 @@ def face_contours(
     margin: float = 0.3,
     *,
     box: FaceBox | None = None,
+    mesh_polygons: dict[str, np.ndarray] | None = None,
+    head_pose: HeadPose | None = None,
 ) -> FaceResult:
-    """The aligned regions, crop and SVG of a face from its 68 (or 5) landmarks."""
+    """The aligned regions, crop and SVG of a face from its 68 (or 5) landmarks; `mesh_polygons`
+    (original pixels) are mapped into the same crop as `mesh_regions`."""
     pts = np.asarray(points, dtype=float).reshape(-1, 2) if len(points) else np.zeros((0, 2))
     if len(pts) not in (68, 5):
         raise ValueError(f"Expected 68 or 5 landmarks, got {len(pts)}")
@@ -191,6 +210,10 @@ def face_contours(
 
     regions = {name: closed_path([tuple(p) for p in polygons[name] - origin]) for name in polygons}
     regions = {name: regions[name] for name in REGION_NAMES if name in regions}
+    mesh_regions = {
+        name: closed_path([tuple(p) for p in (poly - centre) @ rot.T - origin])
+        for name, poly in (mesh_polygons or {}).items()
+    }
     t = -(rot @ centre) - origin
     transform = [
         float(rot[0, 0]),
@@ -215,4 +238,6 @@ def face_contours(
         transform=[round(v, 6) + 0.0 for v in transform],
         regions=regions,
         svg=svg_document(crop_side, crop_side, regions),
+        mesh_regions=mesh_regions,
+        head_pose=head_pose,
     )

@@ -8,6 +8,7 @@ as plain RGB (transparent areas on white).
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -16,15 +17,25 @@ from app.core.errors import UndecodableImage
 from app.core.formats import enable_heif
 
 
-def _open_upright(source: Path | bytes, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
-    """Decode `source` and apply its EXIF orientation; JPEGs through `draft(draft_mode, size)`."""
+def _open_upright(
+    source: Path | bytes, draft_mode: str, draft_size: tuple[int, int] | None, long_side: int | None = None
+) -> tuple[Image.Image, float]:
+    """Decode `source` and apply its EXIF orientation; JPEGs through `draft(draft_mode, size)`
+    (or a size whose long side is at least `long_side`). Also the draft's integer reduction."""
     enable_heif()
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        width = image.width
         if image.format == "JPEG":
+            if long_side is not None:
+                s = min(1.0, long_side / max(image.size))
+                draft_size = (math.ceil(image.width * s), math.ceil(image.height * s))
             image.draft(draft_mode, draft_size or image.size)
         image.load()
-        return ImageOps.exif_transpose(image) or image
+        # A JPEG draft scales by 1/k, k in {1, 2, 4, 8}: decoded pixel i covers [i k, (i + 1) k).
+        k = float(max(1, round(width / image.width)))
+        ImageOps.exif_transpose(image, in_place=True)  # no copy of an upright image
+        return image, k
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
 
@@ -36,7 +47,16 @@ def load_rgb(source: Path | bytes, min_size: tuple[int, int] | None = None) -> I
     while decoding, as long as the result stays at least that large (in the stored
     orientation); it is the cheap path to a thumbnail of a 12 MP photo.
     """
-    return to_rgb(_open_upright(source, "RGB", min_size))
+    return to_rgb(_open_upright(source, "RGB", min_size)[0])
+
+
+def load_rgb_reduced(source: Path | bytes, long_side: int) -> tuple[Image.Image, float]:
+    """Decode `source` to an upright RGB image, a JPEG reduced while decoding (draft, by 2, 4
+    or 8) as long as its long side stays at least `long_side`; and the reduction factor
+    (original pixels per decoded pixel, 1.0 when not reduced). Face models see a few hundred
+    pixels at most: a 12 MP photo decodes 3-4x faster at 1/4."""
+    image, k = _open_upright(source, "RGB", None, long_side)
+    return to_rgb(image), k
 
 
 def load_gray(source: Path | bytes) -> Image.Image:
@@ -46,7 +66,7 @@ def load_gray(source: Path | bytes) -> Image.Image:
     upsampling or colour conversion), 2-3x faster for a 12 MP photo; for analyzers that
     only look at intensity (face detection and landmarks).
     """
-    return to_gray(_open_upright(source, "L", None))
+    return to_gray(_open_upright(source, "L", None)[0])
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

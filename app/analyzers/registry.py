@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from app.analyzers.base import Analyzer
 from app.analyzers.skin import SkinAnalyzer
 from app.core.config import Settings
 from app.core.errors import AnalyzerUnavailable, UnknownAnalyzer
+
+if TYPE_CHECKING:
+    from app.analyzers.facemesh import FaceMesh
 
 logger = logging.getLogger("app.analyzers")
 
@@ -47,23 +51,51 @@ class AnalyzerRegistry:
         return iter(self._analyzers.values())
 
 
-def _load_classifier(settings: Settings) -> Analyzer:
+class _Models:
+    """Models that several analyzers share, loaded once per registry on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._mesh: FaceMesh | None = None
+
+    def mesh(self) -> FaceMesh:
+        """The BlazeFace + Face Mesh sessions (face and skin-measure share them)."""
+        if self._mesh is None:
+            from app.analyzers.facemesh import FaceMesh
+
+            self._mesh = FaceMesh(self.settings.model_dir, self.settings.onnx_intra_op_threads)
+        return self._mesh
+
+
+def _load_classifier(models: _Models) -> Analyzer:
     from app.analyzers.classify import OnnxClassifier, find_model
 
+    settings = models.settings
     return OnnxClassifier(find_model(settings.model_dir), intra_op_threads=settings.onnx_intra_op_threads)
 
 
-def _load_face(settings: Settings) -> Analyzer:
+def _load_face(models: _Models) -> Analyzer:
     from app.analyzers.face import FaceAnalyzer
 
-    return FaceAnalyzer(
-        landmarks_model=settings.face_landmarks, detect_max_side=settings.face_detect_max_side
-    )
+    settings = models.settings
+    if settings.face_backend == "dlib":
+        return FaceAnalyzer(
+            "dlib", landmarks_model=settings.face_landmarks, detect_max_side=settings.face_detect_max_side
+        )
+    return FaceAnalyzer("mesh", mesh=models.mesh())
 
 
-_LOADERS: dict[str, Callable[[Settings], Analyzer]] = {
+def _load_skin_measure(models: _Models) -> Analyzer:
+    from app.analyzers.skin_measure import SkinMeasureAnalyzer
+    from app.analyzers.skin_quality import QualityGate
+
+    return SkinMeasureAnalyzer(models.mesh(), QualityGate.from_settings(models.settings))
+
+
+_LOADERS: dict[str, Callable[[_Models], Analyzer]] = {
     "classify": _load_classifier,
     "face": _load_face,
+    "skin-measure": _load_skin_measure,
 }
 
 
@@ -76,11 +108,12 @@ def build_registry(settings: Settings) -> AnalyzerRegistry:
     """
     analyzers: list[Analyzer] = [SkinAnalyzer()]
     unavailable: dict[str, str] = {}
+    models = _Models(settings)
     for name, load in _LOADERS.items():
         if name not in settings.analyzers:
             continue
         try:
-            analyzers.append(load(settings))
+            analyzers.append(load(models))
         except Exception as exc:  # a missing model file, a broken package: report, keep serving
             logger.error("analyzer %s not loaded: %s", name, exc)
             unavailable[name] = str(exc)

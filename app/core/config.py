@@ -131,9 +131,10 @@ class Settings(BaseSettings):
     # so that analysis threads x intra-op threads never exceed the cores.
     onnx_threads: int = Field(default=0, ge=0)
 
-    # Which model-backed analyzers to load (`skin` is always there): each costs memory
-    # (classify ~65 MiB, face ~50 MiB) and start-up time.
-    analyzers: CommaList = ["classify", "face"]
+    # Which model-backed analyzers to load (`skin` is always there): each costs memory and
+    # start-up time (ONNX Runtime ~60 MiB once; classify ~40 MiB more; face and skin-measure
+    # share the mesh, ~5 MiB; FACE_BACKEND=dlib ~50 MiB).
+    analyzers: CommaList = ["classify", "face", "skin-measure"]
 
     # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py)
     model_dir: Path = PROJECT_ROOT / "models"
@@ -142,6 +143,19 @@ class Settings(BaseSettings):
     # Faces are detected on a copy at most this long: larger finds smaller faces in big photos
     # (smallest face found ~ long side / this x 40 px) but costs latency (~900 ms at 4000 px).
     face_detect_max_side: int = Field(default=800, ge=200, le=10_000)
+    # Face backend: "mesh" (MediaPipe BlazeFace + Face Mesh on ONNX Runtime, Apache-2.0; models
+    # set up in MODEL_DIR) or "dlib" (HOG + FACE_LANDMARKS predictor above)
+    face_backend: Literal["mesh", "dlib"] = "mesh"
+    # Measured skin analysis (`skin-measure`): the quality gate, each failure a 422 with its code
+    skin_min_face_px: int = Field(default=80, ge=16, le=10_000)  # face_too_small (box, shorter side)
+    skin_max_outside_fraction: float = Field(default=0.0, ge=0, le=1)  # face_out_of_frame
+    skin_max_yaw_degrees: float = Field(default=25.0, gt=0, le=90)  # head_turned
+    skin_max_pitch_degrees: float = Field(default=25.0, gt=0, le=90)  # head_turned
+    skin_min_sharpness: float = Field(default=5.0, ge=0)  # image_blurred (Laplacian variance)
+    skin_min_brightness: float = Field(default=30.0, ge=0, le=100)  # image_too_dark (median L*)
+    skin_max_brightness: float = Field(default=90.0, ge=0, le=100)  # image_overexposed (median L*)
+    skin_max_clipped_fraction: float = Field(default=0.1, ge=0, le=1)  # image_overexposed
+    skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
 
     # Idempotency-Key records (IETF draft): how long a key replays its first response
@@ -200,9 +214,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_analyzers(cls, value: list[str]) -> list[str]:
         names = [item.lower() for item in value]
-        unknown = sorted(set(names) - {"classify", "face", "skin"})
+        unknown = sorted(set(names) - {"classify", "face", "skin", "skin-measure"})
         if unknown:
-            raise ValueError(f"unknown analyzers {unknown}; known: classify, face (skin is always on)")
+            raise ValueError(
+                f"unknown analyzers {unknown}; known: classify, face, skin-measure (skin is always on)"
+            )
         return names
 
     @property

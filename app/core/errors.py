@@ -35,7 +35,13 @@ The tree::
     ├── IdempotencyMismatch       422 idempotency_key_reused
     ├── Unprocessable             422 unprocessable
     │   ├── NoFaceDetected        422 no_face_detected
-    │   └── FaceTooSmall          422 face_too_small
+    │   ├── FaceTooSmall          422 face_too_small
+    │   ├── FaceOutOfFrame        422 face_out_of_frame
+    │   ├── HeadTurned            422 head_turned
+    │   ├── ImageBlurred          422 image_blurred
+    │   ├── ImageTooDark          422 image_too_dark
+    │   ├── ImageOverexposed      422 image_overexposed
+    │   └── MultipleFaces         422 multiple_faces
     ├── TooManyRequests           429 too_many_requests
     └── ServiceUnavailable        503 service_unavailable
         ├── AnalyzerUnavailable   503 analyzer_unavailable
@@ -229,6 +235,30 @@ class NoFaceDetected(Unprocessable):
 
 class FaceTooSmall(Unprocessable):
     code, default_detail = "face_too_small", "The face is too small to analyze"
+
+
+class FaceOutOfFrame(Unprocessable):
+    code, default_detail = "face_out_of_frame", "Part of the face is outside the image"
+
+
+class HeadTurned(Unprocessable):
+    code, default_detail = "head_turned", "The head is turned too far from the camera"
+
+
+class ImageBlurred(Unprocessable):
+    code, default_detail = "image_blurred", "The face is too blurred to analyze"
+
+
+class ImageTooDark(Unprocessable):
+    code, default_detail = "image_too_dark", "The face is too dark to analyze"
+
+
+class ImageOverexposed(Unprocessable):
+    code, default_detail = "image_overexposed", "The face is overexposed"
+
+
+class MultipleFaces(Unprocessable):
+    code, default_detail = "multiple_faces", "More than one face is in the image"
 
 
 class TooManyRequests(AppError):

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.analyzers.face import FaceAnalyzer, FaceParams
 from app.analyzers.face_regions import face_contours
-from app.analyzers.imaging import load_gray
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.segmentation import LABEL_MODES, segmentation_contours
 from app.core.config import Settings
@@ -216,6 +215,9 @@ class ContourJobService:
                 raise InvalidSegmentation(f"The segmentation map is {sw}x{sh}, the image {iw}x{ih}")
             self._check_labels(seg.image)
             payload["segmentation_map"] = base64.b64encode(seg.image).decode()
+        if request.landmarks is None and request.segmentation_map is None:
+            # The detector is part of the result: another model version is another job content.
+            payload["detector"] = self._face().version
         return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -260,9 +262,8 @@ class ContourJobService:
             points = [(float(x), float(y)) for x, y in payload["landmarks"]]
             return face_contours(size, points, DEFAULT_MARGIN).svg.encode()
         face = self._face()
-        image = load_gray(base64.b64decode(payload["image"]))
-        box, points = face.detect_landmarks(image, FaceParams().min_face_px)
-        return face.contours_from_landmarks(image.size, points, DEFAULT_MARGIN, box=box).svg.encode()
+        image = base64.b64decode(payload["image"])
+        return face.contours_from_image(image, DEFAULT_MARGIN, FaceParams().min_face_px).svg.encode()
 
     async def status(self, job_id: str, viewer: Principal) -> ContourJobState:
         """Where a job is (JobNotFound if unknown, or not `viewer`'s)."""

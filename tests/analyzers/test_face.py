@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -22,17 +23,25 @@ from app.analyzers.face import (
     FaceResult,
 )
 from app.analyzers.imaging import load_gray, load_rgb
+from app.analyzers.mesh_regions import MESH_REGION_NAMES
 from app.analyzers.segmentation import trace_boundaries
 from app.analyzers.svg import SVG_NAMESPACE
 from app.core.errors import FaceTooSmall, NoFaceDetected, UndecodableImage
 
+MODEL_DIR = Path(os.environ.get("MODEL_DIR", Path(__file__).resolve().parents[2] / "models"))
 NS = {"svg": SVG_NAMESPACE}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @pytest.fixture(scope="module")
 def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
+    """The default backend: MediaPipe BlazeFace + Face Mesh (models set up in models/)."""
+    return FaceAnalyzer(model_dir=MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def dlib_analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer("dlib")
 
 
 @pytest.fixture(scope="module")
@@ -163,15 +172,29 @@ def test_min_face_px_is_a_param(analyzer: FaceAnalyzer, astronaut: Image.Image, 
     assert len(result.regions) == len(REGION_NAMES)
 
 
-def test_second_pass_upsamples_for_mid_sized_faces(analyzer: FaceAnalyzer, astronaut: Image.Image) -> None:
-    # A ~52 px face in a 780 px image: missed without upsampling, found by the second pass.
+def test_second_pass_upsamples_for_mid_sized_faces(
+    dlib_analyzer: FaceAnalyzer, astronaut: Image.Image
+) -> None:
+    # dlib: a ~52 px face in a 780 px image: missed without upsampling, found by the second pass.
     canvas = Image.new("RGB", (780, 780), (128, 128, 128))
     canvas.paste(astronaut.resize((300, 300), Image.Resampling.LANCZOS), (240, 240))
-    box, points = analyzer.detect_landmarks(canvas, min_face_px=30)
+    box, points = dlib_analyzer.detect_landmarks(canvas, min_face_px=30)
     assert 40 <= box.width <= 70 and 240 <= box.x <= 540
     assert len(points) == 68
     with pytest.raises(FaceTooSmall):
-        analyzer.detect_landmarks(canvas)
+        dlib_analyzer.detect_landmarks(canvas)
+
+
+def test_mesh_finds_only_faces_of_a_sixth_of_the_frame(
+    analyzer: FaceAnalyzer, astronaut: Image.Image
+) -> None:
+    # BlazeFace short range: the same ~52 px face in a 780 px frame is not found (documented).
+    canvas = Image.new("RGB", (780, 780), (128, 128, 128))
+    canvas.paste(astronaut.resize((300, 300), Image.Resampling.LANCZOS), (240, 240))
+    with pytest.raises(NoFaceDetected):
+        analyzer.detect_landmarks(canvas, min_face_px=30)
+    box, _ = analyzer.detect_landmarks(canvas.crop((140, 140, 640, 640)).resize((300, 300)), 30)
+    assert 20 <= box.width <= 60
 
 
 def test_params_are_validated() -> None:
@@ -255,20 +278,49 @@ def test_client_landmarks_are_checked(analyzer: FaceAnalyzer) -> None:
         analyzer.contours_from_landmarks((100, 100), [(math.nan, 2.0)] * 68)
 
 
-def test_five_point_model_aligns_without_regions(
-    astronaut: Image.Image, astronaut_result: FaceResult
-) -> None:
-    five = FaceAnalyzer(landmarks_model="5")
-    assert five.version != FaceAnalyzer.version
+def test_five_point_model_aligns_without_regions(dlib_analyzer: FaceAnalyzer, astronaut: Image.Image) -> None:
+    five = FaceAnalyzer("dlib", landmarks_model="5")
+    assert len({five.version, dlib_analyzer.version, FaceAnalyzer.version}) == 3
     box, points = five.detect_landmarks(astronaut)
     assert len(points) == 5
     result = five.contours_from_landmarks(astronaut.size, points, 0.3, box=box)
-    assert result.regions == {}
-    assert abs(result.rotation_degrees - astronaut_result.rotation_degrees) < 3
-    assert result.face_box == astronaut_result.face_box
+    box68, points68 = dlib_analyzer.detect_landmarks(astronaut)
+    full = dlib_analyzer.contours_from_landmarks(astronaut.size, points68, 0.3, box=box68)
+    assert result.regions == {} and result.head_pose is None and result.mesh_regions == {}
+    assert abs(result.rotation_degrees - full.rotation_degrees) < 3
+    assert result.face_box == full.face_box
     assert ET.fromstring(result.svg).findall("svg:path", NS) == []
     with pytest.raises(ValueError):
-        FaceAnalyzer(landmarks_model="7")  # type: ignore[arg-type]
+        FaceAnalyzer("dlib", landmarks_model="7")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        FaceAnalyzer("opencv")  # type: ignore[arg-type]
+
+
+def test_backends_agree_on_the_astronaut(
+    dlib_analyzer: FaceAnalyzer, astronaut_result: FaceResult, tmp_path: Path
+) -> None:
+    dlib_result = dlib_analyzer.analyze(_source(tmp_path, Image.fromarray(data.astronaut())), FaceParams())
+    assert isinstance(dlib_result, FaceResult)
+    assert list(dlib_result.regions) == list(astronaut_result.regions) == list(REGION_NAMES)
+    assert abs(dlib_result.rotation_degrees - astronaut_result.rotation_degrees) < 2
+    assert abs(dlib_result.crop.width - astronaut_result.crop.width) <= 0.1 * dlib_result.crop.width
+    assert dlib_result.mesh_regions == {} and dlib_result.head_pose is None
+
+
+def test_mesh_adds_finer_regions_and_head_pose(astronaut_result: FaceResult) -> None:
+    r = astronaut_result
+    assert FaceAnalyzer.version == "mesh468-1"  # not the old dlib68-1: old caches are not reused
+    assert list(r.mesh_regions) == list(MESH_REGION_NAMES)
+    assert set(MESH_REGION_NAMES) >= {"forehead", "right_cheek", "left_cheek", "chin", "nose_bridge"}
+    boxes = {name: _bbox(d) for name, d in r.mesh_regions.items()}
+    eyes = {name: _bbox(r.regions[name]) for name in ("right_eye", "left_eye")}
+    assert boxes["forehead"][3] <= eyes["right_eye"][1]  # above the eyes
+    assert boxes["right_cheek"][2] < boxes["left_cheek"][0]  # subject's right is image left
+    assert boxes["right_under_eye"][1] >= eyes["right_eye"][1]
+    assert boxes["chin"][1] > _bbox(r.regions["outer_lips"])[3] - 2
+    assert r.head_pose is not None
+    assert abs(r.head_pose.yaw) < 8 and -25 < r.head_pose.pitch < 0 and abs(r.head_pose.roll) < 8
+    assert "forehead" not in r.svg  # the SVG keeps the contract's regions
 
 
 # -- segmentation -----------------------------------------------------------------------------
@@ -335,10 +387,13 @@ def test_12mp_jpeg_is_found_at_full_resolution(
 
 
 @pytest.mark.parametrize("quality", [70, 80, 92])
-def test_the_real_face_wins_over_a_weak_larger_detection(quality: int) -> None:
+def test_the_real_face_wins_over_a_weak_larger_detection(
+    quality: int, analyzer: FaceAnalyzer, dlib_analyzer: FaceAnalyzer
+) -> None:
     # At these JPEG qualities dlib also reports a weak (score ~0.1), larger false positive
     # on the astronaut's suit; the face must be chosen by detection score, not by size.
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=quality)
-    box = FaceAnalyzer().detect_box(load_gray(buf.getvalue()))
-    assert 160 <= box.x <= 200 and 60 <= box.y <= 110, box
+    for backend in (analyzer, dlib_analyzer):
+        box = backend.detect_box(load_gray(buf.getvalue()))
+        assert 160 <= box.x <= 200 and 60 <= box.y <= 110, box
