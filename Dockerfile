@@ -1,12 +1,13 @@
-# The same steps as the README: a venv with requirements.txt, the classifier exported once
-# (torch only in the build stage), then uvicorn app.main:app.
+# The same steps as the README: a venv with requirements.txt, the classifier exported and the
+# face mesh converted once (torch, onnx, tflite only in the build stage), then uvicorn app.main:app.
 FROM python:3.11-slim AS model
 WORKDIR /build
 COPY requirements.txt requirements-model.txt ./
 RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir -r requirements.txt -r requirements-model.txt
 COPY app ./app
 COPY scripts ./scripts
-RUN /venv/bin/python scripts/export_classifier.py --model-dir /build/models
+RUN /venv/bin/python scripts/export_classifier.py --model-dir /build/models \
+    && /venv/bin/python scripts/fetch_face_mesh.py --model-dir /build/models
 
 FROM python:3.11-slim
 
