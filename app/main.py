@@ -20,9 +20,11 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
 from app.api.middleware import BodyLimitMiddleware, HistoryMiddleware, RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
 from app.api.routing import recorded_paths, route_body_limits
+from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.traffic import AdmissionMiddleware
 from app.core import metrics
 from app.core.config import Settings, get_settings
@@ -87,12 +89,14 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # validatorUrl: no badge fetched from validator.swagger.io (offline; the docs CSP forbids it)
+        swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.settings = settings
     app.state.registry = registry
     register_exception_handlers(app)
     include_routes(app)
+    install_openapi(app, settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -117,6 +121,11 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         max_per_address=settings.max_concurrent_per_address,
     )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts_seconds=settings.hsts_seconds,
+        hsts_include_subdomains=settings.hsts_include_subdomains,
+    )
     return app
 
 

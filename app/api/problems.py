@@ -13,10 +13,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
+from app.api.security_headers import error_headers
 from app.core.errors import AppError, ValidationFailed
 
 logger = logging.getLogger("app.errors")
@@ -71,10 +74,22 @@ def _validation_handler(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return problem_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return problem_response(exc.status_code, code, str(exc.detail), headers)
 
 
 def _disconnect_handler(request: Request, exc: Exception) -> Response:
@@ -87,7 +102,9 @@ def _disconnect_handler(request: Request, exc: Exception) -> Response:
 
 def _unhandled_handler(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(500, "internal_error", "Internal server error")
+    settings = getattr(request.app.state, "settings", None)
+    hsts = (settings.hsts_seconds, settings.hsts_include_subdomains) if settings is not None else (0, False)
+    return problem_response(500, "internal_error", "Internal server error", error_headers(*hsts))
 
 
 def register_exception_handlers(app: FastAPI) -> None:

@@ -65,7 +65,14 @@ class Settings(BaseSettings):
     # (default: true, but false whenever API_KEYS is set)
     api_keys: CommaList = []
     anonymous_access: bool | None = None
-    cors_origins: CommaList = ["*"]
+    # Browser origins allowed by CORS: default "*" (any), but none in production (ENVIRONMENT)
+    cors_origins: CommaList = Field(
+        default_factory=lambda data: [] if data.get("environment") == "production" else ["*"]
+    )
+    # Security headers (app.api.security_headers): Strict-Transport-Security for this many
+    # seconds (0: not sent; set it only where the service is reached over HTTPS alone)
+    hsts_seconds: int = Field(default=0, ge=0)
+    hsts_include_subdomains: bool = False
 
     # Database: SQLite under DATA_DIR by default; postgresql+asyncpg://... for PostgreSQL
     database_url: str | None = None

@@ -11,6 +11,8 @@ from starlette.responses import Response
 
 from app.api.deps import CurrentPrincipal, ImagesDep, container_of, limit_rate, principal_of, rate_limited
 from app.api.routing import body_stream, content_length, lean_route, multipart_body
+from app.api.security_headers import IMAGE_CONTENT_CSP, content_disposition
+from app.core.formats import FORMATS
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
@@ -51,6 +53,9 @@ UPLOAD_ERRORS = problem_docs(
     (413, "payload_too_large", "The file exceeds the limit of 5242880 bytes"),
     (422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body"),
 )
+
+
+BINARY = {"type": "string", "format": "binary"}
 
 
 def image_location(image_id: str) -> str:
@@ -130,7 +135,21 @@ async def list_images(
     summary="Original image bytes",
     response_class=FileResponse,
     responses={
-        200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The bytes as uploaded"},
+        200: {
+            "content": {fmt.mime: {"schema": BINARY} for fmt in FORMATS.values()},
+            "description": "The bytes as uploaded",
+            "headers": {
+                "Content-Disposition": {
+                    "description": "`inline`, with the stored file name (its extension the real type's)",
+                    "schema": {"type": "string"},
+                },
+                "Content-Security-Policy": {
+                    "description": "`sandbox`: opened as a page, the bytes can run nothing",
+                    "schema": {"type": "string"},
+                },
+                "ETag": {"description": "The SHA-256 of the bytes", "schema": {"type": "string"}},
+            },
+        },
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
         **problem_docs(BAD_IMAGE_ID, UNAUTHORIZED, IMAGE_NOT_FOUND),
     },
@@ -147,7 +166,10 @@ async def read_image_content(
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
-    return FileResponse(image.path, media_type=image.metadata.content_type, headers=headers)
+    meta = image.metadata
+    headers["Content-Disposition"] = content_disposition(meta.filename, meta.image_format.extension)
+    headers["Content-Security-Policy"] = IMAGE_CONTENT_CSP
+    return FileResponse(image.path, media_type=meta.content_type, headers=headers)
 
 
 @router.delete(
