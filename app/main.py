@@ -23,7 +23,7 @@ from app.api.middleware import BodyLimitMiddleware, HistoryMiddleware, RequestCo
 from app.api.openapi import install_openapi
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
-from app.api.routing import recorded_paths, route_body_limits
+from app.api.routing import LeanDispatchMiddleware, recorded_paths, route_body_limits
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.traffic import AdmissionMiddleware
 from app.core import metrics
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         allow_headers=["*"],
         expose_headers=["Location", "X-Cache", "X-Request-ID", "ETag", "Idempotent-Replayed"],
     )
+    app.add_middleware(LeanDispatchMiddleware, routers=ROUTERS)
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_json_body_bytes,

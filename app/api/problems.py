@@ -8,6 +8,7 @@ their status with a stable code; anything unexpected is a logged 500 without int
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -107,10 +108,35 @@ def _unhandled_handler(request: Request, exc: Exception) -> Response:
     return problem_response(500, "internal_error", "Internal server error", error_headers(*hsts))
 
 
+_HANDLERS: tuple[tuple[type[Exception], Callable[[Request, Exception], Response]], ...] = (
+    (AppError, _app_error_handler),
+    (RequestValidationError, _validation_handler),
+    (StarletteHTTPException, _http_exception_handler),
+    (ClientDisconnect, _disconnect_handler),
+    (Exception, _unhandled_handler),
+)
+
+
+def problem_for(request: Request, exc: Exception) -> Response:
+    """The problem+json response of any exception (the same mapping the app's handlers use)."""
+    for kind, handler in _HANDLERS:
+        if isinstance(exc, kind):
+            return handler(request, exc)
+    raise exc  # pragma: no cover (Exception matches everything)
+
+
 def register_exception_handlers(app: FastAPI) -> None:
-    """Install the one mapping from exceptions to problem+json responses."""
-    app.add_exception_handler(AppError, _app_error_handler)
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
-    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
-    app.add_exception_handler(Exception, _unhandled_handler)
+    """Install the one mapping from exceptions to problem+json responses.
+
+    The handlers are coroutines: Starlette runs a plain function handler in its thread pool,
+    a thread hop on every error response."""
+    for kind, _ in _HANDLERS:
+        app.add_exception_handler(kind, _async(kind))
+
+
+def _async(kind: type[Exception]) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return problem_for(request, exc)
+
+    handle.__name__ = f"handle_{kind.__name__}"
+    return handle

@@ -26,8 +26,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import CurrentPrincipal
+from app.api.problems import problem_for
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge, RequestTimeout
 
@@ -143,6 +145,7 @@ def lean_route(
 
     def declare(handler: Handler) -> Handler:
         endpoint = _documented_endpoint(handler, body, headers or {})
+        endpoint.__lean_handler__ = handler  # type: ignore[attr-defined]
         if streams:
             streams_body(endpoint)
         if record:
@@ -231,3 +234,38 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         return await task
     finally:
         watcher.cancel()
+
+
+class LeanDispatchMiddleware:
+    """Serve lean routes from here, before CORS, routing and FastAPI's exception layers: for a
+    cached analysis or a small upload those cost more than the work (see README, Benchmark).
+
+    A cross-origin request (it has an `Origin`) goes the ordinary way, through CORS, to the
+    same handler. Errors get the app's one mapping (`app.api.problems.problem_for`).
+    """
+
+    def __init__(self, app: ASGIApp, *, routers: Iterable[APIRouter]) -> None:
+        self.app = app
+        self.routes: dict[str, tuple[APIRoute, Handler]] = {}
+        for router in routers:
+            for route in router.routes:
+                handler = getattr(getattr(route, "endpoint", None), "__lean_handler__", None)
+                if handler is not None and isinstance(route, APIRoute):
+                    self.routes[route.path] = (route, handler)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if found is None or scope["method"] not in found[0].methods or _has_origin(scope):
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = found[0]
+        request = Request(scope, receive, send)
+        try:
+            response = await found[1](request)
+        except Exception as exc:
+            response = problem_for(request, exc)
+        await response(scope, receive, send)
+
+
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope["headers"])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.units import human_size
+from app.db.engine import is_sqlite
+from app.db.group_commit import GroupCommit
 from app.db.models import Image
+from app.db.sqlite_writer import SqliteBatchWriter
 from app.storage.metadata import ImageMetadata
 
 # Every field but `size`, which is derived from `size_bytes`.
@@ -24,6 +28,31 @@ def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
 def to_metadata(row: Image) -> ImageMetadata:
     values = {name: getattr(row, name) for name in _FIELDS}
     return ImageMetadata.model_validate({**values, "size": human_size(row.size_bytes)})
+
+
+def row_writer(
+    url: str, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[Callable[[ImageMetadata, str], Awaitable[None]], Callable[[], None]]:
+    """(commit one row, close) for the catalog: a writer thread on SQLite, group commit
+    through the async session elsewhere; both batch concurrent rows in one transaction."""
+    if is_sqlite(url):
+        columns = list(Image.__table__.columns.keys())
+        sql = f"INSERT INTO images ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        writer = SqliteBatchWriter(str(make_url(url).database), sql)
+
+        async def commit_sqlite(meta: ImageMetadata, owner: str) -> None:
+            row = _row(meta, owner)
+            await writer.commit([row[name] for name in columns])
+
+        return commit_sqlite, writer.close
+    group: GroupCommit[tuple[ImageMetadata, str]] = GroupCommit(
+        sessions, lambda session, rows: add_images(session, images=rows)
+    )
+
+    async def commit_group(meta: ImageMetadata, owner: str) -> None:
+        await group.commit((meta, owner))
+
+    return commit_group, lambda: None
 
 
 async def add_images(session: AsyncSession, *, images: Sequence[tuple[ImageMetadata, str]]) -> None:

@@ -66,6 +66,7 @@ class ServiceContainer:
         """Stop background work (unfinished jobs resume at the next start), write the history."""
         await self.contour_jobs.stop()
         await self.history.stop()
+        await anyio.to_thread.run_sync(self.images.close)
         await self.engine.dispose()
 
     def close(self) -> None:
@@ -96,6 +97,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         LocalImageStore(settings.images_dir),
         LocalResultStore(settings.analysis_dir),
         sessions,
+        settings.database,
         io_pool,
         settings.max_image_pixels,
     )

@@ -28,7 +28,6 @@ from app.core.formats import BY_EXTENSION, FORMATS
 from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
 from app.db import images as catalog
-from app.db.group_commit import GroupCommit
 from app.services.image_check import inspect_image
 from app.services.principals import Principal
 from app.storage.atomic import unlink_quietly
@@ -48,6 +47,7 @@ class ImageService:
         store: ImageStore,
         results: ResultStore,
         sessions: async_sessionmaker[AsyncSession],
+        database_url: str,
         pool: ThreadPool,
         max_image_pixels: int,
         cache_entries: int = 100_000,
@@ -58,9 +58,7 @@ class ImageService:
         self.pool = pool
         self.max_image_pixels = max_image_pixels
         self._cache: OrderedDict[str, StoredImage] = OrderedDict()
-        self._rows: GroupCommit[tuple[ImageMetadata, str]] = GroupCommit(
-            sessions, lambda session, rows: catalog.add_images(session, images=rows)
-        )
+        self._commit_row, self.close = catalog.row_writer(database_url, sessions)
         self._cache_entries = cache_entries
 
     def peek(self, image_id: str, viewer: Principal) -> StoredImage | None:
@@ -105,7 +103,7 @@ class ImageService:
     async def register(self, meta: ImageMetadata, owner: str, path: Path) -> StoredImage:
         """Commit the catalog row of bytes already in place: from now on the image exists.
         Concurrent uploads share one transaction (group commit)."""
-        await self._rows.commit((meta, owner))
+        await self._commit_row(meta, owner)
         image = StoredImage(meta, owner, path)
         self._remember(image)
         return image

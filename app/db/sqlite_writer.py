@@ -1,0 +1,89 @@
+"""Group commit for SQLite without the async driver's thread hops: one writer thread.
+
+Rows to insert go into a queue; a thread with its own `sqlite3` connection takes whatever is
+waiting, writes it in one transaction and wakes each caller. Measured for the image catalog
+(one row per upload): ~0.15-0.25 ms of CPU per row, against ~0.3-1.7 ms through the async
+session (which hops to aiosqlite's thread for every begin, execute and commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from app.db.engine import SQLITE_BUSY_TIMEOUT_MS
+
+logger = logging.getLogger("app.db")
+
+_STOP = object()
+
+
+class SqliteBatchWriter:
+    """Inserts rows with `sql` (one INSERT with `?` placeholders) in shared transactions."""
+
+    def __init__(self, database: str, sql: str) -> None:
+        self.database = database
+        self.sql = sql
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def commit(self, params: Sequence[Any]) -> None:
+        """Insert one row (with whatever else is waiting); returns once it is committed."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put((params, loop, future))
+        await asyncio.shield(future)  # a cancelled caller's row is committed all the same
+
+    def close(self) -> None:
+        """Write what is waiting, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while not self._queue.empty() and batch[-1] is not _STOP:
+                    batch.append(self._queue.get_nowait())
+                rows = [item for item in batch if item is not _STOP]
+                if rows:
+                    self._write(connection, rows)
+                if batch[-1] is _STOP:
+                    return
+        finally:
+            connection.close()
+
+    def _write(self, connection: sqlite3.Connection, rows: list[Any]) -> None:
+        error: BaseException | None = None
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(self.sql, [params for params, _, _ in rows])
+            connection.execute("COMMIT")
+        except BaseException as exc:  # every row of this transaction failed with it
+            error = exc
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        for _, loop, future in rows:
+            loop.call_soon_threadsafe(_settle, future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
