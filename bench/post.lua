@@ -1,4 +1,4 @@
--- wrk script for bench/run.py: POST the bytes of $BENCH_BODY_FILE (a multipart body with a
+-- wrk script for bench/harness.py: POST the bytes of $BENCH_BODY_FILE (a multipart body with a
 -- real JPEG in the `file` part, or a JSON analyze request) with $BENCH_CONTENT_TYPE.
 -- wrk sets Content-Length from the body and reuses one prebuilt request per thread.
 local path = assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set")

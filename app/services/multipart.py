@@ -1,8 +1,8 @@
 """Streaming multipart/form-data reader: one file part straight to disk, small text fields.
 
-python-multipart's callback parser sees the body chunk by chunk; the file part's bytes
-go to a temp file as they arrive, sniffed, counted and hashed on the way, so no upload
-is ever held in memory. Every limit is enforced while reading.
+The parser (`multipart_parser.MultipartStream`) sees the body chunk by chunk; the file
+part's bytes go to a temp file as they arrive, sniffed, counted and hashed on the way, so
+no upload is ever held in memory. Every limit is enforced while reading.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from io import FileIO
 from pathlib import Path
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from app.core.errors import (
     MalformedMultipart,
@@ -25,6 +24,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
+from app.services.multipart_parser import MultipartStream
 
 DECLARED_TYPES = frozenset(
     {
@@ -143,43 +143,17 @@ class _FormCollector:
         self.sink: _FileSink | None = None
         self.parts = 0
         self._headers: dict[str, str] = {}
-        self._hname = bytearray()
-        self._hvalue = bytearray()
         self._kind = ""
         self._field_name = ""
         self._field_value = bytearray()
         self._file_done = False
 
-    def callbacks(self) -> dict[str, Callable[..., None]]:
-        return {
-            "on_part_begin": self.on_part_begin,
-            "on_header_field": self.on_header_field,
-            "on_header_value": self.on_header_value,
-            "on_header_end": self.on_header_end,
-            "on_headers_finished": self.on_headers_finished,
-            "on_part_data": self.on_part_data,
-            "on_part_end": self.on_part_end,
-        }
-
-    def on_part_begin(self) -> None:
+    def begin_part(self, headers: dict[str, str]) -> None:
         self.parts += 1
         if self.parts > self.limits.max_parts:
             raise MalformedMultipart(f"The form has more than {self.limits.max_parts} parts")
-        self._headers = {}
-
-    def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._hname += data[start:end]
-
-    def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._hvalue += data[start:end]
-
-    def on_header_end(self) -> None:
-        name = self._hname.decode("latin-1").strip().lower()
-        # Latin-1 keeps the raw bytes: parse_options_header re-encodes them, and file names
-        # (raw UTF-8 from browsers, RFC 7578) are decoded as UTF-8 afterwards.
-        self._headers[name] = self._hvalue.decode("latin-1").strip()
-        self._hname.clear()
-        self._hvalue.clear()
+        self._headers = headers
+        self.on_headers_finished()
 
     def on_headers_finished(self) -> None:
         disposition, params = parse_options_header(self._headers.get("content-disposition", ""))
@@ -216,18 +190,18 @@ class _FormCollector:
             format=None,
         )
 
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+    def part_data(self, data: memoryview) -> None:
         if self._kind == "file":
             assert self.sink is not None
-            self.sink.write(memoryview(data)[start:end])
+            self.sink.write(data)
         else:
-            self._field_value += data[start:end]
+            self._field_value += data
             if len(self._field_value) > self.limits.max_field_bytes:
                 raise PayloadTooLarge(
                     f"Form field {self._field_name!r} exceeds {self.limits.max_field_bytes} bytes"
                 )
 
-    def on_part_end(self) -> None:
+    def end_part(self) -> None:
         if self._kind == "file":
             sink = self.sink
             assert sink is not None and self.form.file is not None
@@ -264,19 +238,14 @@ async def receive_form(
     """
     collector = _FormCollector(file_field, new_temp, limits)
     try:
-        parser = MultipartParser(_boundary(content_type), collector.callbacks())  # type: ignore[arg-type]
+        parser = MultipartStream(_boundary(content_type), collector, limits.max_field_bytes)
         received = 0
         async for chunk in chunks:
             received += len(chunk)
             if received > limits.max_body_bytes:
                 raise PayloadTooLarge(f"The request body exceeds {limits.max_body_bytes} bytes")
-            try:
-                parser.write(chunk)
-            except FormParserError as exc:
-                raise MalformedMultipart(f"Malformed multipart body: {exc}") from None
+            parser.write(chunk)
         parser.finalize()
-        if parser.state != MultipartState.END:
-            raise MalformedMultipart("The multipart body ended before its closing boundary")
     except BaseException:
         collector.close()
         if collector.form.file is not None:
