@@ -225,9 +225,10 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
+        # Once the body is read, the server's next message is the disconnect (a server that
+        # sends anything else is not watched further: never spin on it).
+        if (await request.receive())["type"] == "http.disconnect":
+            task.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
