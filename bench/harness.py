@@ -186,13 +186,21 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
-def wrk(server: Server, path: str, seconds: float, conns: int, body: Path | None = None, ctype: str = ""):
+def wrk(
+    server: Server,
+    path: str,
+    seconds: float,
+    conns: int,
+    body: Path | None = None,
+    ctype: str = "",
+    auth: str = "",
+):
     """One wrk run (1 thread) against `server`: req/s, errors, latency, the server's CPU ms per request."""
     cmd = [ensure_wrk(), "-t1", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "30s", "--latency"]
     env = dict(os.environ)
     if body is not None:  # POST the file's bytes
         cmd += ["-s", str(BENCH_DIR / "post.lua")]
-        env |= {"BENCH_BODY_FILE": str(body), "BENCH_CONTENT_TYPE": ctype}
+        env |= {"BENCH_BODY_FILE": str(body), "BENCH_CONTENT_TYPE": ctype, "BENCH_AUTHORIZATION": auth}
     cpu = cpu_seconds(server.pid)
     done = subprocess.run([*cmd, server.url + path], env=env, capture_output=True, text=True)
     cpu, out = cpu_seconds(server.pid) - cpu, done.stdout

@@ -19,7 +19,13 @@ import harness as h
 import httpx
 from photos import upload_image
 
-TARGETS = {"upload 100k": 0.70, "upload 1m": 0.90, "upload 5m": 0.90, "analyze hit": 0.80}  # minimum ratios
+TARGETS = {
+    "upload 100k": 0.70,
+    "upload 1m": 0.90,
+    "upload 5m": 0.90,
+    "analyze hit": 0.80,
+    "analyze hit, user": 0.80,
+}  # minimum ratios
 PHASES = ("upload", "hit", "miss", "rss")
 
 
@@ -39,6 +45,24 @@ def ratio_row(metric: str, variant: str, mine: list[dict], ref: list[dict]) -> d
     row["rounds"] = " ".join(f"{a['rps'] / b['rps']:.2f}" for a, b in zip(mine, ref, strict=True))
     row["CPU ms/req"] = f"{h.med(mine, 'cpu_ms_per_request'):.2f} / {h.med(ref, 'cpu_ms_per_request'):.2f}"
     return row | {"runs": {"service": mine, "reference": ref}}
+
+
+def logged_in_hit(client: httpx.Client, s: h.Server, image: bytes, request: Path) -> tuple[Path, str] | None:
+    """Register and log in a user, upload and analyze an image as that user: (the analyze
+    request file, the Authorization header); None for a version without accounts."""
+    account = {"username": "bench-user", "password": "bench-password-1"}
+    if client.post(s.url + "/v1/register", json=account).status_code != 201:
+        return None
+    token = client.post(s.url + "/v1/login", json=account).json()["access_token"]
+    auth = f"Bearer {token}"
+    up = client.post(
+        s.url + "/api/v1/upload", content=image, headers={"Content-Type": h.MULTIPART, "Authorization": auth}
+    )
+    image_id = up.json()["image_id"]
+    for _ in range(2):
+        client.post(s.url + "/api/v1/analyze", json={"image_id": image_id}, headers={"Authorization": auth})
+    request.write_text(f'{{"image_id": "{image_id}", "analyzer": "skin"}}')
+    return request, auth
 
 
 def main() -> int:
@@ -64,12 +88,19 @@ def main() -> int:
     small = bodies["100k"].read_bytes()
     rows: list[dict] = []
 
-    def load(s: h.Server, path: str, body: Path | None = None, ctype: str = h.MULTIPART, rss: bool = False):
+    def load(
+        s: h.Server,
+        path: str,
+        body: Path | None = None,
+        ctype: str = h.MULTIPART,
+        rss: bool = False,
+        auth: str = "",
+    ):
         """A wrk run of `s`, to call later: with the rounds' settings, or the RSS load's."""
         seconds, conns = (
             (args.rss_duration, args.rss_connections) if rss else (args.duration, args.connections)
         )
-        return lambda: h.wrk(s, path, seconds, conns, body, ctype)
+        return lambda: h.wrk(s, path, seconds, conns, body, ctype, auth)
 
     with ExitStack() as stack:
         work = Path(stack.enter_context(TemporaryDirectory(prefix="bench-")))
@@ -106,10 +137,22 @@ def main() -> int:
                 request.write_text(f'{{"image_id": "{image_id}", "analyzer": "skin"}}')
                 runs[f"{s.name} analyze"] = load(s, "/api/v1/analyze", request, "application/json")
                 runs[f"{s.name} /health"] = load(s, "/health")
+                user = logged_in_hit(client, s, small, work / f"hit-user-{i}.json")
+                if user is not None:  # a version with accounts: the same hit for a logged-in user
+                    runs[f"{s.name} analyze, user"] = load(
+                        s, "/api/v1/analyze", user[0], "application/json", auth=user[1]
+                    )
             got = h.alternate(args.rounds, runs, "analyze cache hit (skin) vs GET /health")
             rows += [
                 ratio_row("analyze hit", s.name, got[f"{s.name} analyze"], got[f"{s.name} /health"])
                 for s in services
+            ]
+            rows += [
+                ratio_row(
+                    "analyze hit, user", s.name, got[f"{s.name} analyze, user"], got[f"{s.name} /health"]
+                )
+                for s in services
+                if f"{s.name} analyze, user" in got
             ]
         if "miss" in phases:  # one client, one call at a time, the variants interleaved call by call
             h.log(f"analyze miss (skin) x {args.miss_count}")

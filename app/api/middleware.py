@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -12,7 +11,9 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
+from app.api.problems import error_response, problem_response
+from app.api.stalls import StallGuard
+from app.core.errors import RequestTimeout
 from app.core.logging import request_id_var
 
 logger = logging.getLogger("app.request")
@@ -82,11 +83,16 @@ class BodyLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, limit: int, timeout: float, path_limits: dict[str, int | None] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        stalls: StallGuard,
+        path_limits: dict[str, int | None] | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
-        self.timeout = timeout
+        self.stalls = stalls
         self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,12 +113,9 @@ class BodyLimitMiddleware:
         total = 0
         while True:
             try:
-                async with asyncio.timeout(self.timeout):
-                    message = await receive()
-            except TimeoutError:
-                await problem_response(
-                    408, "request_timeout", f"The request body sent nothing for {self.timeout:g} s"
-                )(scope, receive, send)
+                message = await self.stalls.receive(receive)
+            except RequestTimeout as exc:
+                await error_response(exc)(scope, receive, send)
                 return
             if message["type"] != "http.request":
                 chunks = []

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.deps import ContainerDep, CurrentPrincipal, container_of, limit_rate, principal_of, rate_limited
-from app.api.routing import lean_route, until_disconnected
+from app.api.routing import lean_route, read_body, until_disconnected
 from app.core.errors import ValidationFailed
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.analyzers import AnalyzerRead
@@ -52,8 +52,9 @@ async def analyze_image(request: Request) -> Response:
     share one computation.
     """
     principal = await principal_of(request)
+    settings = container_of(request).settings
     try:
-        body = AnalyzeRequest.model_validate_json(await request.body())
+        body = AnalyzeRequest.model_validate_json(await read_body(request, settings.max_json_body_bytes))
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
     container = container_of(request)

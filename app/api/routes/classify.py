@@ -71,9 +71,7 @@ async def classify(
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/json"):
-        raw = await read_body(
-            request, container.settings.max_json_body_bytes, container.settings.body_read_timeout_seconds
-        )
+        raw = await read_body(request, container.settings.max_json_body_bytes)
         try:
             body = ClassifyUrlRequest.model_validate_json(raw)
         except ValidationError as exc:
@@ -86,7 +84,7 @@ async def classify(
         outcome = await container.ingest.upload(
             content_type=content_type,
             content_length=content_length(request),
-            chunks=body_stream(request, container.settings.body_read_timeout_seconds),
+            chunks=body_stream(request),
             owner=principal,
         )
     meta = outcome.metadata

@@ -125,7 +125,7 @@ async def forward(request: Request, container: ContainerDep, principal: CurrentP
         outcome = await container.forms.process(
             content_type=request.headers.get("content-type"),
             content_length=content_length(request),
-            chunks=body_stream(request, container.settings.body_read_timeout_seconds),
+            chunks=body_stream(request),
             file_field="image",
             text_field="data",
             analyzer="classify",

@@ -92,7 +92,7 @@ async def upload_image(request: Request) -> Response:
     outcome = await container.ingest.upload(
         content_type=headers.get("content-type"),
         content_length=content_length(request),
-        chunks=body_stream(request, container.settings.body_read_timeout_seconds),
+        chunks=body_stream(request),
         idempotency_key=headers.get("idempotency-key"),
         owner=principal,
     )
