@@ -1,8 +1,9 @@
 """Load test: many users at once, and an open-loop burst, against the service (and `--ref`s).
 
-Closed loop (`--users 64 256`): each user repeats a mix for `--seconds`: a cache-hit
-analysis (45%), an upload of a 100 KB photo (20%), a skin analysis of a fresh upload (15%,
-a cache miss), a classification of a fresh photo (15%, a model run), a metadata read (5%).
+Closed loop (`--users 64 256`, locust, bench/locustfile.py): each user repeats a mix for
+`--seconds`: a cache-hit analysis (45%), an upload of a 100 KB photo (20%), a skin analysis
+of a fresh upload (15%, a cache miss), a classification of a fresh photo (15%, a model run),
+a metadata read (5%).
 Open loop (`--burst N`): N classifications of distinct photos sent at `--rate` per second,
 each with a `--timeout` client timeout, whatever the answers; then: how many were answered,
 shed (503/429) or timed out, how long the server kept computing after the last client gave
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import csv
+import os
+import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,67 +30,56 @@ import harness as h
 import httpx
 from photos import distinct_photos, upload_image
 
-MIX = (("hit", 45), ("upload", 20), ("miss", 15), ("classify", 15), ("read", 5))
 SHED = {429, 503}
+LOCUSTFILE = h.BENCH_DIR / "locustfile.py"
 
 
-def pct(values: list[float], p: float) -> float:
-    return h.percentile(values, p) * 1000 if values else float("nan")
-
-
-class Users:
-    """A closed-loop population on one server; outcomes per route."""
-
-    def __init__(self, url: str, photos: list[bytes], small: bytes, hit_id: str) -> None:
-        self.url, self.photos, self.small, self.hit_id = url, photos, small, hit_id
-        self.samples: dict[str, list[tuple[float, int]]] = {name: [] for name, _ in MIX}
-        self.next_photo = 0
-
-    def photo(self) -> bytes:
-        self.next_photo += 1
-        return self.photos[self.next_photo % len(self.photos)] + self.next_photo.to_bytes(4, "big")
-
-    async def one(self, c: httpx.AsyncClient, action: str) -> int:
-        if action == "hit":
-            return (await c.post("/api/v1/analyze", json={"image_id": self.hit_id})).status_code
-        if action == "read":
-            return (await c.get(f"/api/v1/images/{self.hit_id}")).status_code
-        body = self.small if action == "upload" else self.photo()
-        up = await c.post("/api/v1/upload", files={"file": ("p.jpg", body, "image/jpeg")})
-        if action == "upload" or up.status_code != 201:
-            return up.status_code
-        analyzer = "skin" if action == "miss" else "classify"
-        resp = await c.post("/api/v1/analyze", json={"image_id": up.json()["image_id"], "analyzer": analyzer})
-        return resp.status_code
-
-    async def user(self, c: httpx.AsyncClient, until: float, rng: random.Random) -> None:
-        names, weights = zip(*MIX, strict=True)
-        while time.monotonic() < until:
-            action = rng.choices(names, weights)[0]
-            started = time.perf_counter()
-            try:
-                status = await self.one(c, action)
-            except httpx.HTTPError:
-                status = 0
-            self.samples[action].append((time.perf_counter() - started, status))
-
-    async def run(self, users: int, seconds: float) -> dict:
-        limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
-        async with httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits) as c:
-            until = time.monotonic() + seconds
-            await asyncio.gather(*(self.user(c, until, random.Random(i)) for i in range(users)))
-        report = {}
-        for action, rows in self.samples.items():
-            ok = [t for t, s in rows if 200 <= s < 300]
-            report[action] = {
-                "requests": len(rows),
-                "p50_ms": pct(ok, 50),
-                "p95_ms": pct(ok, 95),
-                "p99_ms": pct(ok, 99),
-                "shed_rate": sum(s in SHED for _, s in rows) / max(1, len(rows)),
-                "error_rate": sum(s == 0 or s >= 500 and s not in SHED for _, s in rows) / max(1, len(rows)),
+def users(server: h.Server, count: int, seconds: float, env: dict[str, str], work: Path) -> dict:
+    """A closed-loop locust run (bench/locustfile.py): per route p50/p95/p99, error and shed rates."""
+    prefix = work / f"locust-{count}"
+    cmd = [
+        str(Path(h.sys.executable).with_name("locust")),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+    ]
+    cmd += [
+        "-u",
+        str(count),
+        "-r",
+        str(count),
+        "-t",
+        f"{seconds:g}s",
+        "--host",
+        server.url,
+        "--csv",
+        str(prefix),
+    ]
+    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    if not Path(f"{prefix}_stats.csv").exists():
+        raise RuntimeError(f"locust failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    failures: dict[str, dict[str, int]] = {}
+    with open(f"{prefix}_failures.csv") as f:
+        for row in csv.DictReader(f):
+            kind = "shed" if "shed" in row["Error"] else "errors"
+            failures.setdefault(row["Name"], {"shed": 0, "errors": 0})[kind] += int(row["Occurrences"])
+    report = {}
+    with open(f"{prefix}_stats.csv") as f:
+        for row in csv.DictReader(f):
+            total = int(row["Request Count"])
+            if row["Name"] == "Aggregated" or not total:
+                continue
+            failed = failures.get(row["Name"], {"shed": 0, "errors": 0})
+            report[row["Name"]] = {
+                "requests": total,
+                "p50_ms": float(row["50%"]),
+                "p95_ms": float(row["95%"]),
+                "p99_ms": float(row["99%"]),
+                "shed_rate": failed["shed"] / total,
+                "error_rate": failed["errors"] / total,
             }
-        return report
+    return report
 
 
 async def burst(url: str, ids: list[str], rate: float, timeout: float) -> dict:
@@ -132,8 +124,9 @@ def rss_mib(pid: int) -> float:
     )
 
 
-def measure(server: h.Server, args: argparse.Namespace) -> dict:
-    photos = [p.read_bytes() for p in distinct_photos(16)]
+def measure(server: h.Server, args: argparse.Namespace, work: Path) -> dict:
+    photo_paths = distinct_photos(16)
+    photos = [p.read_bytes() for p in photo_paths]
     small = upload_image("100k").read_bytes()
     with httpx.Client(base_url=server.url, timeout=60) as c:
 
@@ -147,11 +140,14 @@ def measure(server: h.Server, args: argparse.Namespace) -> dict:
         c.post("/api/v1/analyze", json={"image_id": hit_id})
         ids = [upload(photos[i % 16] + i.to_bytes(4, "big")) for i in range(args.burst)]
     result: dict = {"rss_start_mib": rss_mib(server.pid)}
-    for users in args.users:
-        h.log(f"{server.name}: {users} users for {args.seconds:g} s")
-        result[f"{users} users"] = asyncio.run(
-            Users(server.url, photos, small, hit_id).run(users, args.seconds)
-        )
+    env = {
+        "BENCH_HIT_ID": hit_id,
+        "BENCH_SMALL": str(upload_image("100k")),
+        "BENCH_PHOTOS": str(photo_paths[0].parent),
+    }
+    for count in args.users:
+        h.log(f"{server.name}: {count} users for {args.seconds:g} s (locust)")
+        result[f"{count} users"] = users(server, count, args.seconds, env, work)
     h.log(f"{server.name}: burst of {args.burst} at {args.rate:g}/s, client timeout {args.timeout:g} s")
     peak = {"rss": rss_mib(server.pid)}
     result["burst"] = asyncio.run(burst(server.url, ids, args.rate, args.timeout))
@@ -168,7 +164,7 @@ def print_report(name: str, result: dict) -> None:
             print(f"  {key}:")
             for route, r in value.items():
                 print(
-                    f"    {route:9} {r['requests']:6d} req  p50 {r['p50_ms']:7.1f}  p95 {r['p95_ms']:7.1f}"
+                    f"    {route:24} {r['requests']:6d} req  p50 {r['p50_ms']:7.1f}  p95 {r['p95_ms']:7.1f}"
                     f"  p99 {r['p99_ms']:7.1f} ms  shed {r['shed_rate']:.1%}  errors {r['error_rate']:.1%}"
                 )
     print(f"  burst: {result['burst']}")
@@ -195,7 +191,7 @@ def main() -> int:
             variants += [(f"service@{ref}", Path(stack.enter_context(h.checkout(ref)))) for ref in args.ref]
             for name, src in variants:
                 with h.service(name, Path(tmp), src, **env) as server:
-                    results[name] = measure(server, args)
+                    results[name] = measure(server, args, Path(tmp))
                 print_report(name, results[name])
     h.report(args.output, [], vars(args) | {"output": str(args.output)}, load=results)
     return 0

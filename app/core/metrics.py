@@ -37,6 +37,8 @@ from prometheus_client import (  # noqa: E402 (the directory above must be set f
     multiprocess,
 )
 
+from app.core.processes import is_live_peer  # noqa: E402
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 REQUEST_SECONDS = Histogram(
@@ -75,21 +77,11 @@ RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit",
 LOGIN_FAILURES = Counter("login_failures_total", "Failed logins")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clear_dead_processes() -> None:
     """Drop the value files of processes that are gone (start-up), so the directory stays small."""
     for entry in METRICS_DIR.glob("*.db"):
         pid = entry.stem.rpartition("_")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not is_live_peer(int(pid)):
             multiprocess.mark_process_dead(int(pid), str(METRICS_DIR))
             entry.unlink(missing_ok=True)
 

@@ -11,7 +11,7 @@ import argparse
 import fcntl
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,24 +57,22 @@ def _file_lock(url: str) -> Iterator[None]:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (blocking; idempotent)."""
-    config = alembic_config(url)
-    with _IN_PROCESS:
-        if is_sqlite(url):
-            with _file_lock(url):
-                command.upgrade(config, revision)
-        else:
-            command.upgrade(config, revision)  # env.py holds the advisory lock
+    _migrate(command.upgrade, url, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Take the database at `url` back to `revision` (blocking)."""
+    _migrate(command.downgrade, url, revision)
+
+
+def _migrate(step: Callable[[Config, str], None], url: str, revision: str) -> None:
     config = alembic_config(url)
     with _IN_PROCESS:
         if is_sqlite(url):
             with _file_lock(url):
-                command.downgrade(config, revision)
+                step(config, revision)
         else:
-            command.downgrade(config, revision)
+            step(config, revision)  # env.py holds the advisory lock
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,9 @@
 """Fair, bounded scheduling of analyses on worker threads (load shedding).
 
-Analyzers run in lanes: cheap ones (the mock `skin`) in their own lane, so that a 2 ms
-analysis never waits behind 40 ms model runs; model-backed ones share `ANALYSIS_THREADS`
-threads. In a lane each analyzer waits in its own queue, bounded by `ANALYSIS_QUEUE_LIMIT`:
-a full queue refuses at once (`QueueFull`, 503 with Retry-After) instead of letting waits
+Cheap analyzers (the mock `skin`, microseconds) run inline, so that they never wait behind
+40 ms model runs; model-backed ones share `ANALYSIS_THREADS` threads in a lane. In a lane
+each analyzer waits in its own queue, bounded by `ANALYSIS_QUEUE_LIMIT`: a full queue
+refuses at once (`QueueFull`, 503 with Retry-After) instead of letting waits
 grow without bound, and a freed thread takes the analyzers' queues in turn. Work nobody
 waits for any more (every client hung up) is dropped when its turn comes, never computed.
 """
@@ -133,16 +133,37 @@ class LaneClient:
         return await self.lane.run(self.key, fn, *args, **kwargs)
 
 
+class InlineLane:
+    """Cheap analyzers (microseconds: the mock `skin` hashes an id) run right away on the event
+    loop: no queue, no thread hop, and under load no wait for a thread to get the GIL back."""
+
+    async def run(
+        self,
+        key: str,
+        fn: Callable[P, T],
+        *args: P.args,
+        wanted: Callable[[], bool] = lambda: True,
+        **kwargs: P.kwargs,
+    ) -> T:
+        started = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            metrics.INFERENCE_SECONDS.labels(key).observe(time.monotonic() - started)
+
+    def depth(self, key: str) -> int:
+        return 0
+
+
 class Lanes:
-    """The two lanes: cheap analyzers apart from model-backed ones."""
+    """Cheap analyzers inline, model-backed ones in the bounded, fair lane of worker threads."""
 
     def __init__(self, threads: int, queue_limit: int) -> None:
-        self.cheap = Lane("cheap", 1, queue_limit)
+        self.cheap = InlineLane()
         self.heavy = Lane("analysis", threads, queue_limit)
 
-    def of(self, analyzer: object) -> Lane:
+    def of(self, analyzer: object) -> Lane | InlineLane:
         return self.heavy if getattr(analyzer, "model_backed", True) else self.cheap
 
     def shutdown(self) -> None:
-        self.cheap.shutdown()
         self.heavy.shutdown()

@@ -12,7 +12,11 @@ import os
 import uuid
 from pathlib import Path
 
+from app.core.processes import is_live_peer
+
 logger = logging.getLogger("app.storage")
+
+__all__ = ["is_live_peer"]
 
 TEMP_PREFIX = ".tmp-"
 
@@ -68,23 +72,6 @@ def unlink_quietly(path: Path) -> None:
     """Remove a file if it exists."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def is_live_peer(pid: int) -> bool:
-    """True if `pid` is another live process (so files it owns must be left alone)."""
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        # At start-up none of our own temp files exist yet: a match is a dead
-        # predecessor that had the same pid (common in containers).
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_temp_files(directory: Path) -> int:

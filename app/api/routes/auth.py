@@ -98,19 +98,21 @@ async def register_seed004(body: RegisterWithName, container: ContainerDep) -> U
     return _user(user)
 
 
-@router.post("/v1/login", response_model=TokenRead, summary="Log in (seed 000)", responses=LOGIN_ERRORS)
-async def login_v1(
-    body: Credentials, request: Request, response: Response, container: ContainerDep
-) -> TokenRead:
-    """An access token and a refresh token."""
-    pair = await _login(container, request, body.username, body.password)
-    return _tokens(pair, response)
-
-
 @router.post(
-    "/api/v1/auth/login", response_model=TokenRead, summary="Log in (seed 004)", responses=LOGIN_ERRORS
+    "/v1/login",
+    response_model=TokenRead,
+    summary="Log in (seed 000)",
+    operation_id="login_v1",
+    responses=LOGIN_ERRORS,
 )
-async def login_seed004(
+@router.post(
+    "/api/v1/auth/login",
+    response_model=TokenRead,
+    summary="Log in (seed 004)",
+    operation_id="login_seed004",
+    responses=LOGIN_ERRORS,
+)
+async def login(
     body: Credentials, request: Request, response: Response, container: ContainerDep
 ) -> TokenRead:
     """An access token and a refresh token."""
