@@ -30,8 +30,11 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")  # closed in stop()
+        # As a server is started for real: its metrics go to DATA_DIR/metrics (this test process
+        # set PROMETHEUS_MULTIPROC_DIR for itself when it imported the app).
+        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env = {
-            **os.environ,
+            **inherited,
             "DATA_DIR": str(data_dir),
             "API_KEYS": "",
             "ENVIRONMENT": "test",

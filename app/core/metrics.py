@@ -87,12 +87,18 @@ def clear_dead_processes() -> None:
 
 
 def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
-    """Create every label set at zero, so that dashboards see a series before its first event."""
+    """Create every label set at zero, so that dashboards see a series before its first event
+    (and the value files exist before any request: a refused request changes no file name)."""
     for analyzer in analyzers:
         for outcome in ("computed", "cached"):
             ANALYSES.labels(analyzer, outcome)
         QUEUE_DEPTH.labels(analyzer)
         QUEUE_REJECTED.labels(analyzer)
+        INFERENCE_SECONDS.labels(analyzer)
+        QUEUE_WAIT_SECONDS.labels(analyzer)
+    # Every value file this process writes exists from start-up, not from its first request.
+    REQUEST_SECONDS.labels("/health", "GET", "200")
+    IN_FLIGHT.inc(0)
     for state in ("pending", "running", "completed", "failed"):
         JOBS.labels(state)
     for reason in ("max_concurrent", "max_per_address"):
