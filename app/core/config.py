@@ -217,6 +217,14 @@ class Settings(BaseSettings):
         parse(value)  # ValueError for anything that is not "<count>/<unit>"
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # HS256 wants a key at least as long as its 32-byte digest (RFC 7518 3.2)
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("analyzers")
     @classmethod
     def _known_analyzers(cls, value: list[str]) -> list[str]:

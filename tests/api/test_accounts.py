@@ -201,7 +201,7 @@ async def test_jwt_negatives_are_401(api: httpx.AsyncClient, data_dir: Path) -> 
     tokens = await login(api, "alice")
     bad = {
         "alg none": (header + b"." + body + b".").decode(),
-        "wrong signature": forge(b"another key"),
+        "wrong signature": forge(b"another key that is long enough for HS256"),
         "expired": forge(key, exp=past),
         "wrong audience": forge(key, aud="someone-else"),
         "wrong issuer": forge(key, iss="evil"),

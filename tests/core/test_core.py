@@ -45,6 +45,14 @@ def test_settings_parse_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(_env_file=None)
 
 
+def test_secret_key_must_be_long_enough_for_hs256(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", "short")
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("SECRET_KEY", "k" * 32)
+    assert Settings(_env_file=None).secret_key.get_secret_value() == "k" * 32
+
+
 def test_match_api_key() -> None:
     assert match_api_key("k1", ["k1", "k2"]) is not None
     assert match_api_key("k2", ["k1", "k2"]) != match_api_key("k1", ["k1", "k2"])
