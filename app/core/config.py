@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     skin_max_clipped_fraction: float = Field(default=0.1, ge=0, le=1)  # image_overexposed
     skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
+    # Catalog entries kept in memory (owner + metadata, ~2.5 KB each) so that a cache hit
+    # needs no database round trip; a miss reads one row
+    image_cache_entries: int = Field(default=10_000, ge=0)
 
     # Idempotency-Key records (IETF draft): how long a key replays its first response
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)

@@ -100,6 +100,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         settings.database,
         io_pool,
         settings.max_image_pixels,
+        cache_entries=settings.image_cache_entries,
     )
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
     idempotency.recover()

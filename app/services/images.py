@@ -50,7 +50,7 @@ class ImageService:
         database_url: str,
         pool: ThreadPool,
         max_image_pixels: int,
-        cache_entries: int = 100_000,
+        cache_entries: int = 10_000,
     ) -> None:
         self.store = store
         self.results = results

@@ -70,3 +70,17 @@ async def test_delete_owned_removes_only_that_owner(settings, data_dir: Path) ->
         assert await services.images.delete_owned(ALICE.id) == 3
         assert (await services.images.list(ADMIN, 10, 0))[0] == 1
     assert [p.name for p in (data_dir / "images").iterdir()] == [f"{kept}.jpg"]
+
+
+async def test_the_catalog_cache_is_bounded_and_evicted_images_are_read_from_the_database(
+    make_settings,
+) -> None:
+    async with running(make_settings(image_cache_entries=2), CountingSkin()) as services:
+        ids = [
+            (await publish(services, jpeg_bytes(color=(i, 0, 0)), owner=ALICE)).image_id for i in range(3)
+        ]
+        assert services.images.peek(ids[0], ALICE) is None  # evicted: the oldest of three
+        assert [services.images.peek(i, ALICE) is not None for i in ids[1:]] == [True, True]
+        assert (await services.images.get(ids[0], ALICE)).metadata.image_id == ids[0]
+        with pytest.raises(ImageNotFound):
+            await services.images.get(ids[0], BOB)
