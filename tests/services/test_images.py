@@ -76,9 +76,7 @@ async def test_the_catalog_cache_is_bounded_and_evicted_images_are_read_from_the
     make_settings,
 ) -> None:
     async with running(make_settings(image_cache_entries=2), CountingSkin()) as services:
-        ids = [
-            (await publish(services, jpeg_bytes(color=(i, 0, 0)), owner=ALICE)).image_id for i in range(3)
-        ]
+        ids = [(await publish(services, jpeg_bytes(color=(i, 0, 0)), owner=ALICE)).image_id for i in range(3)]
         assert services.images.peek(ids[0], ALICE) is None  # evicted: the oldest of three
         assert [services.images.peek(i, ALICE) is not None for i in ids[1:]] == [True, True]
         assert (await services.images.get(ids[0], ALICE)).metadata.image_id == ids[0]
