@@ -92,11 +92,21 @@ async def current_user(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
+def require_admin(principal: Principal) -> Principal:
+    """`principal` if an admin: 401 for a caller without credentials, 403 for anyone else."""
+    if principal.is_admin:
+        return principal
+    if principal.kind == "anonymous":
+        raise Unauthorized(
+            "Log in as an admin: send `Authorization: Bearer <access token>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raise Forbidden("This needs an admin")
+
+
 async def current_admin(principal: CurrentPrincipal) -> Principal:
-    """The caller, who must be an admin (403 otherwise)."""
-    if not principal.is_admin:
-        raise Forbidden("This needs an admin")
-    return principal
+    """The caller, who must be an admin (see `require_admin`)."""
+    return require_admin(principal)
 
 
 async def history_admin(request: Request, _token: Annotated[str | None, Security(bearer_token)]) -> None:
@@ -106,8 +116,7 @@ async def history_admin(request: Request, _token: Annotated[str | None, Security
     if configured is not None and scheme.lower() == "bearer" and token:
         if secrets_equal(token.strip(), configured.get_secret_value()):
             return
-    if not (await principal_of(request)).is_admin:
-        raise Forbidden("This needs an admin")
+    require_admin(await principal_of(request))
 
 
 async def limit_rate(request: Request, route_class: str, principal: Principal | None) -> None:

@@ -64,7 +64,11 @@ class User(Base):
     """An account: a user, or an admin (`is_admin`)."""
 
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("credits >= 0", name="credits_not_negative"),)
+    # AUTOINCREMENT: SQLite must never reuse a deleted user's id (old tokens name it)
+    __table_args__ = (
+        CheckConstraint("credits >= 0", name="credits_not_negative"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(150))
@@ -75,7 +79,7 @@ class User(Base):
     # The ADMIN_PW_HASH this account was created from (seed 000), to notice when it changes.
     external_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    credits: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[int] = mapped_column(BigInteger, default=0)
     # Tokens issued before this instant are refused (logout everywhere, erasure).
     tokens_valid_after: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -13,6 +13,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,7 @@ from app.services.principals import Principal, UserDirectory
 logger = logging.getLogger("app.accounts")
 
 USERNAME_CHARS = frozenset("._@+-")
+MAX_USERNAME = 150  # the column's length
 BAD_LOGIN = "Incorrect username or password"
 
 
@@ -47,30 +49,42 @@ def username_key(username: str) -> str:
     return unicodedata.normalize("NFKC", username).casefold()
 
 
+def _storable_key(key: str) -> bool:
+    """Whether a username key can name a stored user (fits its column; no NUL, which
+    PostgreSQL cannot store)."""
+    return len(key) <= MAX_USERNAME and "\x00" not in key
+
+
+def _invalid(field: str, detail: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"Invalid request: {field}: {detail}",
+        extra={"fields": [field], "errors": [{"field": field, "message": "invalid", "type": "value"}]},
+    )
+
+
 def check_username(raw: str) -> str:
     """A valid username (NFKC-normalized), or ValidationFailed."""
     username = unicodedata.normalize("NFKC", raw).strip()
-    if not 3 <= len(username) <= 150 or not all(ch.isalnum() or ch in USERNAME_CHARS for ch in username):
-        raise ValidationFailed(
-            "Invalid request: username: 3-150 letters, digits or . _ @ + -",
-            extra={
-                "fields": ["username"],
-                "errors": [{"field": "username", "message": "invalid", "type": "value"}],
-            },
-        )
+    if (
+        not 3 <= len(username) <= MAX_USERNAME
+        or not all(ch.isalnum() or ch in USERNAME_CHARS for ch in username)
+        or not _storable_key(username_key(username))  # case folding can lengthen it ("ß" -> "ss")
+    ):
+        raise _invalid("username", f"3-{MAX_USERNAME} letters, digits or . _ @ + -")
     return username
 
 
 def check_password(password: str, settings: Settings) -> None:
     low, high = settings.password_min_length, settings.password_max_length
     if not low <= len(password) <= high or not password.strip():
-        raise ValidationFailed(
-            f"Invalid request: password: {low} to {high} characters",
-            extra={
-                "fields": ["password"],
-                "errors": [{"field": "password", "message": "invalid", "type": "value"}],
-            },
-        )
+        raise _invalid("password", f"{low} to {high} characters")
+
+
+def check_full_name(full_name: str | None) -> str | None:
+    """A full name without control characters (NUL, line breaks), or ValidationFailed."""
+    if full_name is not None and any(unicodedata.category(ch) == "Cc" for ch in full_name):
+        raise _invalid("full_name", "no control characters")
+    return full_name
 
 
 class AccountService:
@@ -138,6 +152,7 @@ class AccountService:
         ADMIN_BOOTSTRAP while no admin exists (the first admin)."""
         username = check_username(username)
         check_password(password, self.settings)
+        full_name = check_full_name(full_name)
         password_hash = await self.pool.run(hash_password, password)
         async with self.sessions.begin() as session:
             if is_admin and not (requested_by is not None and requested_by.is_admin):
@@ -172,8 +187,10 @@ class AccountService:
         wait = self.throttle.delay(keys)
         if wait:
             await asyncio.sleep(wait)
-        async with self.sessions() as session:
-            user = await accounts.find_user(session, username_key=key)
+        user = None
+        if _storable_key(key):  # else no such user: the same answer, after the same hashing
+            async with self.sessions() as session:
+                user = await accounts.find_user(session, username_key=key)
         ok, upgraded = await self.pool.run(verify_password, password, user.password_hash if user else None)
         if user is None or not ok:
             self.throttle.failed(keys)
@@ -192,21 +209,24 @@ class AccountService:
         now = datetime.now(UTC)
         async with self.sessions.begin() as session:
             used = await accounts.use_refresh_token(session, jti=claims.jti, now=now)
-            if used is None:
-                known = await accounts.get_refresh_token(session, jti=claims.jti)
-                if known is not None:
-                    await accounts.revoke_family(session, family_id=known.family_id)
-                    user = await accounts.get_user(session, user_id=known.user_id)
-                    if user is not None:
-                        user.tokens_valid_after = now
-                    logger.warning("refresh token reuse for user %s: family revoked", known.user_id)
-        if used is None:
+            if used is not None:
+                # The successor is stored in the same transaction: a concurrent replay that
+                # revokes the family after this commit sees (and revokes) it too.
+                pair, successor = self._new_pair(used.user_id, family=used.family_id)
+                await accounts.add_refresh_token(session, **successor)
+                return pair
+            known = await accounts.get_refresh_token(session, jti=claims.jti)
             if known is not None:
-                self.users.forget(known.user_id)
-            raise Unauthorized(
-                "The refresh token has been used or revoked", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return await self._issue(used.user_id, family=used.family_id)
+                await accounts.revoke_family(session, family_id=known.family_id)
+                user = await accounts.get_user(session, user_id=known.user_id)
+                if user is not None:
+                    user.tokens_valid_after = now
+                logger.warning("refresh token reuse for user %s: family revoked", known.user_id)
+        if known is not None:
+            self.users.forget(known.user_id)
+        raise Unauthorized(
+            "The refresh token has been used or revoked", headers={"WWW-Authenticate": "Bearer"}
+        )
 
     async def logout(self, principal: Principal, refresh_token: str | None = None) -> None:
         """Revoke the caller's access token and, if given, the refresh token's family."""
@@ -238,28 +258,37 @@ class AccountService:
         return user
 
     async def find(self, username: str) -> User | None:
+        key = username_key(username)
+        if not _storable_key(key):
+            return None
         async with self.sessions() as session:
-            return await accounts.find_user(session, username_key=username_key(username))
+            return await accounts.find_user(session, username_key=key)
 
     async def _issue(self, user_id: int, family: str) -> TokenPair:
+        pair, refresh_row = self._new_pair(user_id, family)
+        async with self.sessions.begin() as session:
+            await accounts.add_refresh_token(session, **refresh_row)
+        return pair
+
+    def _new_pair(self, user_id: int, family: str) -> tuple[TokenPair, dict[str, Any]]:
+        """A new access and refresh token, and the refresh token's row to store."""
         access_life = timedelta(minutes=self.settings.access_token_minutes)
         refresh_life = timedelta(days=self.settings.refresh_token_days)
         access, _ = issue_token(self.jwt, subject=str(user_id), use="access", lifetime=access_life)
         refresh, claims = issue_token(
             self.jwt, subject=str(user_id), use="refresh", lifetime=refresh_life, family=family
         )
-        async with self.sessions.begin() as session:
-            await accounts.add_refresh_token(
-                session,
-                jti=claims.jti,
-                family_id=family,
-                user_id=user_id,
-                issued_at=claims.issued_at,
-                expires_at=claims.expires_at,
-            )
-        return TokenPair(
+        row = {
+            "jti": claims.jti,
+            "family_id": family,
+            "user_id": user_id,
+            "issued_at": claims.issued_at,
+            "expires_at": claims.expires_at,
+        }
+        pair = TokenPair(
             access_token=access,
             refresh_token=refresh,
             expires_in=int(access_life.total_seconds()),
             refresh_expires_in=int(refresh_life.total_seconds()),
         )
+        return pair, row

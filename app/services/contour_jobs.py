@@ -160,7 +160,7 @@ class ContourJobService:
         except BaseException:
             await self._release(owner, hold_id)
             raise
-        if job.status == JobStatus.COMPLETED:  # served from the result cache: free
+        if hold_id is not None and job.hold_id != hold_id:  # cached, or joined in-flight work: free
             await self._release(owner, hold_id)
         return job
 

@@ -130,7 +130,9 @@ class JobQueue:
         self._reset()
 
     async def submit(self, data: bytes, *, owner: str = "anonymous", hold_id: str | None = None) -> Job:
-        """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait."""
+        """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait.
+        Only a job that starts new work keeps `hold_id` (its owner pays for the computation);
+        one completed from the cache or joining in-flight work carries none."""
         data = bytes(data)
         key, cached = await self._pool.run(self.store.lookup, data)
         if not cached and key not in self._work and self._pending_units >= self._max_pending:
@@ -157,7 +159,7 @@ class JobQueue:
             updated_at=now,
             content_key=key,
             owner=owner,
-            hold_id=hold_id,
+            hold_id=hold_id if work is None and not cached else None,
             worker=self.worker,
         )
         self._live[job_id] = job

@@ -64,6 +64,7 @@ class UserView:
     user_id: int
     is_admin: bool
     tokens_valid_after: datetime | None
+    created_at: datetime
     revoked: frozenset[str]
     loaded_at: float
 
@@ -102,7 +103,7 @@ class UserDirectory:
             if user is None:
                 return None
             revoked = await accounts.revoked_jtis(session, user_id=user_id, now=datetime.now(UTC))
-            return UserView(user.id, user.is_admin, user.tokens_valid_after, revoked, now)
+            return UserView(user.id, user.is_admin, user.tokens_valid_after, user.created_at, revoked, now)
 
 
 class PrincipalResolver:
@@ -141,8 +142,10 @@ class PrincipalResolver:
         view = await self.users.get(int(claims.subject))
         if view is None:
             raise Unauthorized("The token's account no longer exists", headers=_BEARER)
-        if claims.jti in view.revoked or (
-            view.tokens_valid_after is not None and claims.issued_at < view.tokens_valid_after
+        if (
+            claims.jti in view.revoked
+            or (view.tokens_valid_after is not None and claims.issued_at < view.tokens_valid_after)
+            or claims.issued_at < view.created_at  # issued to an earlier account of this id
         ):
             raise Unauthorized("The token has been revoked", headers=_BEARER)
         kind: PrincipalKind = "admin" if view.is_admin else "user"

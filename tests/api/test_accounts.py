@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -12,9 +13,12 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import jwt
 import pytest
+from PIL import Image
+from skimage import data as skimage_data
 
 from tests.conftest import files_under, serve
 from tests.factories import jpeg_bytes, photo_jpeg
@@ -260,7 +264,7 @@ async def test_non_admins_get_403_on_admin_routes(api: httpx.AsyncClient) -> Non
     for method, path in [("GET", "/history"), ("DELETE", "/history"), ("GET", "/stats")]:
         resp = await api.request(method, path, headers=headers)
         assert resp.status_code == 403, path
-    assert (await api.get("/history")).status_code == 403  # anonymous: not an admin either
+    assert (await api.get("/history")).status_code == 401  # anonymous: no credentials (seed 003)
 
 
 async def test_without_anonymous_access_credentials_are_required(make_settings) -> None:
@@ -312,6 +316,29 @@ async def test_cached_repeats_skin_and_failures_are_free(api: httpx.AsyncClient,
     assert (await api.post("/api/v1/analyze", json=no_face, headers=headers)).status_code == 422
     me = (await api.get("/v1/me", headers=headers)).json()
     assert me["credits"] == 4  # one classification computed; skin, repeats and a failure cost nothing
+    assert ledger_and_balance(data_dir, me["id"]) == (4, 4)
+
+
+async def test_identical_jobs_submitted_together_are_charged_once(
+    api: httpx.AsyncClient, data_dir: Path
+) -> None:
+    headers = await user(api, "alice")
+    photo = io.BytesIO()
+    Image.fromarray(skimage_data.astronaut()).save(photo, "JPEG", quality=90)
+    body = {"image": base64.b64encode(photo.getvalue()).decode()}
+    submits = await asyncio.gather(
+        *(api.post("/api/v1/frontal/crop/submit", json=body, headers=headers) for _ in range(4))
+    )
+    assert [s.status_code for s in submits] == [202] * 4
+    for job_id in (s.json()["job_id"] for s in submits):
+        with anyio.fail_after(30):
+            while (
+                status := (await api.get(f"/api/v1/frontal/crop/status/{job_id}", headers=headers)).json()
+            )["status"] not in ("completed", "failed"):
+                await anyio.sleep(0.05)
+        assert status["status"] == "completed", status
+    me = (await api.get("/v1/me", headers=headers)).json()
+    assert me["credits"] == 4  # computed once (the others joined it or hit its cache): one credit
     assert ledger_and_balance(data_dir, me["id"]) == (4, 4)
 
 

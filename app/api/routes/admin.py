@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -29,10 +29,24 @@ async def history_filter(
     until: Annotated[datetime | None, Query(description="ISO 8601 with an offset; exclusive")] = None,
 ) -> HistoryFilter:
     """The filters shared by /history and /stats."""
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise ValidationFailed(f"Invalid request: {name}: give a time zone offset (e.g. Z)")
-    return HistoryFilter(request_type=request_type, status_code=status_code, since=since, until=until)
+    return HistoryFilter(
+        request_type=request_type,
+        status_code=status_code,
+        since=_utc("since", since),
+        until=_utc("until", until),
+    )
+
+
+def _utc(name: str, value: datetime | None) -> datetime | None:
+    """`value` in UTC; ValidationFailed without an offset or outside years 1-9999 in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValidationFailed(f"Invalid request: {name}: give a time zone offset (e.g. Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(f"Invalid request: {name}: out of range") from None
 
 
 Filter = Annotated[HistoryFilter, Depends(history_filter)]
@@ -75,7 +89,7 @@ async def read_history(
     container: ContainerDep,
     filter: Filter,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
 ) -> HistoryPage:
     """Every analysis request, newest first: `{"total", "items"}`."""
     total, rows = await container.history.page(filter, limit, offset)

@@ -70,12 +70,13 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("external_hash", sa.String(length=255), nullable=True),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
-        sa.Column("credits", sa.Integer(), nullable=False),
+        sa.Column("credits", sa.BigInteger(), nullable=False),
         sa.Column("tokens_valid_after", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("credits >= 0", name=op.f("ck_users_credits_not_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("username_key", name=op.f("uq_users_username_key")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "credit_holds",
