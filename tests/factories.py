@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import threading
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 from skimage import data
 
-from app.analyzers.base import ImageSource
+from app.analyzers.base import ImageSource, NoParams
 from app.analyzers.skin import SkinAnalyzer
 
 
@@ -33,6 +34,30 @@ class CountingSkin(SkinAnalyzer):
         if self.fail_with is not None:
             raise self.fail_with
         return super().analyze(source, params)
+
+
+class SlowResult(BaseModel):
+    ok: bool
+
+
+class SlowModel:
+    """A model-backed analyzer that holds its thread until released."""
+
+    name: ClassVar[str] = "slow"
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = "test"
+    params_model: ClassVar[type[BaseModel]] = NoParams
+    result_model: ClassVar[type[BaseModel]] = SlowResult
+    model_backed: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = threading.Event()
+
+    def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
+        self.started.append(source.image_id)
+        self.release.wait(10)
+        return SlowResult(ok=True)
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

@@ -94,11 +94,9 @@ def _http_exception_handler(request: Request, exc: Exception) -> Response:
 
 
 def _disconnect_handler(request: Request, exc: Exception) -> Response:
-    # Nobody is listening any more; the upload's temp file is already gone.
+    # Nobody is listening any more (an upload's temp file is already gone, queued work dropped).
     logger.info("%s %s -> client disconnected mid-request", request.method, request.url.path)
-    return problem_response(
-        400, "client_disconnected", "The client disconnected before the body was complete"
-    )
+    return problem_response(400, "client_disconnected", "The client disconnected before the answer")
 
 
 def _unhandled_handler(request: Request, exc: Exception) -> Response:

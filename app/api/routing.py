@@ -240,18 +240,27 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await `work` (once the request body has been read), cancelled if the client hangs up:
-    a client that has gone does not keep its analysis queued (see `app.services.scheduler`)."""
+    a client that has gone does not keep its analysis queued (see `app.services.scheduler`);
+    ClientDisconnect then (logged as such, not as an error)."""
     task = asyncio.ensure_future(work)
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         # Once the body is read, the server's next message is the disconnect (a server that
         # sends anything else is not watched further: never spin on it).
         if (await request.receive())["type"] == "http.disconnect":
+            gone = True
             task.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if gone and (current is None or not current.cancelling()):  # not a shutdown's cancel
+            raise ClientDisconnect() from None
+        raise
     finally:
         watcher.cancel()
 

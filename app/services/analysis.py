@@ -18,6 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from app.analyzers.base import Analyzer, ImageSource
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
 from app.core import metrics
-from app.core.errors import ValidationFailed
+from app.core.errors import ImageNotFound, ValidationFailed
 from app.core.threads import ThreadPool
 from app.services.credits import CreditService
 from app.services.images import ImageService
@@ -137,21 +138,27 @@ class AnalysisService:
         parsed = self.parse_params(analyzer, params)
         name = result_name(image_id, analyzer, parsed)
         image = await self.images.get(image_id, viewer)
-        task = self._in_flight.get(name)
-        leader = task is None
-        if task is None:
-            task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
-            self._in_flight[name] = task
-            task.add_done_callback(lambda t: self._finished(name, t))
-        self._waiters[name] = self._waiters.get(name, 0) + 1
-        try:
-            # shield: a client that hangs up must not cancel the work others wait on; when
-            # every client has hung up, queued work is dropped before it starts (`wanted`).
-            body, computed = await asyncio.shield(task)
-        finally:
-            self._waiters[name] -= 1
-            if not self._waiters[name]:
-                del self._waiters[name]
+        while True:
+            task = self._in_flight.get(name)
+            leader = task is None
+            if task is None:
+                task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
+                self._in_flight[name] = task
+                task.add_done_callback(partial(self._finished, name))
+            self._waiters[name] = self._waiters.get(name, 0) + 1
+            try:
+                # shield: a client that hangs up must not cancel the work others wait on; when
+                # every client has hung up, queued work is dropped before it starts (`wanted`).
+                body, computed = await asyncio.shield(task)
+                break
+            except Abandoned:
+                # Dropped for want of clients just before this one joined: start it afresh.
+                if self._in_flight.get(name) is task:
+                    del self._in_flight[name]
+            finally:
+                self._waiters[name] -= 1
+                if not self._waiters[name]:
+                    del self._waiters[name]
         cached = not (leader and computed)
         metrics.ANALYSES.labels(analyzer.name, "cached" if cached else "computed").inc()
         return AnalysisOutcome(body, cached=cached)
@@ -175,7 +182,8 @@ class AnalysisService:
         return None
 
     def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
-        self._in_flight.pop(name, None)
+        if self._in_flight.get(name) is task:
+            del self._in_flight[name]
         if not task.cancelled() and isinstance(task.exception(), Abandoned):
             logger.info("analysis %s dropped: every client hung up before it started", name)
 
@@ -226,7 +234,7 @@ class AnalysisService:
             analyzer.name, self._compute, source, analyzer, params, wanted=lambda: name in self._waiters
         )
         # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
-        return await self._io_pool.run(self._publish, source.image_id, analyzer, params, name, fresh)
+        return await self._io_pool.run(self._publish, source, analyzer, params, name, fresh)
 
     def _read_cached(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str) -> bytes | None:
         raw = self.results.read(name)
@@ -241,14 +249,24 @@ class AnalysisService:
         result = analyzer.analyze(source, params)
         return _encode(source.image_id, analyzer, params, result)
 
-    def _publish(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str, body: bytes) -> bytes:
+    def _publish(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, body: bytes
+    ) -> bytes:
         """Store a fresh result; returns the bytes every client must get.
 
         If an entry is there already, another process published it while we computed (serve
         its bytes, so every client agrees) unless it does not validate (the corrupt entry we
-        found on reading): then ours replaces it.
+        found on reading): then ours replaces it. ImageNotFound if the image was deleted
+        while it was analyzed (nothing stays published for it).
         """
-        if not self.results.create(name, body):
+        image_id = source.image_id
+        published = self.results.create(name, body)
+        # A delete unlinks the image before its results: checked after creating ours, either
+        # that delete removes it or this sees the image gone.
+        if not source.path.exists():
+            self.results.delete_for_image(image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
+        if not published:
             winner = self.results.read(name)
             if winner is not None and _is_valid(winner, image_id, analyzer, params):
                 return winner

@@ -12,8 +12,9 @@ import pytest
 
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.skin import SKIN_ISSUES, SKIN_TYPES, skin_analysis
+from app.main import create_app
 from tests.conftest import serve
-from tests.factories import CountingSkin, photo_jpeg
+from tests.factories import CountingSkin, SlowModel, photo_jpeg
 
 
 async def upload(client: httpx.AsyncClient) -> str:
@@ -156,3 +157,51 @@ async def test_oversized_json_body_is_413(client: httpx.AsyncClient) -> None:
     resp = await client.post("/analyze", content=chunked(), headers={"Content-Type": "application/json"})
     assert resp.status_code == 413
     assert resp.json()["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("origin", [None, "https://app.example"], ids=["lean", "cors"])
+async def test_a_client_that_hangs_up_during_an_analysis_is_no_error(
+    make_settings, caplog: pytest.LogCaptureFixture, origin: str | None
+) -> None:
+    slow = SlowModel()
+    application = create_app(make_settings(), registry=AnalyzerRegistry([CountingSkin(), slow]))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            image_id = await upload(c)
+        body = json.dumps({"image_id": image_id, "analyzer": "slow"}).encode()
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            message = next(messages, None)
+            if message is not None:
+                return message
+            while not slow.started:  # the analysis runs: now the client hangs up
+                await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        headers += [(b"origin", origin.encode())] if origin else []
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/api/v1/analyze",
+            "raw_path": b"/api/v1/analyze",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers + [(b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        await application(scope, receive, send)
+        slow.release.set()
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["code"] == "client_disconnected"
+    assert "Traceback" not in caplog.text and "unhandled" not in caplog.text

@@ -16,7 +16,7 @@ from app.analyzers.skin import skin_analysis
 from app.core.errors import ImageNotFound, UnknownAnalyzer, ValidationFailed
 from app.services.analysis import result_name
 from app.services.principals import ANONYMOUS_PRINCIPAL as ANYONE
-from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
+from tests.factories import CountingSkin, SlowModel, jpeg_bytes, photo_jpeg
 from tests.services.conftest import publish, running
 
 
@@ -171,3 +171,17 @@ async def test_run_unstored_leaves_nothing(settings, data_dir: Path, tmp_path: P
         result = await services.analysis.run_unstored(source, "echo", {"k": 2})
     assert result == EchoResult(k=2, width=20)
     assert not any((data_dir / "analysis").iterdir())
+
+
+async def test_an_image_deleted_while_it_is_analyzed_keeps_no_result(settings, data_dir: Path) -> None:
+    slow = SlowModel()
+    async with running(settings, CountingSkin(), slow) as services:
+        image_id = (await publish(services, jpeg_bytes())).image_id
+        analysis = asyncio.ensure_future(services.analysis.analyze(image_id, ANYONE, "slow"))
+        while not slow.started:
+            await asyncio.sleep(0.01)
+        await services.images.delete(image_id, ANYONE)  # while the analyzer runs
+        slow.release.set()
+        with pytest.raises(ImageNotFound):
+            await analysis
+    assert list((data_dir / "analysis").iterdir()) == []

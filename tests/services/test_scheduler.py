@@ -5,41 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel
 
-from app.analyzers.base import ImageSource, NoParams
 from app.core.errors import QueueFull
 from app.services.principals import ANONYMOUS_PRINCIPAL as ANYONE
 from app.services.scheduler import Lane
-from tests.factories import CountingSkin, jpeg_bytes
+from tests.factories import CountingSkin, SlowModel, jpeg_bytes
 from tests.services.conftest import publish, running
-
-
-class Result(BaseModel):
-    ok: bool
-
-
-class SlowModel:
-    """A model-backed analyzer that holds its thread until released."""
-
-    name: ClassVar[str] = "slow"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "test"
-    params_model: ClassVar[type[BaseModel]] = NoParams
-    result_model: ClassVar[type[BaseModel]] = Result
-    model_backed: ClassVar[bool] = True
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.release = threading.Event()
-
-    def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
-        self.started.append(source.image_id)
-        self.release.wait(10)
-        return Result(ok=True)
 
 
 async def wait_until(condition, timeout: float = 5.0) -> None:
