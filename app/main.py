@@ -101,13 +101,6 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     register_exception_handlers(app)
     include_routes(app)
     install_openapi(app, settings)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        expose_headers=["Location", "X-Cache", "X-Request-ID", "ETag", "Idempotent-Replayed"],
-    )
     app.add_middleware(LeanDispatchMiddleware, routers=ROUTERS)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -124,6 +117,23 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         AdmissionMiddleware,
         max_concurrent=settings.max_concurrent_requests,
         max_per_address=settings.max_concurrent_per_address,
+    )
+    # Outside every layer that answers by itself (413, 408, 503): a browser reads those too.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=[
+            "Location",
+            "X-Cache",
+            "X-Request-ID",
+            "ETag",
+            "Idempotent-Replayed",
+            "Retry-After",
+            "RateLimit",
+            "RateLimit-Policy",
+        ],
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(

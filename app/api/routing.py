@@ -266,11 +266,9 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 class LeanDispatchMiddleware:
-    """Serve lean routes from here, before CORS, routing and FastAPI's exception layers: for a
+    """Serve lean routes from here, before routing and FastAPI's exception layers: for a
     cached analysis or a small upload those cost more than the work (see README, Benchmark).
-
-    A cross-origin request (it has an `Origin`) goes the ordinary way, through CORS, to the
-    same handler. Errors get the app's one mapping (`app.api.problems.problem_for`).
+    CORS wraps this layer. Errors get the app's one mapping (`app.api.problems.problem_for`).
     """
 
     def __init__(self, app: ASGIApp, *, routers: Iterable[APIRouter]) -> None:
@@ -284,7 +282,7 @@ class LeanDispatchMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if found is None or scope["method"] not in found[0].methods or _has_origin(scope):
+        if found is None or scope["method"] not in found[0].methods:
             await self.app(scope, receive, send)
             return
         scope["route"] = found[0]
@@ -294,7 +292,3 @@ class LeanDispatchMiddleware:
         except Exception as exc:
             response = problem_for(request, exc)
         await response(scope, receive, send)
-
-
-def _has_origin(scope: Scope) -> bool:
-    return any(name == b"origin" for name, _ in scope["headers"])

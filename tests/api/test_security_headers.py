@@ -198,3 +198,22 @@ async def test_cors_is_open_in_development_and_closed_in_production(
         assert "access-control-allow-origin" not in simple.headers
     chosen = make_settings(environment="production", cors_origins="https://app.example")
     assert chosen.cors_origins == ["https://app.example"]
+
+
+async def test_answers_of_the_outer_layers_carry_cors_headers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # CORS wraps the layers that answer by themselves (admission 503, stall 408, body 413).
+    origin = {"Origin": "https://app.example"}
+    async with serve(make_settings(cors_origins="https://app.example")) as c:
+        big = await c.post(
+            "/analyze",
+            content=b'{"x": "' + b"a" * 70_000 + b'"}',
+            headers={**origin, "Content-Type": "application/json"},
+        )  # the body-limit layer's 413
+        assert big.status_code == 413
+        assert big.headers["access-control-allow-origin"] == "https://app.example"
+        lean = await c.post("/api/v1/analyze", json={"image_id": "nope"}, headers=origin)
+        assert lean.status_code in (400, 404)
+        assert lean.headers["access-control-allow-origin"] == "https://app.example"
+        assert "Retry-After" in lean.headers["access-control-expose-headers"]
