@@ -19,7 +19,12 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
-from app.api.middleware import BodyLimitMiddleware, HistoryMiddleware, RequestContextMiddleware
+from app.api.middleware import (
+    BodyLimitMiddleware,
+    HeadMiddleware,
+    HistoryMiddleware,
+    RequestContextMiddleware,
+)
 from app.api.openapi import install_openapi
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
@@ -101,6 +106,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     register_exception_handlers(app)
     include_routes(app)
     install_openapi(app, settings)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(LeanDispatchMiddleware, routers=ROUTERS)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -1,4 +1,5 @@
-"""Plain ASGI middleware: request id + one log line per request; a cap on buffered bodies; history."""
+"""Plain ASGI middleware: request id + one log line per request; a cap on buffered bodies; history;
+HEAD on every GET route."""
 
 from __future__ import annotations
 
@@ -208,3 +209,25 @@ class HistoryMiddleware:
             "error_message": error,
             "created_at": datetime.now(UTC),
         }
+
+
+class HeadMiddleware:
+    """HEAD is GET without the body (RFC 9110 9.3.2), on every GET route: the GET handler
+    answers, its status and headers (Content-Length, ETag) are sent, its body is not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: Message) -> None:
+            if message["type"] in ("http.response.body", "http.response.pathsend"):
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)

@@ -81,6 +81,8 @@ def allowed_methods(request: Request) -> str:
     for route in iter_route_contexts(request.app.router.routes):
         if route.methods and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # `HeadMiddleware`
     return ", ".join(sorted(methods))
 
 

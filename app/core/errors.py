@@ -32,6 +32,7 @@ The tree::
     ├── UsernameTaken             409 username_taken
     ├── PayloadTooLarge           413 payload_too_large
     │   └── UrlTooLarge           413 url_too_large
+    ├── RangeNotSatisfiable       416 range_not_satisfiable
     ├── IdempotencyMismatch       422 idempotency_key_reused
     ├── Unprocessable             422 unprocessable
     │   ├── NoFaceDetected        422 no_face_detected
@@ -218,6 +219,10 @@ class PayloadTooLarge(AppError):
 
 class UrlTooLarge(PayloadTooLarge):
     code, default_detail = "url_too_large", "The resource at the URL is too large"
+
+
+class RangeNotSatisfiable(AppError):
+    status, code, default_detail = 416, "range_not_satisfiable", "The range starts past the end of the file"
 
 
 class IdempotencyMismatch(AppError):

@@ -108,6 +108,39 @@ async def test_metadata_content_and_delete(client: httpx.AsyncClient, data_dir: 
     assert (await client.post("/analyze", json={"image_id": image_id})).status_code == 404
 
 
+async def test_ranges_of_the_content(client: httpx.AsyncClient) -> None:
+    body = photo_jpeg()
+    path = f"/api/v1/images/{(await upload(client, body)).json()['image_id']}/content"
+    part = await client.get(path, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == body[10:20]
+    for invalid in ("bytes=50-10", "bytes=abc", "items=0-1", "nonsense"):
+        whole = await client.get(path, headers={"Range": invalid})  # ignored (RFC 9110 14.2)
+        assert whole.status_code == 200 and whole.content == body, invalid
+    past = await client.get(path, headers={"Range": f"bytes={len(body)}-"})
+    assert past.status_code == 416 and past.json()["code"] == "range_not_satisfiable"
+    assert past.headers["content-range"] == f"bytes */{len(body)}"
+
+
+async def test_head_on_every_get_route(client: httpx.AsyncClient) -> None:
+    image_id = (await upload(client, photo_jpeg())).json()["image_id"]
+    for path in (
+        f"/api/v1/images/{image_id}/content",
+        f"/api/v1/images/{image_id}",
+        "/api/v1/images",
+        "/api/v1/analyzers",
+        "/docs",
+        "/health",
+    ):
+        got, head = await client.get(path), await client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-length"] == str(len(got.content)), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    missing = await client.head(f"/api/v1/images/{uuid.uuid4()}")
+    assert missing.status_code == 404 and missing.content == b""
+    wrong = await client.put("/api/v1/images")
+    assert wrong.status_code == 405 and set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
 async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
     unknown = str(uuid.uuid4())
     resp = await client.get(f"/api/v1/images/{unknown}")

@@ -64,10 +64,3 @@ async def prometheus_metrics(container: ContainerDep, request: Request) -> Respo
             raise Unauthorized("The metrics token is required", headers={"WWW-Authenticate": "Bearer"})
     body = await container.io_pool.run(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-
-# Probes often use HEAD; same handlers, kept out of the schema (one operation per route).
-for _path, _endpoint in (("/health", health), ("/healthz", healthz), ("/readyz", readyz)):
-    router.add_api_route(
-        _path, _endpoint, methods=["HEAD"], include_in_schema=False, operation_id=f"{_endpoint.__name__}_head"
-    )

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import FileResponse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import MalformedRangeHeader, Response
+from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 
 from app.api.deps import CurrentPrincipal, ImagesDep, container_of, limit_rate, principal_of, rate_limited
 from app.api.routing import body_stream, content_length, lean_route, multipart_body
 from app.api.security_headers import IMAGE_CONTENT_CSP, content_disposition
+from app.core.errors import RangeNotSatisfiable
 from app.core.formats import FORMATS
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImagePage
@@ -169,7 +171,23 @@ async def read_image_content(
     meta = image.metadata
     headers["Content-Disposition"] = content_disposition(meta.filename, meta.image_format.extension)
     headers["Content-Security-Policy"] = IMAGE_CONTENT_CSP
-    return FileResponse(image.path, media_type=meta.content_type, headers=headers)
+    return ImageFileResponse(image.path, media_type=meta.content_type, headers=headers)
+
+
+class ImageFileResponse(FileResponse):
+    """Starlette's file response, its Range errors as RFC 9110 has them: an invalid Range is
+    ignored (the whole file, 200); one that starts past the end is a 416 problem."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+        except UnsatisfiableRange:
+            raise RangeNotSatisfiable(
+                f"The image has {file_size} bytes", headers={"Content-Range": f"bytes */{file_size}"}
+            ) from None
 
 
 @router.delete(
