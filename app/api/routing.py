@@ -227,7 +227,10 @@ def body_stream(request: Request) -> BodyStream:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole (small) body; PayloadTooLarge past `limit` bytes."""
+    """The whole (small) body; PayloadTooLarge past `limit` bytes (at once if declared)."""
+    declared = content_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     total = 0
     async for chunk in body_stream(request):

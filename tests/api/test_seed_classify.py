@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -250,3 +251,41 @@ async def test_model_analyzers_can_be_turned_off(make_settings) -> None:
     assert registry.names() == ["skin"] and not registry.unavailable
     with pytest.raises(ValueError):
         make_settings(analyzers=["tarot"])
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [("/v1/classify", "application/json"), ("/api/v1/frontal/crop/submit", "application/json")],
+)
+async def test_a_declared_oversized_json_body_is_413_before_it_is_read(
+    app, path: str, content_type: str
+) -> None:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client sends nothing: only the headers said 50 MB
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", content_type.encode()),
+            (b"content-length", b"52428800"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert sent[0]["status"] == 413
