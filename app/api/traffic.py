@@ -4,9 +4,9 @@
 `MAX_CONCURRENT_REQUESTS` in all or `MAX_CONCURRENT_PER_ADDRESS` from one client address,
 instead of queueing without bound; health probes and `/metrics` always pass. It records
 every request's duration by route template, method and status, and the requests in
-flight. When a burst is over (nothing in flight after a busy moment), it asks the C
-allocator to give freed memory back to the system (`malloc_trim`), so that the process
-returns near its starting size.
+flight. At the first idle moment (nothing in flight), at most every TRIM_EVERY_SECONDS, it
+asks the C allocator to give freed memory back to the system (`malloc_trim`): the process
+returns near its starting size after a burst, and after one large analysis too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from app.core import metrics
 logger = logging.getLogger("app.traffic")
 
 EXEMPT = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
-TRIM_AFTER_PEAK = 16  # requests in flight that make a burst worth trimming after
 TRIM_EVERY_SECONDS = 5.0
 
 
@@ -47,8 +46,9 @@ class AdmissionMiddleware:
         self.max_per_address = max_per_address
         self.in_flight = 0
         self.by_address: dict[str, int] = {}
-        self.peak = 0
         self.trimmed_at = 0.0
+        self.trim_timer: asyncio.TimerHandle | None = None
+        self.trims = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,7 +65,6 @@ class AdmissionMiddleware:
                 return
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
-        self.peak = max(self.peak, self.in_flight)
         metrics.IN_FLIGHT.inc()
         status = 500
         started = time.perf_counter()
@@ -107,12 +106,14 @@ class AdmissionMiddleware:
             self.by_address[address] = left
         else:
             del self.by_address[address]
-        now = time.monotonic()
-        if (
-            self.in_flight == 0
-            and self.peak >= TRIM_AFTER_PEAK
-            and now - self.trimmed_at > TRIM_EVERY_SECONDS
-        ):
-            self.peak = 0
-            self.trimmed_at = now
-            asyncio.get_running_loop().run_in_executor(None, _malloc_trim)
+        if self.in_flight == 0 and self.trim_timer is None:
+            due = max(0.0, self.trimmed_at + TRIM_EVERY_SECONDS - time.monotonic())
+            self.trim_timer = asyncio.get_running_loop().call_later(due, self._trim)
+
+    def _trim(self) -> None:
+        self.trim_timer = None
+        if self.in_flight:
+            return  # busy again: the next idle moment trims
+        self.trimmed_at = time.monotonic()
+        self.trims += 1
+        asyncio.get_running_loop().run_in_executor(None, _malloc_trim)
