@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import error_response, problem_response
+from app.api.problems import disconnected_response, error_response, problem_response
 from app.api.stalls import StallGuard
 from app.core.errors import RequestTimeout
 from app.core.logging import request_id_var
@@ -118,9 +118,9 @@ class BodyLimitMiddleware:
             except RequestTimeout as exc:
                 await error_response(exc)(scope, receive, send)
                 return
-            if message["type"] != "http.request":
-                chunks = []
-                break
+            if message["type"] != "http.request":  # the client hung up mid-body
+                await disconnected_response(scope["method"], scope["path"])(scope, receive, send)
+                return
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > limit:

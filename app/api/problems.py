@@ -95,10 +95,15 @@ def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, code, str(exc.detail), headers)
 
 
-def _disconnect_handler(request: Request, exc: Exception) -> Response:
-    # Nobody is listening any more (an upload's temp file is already gone, queued work dropped).
-    logger.info("%s %s -> client disconnected mid-request", request.method, request.url.path)
+def disconnected_response(method: str, path: str) -> Response:
+    """The answer to a client that has hung up: nobody reads it, but logs, metrics and the
+    history see what happened (an upload's temp file is already gone, queued work dropped)."""
+    logger.info("%s %s -> client disconnected mid-request", method, path)
     return problem_response(400, "client_disconnected", "The client disconnected before the answer")
+
+
+def _disconnect_handler(request: Request, exc: Exception) -> Response:
+    return disconnected_response(request.method, request.url.path)
 
 
 def _unhandled_handler(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ uploads must publish exactly `images/{id}.{ext}` + `images/{id}.json`.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 import zlib
@@ -674,3 +675,32 @@ async def test_client_disconnect_mid_body_leaves_no_file(app: FastAPI, data_dir:
     assert temp_seen[0], "no temp file existed mid-body: the test did not exercise cleanup"
     assert files_under(data_dir) == before
     assert not any(m.get("status") == 201 for m in sent)
+
+
+async def test_client_disconnect_mid_json_body_is_client_disconnected(app: FastAPI) -> None:
+    messages = iter([{"type": "http.request", "body": b'{"image_id": "', "more_body": True}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/frontal/crop/submit",
+        "raw_path": b"/api/v1/frontal/crop/submit",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["code"] == "client_disconnected"  # not a validation error
