@@ -1,7 +1,5 @@
 """A small persistent job queue: submit opaque input bytes, poll a job id, read the output.
 
-Records, inputs and results live on disk (`app.services.job_store`).
-
 Guarantees:
 
 - **Accepted means durable.** `submit` returns only after the input and the job record are
@@ -24,7 +22,8 @@ Guarantees:
   `updated_at` is older than that are deleted, then every input and result no remaining
   record refers to (orphans of refused submits or crashes included). Pending and running
   jobs are never expired. Without it nothing is ever deleted.
-- **The event loop never touches the disk**: disk work and the runner go through the pool.
+- **The event loop never touches the disk** (records, inputs and results: `app.services.job_store`);
+  disk work and the runner go through the pool.
 """
 
 from __future__ import annotations
@@ -130,9 +129,8 @@ class JobQueue:
         self._reset()
 
     async def submit(self, data: bytes, *, owner: str = "anonymous", hold_id: str | None = None) -> Job:
-        """Accept a job for `data`; returns once it is persisted. QueueFull (503) if too many wait.
-        Only a job that starts new work keeps `hold_id` (its owner pays for the computation);
-        one completed from the cache or joining in-flight work carries none."""
+        """Accept a job for `data`, persisted on return; QueueFull (503) if too many wait. Only a
+        job that starts new work keeps `hold_id` (cached or joined work is free)."""
         data = bytes(data)
         key, cached = await self._pool.run(self.store.lookup, data)
         if not cached and key not in self._work and self._pending_units >= self._max_pending:
