@@ -1,5 +1,5 @@
-"""Plain ASGI middleware: request id + one log line per request; a cap on buffered bodies; history;
-HEAD on every GET route."""
+"""Plain ASGI middleware: request id + one log line per request (and relative redirects); a cap
+on buffered bodies; history; HEAD on every GET route."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +23,28 @@ logger = logging.getLogger("app.request")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
+def relative_location(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers with an absolute `Location` made relative (RFC 9110 allows it).
+
+    Starlette's trailing-slash redirect builds its URL from the request's Host header, so a
+    forged Host would come back in the Location (web-cache poisoning, an open redirect); the
+    service never redirects to another host, so the path, query and fragment are all it needs.
+    """
+    out = []
+    for name, value in headers:
+        if name == b"location":
+            parts = urlsplit(value)
+            if parts.scheme or parts.netloc:
+                value = b"/" + parts.path.lstrip(b"/")  # never "//host": a network-path reference
+                value += b"?" + parts.query if parts.query else b""
+                value += b"#" + parts.fragment if parts.fragment else b""
+        out.append((name, value))
+    return out
+
+
 class RequestContextMiddleware:
-    """Echo or create `X-Request-ID`, log method, path, status and duration."""
+    """Echo or create `X-Request-ID`, log method, path, status and duration; make redirects
+    relative (`relative_location`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,6 +77,8 @@ class RequestContextMiddleware:
                 for name, value in headers:
                     if name == b"x-cache":
                         cache = " cache=" + value.decode("latin-1")
+                if 300 <= status < 400:
+                    headers = relative_location(list(headers))
                 message["headers"] = [*headers, header]
             await send(message)
 

@@ -91,6 +91,24 @@ async def test_405_allows_every_method_of_the_path(client: httpx.AsyncClient) ->
     assert (await client.delete("/openapi.json")).headers["allow"] == "GET, HEAD"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "target"), [("GET", "/health/", "/health"), ("POST", "/upload/", "/upload")]
+)
+async def test_trailing_slash_redirects_never_echo_the_host_header(
+    client: httpx.AsyncClient, method: str, path: str, target: str
+) -> None:
+    """A forged Host header must not come back in a Location (cache poisoning, open redirect)."""
+    resp = await client.request(method, path, headers={"Host": "evil.example"})
+    assert resp.status_code == 307
+    assert resp.headers["location"] == target
+    assert_secured(resp)
+    followed = await client.get("/health/", follow_redirects=True)
+    assert (followed.status_code, followed.json()) == (200, {"status": "healthy"})
+    # A path that would become a network-path reference ("//host") stays on this host.
+    odd = await client.get("//evil.example/health/")
+    assert not odd.headers.get("location", "/").startswith("//")
+
+
 async def test_hsts_only_when_enabled(make_settings: Callable[..., Settings]) -> None:
     async with serve(make_settings(hsts_seconds=31536000)) as c:
         assert (await c.get("/health")).headers["strict-transport-security"] == "max-age=31536000"
