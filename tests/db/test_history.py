@@ -268,14 +268,35 @@ async def test_sqlite_stats_start_again_when_rows_vanish(tmp_path: Path, monkeyp
 async def _retried_stats(sessions: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [row(i, processing_time=t) for i, t in enumerate([0.4, 0.1, 0.3, 0.2])]
     await insert(sessions, rows)
-    real, calls = history._sqlite_quantile, []
+    real, calls = history._quantile, []
 
     async def flaky(*args: Any) -> Any:
         calls.append(args[-1])
         return history._SHORT if len(calls) == 2 else await real(*args)
 
-    monkeypatch.setattr(history, "_sqlite_quantile", flaky)
+    monkeypatch.setattr(history, "_quantile", flaky)
     async with sessions() as session:
         actual = await history.stats(session)
     assert len(calls) == 6  # three quantiles, twice
     assert_stats_equal(actual, expected_stats(rows), backend="sqlite")
+
+
+async def test_postgres_stats_read_one_snapshot(sessions: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows committed between the count and the quantile reads do not move the quantiles."""
+    if backend_of(sessions) != "postgresql":
+        pytest.skip("SQLite reads each statement in its own snapshot (and retries short reads)")
+    rows = [row(i, processing_time=t) for i, t in enumerate([0.4, 0.1, 0.3, 0.2])]
+    await insert(sessions, rows)
+    real, racing_rows = history._quantile, [row(10 + i, processing_time=9.0) for i in range(4)]
+
+    async def racing(*args: Any) -> Any:
+        if racing_rows:  # another client's requests land after the count
+            await insert(sessions, racing_rows)
+            racing_rows.clear()
+        return await real(*args)
+
+    monkeypatch.setattr(history, "_quantile", racing)
+    async with sessions.begin() as session:
+        actual = await history.stats(session)
+    assert not racing_rows
+    assert_stats_equal(actual, expected_stats(rows), backend="postgresql")
