@@ -125,7 +125,7 @@ class IngestService:
     @staticmethod
     def discard(received: ReceivedFile | None) -> None:
         """Close and remove a received file that was not published."""
-        if received is None:
+        if received is None or received.placed:
             return
         if received.file is not None:
             received.file.close()
@@ -253,7 +253,7 @@ class IngestService:
         )
 
     def _place(self, received: ReceivedFile) -> tuple[ImageMetadata, Path]:
-        """Worker thread, one hop: validate, fsync, rename into place."""
+        """Worker thread, one hop: validate, fsync, rename into place, close."""
         fmt, width, height = self._check(received)
         assert received.file is not None
         os.fsync(received.file.fileno())
@@ -266,7 +266,10 @@ class IngestService:
             height=height,
             sha256=received.sha256,
         )
-        return meta, self.store.publish(received.path, meta.image_id, fmt.extension)
+        path = self.store.publish(received.path, meta.image_id, fmt.extension)
+        received.file.close()  # here, not on the event loop
+        received.placed = True
+        return meta, path
 
     async def _replay(self, record_id: str, sha256: str, owner: Principal) -> UploadOutcome | None:
         """The image an earlier request with this key created, or None to upload afresh (no

@@ -69,6 +69,7 @@ class ReceivedFile:
     format: ImageFormat | None
     file: FileIO | None = None
     sha256: str = ""
+    placed: bool = False  # renamed into place (and closed): nothing left to discard
 
 
 @dataclass

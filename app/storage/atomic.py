@@ -1,15 +1,18 @@
 """Crash-safe file publication: temp file beside the target, fsync, rename.
 
-Temp files are named `.tmp-{pid}-{random}` so that a start-up sweep can tell the
-leftovers of a dead process from the files of a live sibling worker.
+Temp files are named `.tmp-{pid}-{process token}{counter}` so that a start-up sweep can
+tell the leftovers of a dead process from the files of a live sibling worker. The token is
+random once per process (a restarted process that reuses a pid gets another one), so no
+name repeats and no per-file random number (a getrandom syscall on every upload) is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
-import uuid
+import secrets
 from pathlib import Path
 
 from app.core.processes import is_live_peer
@@ -19,11 +22,13 @@ logger = logging.getLogger("app.storage")
 __all__ = ["is_live_peer"]
 
 TEMP_PREFIX = ".tmp-"
+_TOKEN = secrets.token_hex(8)
+_COUNTER = itertools.count()
 
 
 def temp_path_for(directory: Path) -> Path:
     """A fresh temp file name in `directory`, tagged with this process's pid."""
-    return directory / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{_TOKEN}{next(_COUNTER):x}"
 
 
 def write_and_sync(path: Path, data: bytes) -> None:
