@@ -66,6 +66,7 @@ class ServiceContainer:
         """Stop background work (unfinished jobs resume at the next start), write the history."""
         await self.contour_jobs.stop()
         await self.history.stop()
+        self.images.store.temps.close()
         await anyio.to_thread.run_sync(self.images.close)
         await self.engine.dispose()
 
@@ -94,7 +95,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     )
     users = UserDirectory(sessions, settings.user_cache_seconds)
     images = ImageService(
-        LocalImageStore(settings.images_dir),
+        LocalImageStore(settings.images_dir, settings.upload_temp_stock),
         LocalResultStore(settings.analysis_dir),
         sessions,
         settings.database,

@@ -282,3 +282,17 @@ async def test_missing_bytes_are_404_not_500(client: httpx.AsyncClient, data_dir
     resp = await client.get(f"/api/v1/images/{image_id}/content")
     assert resp.status_code == 404
     assert resp.json()["code"] == "image_not_found"
+
+
+async def test_overlapping_uploads_leave_no_temp_file(client: httpx.AsyncClient, data_dir: Path) -> None:
+    """Good and refused uploads at once (the temp-file stock is in use): afterwards only the
+    published images are on disk."""
+    import asyncio
+
+    good, bad = photo_jpeg(), b"\xff\xd8\xff\xe0 not really a jpeg"
+    answers = await asyncio.gather(*(upload(client, good if i % 2 else bad) for i in range(24)))
+    assert sorted(r.status_code for r in answers) == [201] * 12 + [400] * 12
+    ids = {r.json()["image_id"] for r in answers if r.status_code == 201}
+    assert len(ids) == 12
+    stored = {Path(p).name for p in files_under(data_dir / "images")}
+    assert stored == {f"{image_id}.jpg" for image_id in ids}
