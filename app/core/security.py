@@ -152,12 +152,17 @@ def decode_token(config: JwtConfig, token: str, use: TokenUse) -> TokenClaims:
     if not isinstance(payload["sub"], str) or not isinstance(payload["jti"], str):
         raise Unauthorized("The token is invalid", headers=_BEARER)
     family = payload.get("fam")
+    try:  # PyJWT checked they are numbers; a datetime still needs them within years 1-9999
+        issued_at = datetime.fromtimestamp(float(payload["iat"]), UTC)
+        expires_at = datetime.fromtimestamp(int(payload["exp"]), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise Unauthorized("The token is invalid", headers=_BEARER) from None
     return TokenClaims(
         subject=payload["sub"],
         jti=payload["jti"],
         use=use,
-        issued_at=datetime.fromtimestamp(float(payload["iat"]), UTC),
-        expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+        issued_at=issued_at,
+        expires_at=expires_at,
         family=family if isinstance(family, str) else None,
     )
 

@@ -274,8 +274,8 @@ def inspect_image(
             if fmt.pillow == "JPEG" and decode_check == "draft":
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
-    except Image.DecompressionBombError as exc:
-        raise TooManyPixels(f"The image has too many pixels: {exc}") from None
+    except Image.DecompressionBombError:  # Pillow's own limit (2 x ~89 MP), far above ours
+        raise TooManyPixels(f"The image has too many pixels; the limit is {max_pixels}") from None
     except UnidentifiedImageError:
         raise UndecodableImage(f"The image cannot be decoded as {fmt.pillow}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

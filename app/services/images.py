@@ -118,7 +118,8 @@ class ImageService:
     async def delete(self, image_id: str, viewer: Principal) -> None:
         """Remove an image, its catalog row and every cached analysis of it."""
         image = await self.get(image_id, viewer)
-        await self._remove(image)
+        if not await self._remove(image):  # a concurrent DELETE removed the row first
+            raise ImageNotFound(f"Image {image_id} not found")
         logger.info("deleted image_id=%s", image_id)
 
     async def delete_owned(self, owner: str) -> int:
@@ -131,12 +132,15 @@ class ImageService:
             await self._remove(StoredImage(meta, owner, path))
         return len(rows)
 
-    async def _remove(self, image: StoredImage) -> None:
-        # The row first: the image stops existing before its bytes go.
+    async def _remove(self, image: StoredImage) -> bool:
+        """Remove the row, then the bytes; False if the row was already gone (another
+        request removed it, and its files with it)."""
         async with self.sessions.begin() as session:
-            await catalog.delete_image(session, image_id=image.metadata.image_id)
+            removed = await catalog.delete_image(session, image_id=image.metadata.image_id)
         self._cache.pop(image.metadata.image_id, None)
-        await self.pool.run(self._remove_files, image)
+        if removed:
+            await self.pool.run(self._remove_files, image)
+        return removed
 
     def _remove_files(self, image: StoredImage) -> None:
         unlink_quietly(image.path)

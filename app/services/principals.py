@@ -137,7 +137,8 @@ class PrincipalResolver:
     async def from_token(self, token: str) -> Principal:
         """The user an access token names, if the token and the user are both still valid."""
         claims = self._verified(token)
-        if not claims.subject.isdigit():
+        # User ids are positive int64 (SQLite INTEGER, PostgreSQL BIGINT): at most 18 ASCII digits.
+        if not (claims.subject.isascii() and claims.subject.isdigit() and len(claims.subject) <= 18):
             raise Unauthorized("The token is invalid", headers=_BEARER)
         view = await self.users.get(int(claims.subject))
         if view is None:

@@ -212,6 +212,12 @@ async def test_jwt_negatives_are_401(api: httpx.AsyncClient, data_dir: Path) -> 
         "no jti": jwt.encode({k: v for k, v in claims.items() if k != "jti"}, key, algorithm="HS256"),
         "refresh as access": tokens["refresh_token"],
         "garbage": "not.a.token",
+        # Signed with the real key but out of every range (only a key holder can send them)
+        "exp past year 9999": forge(key, exp=10**30),
+        "exp 1e308": forge(key, exp=1e308),
+        "iat 1e308": forge(key, iat=1e308),
+        "sub past int64": forge(key, sub=str(2**70)),
+        "sub in other digits": forge(key, sub="\u0661"),
     }
     for name, token in bad.items():
         resp = await api.get("/v1/me", headers={"Authorization": f"Bearer {token}"})

@@ -296,3 +296,14 @@ async def test_overlapping_uploads_leave_no_temp_file(client: httpx.AsyncClient,
     assert len(ids) == 12
     stored = {Path(p).name for p in files_under(data_dir / "images")}
     assert stored == {f"{image_id}.jpg" for image_id in ids}
+
+
+async def test_parallel_deletes_of_one_image_delete_it_once(client: httpx.AsyncClient) -> None:
+    """Exactly one DELETE succeeds; the others find no image (404), even with the metadata cached."""
+    import asyncio
+
+    for _ in range(3):
+        image_id = (await upload(client, photo_jpeg())).json()["image_id"]
+        assert (await client.get(f"/api/v1/images/{image_id}")).status_code == 200  # cached
+        answers = await asyncio.gather(*(client.delete(f"/api/v1/images/{image_id}") for _ in range(6)))
+        assert sorted(r.status_code for r in answers) == [204] + [404] * 5

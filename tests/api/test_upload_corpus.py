@@ -226,6 +226,8 @@ async def test_bad_file_is_refused_and_leaves_no_file(
     response = await client.post(UPLOAD, files={"file": ("upload.jpg", payload, declared)})
     assert_problem(response, 400, code)
     assert files_under(data_dir) == before
+    if code == "image_too_large":  # the service's limit, not Pillow's own
+        assert "the limit is 40000000" in response.json()["detail"]
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
