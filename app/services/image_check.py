@@ -1,11 +1,13 @@
 """Cheap checks that an upload really is the image it claims to be, run in a worker thread.
 
-First one pass over the file's structure, without decoding pixels or inflating anything;
+First one pass over the file's structure, without decoding pixels (PNG: a bounded inflate);
 then Pillow reads the header (format, size: the pixel limit stops decompression bombs
 before any pixel is inflated). Every bound is a setting (`IntegrityLimits.from_settings`).
 
 - PNG (`png_check`): every chunk's CRC, IHDR first, IDAT contiguous, only text, tIME and
-  APNG frames after the image data, nothing after IEND, text and metadata bounded.
+  APNG frames after the image data, nothing after IEND, text and metadata bounded; the
+  image data inflated as far as its first 16 KiB of rows (bounded work): an empty,
+  truncated or foreign stream with right CRCs is refused.
 - JPEG: a walk over every marker segment, scans included (the entropy-coded data is
   skipped by one C-level regex search per scan, ~1 ms per 2 MB): APPn/COM metadata
   bounded in count and bytes, an end-of-image marker, then at most

@@ -102,6 +102,34 @@ def ztxt(raw: bytes, keyword: bytes = b"Comment") -> bytes:
     return chunk(b"zTXt", keyword + b"\0\0" + zlib.compress(raw, 9))
 
 
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def raw_png(
+    width: int,
+    height: int,
+    depth: int,
+    color: int,
+    channels: int,
+    interlace: int = 0,
+    idat: bytes | None = None,
+) -> bytes:
+    """A PNG of zero pixels built by hand (Pillow writes no interlaced PNG); `idat` replaces its data."""
+    if idat is None:
+        passes = (
+            [(width, height)]
+            if not interlace
+            else [
+                (max(0, (width - x + dx - 1) // dx), max(0, (height - y + dy - 1) // dy))
+                for x, y, dx, dy in _ADAM7
+            ]
+        )
+        rows = b"".join((b"\0" + b"\0" * ((w * depth * channels + 7) // 8)) * h for w, h in passes if w and h)
+        idat = zlib.compress(rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
+    return join_png([(b"IHDR", ihdr), (b"IDAT", idat), (b"IEND", b"")])
+
+
 def small_png() -> bytes:
     return encode(Image.new("RGB", (64, 48), (10, 200, 90)), "PNG")
 
@@ -139,6 +167,12 @@ def png_hostile() -> dict[str, bytes]:
         "iend-not-empty": base[:-12] + chunk(b"IEND", b"payload"),
         "no-idat": join_png([c for c in split_png(base) if c[0] != b"IDAT"]),
         "length-past-end": base[:33] + b"\x7f\xff\xff\xff" + base[37:],
+        # CRCs right, image data wrong (found by a hostile sweep: stored with 201 before)
+        "empty-idat": raw_png(64, 64, 8, 2, 3, idat=b""),
+        "idat-too-short": raw_png(64, 64, 8, 2, 3, idat=zlib.compress(b"\0" * 10)),
+        "idat-not-zlib": raw_png(64, 64, 8, 2, 3, idat=b"\x78\x9c" + bytes(range(7, 57))),
+        "idat-short-for-36-mp": raw_png(6000, 6000, 8, 2, 3, idat=zlib.compress(b"\0" * 1000)),
+        "adam7-rows-missing": raw_png(37, 23, 8, 2, 3, interlace=1, idat=zlib.compress(b"\0" * 200)),
     }
 
 
@@ -228,6 +262,11 @@ def png_ok(tmp_path: Path) -> dict[str, bytes]:
         "palette-trns": rgba_palette_png(),
         "skimage-16-bit-gray": skimage_png(tmp_path, data.camera()[::4, ::4].astype(np.uint16) * 257),
         "skimage-gray": skimage_png(tmp_path, data.camera()[::4, ::4]),
+        "adam7-rgb": raw_png(37, 23, 8, 2, 3, interlace=1),
+        "adam7-1-bit-gray": raw_png(13, 5, 1, 0, 1, interlace=1),
+        "adam7-1x1": raw_png(1, 1, 8, 6, 4, interlace=1),
+        "1-bit-odd-width": raw_png(13, 7, 1, 0, 1),
+        "16-bit-rgba": raw_png(9, 9, 16, 6, 4),
         "many-idat": join_png(
             [(b"IHDR", split_png(png())[0][1])]
             + [(b"IDAT", part) for part in _slices(b"".join(p for k, p in split_png(png()) if k == b"IDAT"))]
@@ -244,6 +283,8 @@ def test_ordinary_pngs_pass(tmp_path: Path) -> None:
     for name, body in png_ok(tmp_path).items():
         check_png_structure(body, DEFAULT_LIMITS)
         assert inspect_image(body, FORMATS["png"], 40_000_000)[0] > 0, name
+        with Image.open(io.BytesIO(body)) as im:
+            im.load()  # really whole (the hand-built ones too)
 
 
 def test_png_crc_is_checked_on_the_mmap(tmp_path: Path) -> None:
