@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tests.conftest import serve
+from tests.conftest import files_under, serve
 from tests.factories import encode
 
 ESPRESSO = 967
@@ -289,3 +289,23 @@ async def test_a_declared_oversized_json_body_is_413_before_it_is_read(
     }
     await asyncio.wait_for(app(scope, receive, send), 5)
     assert sent[0]["status"] == 413
+
+
+def jpeg_with_bogus_huffman_table() -> bytes:
+    """Whole in structure (it passes the upload check) but no decoder can read its scan."""
+    body = bytearray(coffee_jpeg())
+    dht = body.find(b"\xff\xc4")
+    body[dht + 5 : dht + 21] = b"\xff" * 16  # the 16 code-length counts
+    return bytes(body)
+
+
+async def test_v1_classify_that_fails_leaves_no_image(client: httpx.AsyncClient, data_dir) -> None:
+    """The client never learns the id of an image whose classification failed: it is removed."""
+    before = files_under(data_dir / "images")
+    resp = await client.post(
+        "/v1/classify", files={"file": ("bad.jpg", jpeg_with_bogus_huffman_table(), "image/jpeg")}
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "undecodable_image"
+    assert files_under(data_dir / "images") == before
+    listing = await client.get("/api/v1/images")
+    assert listing.json()["total"] == 0

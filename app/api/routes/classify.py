@@ -4,6 +4,7 @@ result cached like any analysis."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -22,7 +23,7 @@ from app.api.routing import (
     streams_body,
     until_disconnected,
 )
-from app.core.errors import ValidationFailed
+from app.core.errors import AppError, ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 
@@ -65,7 +66,8 @@ async def classify(
 ) -> Response:
     """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
-    size-limited). The image is stored like an upload; the result is cached per image."""
+    size-limited). The image is stored like an upload; the result is cached per image. If the
+    classification fails, the image is removed again (the client never learned its id)."""
     container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
     await limit_rate(request, "analyze", principal)
     await container.credits.check(principal)
@@ -91,7 +93,13 @@ async def classify(
     request.state.history.update(
         input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
     )
-    result = await until_disconnected(
-        request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
-    )
+    try:
+        result = await until_disconnected(
+            request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
+        )
+    except Exception:
+        # The client never learns the id of an image whose classification failed: remove it.
+        with contextlib.suppress(AppError):
+            await container.images.delete(outcome.image_id, principal)
+        raise
     return Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
