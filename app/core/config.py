@@ -113,8 +113,6 @@ class Settings(BaseSettings):
 
     # Worker threads: disk work of uploads and cache reads; analyzers (CPU-bound)
     io_threads: int = Field(default=8, ge=1)
-    # Empty temp files made ahead by a thread while uploads overlap (0: off); none when idle
-    upload_temp_stock: int = Field(default=8, ge=0, le=1024)
     analysis_threads: int = Field(default=2, ge=1)
     # Analyses of one analyzer waiting for a thread before new ones are refused (503)
     analysis_queue_limit: int = Field(default=64, ge=1)

@@ -66,7 +66,6 @@ class ServiceContainer:
         """Stop background work (unfinished jobs resume at the next start), write the history."""
         await self.contour_jobs.stop()
         await self.history.stop()
-        self.images.store.temps.close()
         await anyio.to_thread.run_sync(self.images.close)
         await self.engine.dispose()
 
@@ -95,7 +94,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     )
     users = UserDirectory(sessions, settings.user_cache_seconds)
     images = ImageService(
-        LocalImageStore(settings.images_dir, settings.upload_temp_stock),
+        LocalImageStore(settings.images_dir),
         LocalResultStore(settings.analysis_dir),
         sessions,
         settings.database,

@@ -110,19 +110,6 @@ class IngestService:
 
         The caller owns the result and must `discard` its file.
         """
-        self.store.temps.enter()
-        try:
-            return await self._receive(content_type, content_length, chunks, file_field)
-        finally:
-            self.store.temps.leave()
-
-    async def _receive(
-        self,
-        content_type: str | None,
-        content_length: int | None,
-        chunks: AsyncIterator[bytes],
-        file_field: str,
-    ) -> ReceivedForm:
         if content_length is not None and content_length > self.limits.max_body_bytes:
             raise PayloadTooLarge(
                 f"Content-Length {content_length} exceeds the limit of {self.limits.max_body_bytes} bytes"
@@ -131,7 +118,7 @@ class IngestService:
             content_type=content_type,
             chunks=chunks,
             file_field=file_field,
-            new_temp=self.store.temps.take,
+            new_temp=self.store.temp_path,
             limits=self.limits,
         )
 
@@ -159,16 +146,19 @@ class IngestService:
         if idempotency_key is not None:
             record_id = self.idempotency.record_id(idempotency_key, owner.id)
             self.idempotency.claim(record_id)
-        self.store.temps.enter()  # for the whole upload: the stock outlives one body's end
         try:
-            form = await self._receive(content_type, content_length, chunks, file_field)
+            form = await self.receive(
+                content_type=content_type,
+                content_length=content_length,
+                chunks=chunks,
+                file_field=file_field,
+            )
             received = require_file(form, file_field)
             try:
                 return await self._publish(received, owner, record_id)
             finally:
                 self.discard(received)
         finally:
-            self.store.temps.leave()
             if record_id is not None:
                 self.idempotency.release(record_id)
 

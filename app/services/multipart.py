@@ -109,9 +109,10 @@ class _FileSink:
     (page faults through the mmap, or the copy through read()).
     """
 
-    def __init__(self, temp: tuple[Path, FileIO], limits: FormLimits) -> None:
-        self.path, self.file = temp
+    def __init__(self, path: Path, limits: FormLimits) -> None:
+        self.path = path
         self.limits = limits
+        self.file = FileIO(path, "xb+")
         self.hasher = hashlib.sha256()
         self.size = 0
         self.head = b""
@@ -135,9 +136,7 @@ class _FileSink:
 class _FormCollector:
     """python-multipart callbacks that route each part to a file sink or a small field."""
 
-    def __init__(
-        self, file_field: str, new_temp: Callable[[], tuple[Path, FileIO]], limits: FormLimits
-    ) -> None:
+    def __init__(self, file_field: str, new_temp: Callable[[], Path], limits: FormLimits) -> None:
         self.file_field = file_field
         self.new_temp = new_temp
         self.limits = limits
@@ -231,10 +230,10 @@ async def receive_form(
     content_type: str | None,
     chunks: AsyncIterator[bytes],
     file_field: str,
-    new_temp: Callable[[], tuple[Path, FileIO]],
+    new_temp: Callable[[], Path],
     limits: FormLimits,
 ) -> ReceivedForm:
-    """Stream a multipart body; the file part lands in the new, open temp file `new_temp()` gives.
+    """Stream a multipart body; the file part lands in a temp file from `new_temp`.
 
     On any error the temp file is removed before the exception propagates.
     """

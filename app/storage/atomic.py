@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import secrets
-from io import FileIO
 from pathlib import Path
 
 from app.core.processes import is_live_peer
@@ -30,12 +29,6 @@ _COUNTER = itertools.count()
 def temp_path_for(directory: Path) -> Path:
     """A fresh temp file name in `directory`, tagged with this process's pid."""
     return directory / f"{TEMP_PREFIX}{os.getpid()}-{_TOKEN}{next(_COUNTER):x}"
-
-
-def create_temp(directory: Path) -> tuple[Path, FileIO]:
-    """A new, empty temp file in `directory` (created exclusively), open for reading and writing."""
-    path = temp_path_for(directory)
-    return path, FileIO(path, "xb+")
 
 
 def write_and_sync(path: Path, data: bytes) -> None:

@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Protocol
 
 from app.storage.local import StoredFile
-from app.storage.temp_stock import TempFileStock
 
 
 class ImageStore(Protocol):
     """Where uploaded images' bytes live (their metadata is in the catalog)."""
-
-    temps: TempFileStock  # new temp files for uploads (see `temp_stock`)
 
     def temp_path(self) -> Path:
         """A fresh temp path to stream an upload into (same filesystem as the final place)."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from app.core.formats import BY_EXTENSION
 from app.core.ids import is_uuid4
 from app.storage.atomic import atomic_create, atomic_write, sweep_temp_files, temp_path_for, unlink_quietly
-from app.storage.temp_stock import TempFileStock
 
 logger = logging.getLogger("app.storage")
 
@@ -32,12 +31,11 @@ class StoredFile:
 
 
 class LocalImageStore:
-    """Image bytes on the local filesystem under `root`; `temps` hands out upload temp files."""
+    """Image bytes on the local filesystem under `root`."""
 
-    def __init__(self, root: Path, temp_stock: int = 0) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.temps = TempFileStock(root, temp_stock)
 
     def temp_path(self) -> Path:
         return temp_path_for(self.root)

@@ -10,7 +10,7 @@ import pytest
 
 from app.core.errors import MalformedMultipart, PayloadTooLarge, TooManyFiles, UnsupportedMediaType
 from app.services.multipart import FormLimits, receive_form, sanitize_filename
-from app.storage.atomic import create_temp
+from app.storage.atomic import temp_path_for
 from tests.factories import jpeg_bytes
 
 B = "xyz-boundary"
@@ -46,7 +46,7 @@ async def receive(tmp_path: Path, data: bytes, limits: FormLimits = LIMITS, cont
         content_type=content_type,
         chunks=one_byte_at_a_time(data),
         file_field="file",
-        new_temp=lambda: create_temp(tmp_path),
+        new_temp=lambda: temp_path_for(tmp_path),
         limits=limits,
     )
 
