@@ -34,6 +34,8 @@ from app.core.errors import (
     InvalidSegmentation,
     JobNotFound,
     PayloadTooLarge,
+    UndecodableImage,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from app.core.formats import SNIFF_BYTES, accepted_format
@@ -89,12 +91,16 @@ class ContourJobState:
 
 
 def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
-    """Bytes of a base64 string or base64 data URL, refusing oversize input before decoding."""
+    """Bytes of a base64 string or base64 data URL of an image, refusing oversize input before
+    decoding (a data URL may name no type, an `image/...` one or application/octet-stream)."""
     text = value.strip()
     if text[:5].lower() == "data:":
         header, sep, text = text.partition(",")
         if not sep or not header.lower().endswith(";base64"):
             raise InvalidBase64(f"`{field}`: only base64 data URLs are accepted")
+        media = header[5:].split(";", 1)[0].strip().lower()
+        if media and not media.startswith("image/") and media != "application/octet-stream":
+            raise UnsupportedMediaType(f"`{field}`: a data URL of type {media[:100]!r} is not an image")
     # Line-wrapped base64 (what `base64` prints by default) is fine: drop the whitespace.
     text = "".join(text.split())
     if (len(text) // 4) * 3 > max_bytes + 3:
@@ -209,7 +215,10 @@ class ContourJobService:
                 )
             payload["landmarks"] = points
         if request.segmentation_map is not None:
-            seg = self._image(request.segmentation_map, "segmentation_map", formats=("png",))
+            try:
+                seg = self._image(request.segmentation_map, "segmentation_map", formats=("png",))
+            except UndecodableImage as exc:
+                raise InvalidSegmentation(f"The segmentation map cannot be decoded: {exc.detail}") from None
             if seg.size != image.size:
                 (sw, sh), (iw, ih) = seg.size, image.size
                 raise InvalidSegmentation(f"The segmentation map is {sw}x{sh}, the image {iw}x{ih}")

@@ -135,6 +135,7 @@ async def test_no_face_fails_the_job_with_a_code(client: httpx.AsyncClient) -> N
     [
         ({"image": "!!!not base64!!!"}, 400, "invalid_base64"),
         ({"image": "data:text/plain,hello"}, 400, "invalid_base64"),
+        ({"image": "data:text/html;base64," + b64(astronaut_jpeg())}, 400, "unsupported_media_type"),
         ({"image": b64(b"just some text, not an image")}, 400, "unsupported_media_type"),
         ({"image": b64(astronaut_jpeg()[:4000])}, 400, "undecodable_image"),
         ({"image": b64(astronaut_jpeg()), "landmarks": [{"x": 1, "y": 2}] * 5}, 400, "invalid_landmarks"),
