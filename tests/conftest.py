@@ -109,3 +109,22 @@ def servers() -> Iterator[list[Server]]:
 def files_under(path: Path) -> list[str]:
     """Every file below `path` (relative names, sorted): the on-disk state a test compares."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI HTTP scope for driving the app directly (hang-ups, bodies that never come);
+    `headers` follow `host: testserver`."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }

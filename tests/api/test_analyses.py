@@ -13,7 +13,7 @@ import pytest
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.skin import SKIN_ISSUES, SKIN_TYPES, skin_analysis
 from app.main import create_app
-from tests.conftest import serve
+from tests.conftest import http_scope, serve
 from tests.factories import CountingSkin, SlowModel, photo_jpeg
 
 
@@ -184,22 +184,9 @@ async def test_a_client_that_hangs_up_during_an_analysis_is_no_error(
         async def send(message: dict) -> None:
             sent.append(message)
 
-        headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(b"origin", origin.encode())] if origin else []
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/api/v1/analyze",
-            "raw_path": b"/api/v1/analyze",
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers + [(b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope("POST", "/api/v1/analyze", headers)
         await application(scope, receive, send)
         slow.release.set()
     assert sent[0]["status"] == 400

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tests.conftest import files_under, serve
+from tests.conftest import files_under, http_scope, serve
 from tests.factories import encode
 
 ESPRESSO = 967
@@ -269,24 +269,9 @@ async def test_a_declared_oversized_json_body_is_413_before_it_is_read(
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", content_type.encode()),
-            (b"content-length", b"52428800"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(
+        "POST", path, [(b"content-type", content_type.encode()), (b"content-length", b"52428800")]
+    )
     await asyncio.wait_for(app(scope, receive, send), 5)
     assert sent[0]["status"] == 413
 

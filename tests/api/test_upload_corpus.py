@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from app.core.config import Settings
 from app.storage.atomic import TEMP_PREFIX
-from tests.conftest import files_under, serve
+from tests.conftest import files_under, http_scope, serve
 from tests.factories import encode, jpeg_bytes, jpeg_of_exact_size, photo_jpeg, photo_png, png_bytes
 
 UPLOAD = "/api/v1/upload"
@@ -651,24 +651,14 @@ async def test_client_disconnect_mid_body_leaves_no_file(app: FastAPI, data_dir:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": UPLOAD,
-        "raw_path": UPLOAD.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "POST",
+        UPLOAD,
+        [
             (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
             (b"content-length", str(len(body)).encode()),
         ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    )
     try:
         await app(scope, receive, send)
     except ClientDisconnect:
@@ -689,20 +679,7 @@ async def test_client_disconnect_mid_json_body_is_client_disconnected(app: FastA
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/frontal/crop/submit",
-        "raw_path": b"/api/v1/frontal/crop/submit",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("POST", "/api/v1/frontal/crop/submit", [(b"content-type", b"application/json")])
     await app(scope, receive, send)
     assert sent[0]["status"] == 400
     assert json.loads(sent[1]["body"])["code"] == "client_disconnected"  # not a validation error
