@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -287,8 +288,6 @@ async def test_missing_bytes_are_404_not_500(client: httpx.AsyncClient, data_dir
 async def test_overlapping_uploads_leave_no_temp_file(client: httpx.AsyncClient, data_dir: Path) -> None:
     """Good and refused uploads at once (the temp-file stock is in use): afterwards only the
     published images are on disk."""
-    import asyncio
-
     good, bad = photo_jpeg(), b"\xff\xd8\xff\xe0 not really a jpeg"
     answers = await asyncio.gather(*(upload(client, good if i % 2 else bad) for i in range(24)))
     assert sorted(r.status_code for r in answers) == [201] * 12 + [400] * 12
@@ -300,8 +299,6 @@ async def test_overlapping_uploads_leave_no_temp_file(client: httpx.AsyncClient,
 
 async def test_parallel_deletes_of_one_image_delete_it_once(client: httpx.AsyncClient) -> None:
     """Exactly one DELETE succeeds; the others find no image (404), even with the metadata cached."""
-    import asyncio
-
     for _ in range(3):
         image_id = (await upload(client, photo_jpeg())).json()["image_id"]
         assert (await client.get(f"/api/v1/images/{image_id}")).status_code == 200  # cached
