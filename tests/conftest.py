@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
 from app.main import create_app
+from tests.factories import TEST_RATE_LIMITS
 from tests.processes import Server
 
 
@@ -47,6 +48,7 @@ def make_settings(data_dir: Path) -> Callable[..., Settings]:
             "environment": "test",
             "api_keys": [],
             "model_dir": MODEL_DIR,
+            **TEST_RATE_LIMITS,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -119,3 +119,17 @@ def jpeg_of_exact_size(target: int) -> bytes:
     result = body[:2] + segments + body[2:]
     assert len(result) == target, (len(result), target)
     return result
+
+
+# No test may depend on the default rate limits (a fast machine would hit them): limits stay on,
+# far above what a test sends; tests of the limits themselves set their own.
+TEST_RATE_LIMITS = {
+    name: "100000/minute"
+    for name in (
+        "rate_limit_upload",
+        "rate_limit_analyze",
+        "rate_limit_auth",
+        "rate_limit_login_username",
+        "rate_limit_default",
+    )
+}

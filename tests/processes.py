@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.factories import TEST_RATE_LIMITS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +41,8 @@ class Server:
             "API_KEYS": "",
             "ENVIRONMENT": "test",
             "LOG_LEVEL": "WARNING",
+            # Limits on, far above what a test sends: no test depends on the defaults.
+            **{name.upper(): value for name, value in TEST_RATE_LIMITS.items()},
             **(env or {}),
         }
         self.process = subprocess.Popen(
