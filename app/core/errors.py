@@ -46,7 +46,8 @@ The tree::
     ├── TooManyRequests           429 too_many_requests
     └── ServiceUnavailable        503 service_unavailable
         ├── AnalyzerUnavailable   503 analyzer_unavailable
-        └── QueueFull             503 queue_full
+        ├── QueueFull             503 queue_full
+        └── StorageUnavailable    503 storage_unavailable
 
 Services raise these; the API layer (`app.api.problems`) maps them, in one place, to
 RFC 9457 problem+json bodies with `detail` and `code`. `tests/core/test_errors.py` checks
@@ -280,3 +281,7 @@ class AnalyzerUnavailable(ServiceUnavailable):
 
 class QueueFull(ServiceUnavailable):
     code, default_detail = "queue_full", "Too many jobs are waiting; try again later"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code, default_detail = "storage_unavailable", "The object storage cannot be reached; try again later"
