@@ -70,7 +70,7 @@ class RedisServer:
 
 
 def _pg_bindir() -> Path | None:
-    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name.zfill(8))
     on_path = shutil.which("pg_ctl")
     for candidate in [*reversed(dirs), *([Path(on_path).parent] if on_path else [])]:
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():

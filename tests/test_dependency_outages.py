@@ -24,8 +24,6 @@ from tests.conftest import files_under, serve
 from tests.dependency_servers import PostgresCluster, RedisServer
 from tests.factories import jpeg_bytes
 
-pytestmark = pytest.mark.slow
-
 PASSWORD = "correct horse battery staple"
 RECOVERY_SECONDS = 30.0  # an upper bound only: each wait polls and ends as soon as it holds
 
@@ -211,6 +209,7 @@ async def pg_app(
         yield c
 
 
+@pytest.mark.slow  # initdb and two server starts: several seconds
 async def test_postgres_down_is_503_with_retry_after_and_recovers_without_restart(
     pg_app: httpx.AsyncClient, postgres: PostgresCluster, make_settings: Callable[..., Settings]
 ) -> None:
@@ -258,6 +257,7 @@ async def test_postgres_down_is_503_with_retry_after_and_recovers_without_restar
     }
 
 
+@pytest.mark.slow
 async def test_postgres_down_at_start_up_serves_503_then_becomes_ready(
     make_settings: Callable[..., Settings], postgres: PostgresCluster
 ) -> None:
