@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
@@ -72,12 +73,16 @@ class ServiceContainer:
                 is_outage(exc) or isinstance(exc, OSError | TimeoutError)
             ):
                 raise
-            logger.error("database unreachable at start-up (%s): not ready; retrying", type(exc).__name__)
+            logger.error(
+                "database unreachable at start-up (%s: %s): not ready; retrying", type(exc).__name__, exc
+            )
             self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
         await self.history.start()
         await self.contour_jobs.start()
 
     async def _start_database(self) -> None:
+        async with self.engine.connect() as connection:  # DatabaseUnavailable if it cannot connect
+            await connection.execute(text("SELECT 1"))
         await anyio.to_thread.run_sync(upgrade, self.settings.database)
         await self.images.recover()
         await self.accounts.ensure_env_admin()
@@ -90,7 +95,7 @@ class ServiceContainer:
             try:
                 await self._start_database()
             except Exception as exc:
-                logger.warning("database still unreachable (%s); retrying", type(exc).__name__)
+                logger.warning("database still unreachable (%s: %s); retrying", type(exc).__name__, exc)
         logger.info("database reachable: start-up finished, ready")
 
     async def stop(self) -> None:
