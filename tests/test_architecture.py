@@ -25,7 +25,9 @@ FORBIDDEN = {
     "db": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services"),
     "core": ("fastapi", "starlette", "app.api", "app.schemas", "app.main", "app.services", "app.storage"),
 }
-MAX_LINES = 300
+# Modules are split by concept, not by size: ~400 lines is a prompt to look at a module, and
+# this bound only catches a god module (starlette's largest module has 876 lines).
+MAX_LINES = 800
 
 
 def _imports(path: Path) -> set[str]:
@@ -51,5 +53,5 @@ def test_imports_point_downward(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(APP)))
-def test_modules_stay_small(path: Path) -> None:
+def test_no_god_modules(path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_LINES

@@ -15,7 +15,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from starlette.requests import HTTPConnection
 
-from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.core.errors import DatabaseUnavailable, Forbidden, ServiceUnavailable, Unauthorized
 from app.core.security import secrets_equal
 from app.services.analysis import AnalysisService
 from app.services.container import ServiceContainer
@@ -35,11 +35,14 @@ bearer_token = OAuth2PasswordBearer(
 )
 
 
-def container_of(connection: HTTPConnection) -> ServiceContainer:
-    """The app's services, or ServiceUnavailable before the lifespan built them."""
+def container_of(connection: HTTPConnection, *, need_database: bool = True) -> ServiceContainer:
+    """The app's services: ServiceUnavailable before the lifespan built them, DatabaseUnavailable
+    while the database start-up steps wait for an unreachable server (unless `need_database` is False)."""
     container: ServiceContainer | None = getattr(connection.app.state, "services", None)
     if container is None:
         raise ServiceUnavailable("The service is starting")
+    if need_database and not container.database_ready:
+        raise DatabaseUnavailable("The database has not been reachable since start-up; try again later")
     return container
 
 
@@ -80,7 +83,13 @@ async def optional_principal(
     return await principal_of(request)
 
 
+async def get_container_any_state(request: Request) -> ServiceContainer:
+    """The app's services, even while the database is not reachable yet (readiness, metrics)."""
+    return container_of(request, need_database=False)
+
+
 ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
+AnyStateContainerDep = Annotated[ServiceContainer, Depends(get_container_any_state)]
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 

@@ -2,7 +2,10 @@
 
 Domain errors (`app.core.errors.AppError`) carry their status and code; FastAPI's request
 validation errors become 400 `validation_error` (the seeds' status); routing errors keep
-their status with a stable code; anything unexpected is a logged 500 without internals.
+their status with a stable code; a database that is unreachable (`app.db.engine.is_outage`:
+refused, timed out, connection lost) is 503 `database_unavailable` with `Retry-After`, counted
+in `dependency_errors_total{dependency="database",use="request"}`; anything unexpected is a
+logged 500 without internals.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from app.api.security_headers import error_headers
-from app.core.errors import AppError, ValidationFailed
+from app.core import metrics
+from app.core.errors import AppError, DatabaseUnavailable, ValidationFailed
+from app.db.engine import is_outage
 
 logger = logging.getLogger("app.errors")
 
@@ -124,6 +129,10 @@ _HANDLERS: tuple[tuple[type[Exception], Callable[[Request, Exception], Response]
 
 def problem_for(request: Request, exc: Exception) -> Response:
     """The problem+json response of any exception (the same mapping the app's handlers use)."""
+    if is_outage(exc):
+        metrics.DEPENDENCY_ERRORS.labels("database", "request").inc()
+        if not isinstance(exc, DatabaseUnavailable):
+            exc = DatabaseUnavailable(f"The database connection was lost ({type(exc).__name__})")
     for kind, handler in _HANDLERS:
         if isinstance(exc, kind):
             return handler(request, exc)

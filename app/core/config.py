@@ -74,8 +74,10 @@ class Settings(BaseSettings):
     hsts_seconds: int = Field(default=0, ge=0)
     hsts_include_subdomains: bool = False
 
-    # Database: SQLite under DATA_DIR by default; postgresql+asyncpg://... for PostgreSQL
+    # Database: SQLite under DATA_DIR by default; postgresql+asyncpg://... for PostgreSQL, whose
+    # connection attempts give up after the timeout (then 503 database_unavailable)
     database_url: str | None = None
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # Accounts and tokens. SECRET_KEY signs JWTs: unset, one is generated once into
     # DATA_DIR/secret_key (mode 0600) with a warning; production must set it.
@@ -129,6 +131,10 @@ class Settings(BaseSettings):
     rate_limit_auth: str = "120/minute"
     rate_limit_login_username: str = "30/minute"
     rate_limit_default: str = "3000/minute"
+    # Redis down, or slower than the timeout: limits are skipped with a warning and a metric
+    # (fail-open) or every limited request is 503 rate_limiter_unavailable (fail-closed)
+    redis_outage_policy: Literal["fail-open", "fail-closed"] = "fail-open"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
 
     # Prometheus metrics at /metrics (multiprocess: right with several workers); a token,
     # when set, is required as `Authorization: Bearer <token>`

@@ -47,11 +47,13 @@ The tree::
     └── ServiceUnavailable        503 service_unavailable
         ├── AnalyzerUnavailable   503 analyzer_unavailable
         ├── QueueFull             503 queue_full
-        └── StorageUnavailable    503 storage_unavailable
+        └── DependencyUnavailable 503 dependency_unavailable (with Retry-After)
+            ├── DatabaseUnavailable    503 database_unavailable
+            ├── RateLimiterUnavailable 503 rate_limiter_unavailable
+            └── StorageUnavailable     503 storage_unavailable
 
 Services raise these; the API layer (`app.api.problems`) maps them, in one place, to
-RFC 9457 problem+json bodies with `detail` and `code`. `tests/core/test_errors.py` checks
-this docstring against the classes.
+RFC 9457 problem+json bodies with `detail` and `code` (tests/core/test_errors.py checks this tree).
 """
 
 from __future__ import annotations
@@ -283,5 +285,21 @@ class QueueFull(ServiceUnavailable):
     code, default_detail = "queue_full", "Too many jobs are waiting; try again later"
 
 
-class StorageUnavailable(ServiceUnavailable):
+class DependencyUnavailable(ServiceUnavailable):
+    code, default_detail = "dependency_unavailable", "A dependency is unavailable; try again later"
+    retry_after = 5  # seconds: about what a restart or fail-over of the dependency takes
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(self.retry_after), **(headers or {})})
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    code, default_detail = "database_unavailable", "The database is unavailable; try again later"
+
+
+class RateLimiterUnavailable(DependencyUnavailable):
+    code, default_detail = "rate_limiter_unavailable", "The rate limiter is unavailable; try again later"
+
+
+class StorageUnavailable(DependencyUnavailable):
     code, default_detail = "storage_unavailable", "The object storage cannot be reached; try again later"

@@ -12,15 +12,17 @@ class Health(BaseModel):
 
 
 class ReadinessCheck(BaseModel):
-    """One readiness check."""
+    """One readiness check; a failing `required` one makes the process not ready."""
 
     name: str
     ok: bool
     detail: str
+    required: bool = True
 
 
 class Readiness(BaseModel):
-    """Readiness: ready only if every check passes."""
+    """Readiness: `ready` if every check passes, `degraded` (still 200) if only checks that are
+    not required fail, else `not ready` (503)."""
 
     status: str = Field(examples=["ready"])
     checks: list[ReadinessCheck]

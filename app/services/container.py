@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio.to_thread
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
 from app.core.security import JwtConfig, load_or_create_secret
 from app.core.threads import ThreadPool
-from app.db.engine import create_engine, session_factory
+from app.db.engine import create_engine, is_outage, is_sqlite, session_factory
 from app.db.migrate import upgrade
 from app.services.accounts import AccountService
 from app.services.analysis import AnalysisService
@@ -30,6 +33,8 @@ from app.services.scheduler import LaneClient, Lanes
 from app.storage.local import LocalImageStore, LocalResultStore
 
 logger = logging.getLogger("app")
+
+DATABASE_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -52,18 +57,53 @@ class ServiceContainer:
     contour_jobs: ContourJobService
     io_pool: ThreadPool
     lanes: Lanes
+    # False until the database start-up steps are done (PostgreSQL may be down at boot).
+    database_ready: bool = False
+    _database_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Migrate the database, repair what a crash left, start background work."""
+        """Migrate the database, repair what a crash left, start background work.
+
+        A PostgreSQL server that cannot be reached does not stop the start: the process serves
+        (503 `database_unavailable`, readiness failing) and retries every 2 s until it can."""
+        try:
+            await self._start_database()
+        except Exception as exc:
+            if is_sqlite(self.settings.database) or not (
+                is_outage(exc) or isinstance(exc, OSError | TimeoutError)
+            ):
+                raise
+            logger.error(
+                "database unreachable at start-up (%s: %s): not ready; retrying", type(exc).__name__, exc
+            )
+            self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
+        await self.history.start()
+        await self.contour_jobs.start()
+
+    async def _start_database(self) -> None:
+        async with self.engine.connect() as connection:  # DatabaseUnavailable if it cannot connect
+            await connection.execute(text("SELECT 1"))
         await anyio.to_thread.run_sync(upgrade, self.settings.database)
         await self.images.recover()
         await self.accounts.ensure_env_admin()
         await self.credits.recover()
-        await self.history.start()
-        await self.contour_jobs.start()
+        self.database_ready = True
+
+    async def _retry_database(self) -> None:
+        while not self.database_ready:
+            await asyncio.sleep(DATABASE_RETRY_SECONDS)
+            try:
+                await self._start_database()
+            except Exception as exc:
+                logger.warning("database still unreachable (%s: %s); retrying", type(exc).__name__, exc)
+        logger.info("database reachable: start-up finished, ready")
 
     async def stop(self) -> None:
         """Stop background work (unfinished jobs resume at the next start), write the history."""
+        if self._database_task is not None:
+            self._database_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._database_task
         await self.contour_jobs.stop()
         await self.history.stop()
         await anyio.to_thread.run_sync(self.images.close)
@@ -84,7 +124,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         raise RuntimeError("SECRET_KEY must be set in production")
     io_pool = ThreadPool("io", settings.io_threads)
     lanes = Lanes(settings.analysis_threads, settings.analysis_queue_limit)
-    engine = create_engine(settings.database)
+    engine = create_engine(settings.database, connect_timeout=settings.database_connect_timeout_seconds)
     sessions = session_factory(engine)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     jwt_config = JwtConfig(

@@ -4,7 +4,10 @@ Recording never waits for the database: rows go into a buffer that a background 
 writes in batches (every `HISTORY_FLUSH_SECONDS` or `HISTORY_BATCH_SIZE` rows, one
 transaction each); a graceful shutdown writes what is left, and a failed write is retried
 (the buffer is bounded: past 100,000 waiting rows the oldest are dropped, with an error
-log). Reads flush first, so a request is listed as soon as it has been answered.
+log). While the database is down, rows wait in that buffer and each failed write counts in
+`dependency_errors_total{dependency="database",use="history"}` (a warning at most every 10 s);
+they are written once it is back. Reads flush first, so a request is listed as soon as it has
+been answered.
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections import deque
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import metrics
 from app.db import history
+from app.db.engine import is_outage
 from app.db.history import HistoryFilter, HistoryStats
 from app.db.models import RequestLog
 
 logger = logging.getLogger("app.history")
 
 MAX_BUFFERED = 100_000
+WARN_EVERY_SECONDS = 10.0
 
 
 class HistoryService:
@@ -39,12 +47,16 @@ class HistoryService:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._warned_at = -math.inf
+        self._dropped = 0
 
     def record(self, row: dict[str, Any]) -> None:
         """Queue one row (a dict of `RequestLog` columns); never blocks, never raises."""
         if len(self._buffer) >= MAX_BUFFERED:
             self._buffer.popleft()
-            logger.error("history buffer full: dropped the oldest row")
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 10_000 == 0:
+                logger.error("history buffer full: dropped the oldest row (%d so far)", self._dropped)
         self._buffer.append(row)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -71,9 +83,19 @@ class HistoryService:
                 try:
                     async with self.sessions.begin() as session:
                         await history.insert_many(session, rows=batch)
-                except Exception:
+                except Exception as exc:
                     self._buffer.extendleft(reversed(batch))  # keep them for the next try
-                    logger.exception("history: writing %d row(s) failed; will retry", len(batch))
+                    metrics.DEPENDENCY_ERRORS.labels("database", "history").inc()
+                    if time.monotonic() - self._warned_at >= WARN_EVERY_SECONDS:
+                        self._warned_at = time.monotonic()
+                        logger.warning(
+                            "history: writing %d row(s) failed (%s: %s); %d waiting, will retry",
+                            len(batch),
+                            type(exc).__name__,
+                            exc,
+                            len(self._buffer),
+                            exc_info=not is_outage(exc),
+                        )
                     return
 
     async def _run(self) -> None:

@@ -6,10 +6,18 @@ Route classes: `upload`, `analyze` (computations only: a cached result is not co
 guessing from many addresses), `default` (everything else). Each decision comes with the
 IETF draft's `RateLimit` / `RateLimit-Policy` header values; a refusal is 429 with
 `Retry-After`.
+
+Redis down or slower than `REDIS_TIMEOUT_SECONDS` (one bound for all of a request's calls):
+`REDIS_OUTAGE_POLICY=fail-open` serves the request unlimited, counts
+`dependency_errors_total{dependency="redis",use="rate_limit"}` and logs a warning at most every
+10 s; `fail-closed` answers 503 `rate_limiter_unavailable` with `Retry-After`. After a failure
+Redis is left alone for a second (requests meanwhile take the policy at once, without waiting
+for a timeout), then tried again: it is used again as soon as it answers, without a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -17,15 +25,20 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from app.core import metrics
 from app.core.config import Settings
-from app.core.errors import TooManyRequests
+from app.core.errors import RateLimiterUnavailable, TooManyRequests
 
 logger = logging.getLogger("app.rate_limits")
 
 ROUTE_CLASSES = ("upload", "analyze", "auth", "login", "default")
+WARN_EVERY_SECONDS = 10.0
+RETRY_AFTER_FAILURE_SECONDS = 1.0
+# What a Redis outage looks like from here (limits wraps the client's errors in StorageError).
+OUTAGE_ERRORS = (StorageError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,18 @@ class RateLimits:
     """Moving-window limits per (route class, caller) and (route class, address)."""
 
     def __init__(self, settings: Settings) -> None:
-        uri = f"async+{settings.redis_url}" if settings.redis_url else "async+memory://"
-        self.storage = storage_from_string(uri)
+        self.redis = settings.redis_url is not None
+        self.timeout = settings.redis_timeout_seconds
+        self.fail_open = settings.redis_outage_policy == "fail-open"
+        self._down_until = 0.0  # monotonic time before which Redis is not tried again
+        self._warned_at = -math.inf
+        if settings.redis_url:
+            timeouts = {"connect_timeout": self.timeout, "stream_timeout": self.timeout}
+            self.storage = storage_from_string(
+                f"async+{settings.redis_url}", wrap_exceptions=True, **timeouts
+            )
+        else:
+            self.storage = storage_from_string("async+memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.enabled = settings.rate_limits_enabled
         self.items: dict[str, RateLimitItem] = {
@@ -66,6 +89,41 @@ class RateLimits:
         The quota of the tightest key, for the response headers (None when disabled)."""
         if not self.enabled:
             return None
+        if not self.redis:
+            return await self._hit(route_class, keys)
+        if time.monotonic() < self._down_until:
+            return self._outage(None)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._hit(route_class, keys)
+        except OUTAGE_ERRORS as exc:
+            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            return self._outage(exc)
+
+    def _outage(self, exc: BaseException | None) -> None:
+        """Redis failed (or failed a moment ago): serve unlimited (fail-open) or refuse (fail-closed)."""
+        metrics.DEPENDENCY_ERRORS.labels("redis", "rate_limit").inc()
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            self._warned_at = now
+            action = "requests are served without rate limits" if self.fail_open else "requests get 503"
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "it failed a moment ago"
+            logger.warning("Redis is unavailable for rate limits (%s); %s", reason, action)
+        if self.fail_open:
+            return None
+        raise RateLimiterUnavailable("The rate limiter (Redis) is unavailable; try again later")
+
+    async def available(self) -> bool | None:
+        """Whether Redis answers within the timeout (None when limits live in memory)."""
+        if not self.redis:
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return bool(await self.storage.check())
+        except OUTAGE_ERRORS:
+            return False
+
+    async def _hit(self, route_class: str, keys: tuple[str, ...]) -> Quota | None:
         item = self.items[route_class]
         tightest: Quota | None = None
         for key in keys:

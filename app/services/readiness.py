@@ -1,26 +1,39 @@
-"""Readiness: is this process able to serve? (data dirs writable, free disk, analyzers loaded)."""
+"""Readiness: is this process able to serve? (data dirs writable, free disk, analyzers loaded,
+and the servers it depends on: PostgreSQL when `DATABASE_URL` names it, Redis when `REDIS_URL` is set).
+
+A failing required check makes `/readyz` 503. The Redis check is required only with
+`REDIS_OUTAGE_POLICY=fail-closed`: with `fail-open` (the default) requests are still served
+while Redis is down, so readiness reports it failing but stays 200, status `degraded`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
+from app.db.engine import is_sqlite
+from app.services.rate_limits import RateLimits
 
 
 @dataclass(frozen=True)
 class Check:
-    """One readiness check and what it found."""
+    """One readiness check and what it found (`required`: its failure makes the process not ready)."""
 
     name: str
     ok: bool
     detail: str
+    required: bool = True
 
 
 def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Check]:
-    """Every readiness check (blocking: a few `stat`s; call it from a thread)."""
+    """Every local readiness check (blocking: a few `stat`s; call it from a thread)."""
     dirs = (settings.images_dir, settings.analysis_dir, settings.idempotency_dir)
     writable = all(os.access(d, os.W_OK) for d in dirs)
     free = shutil.disk_usage(settings.data_dir).free
@@ -38,3 +51,32 @@ def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Che
         ),
         Check("analyzers_loaded", bool(names) and not missing, loaded),
     ]
+
+
+async def dependency_checks(
+    settings: Settings, engine: AsyncEngine, rate_limits: RateLimits, database_ready: bool
+) -> list[Check]:
+    """The servers this process needs, each asked once within its timeout (none by default)."""
+    checks: list[Check] = []
+    if not is_sqlite(settings.database):
+        checks.append(
+            await _database_check(engine, settings.database_connect_timeout_seconds, database_ready)
+        )
+    redis = await rate_limits.available()
+    if redis is not None:
+        policy = settings.redis_outage_policy
+        effect = "" if redis else "; rate limits skipped" if policy == "fail-open" else "; requests get 503"
+        detail = f"{'reachable' if redis else 'unreachable'} (REDIS_OUTAGE_POLICY={policy}{effect})"
+        checks.append(Check("redis", redis, detail, required=policy == "fail-closed"))
+    return checks
+
+
+async def _database_check(engine: AsyncEngine, timeout: float, started: bool) -> Check:
+    if not started:
+        return Check("database", False, "unreachable since start-up (retrying)")
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # whatever the reason, it cannot serve: refused, timed out, lost
+        return Check("database", False, f"unreachable ({type(exc).__name__})")
+    return Check("database", True, "reachable")

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
-from app.api.deps import ContainerDep
+from app.api.deps import AnyStateContainerDep
 from app.core import metrics
 from app.core.errors import NotFound, Unauthorized
 from app.core.security import secrets_equal
 from app.schemas.health import Health, Readiness, ReadinessCheck
-from app.services.readiness import readiness_checks
+from app.services.readiness import dependency_checks, readiness_checks
 
 router = APIRouter(tags=["health"])
 
@@ -36,12 +36,17 @@ async def healthz() -> dict[str, str]:
     summary="Readiness probe",
     responses={503: {"model": Readiness, "description": "A check failed"}},
 )
-async def readyz(container: ContainerDep) -> JSONResponse:
-    """Ready when the data dir is writable, disk space is above the floor and analyzers are loaded."""
+async def readyz(container: AnyStateContainerDep) -> JSONResponse:
+    """Ready when the data dir is writable, disk space is above the floor, analyzers are loaded
+    and the database server (PostgreSQL) answers; Redis down is `degraded` unless fail-closed."""
     found = await container.io_pool.run(readiness_checks, container.settings, container.registry)
+    found += await dependency_checks(
+        container.settings, container.engine, container.rate_limits, container.database_ready
+    )
     checks = [ReadinessCheck(**asdict(check)) for check in found]
-    ready = all(c.ok for c in checks)
-    body = Readiness(status="ready" if ready else "not ready", checks=checks)
+    ready = all(c.ok for c in checks if c.required)
+    status = "not ready" if not ready else "ready" if all(c.ok for c in checks) else "degraded"
+    body = Readiness(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
@@ -51,7 +56,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def prometheus_metrics(container: ContainerDep, request: Request) -> Response:
+async def prometheus_metrics(container: AnyStateContainerDep, request: Request) -> Response:
     """Every worker's metrics (METRICS_ENABLED; METRICS_TOKEN, when set, as a bearer token)."""
     settings = container.settings
     if not settings.metrics_enabled:
