@@ -35,6 +35,8 @@ class LoginSettings(BaseSettings):
     password_hash_concurrency: int = Field(default=1, ge=1)
     password_hash_queue_limit: int = Field(default=8, ge=0)
     password_hash_max_wait_seconds: float = Field(default=1.0, gt=0)
+    # How much lower the hashing threads' CPU priority is (Linux nice increment; 0: the same)
+    password_hash_nice: int = Field(default=10, ge=0, le=19)
 
     @property
     def login_untrusted_limit(self) -> int:

@@ -90,6 +90,7 @@ class AccountService:
             settings.password_hash_concurrency,
             settings.password_hash_queue_limit,
             settings.password_hash_max_wait_seconds,
+            settings.password_hash_nice,
         )
 
     async def stop(self) -> None:
@@ -180,6 +181,7 @@ class AccountService:
         reserved before the password is checked, so no more passwords are checked than the
         limit); ServiceUnavailable when password hashing is saturated."""
         key = username_key(username)
+        self.hasher.admit()  # a flood is refused before any bookkeeping or lookup
         attempt = await self.throttle.begin(key, address, device)
         try:
             user = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 
@@ -67,3 +69,16 @@ async def test_concurrency_threads_run_at_once(make: Callable[..., PasswordHashe
     hasher = make(concurrency=2, queue_limit=0)
     both = threading.Barrier(2, timeout=30)  # passes only if two calls run at the same time
     assert await asyncio.gather(hasher.run(both.wait), hasher.run(both.wait)) in ([0, 1], [1, 0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+async def test_hashing_threads_run_at_a_lower_cpu_priority() -> None:
+    def own_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    hasher = PasswordHasher(1, 1, 60, nice=5)
+    try:
+        assert await hasher.run(own_nice) == min(19, own_nice() + 5)
+        assert own_nice() == os.getpriority(os.PRIO_PROCESS, 0)  # this thread is untouched
+    finally:
+        hasher.shutdown()
