@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from app.core.login_settings import LoginSettings
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -28,7 +30,7 @@ def _split_commas(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(LoginSettings):
     """All configuration of the service; env var names are the field names in upper case."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -102,11 +104,7 @@ class Settings(BaseSettings):
     token_refill_amount: int = Field(default=10, ge=1)
     # How long a worker trusts its cached view of a user (admin flag, deletion, logouts)
     user_cache_seconds: float = Field(default=5.0, ge=0)
-    # Failed logins: after this many failures per username or address in the window, each
-    # further attempt waits (doubling up to the cap) and is refused with 429 past 4x the count
-    login_failures_before_delay: int = Field(default=5, ge=1)
-    login_failure_window_seconds: float = Field(default=900.0, gt=0)
-    login_max_delay_seconds: float = Field(default=2.0, ge=0)
+    # Failed logins, device cookies, password hashing: app.core.login_settings (LOGIN_*, PASSWORD_HASH_*)
 
     # Request history (seed 003): buffered, written in batches
     history_flush_seconds: float = Field(default=0.5, gt=0)

@@ -75,6 +75,7 @@ JOBS = Counter("jobs_total", "Contour jobs reaching a state", ["state"])
 CREDIT_CHARGES = Counter("credit_charges_total", "Credits charged for computed analyses", ["reason"])
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit", ["limit"])
 LOGIN_FAILURES = Counter("login_failures_total", "Failed logins")
+LOGIN_REFUSED = Counter("login_refused_total", "Logins refused before their password was checked", ["reason"])
 DEPENDENCY_ERRORS = Counter(
     "dependency_errors_total",
     "Calls to a dependency (redis, database) that failed or timed out, by what they were for",
@@ -111,8 +112,15 @@ def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
     for route_class in route_classes:
         RATE_LIMITED.labels(route_class)
     LOGIN_FAILURES.inc(0)
-    for dependency, use in (("redis", "rate_limit"), ("database", "request"), ("database", "history")):
+    for dependency, use in (
+        ("redis", "rate_limit"),
+        ("redis", "login_throttle"),
+        ("database", "request"),
+        ("database", "history"),
+    ):
         DEPENDENCY_ERRORS.labels(dependency, use)
+    for reason in ("locked_out", "hash_busy"):
+        LOGIN_REFUSED.labels(reason)
     UPLOAD_BYTES.inc(0)
 
 

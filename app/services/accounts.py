@@ -1,15 +1,17 @@
 """Accounts: registration, login, token rotation, logout, profiles, admins from the environment.
 
-Passwords are hashed in worker threads (argon2id costs ~20 ms of CPU). Login failures say
-the same thing, and take as long, whether the username exists or not. Refresh tokens
-rotate: each use marks the token used and issues the next of its family; a token used
-twice (it leaked) revokes its whole family and every access token issued before.
+Passwords are hashed on a bounded pool of their own (`app.services.password_hasher`; argon2id
+costs ~40 ms of CPU). Failed logins are limited by `app.services.login_throttle` (a device
+that signed in before has its own allowance: its signed device cookie); a successful login
+issues a new device cookie. Login failures say the same thing, and take as long, whether the
+username exists or not. Refresh tokens rotate: each use marks the token used and issues the
+next of its family; a token used twice (it leaked) revokes its whole family and every access
+token issued before. Username and password rules: `app.services.usernames`.
 """
 
 from __future__ import annotations
 
 import logging
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,18 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import metrics
 from app.core.config import Settings
-from app.core.errors import Forbidden, Unauthorized, UsernameTaken, ValidationFailed
-from app.core.security import JwtConfig, decode_token, hash_password, issue_token, verify_password
-from app.core.threads import ThreadPool
+from app.core.device_cookies import Device, DeviceCookies
+from app.core.errors import Forbidden, Unauthorized, UsernameTaken
+from app.core.security import JwtConfig, decode_token, issue_token
 from app.db import accounts
 from app.db.models import User
-from app.services.login_throttle import LoginThrottle
+from app.services.login_attempts import attempt_store
+from app.services.login_throttle import LoginLimits, LoginThrottle
+from app.services.password_hasher import PasswordHasher
 from app.services.principals import Principal, UserDirectory
+from app.services.usernames import (
+    check_full_name,
+    check_password,
+    check_username,
+    storable_key,
+    username_key,
+)
 
 logger = logging.getLogger("app.accounts")
 
-USERNAME_CHARS = frozenset("._@+-")
-MAX_USERNAME = 150  # the column's length
 BAD_LOGIN = "Incorrect username or password"
 
 
@@ -44,47 +53,13 @@ class TokenPair:
     token_type: str = "bearer"
 
 
-def username_key(username: str) -> str:
-    """The case-insensitive identity of a username."""
-    return unicodedata.normalize("NFKC", username).casefold()
+@dataclass(frozen=True)
+class SignIn:
+    """A successful login: the tokens, and the device cookie to set (valid `max_age` seconds)."""
 
-
-def _storable_key(key: str) -> bool:
-    """Whether a username key can name a stored user (fits its column; no NUL, which
-    PostgreSQL cannot store)."""
-    return len(key) <= MAX_USERNAME and "\x00" not in key
-
-
-def _invalid(field: str, detail: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"Invalid request: {field}: {detail}",
-        extra={"fields": [field], "errors": [{"field": field, "message": "invalid", "type": "value"}]},
-    )
-
-
-def check_username(raw: str) -> str:
-    """A valid username (NFKC-normalized), or ValidationFailed."""
-    username = unicodedata.normalize("NFKC", raw).strip()
-    if (
-        not 3 <= len(username) <= MAX_USERNAME
-        or not all(ch.isalnum() or ch in USERNAME_CHARS for ch in username)
-        or not _storable_key(username_key(username))  # case folding can lengthen it ("ß" -> "ss")
-    ):
-        raise _invalid("username", f"3-{MAX_USERNAME} letters, digits or . _ @ + -")
-    return username
-
-
-def check_password(password: str, settings: Settings) -> None:
-    low, high = settings.password_min_length, settings.password_max_length
-    if not low <= len(password) <= high or not password.strip():
-        raise _invalid("password", f"{low} to {high} characters")
-
-
-def check_full_name(full_name: str | None) -> str | None:
-    """A full name without control characters (NUL, line breaks), or ValidationFailed."""
-    if full_name is not None and any(unicodedata.category(ch) == "Cc" for ch in full_name):
-        raise _invalid("full_name", "no control characters")
-    return full_name
+    tokens: TokenPair
+    device_cookie: str
+    max_age: int
 
 
 class AccountService:
@@ -96,18 +71,35 @@ class AccountService:
         sessions: async_sessionmaker[AsyncSession],
         jwt_config: JwtConfig,
         users: UserDirectory,
-        pool: ThreadPool,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.jwt = jwt_config
         self.users = users
-        self.pool = pool
-        self.throttle = LoginThrottle(
-            settings.login_failures_before_delay,
-            settings.login_failure_window_seconds,
-            settings.login_max_delay_seconds,
+        self.devices = DeviceCookies(jwt_config.key, settings.login_device_cookie_days * 86400)
+        limits = LoginLimits(
+            free=settings.login_failures_before_delay,
+            window=settings.login_failure_window_seconds,
+            max_delay=settings.login_max_delay_seconds,
+            untrusted=settings.login_untrusted_limit,
+            device=settings.login_device_limit,
+            address=settings.login_address_limit,
         )
+        self.throttle = LoginThrottle(attempt_store(settings), limits)
+        self.hasher = PasswordHasher(
+            settings.password_hash_concurrency,
+            settings.password_hash_queue_limit,
+            settings.password_hash_max_wait_seconds,
+            settings.password_hash_nice,
+        )
+
+    async def stop(self) -> None:
+        """Close the login throttle's store (its Redis connections)."""
+        await self.throttle.store.close()
+
+    def close(self) -> None:
+        """Stop the password-hashing threads (after running hashes finish)."""
+        self.hasher.shutdown()
 
     async def ensure_env_admin(self) -> None:
         """Seed 000: the ADMIN_USERNAME account exists, is an admin, and has ADMIN_PW_HASH's
@@ -153,7 +145,7 @@ class AccountService:
         username = check_username(username)
         check_password(password, self.settings)
         full_name = check_full_name(full_name)
-        password_hash = await self.pool.run(hash_password, password)
+        password_hash = await self.hasher.hash(password)
         async with self.sessions.begin() as session:
             if is_admin and not (requested_by is not None and requested_by.is_admin):
                 if not self.settings.admin_bootstrap_enabled or await accounts.admin_exists(session):
@@ -177,30 +169,38 @@ class AccountService:
         logger.info("registered user %s%s", user.id, " (admin)" if is_admin else "")
         return user
 
-    async def login(self, *, username: str, password: str, address: str | None) -> TokenPair:
-        """Tokens for a correct username and password; Unauthorized (the same for an unknown
-        user), slowed after repeated failures."""
-        import asyncio
+    def device(self, cookie: str | None, username: str) -> Device | None:
+        """The device of a valid device cookie for `username` (it signed in as them), else None."""
+        return self.devices.read(cookie, username_key(username))
 
+    async def login(
+        self, *, username: str, password: str, address: str | None, device: Device | None = None
+    ) -> SignIn:
+        """Tokens and a new device cookie for a correct username and password; Unauthorized
+        (the same for an unknown user); TooManyRequests while locked out (the attempt is
+        reserved before the password is checked, so no more passwords are checked than the
+        limit); ServiceUnavailable when password hashing is saturated."""
         key = username_key(username)
-        keys = [f"user:{key}"] + ([f"addr:{address}"] if address else [])
-        wait = self.throttle.delay(keys)
-        if wait:
-            await asyncio.sleep(wait)
-        user = None
-        if _storable_key(key):  # else no such user: the same answer, after the same hashing
-            async with self.sessions() as session:
-                user = await accounts.find_user(session, username_key=key)
-        ok, upgraded = await self.pool.run(verify_password, password, user.password_hash if user else None)
+        self.hasher.admit()  # a flood is refused before any bookkeeping or lookup
+        attempt = await self.throttle.begin(key, address, device)
+        try:
+            user = None
+            if storable_key(key):  # else no such user: the same answer, after the same hashing
+                async with self.sessions() as session:
+                    user = await accounts.find_user(session, username_key=key)
+            ok, upgraded = await self.hasher.verify(password, user.password_hash if user else None)
+        except BaseException:  # no answer about the password: the attempt does not count
+            await self.throttle.release(attempt)
+            raise
         if user is None or not ok:
-            self.throttle.failed(keys)
             metrics.LOGIN_FAILURES.inc()
             raise Unauthorized(BAD_LOGIN, headers={"WWW-Authenticate": "Bearer"})
-        self.throttle.succeeded(keys[0])
+        await self.throttle.succeeded(attempt)
         if upgraded is not None:
             async with self.sessions.begin() as session:
                 await accounts.set_password_hash(session, user_id=user.id, password_hash=upgraded)
-        return await self._issue(user.id, family=uuid.uuid4().hex)
+        tokens = await self._issue(user.id, family=uuid.uuid4().hex)
+        return SignIn(tokens, self.devices.issue(key), self.devices.max_age_seconds)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. Replaying a used one revokes its family (and the user's
@@ -259,7 +259,7 @@ class AccountService:
 
     async def find(self, username: str) -> User | None:
         key = username_key(username)
-        if not _storable_key(key):
+        if not storable_key(key):
             return None
         async with self.sessions() as session:
             return await accounts.find_user(session, username_key=key)

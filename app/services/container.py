@@ -106,12 +106,14 @@ class ServiceContainer:
                 await self._database_task
         await self.contour_jobs.stop()
         await self.history.stop()
+        await self.accounts.stop()
         await anyio.to_thread.run_sync(self.images.close)
         await self.engine.dispose()
 
     def close(self) -> None:
         """Stop the worker threads (after in-flight work finishes)."""
         self.io_pool.shutdown()
+        self.accounts.close()
         self.lanes.shutdown()
 
 
@@ -165,7 +167,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         registry=registry,
         engine=engine,
         principals=PrincipalResolver(settings, jwt_config, users),
-        accounts=AccountService(settings, sessions, jwt_config, users, io_pool),
+        accounts=AccountService(settings, sessions, jwt_config, users),
         credits=credits,
         eraser=AccountEraser(sessions, images, contour_jobs, history, users),
         history=history,

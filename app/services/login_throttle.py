@@ -1,59 +1,104 @@
-"""Failed logins, slowed per username and per client address (in this worker's memory).
+"""Failed logins, limited so that lockouts lock out attackers, not the account's owner.
 
-After `free` failures of a key within `window` seconds, each further attempt first waits
-(0.25 s doubling, up to `max_delay`); past four times `free` failures it is refused with
-429 and Retry-After until the oldest failure leaves the window. A success clears the
-username's failures (not the address's). Unknown and known usernames count alike.
+OWASP's device cookies: a login that brings a valid device cookie for its username (the
+device signed in as that user before) is counted against that device alone, so the owner
+keeps signing in while someone guesses the password from elsewhere. Every other login is an
+"untrusted client" and counts against the username's untrusted allowance and its client
+address's. Each counter allows `free` attempts in the window at full speed, then each
+attempt first waits (0.25 s doubling, up to `max_delay`); a full counter refuses with 429
+and Retry-After until its oldest attempt leaves the window (a device's counter locks that
+device only, as OWASP asks).
+
+Attempts are reserved before the password is checked (`app.services.login_attempts`): at
+most the limit of passwords is ever checked, however many logins arrive at once. A correct
+password releases its reservation (and clears a trusted device's failures); a wrong one
+leaves it counted. A correct password from an untrusted client does not clear the
+username's failures: an attacker's count survives the owner's next login.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
-import time
-from collections import deque
+from dataclasses import dataclass
 
+from app.core import metrics
+from app.core.device_cookies import Device
 from app.core.errors import TooManyRequests
+from app.services.login_attempts import AttemptStore, Counter, Reservation
+
+LOCKED_OUT = "Too many failed logins; try again later"
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """How many failures each kind of counter allows in the window, and how they slow down."""
+
+    free: int  # attempts at full speed before each further one waits
+    window: float  # seconds an attempt is remembered
+    max_delay: float  # the longest wait before a password check
+    untrusted: int  # per username, logins without its device cookie
+    device: int  # per device cookie
+    address: int  # per client address (untrusted logins)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt that may check its password."""
+
+    reservation: Reservation
+    device: Device | None
 
 
 class LoginThrottle:
-    def __init__(self, free: int, window: float, max_delay: float, max_keys: int = 100_000) -> None:
-        self.free = free
-        self.window = window
-        self.max_delay = max_delay
-        self.max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
+    """Reserves, delays and settles login attempts against their counters."""
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return failures
+    def __init__(self, store: AttemptStore, limits: LoginLimits) -> None:
+        self.store = store
+        self.limits = limits
 
-    def delay(self, keys: list[str]) -> float:
-        """Seconds to wait before checking a password; TooManyRequests when locked out."""
-        now = time.monotonic()
-        worst = max((len(self._recent(key, now)) for key in keys), default=0)
-        if worst >= 4 * self.free:
-            oldest = min(self._recent(key, now)[0] for key in keys if self._recent(key, now))
-            retry = max(1, math.ceil(self.window - (now - oldest)))
-            raise TooManyRequests(
-                "Too many failed logins; try again later", headers={"Retry-After": str(retry)}
-            )
-        if worst < self.free:
+    def counters(self, username_key: str, address: str | None, device: Device | None) -> list[Counter]:
+        """The counters a login is charged to: its device's, or its username's and address's."""
+        if device is not None:
+            return [Counter(f"device:{device.nonce}", self.limits.device)]
+        digest = hashlib.sha256(username_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        counters = [Counter(f"user:{digest}", self.limits.untrusted)]
+        if address:
+            counters.append(Counter(f"addr:{address}", self.limits.address))
+        return counters
+
+    def delay(self, previous: int) -> float:
+        """Seconds to wait before checking a password, after `previous` recent attempts."""
+        if previous < self.limits.free:
             return 0.0
-        return min(self.max_delay, 0.25 * 2 ** (worst - self.free))
+        return min(self.limits.max_delay, 0.25 * 2 ** min(previous - self.limits.free, 32))
 
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        if len(self._failures) > self.max_keys:
-            for key in list(self._failures):
-                self._recent(key, now)
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
+    async def begin(self, username_key: str, address: str | None, device: Device | None) -> Attempt:
+        """Reserve an attempt and wait its delay; TooManyRequests (429) while locked out."""
+        counters = self.counters(username_key, address, device)
+        reservation = await self.store.reserve(counters, self.limits.window)
+        if not reservation.granted:
+            metrics.LOGIN_REFUSED.labels("locked_out").inc()
+            retry = max(1, math.ceil(reservation.retry_after))
+            raise TooManyRequests(LOCKED_OUT, headers={"Retry-After": str(retry)})
+        attempt = Attempt(reservation, device)
+        wait = self.delay(reservation.previous)
+        if wait:
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:  # the client left: no password was checked
+                await self.release(attempt)
+                raise
+        return attempt
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: the attempt is not a failure; a trusted device starts afresh."""
+        clear = (f"device:{attempt.device.nonce}",) if attempt.device is not None else ()
+        await self.release(attempt, clear)
+
+    async def release(self, attempt: Attempt, clear: tuple[str, ...] = ()) -> None:
+        """Forget the attempt (its password was not checked, or was right)."""
+        store = attempt.reservation.store
+        if store is not None:
+            await store.release(attempt.reservation, clear)

@@ -1,5 +1,9 @@
 """Accounts: registration and login for seeds 000 (`/v1/...`), 003 (`/register`, `/token`) and
-004 (`/api/v1/auth/...`), token refresh and logout, the caller's profile, account erasure."""
+004 (`/api/v1/auth/...`), token refresh and logout, the caller's profile, account erasure.
+
+A successful login also sets the signed device cookie (`LOGIN_DEVICE_COOKIE_NAME`): a later
+login that sends it for the same username has its own failure allowance (see
+`app.services.login_throttle`); the response bodies are the seeds' own."""
 
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ from app.schemas.auth import (
     UserRead,
 )
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.accounts import TokenPair, username_key
+from app.services.accounts import SignIn, TokenPair
 from app.services.container import ServiceContainer
+from app.services.usernames import username_key
 
 router = APIRouter(tags=["accounts"], dependencies=[Depends(auth_rate_limited)])
 
@@ -34,6 +39,7 @@ REGISTER_ERRORS = problem_docs(
 LOGIN_ERRORS = problem_docs(
     (401, "unauthorized", "Incorrect username or password"),
     (429, "too_many_requests", "Too many failed logins; try again later"),
+    (503, "service_unavailable", "Too many logins are being checked; try again shortly"),
 )
 
 
@@ -46,11 +52,33 @@ def _tokens(pair: TokenPair, response: Response) -> TokenRead:
     return TokenRead(**pair.__dict__)
 
 
-async def _login(container: ServiceContainer, request: Request, username: str, password: str) -> TokenPair:
-    """Log in, limited per username too (password guessing spread over many addresses)."""
-    await container.rate_limits.hit("login", f"u:{username_key(username)}")
+async def _login(
+    container: ServiceContainer, request: Request, response: Response, username: str, password: str
+) -> TokenRead:
+    """Log in and set a new device cookie. Without a valid device cookie for this username the
+    login is also rate-limited per username (password guessing spread over many addresses);
+    with one, the device has its own allowance, whatever others send for the username."""
+    settings = container.settings
+    device = container.accounts.device(request.cookies.get(settings.login_device_cookie_name), username)
+    if device is None:
+        await container.rate_limits.hit("login", f"u:{username_key(username)}")
     address = request.client.host if request.client else None
-    return await container.accounts.login(username=username, password=password, address=address)
+    signed_in: SignIn = await container.accounts.login(
+        username=username, password=password, address=address, device=device
+    )
+    secure = settings.login_device_cookie_secure
+    if secure is None:
+        secure = request.url.scheme == "https" or settings.environment == "production"
+    response.set_cookie(
+        settings.login_device_cookie_name,
+        signed_in.device_cookie,
+        max_age=signed_in.max_age,
+        path="/",
+        secure=secure,
+        httponly=True,
+        samesite=settings.login_device_cookie_samesite,
+    )
+    return _tokens(signed_in.tokens, response)
 
 
 @router.post(
@@ -115,9 +143,8 @@ async def register_seed004(body: RegisterWithName, container: ContainerDep) -> U
 async def login(
     body: Credentials, request: Request, response: Response, container: ContainerDep
 ) -> TokenRead:
-    """An access token and a refresh token."""
-    pair = await _login(container, request, body.username, body.password)
-    return _tokens(pair, response)
+    """An access token and a refresh token (and a device cookie, see README, Accounts)."""
+    return await _login(container, request, response, body.username, body.password)
 
 
 @router.post(
@@ -133,9 +160,8 @@ async def token(
     response: Response,
     container: ContainerDep,
 ) -> TokenRead:
-    """The OAuth2 password flow (Swagger UI's *Authorize* uses it)."""
-    pair = await _login(container, request, username, password)
-    return _tokens(pair, response)
+    """The OAuth2 password flow (Swagger UI's *Authorize* uses it); sets a device cookie too."""
+    return await _login(container, request, response, username, password)
 
 
 @router.post(
