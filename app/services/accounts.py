@@ -62,6 +62,10 @@ class SignIn:
     max_age: int
 
 
+# The throttle's key for guesses of the admin password (no username can take this form).
+ADMIN_PASSWORD_KEY = "\x00admin-password"
+
+
 class AccountService:
     """Users and their tokens."""
 
@@ -201,6 +205,26 @@ class AccountService:
                 await accounts.set_password_hash(session, user_id=user.id, password_hash=upgraded)
         tokens = await self._issue(user.id, family=uuid.uuid4().hex)
         return SignIn(tokens, self.devices.issue(key), self.devices.max_age_seconds)
+
+    async def admin_password_matches(self, password: str, *, address: str | None) -> bool:
+        """Whether `password` is seed 000's admin password (ADMIN_PW_HASH; False when unset).
+        Checked like a login: on the bounded hashing pool, each guess reserved under the login
+        throttle (its own key and the caller's address) before the hash is compared."""
+        configured = self.settings.admin_pw_hash
+        if configured is None:
+            return False
+        self.hasher.admit()
+        attempt = await self.throttle.begin(ADMIN_PASSWORD_KEY, address, None)
+        try:
+            ok, _ = await self.hasher.verify(password, configured.get_secret_value())
+        except BaseException:
+            await self.throttle.release(attempt)
+            raise
+        if ok:
+            await self.throttle.succeeded(attempt)
+        else:
+            metrics.LOGIN_FAILURES.inc()
+        return ok
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. Replaying a used one revokes its family (and the user's

@@ -134,6 +134,39 @@ async def test_seed_000_flow_with_env_admin(make_settings) -> None:
         assert (await c.get("/v1/me", headers=bob)).json()["credits"] == 13
 
 
+async def test_admin_password_guesses_are_throttled_like_logins(make_settings) -> None:
+    """Seed 000's admin password is a password: concurrent guesses never check more hashes than
+    the login limit, the rest are 429, and the admin's token still refills meanwhile."""
+    import bcrypt
+
+    pw_hash = bcrypt.hashpw(b"s3cret-admin-pw", bcrypt.gensalt(4)).decode()
+    settings = make_settings(
+        admin_username="root",
+        admin_pw_hash=pw_hash,
+        login_max_failures=3,
+        login_address_max_failures=100,  # this address may still sign in as the admin
+        login_max_delay_seconds=0,
+    )
+    async with serve(settings) as c:
+        assert (await register(c, "bob")).status_code == 201
+        guesses = await asyncio.gather(
+            *(
+                c.post("/v1/refill", json={"username": "bob", "admin_password": f"guess{i}"})
+                for i in range(12)
+            )
+        )
+        statuses = sorted(r.status_code for r in guesses)
+        assert statuses == [403] * 3 + [429] * 9, statuses
+        assert all("retry-after" in r.headers for r in guesses if r.status_code == 429)
+        root = (await c.post("/v1/login", json={"username": "root", "password": "s3cret-admin-pw"})).json()
+        by_admin = await c.post(
+            "/v1/refill",
+            json={"username": "bob", "amount": 2},
+            headers={"Authorization": f"Bearer {root['access_token']}"},
+        )
+        assert by_admin.status_code == 200
+
+
 async def test_registration_rules(api: httpx.AsyncClient) -> None:
     assert (await register(api, "alice")).status_code == 201
     dup = await register(api, "ALICE")

@@ -6,12 +6,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal, address_rate_limited
 from app.core.errors import Forbidden, Unauthorized, UserNotFound, ValidationFailed
-from app.core.security import verify_password
 from app.db.history import HistoryFilter
 from app.schemas.auth import RefillRead, RefillRequest
 from app.schemas.history import HistoryItem, HistoryPage, StatsRead
@@ -60,15 +59,15 @@ Filter = Annotated[HistoryFilter, Depends(history_filter)]
         UNAUTHORIZED, (403, "forbidden", "This needs an admin"), (404, "user_not_found", "User not found")
     ),
 )
-async def refill(body: RefillRequest, container: ContainerDep, caller: OptionalPrincipal) -> RefillRead:
+async def refill(
+    request: Request, body: RefillRequest, container: ContainerDep, caller: OptionalPrincipal
+) -> RefillRead:
     """An admin's token, or `admin_password` checked against ADMIN_PW_HASH (as seed 000 does),
     adds `amount` (default TOKEN_REFILL_AMOUNT) credits."""
     allowed = caller is not None and caller.is_admin
-    configured = container.settings.admin_pw_hash
-    if not allowed and body.admin_password is not None and configured is not None:
-        allowed, _ = await container.io_pool.run(
-            verify_password, body.admin_password, configured.get_secret_value()
-        )
+    if not allowed and body.admin_password is not None:
+        address = request.client.host if request.client else None
+        allowed = await container.accounts.admin_password_matches(body.admin_password, address=address)
     if not allowed:
         if caller is None and body.admin_password is None:
             raise Unauthorized("An admin token or the admin password is required")
