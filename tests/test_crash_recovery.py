@@ -278,7 +278,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
         time.sleep(0.3)  # let the storm get well into its next bodies
 
         at_kill = partial_uploads(data_dir)
-        lock_files_at_kill = sorted((data_dir / "idempotency").glob("*.lock"))
+        lock_files_at_kill = sorted((data_dir / "idempotency").rglob("*.lock"))
         first.kill()
     finally:
         storm.join()
@@ -320,7 +320,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     assert broken.name in unlisted
     assert not {Path(name).stem for name in unlisted} & set(acknowledged)
     assert not stale.exists()
-    assert not list((data_dir / "idempotency").glob("*.lock")), "dead process's key locks survived start-up"
+    assert not list((data_dir / "idempotency").rglob("*.lock")), "dead process's key locks survived start-up"
     # Nothing acknowledged was dropped, nothing unacknowledged was published.
     assert check_published_images(data_dir).keys() == published.keys()
 

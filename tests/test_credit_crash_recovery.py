@@ -63,7 +63,8 @@ def test_sigkill_during_charged_classifications(servers: list[Server], tmp_path:
     # Every 200 was charged; nothing else was, except an analysis published in the instant
     # before the kill (computed, stored, never delivered): never a failed or lost request.
     assert answered <= len(charged) == CREDITS - balance
-    published = {p.name for p in (data_dir / "analysis").iterdir()}
+    analysis = data_dir / "analysis"
+    published = {str(p.relative_to(analysis)) for p in analysis.rglob("*.json")}
     assert set(charged) <= published, "a charge without a published result"
 
     second = start_server(servers, data_dir, "second", env)

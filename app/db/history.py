@@ -115,9 +115,15 @@ async def delete(session: AsyncSession, *, filter: HistoryFilter = ALL) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def unlink_principal(session: AsyncSession, principal: str) -> int:
-    """Set `principal` to NULL on that principal's rows (erasure keeps the history, not the person)."""
-    statement = update(TABLE).where(TABLE.c.principal == principal).values(principal=None)
+# What erasure keeps of a row: route, type, status, times and sizes; never who asked, nor the
+# result body (face boxes, landmarks, skin tone: personal data) or the error text.
+_PERSONAL = {"principal": None, "result": None, "error_message": None}
+
+
+async def erase_principal(session: AsyncSession, principal: str) -> int:
+    """Keep `principal`'s rows without anything personal (account erasure): the principal, the
+    result body and the error text become NULL. One UPDATE through the principal index."""
+    statement = update(TABLE).where(TABLE.c.principal == principal).values(**_PERSONAL)
     result = await session.execute(statement)
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -86,8 +86,11 @@ async def list_images(
     return int(total), list(rows.scalars())
 
 
-async def images_of(session: AsyncSession, *, owner: str) -> list[Image]:
-    return list((await session.execute(select(Image).where(Image.owner == owner))).scalars())
+async def delete_owned(session: AsyncSession, *, owner: str) -> list[tuple[str, str]]:
+    """Delete every image row of `owner` in one statement; (image_id, format) of each row deleted
+    (exactly those: a row committed concurrently is either deleted and returned, or kept)."""
+    statement = delete(Image).where(Image.owner == owner).returning(Image.image_id, Image.format)
+    return [(str(image_id), str(fmt)) for image_id, fmt in await session.execute(statement)]
 
 
 async def known_ids(session: AsyncSession, *, image_ids: Sequence[str]) -> set[str]:

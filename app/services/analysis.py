@@ -2,9 +2,10 @@
 
 A result is a pure function of (image, analyzer, analyzer version, params), stored as the
 exact response bytes under a name derived from them (`{image_id}.json` for the default
-`skin` analyzer, the seeds' contract; `{image_id}.{analyzer}[.{params-hash}].json` for the
-rest). A repeat is a read; concurrent first requests share one computation (one task per
-key in this process; `link`-based publication across processes, first writer wins).
+`skin` analyzer, the seeds' contract; `{image_id}/{analyzer}[.{params-hash}].json` for the
+rest: one folder per image, so a delete never scans the others). A repeat is a read;
+concurrent first requests share one computation (one task per key in this process;
+`link`-based publication across processes, first writer wins).
 A cache file that does not validate (truncated, edited, older analyzer version) is
 recomputed and replaced, with a warning.
 """
@@ -33,7 +34,7 @@ from app.services.credits import CreditService
 from app.services.images import ImageService
 from app.services.principals import Principal
 from app.services.scheduler import Abandoned, Lanes
-from app.storage.base import ResultStore
+from app.storage.base import ResultStore, result_key
 from app.storage.metadata import StoredImage
 
 logger = logging.getLogger("app.analysis")
@@ -48,12 +49,15 @@ class AnalysisOutcome:
 
 
 def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
-    """The cache file name of one (image, analyzer, params) result."""
-    base = image_id if analyzer.name == DEFAULT_ANALYZER else f"{image_id}.{analyzer.name}"
-    if params.model_dump() == analyzer.params_model().model_dump():
-        return f"{base}.json"
-    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return f"{base}.{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.json"
+    """The cache key of one (image, analyzer, params) result (`app.storage.base.result_key`)."""
+    default_params = params.model_dump() == analyzer.params_model().model_dump()
+    if analyzer.name == DEFAULT_ANALYZER and default_params:
+        return result_key(image_id)
+    variant = analyzer.name
+    if not default_params:
+        canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        variant += f".{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+    return result_key(image_id, variant)
 
 
 def _encode(image_id: str, analyzer: Analyzer, params: BaseModel, result: BaseModel) -> bytes:

@@ -1,5 +1,6 @@
-"""Account erasure: a user and everything they uploaded (images, analyses, jobs) are deleted;
-their request history is kept without the personal link."""
+"""Account erasure: a user and everything they uploaded (images, analyses, jobs, idempotency
+records) are deleted; their request history keeps only what is not personal (route, status,
+times, sizes)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Unauthorized
+from app.core.threads import ThreadPool
 from app.db import accounts
 from app.services.contour_jobs import ContourJobService
 from app.services.history import HistoryService
+from app.services.idempotency import IdempotencyStore
 from app.services.images import ImageService
 from app.services.principals import Principal, UserDirectory
 
@@ -19,7 +22,8 @@ logger = logging.getLogger("app.accounts")
 
 class AccountEraser:
     """Deletes an account and its data, in an order that a crash can resume: the account
-    goes last, so a retry (same token) finishes the job."""
+    goes last, so a retry (same token) finishes the job. Each step costs what the user's own
+    data costs, not what the whole store holds (but for the job records, see `JobStore`)."""
 
     def __init__(
         self,
@@ -28,20 +32,33 @@ class AccountEraser:
         jobs: ContourJobService,
         history: HistoryService,
         users: UserDirectory,
+        idempotency: IdempotencyStore,
+        pool: ThreadPool,
     ) -> None:
         self.sessions = sessions
         self.images = images
         self.jobs = jobs
         self.history = history
         self.users = users
+        self.idempotency = idempotency
+        self.pool = pool
 
     async def erase(self, principal: Principal) -> None:
+        """Erase `principal`'s account and data (Unauthorized unless it is a user)."""
         if principal.user_id is None:
             raise Unauthorized("Only an account can be deleted (log in first)")
         images = await self.images.delete_owned(principal.id)
         jobs = await self.jobs.queue.erase_owner(principal.id)
-        await self.history.unlink(principal.id)
+        keys = await self.pool.run(self.idempotency.erase_scope, principal.id, images)
+        rows = await self.history.erase(principal.id)
         async with self.sessions.begin() as session:
             await accounts.delete_user(session, user_id=principal.user_id)
         self.users.forget(principal.user_id)
-        logger.info("erased user %s: %d image(s), %d job(s)", principal.user_id, images, jobs)
+        logger.info(
+            "erased user %s: %d image(s), %d job(s), %d idempotency file(s), %d history row(s) scrubbed",
+            principal.user_id,
+            len(images),
+            jobs,
+            keys,
+            rows,
+        )

@@ -120,8 +120,9 @@ class HistoryService:
         async with self.sessions.begin() as session:  # one snapshot on PostgreSQL (see history.stats)
             return await history.stats(session, filter=filter)
 
-    async def unlink(self, principal: str) -> None:
-        """Keep a principal's history without the personal link (account erasure)."""
+    async def erase(self, principal: str) -> int:
+        """Keep a principal's history without anything personal (account erasure): route,
+        status, times and sizes stay; the principal, result bodies and error texts go."""
         await self.flush()
         async with self.sessions.begin() as session:
-            await history.unlink_principal(session, principal)
+            return await history.erase_principal(session, principal)

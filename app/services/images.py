@@ -18,6 +18,7 @@ import mmap
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -122,15 +123,23 @@ class ImageService:
             raise ImageNotFound(f"Image {image_id} not found")
         logger.info("deleted image_id=%s", image_id)
 
-    async def delete_owned(self, owner: str) -> int:
-        """Remove every image of `owner` (account erasure); how many."""
-        async with self.sessions() as session:
-            rows = await catalog.images_of(session, owner=owner)
-        for row in rows:
-            meta = catalog.to_metadata(row)
-            path = self.store.content_path(meta.image_id, meta.image_format.extension)
-            await self._remove(StoredImage(meta, owner, path))
-        return len(rows)
+    async def delete_owned(self, owner: str) -> Sequence[str]:
+        """Remove every image of `owner` (account erasure): the rows in one statement, then the
+        files (per image, at a cost that does not grow with the store); the ids removed."""
+        async with self.sessions.begin() as session:
+            rows = await catalog.delete_owned(session, owner=owner)
+        for image_id, _ in rows:
+            self._cache.pop(image_id, None)
+        if rows:
+            await self.pool.run(self._remove_all_files, rows)
+        return [image_id for image_id, _ in rows]
+
+    def _remove_all_files(self, rows: Sequence[tuple[str, str]]) -> None:
+        for image_id, fmt in rows:
+            extension = FORMATS[fmt].extension if fmt in FORMATS else None
+            if extension is not None:
+                self.store.delete(image_id, extension)
+            self.results.delete_for_image(image_id)
 
     async def _remove(self, image: StoredImage) -> bool:
         """Remove the row, then the bytes; False if the row was already gone (another

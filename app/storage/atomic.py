@@ -44,9 +44,12 @@ def write_and_sync(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically: readers see the old or the new file, never half."""
-    tmp = temp_path_for(path.parent)
+def atomic_write(path: Path, data: bytes, temp_dir: Path | None = None) -> None:
+    """Replace `path` with `data` atomically: readers see the old or the new file, never half.
+
+    The temp file goes in `temp_dir` (default: beside `path`; it must be on the same file system).
+    """
+    tmp = temp_path_for(temp_dir or path.parent)
     try:
         write_and_sync(tmp, data)
         os.replace(tmp, path)
@@ -55,13 +58,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_create(path: Path, data: bytes) -> bool:
+def atomic_create(path: Path, data: bytes, temp_dir: Path | None = None) -> bool:
     """Publish `data` at `path` unless a file is already there; True if this call published.
 
     `os.link` fails when the target exists, so concurrent writers (threads or processes)
-    agree on one winner and every reader sees the winner's bytes.
+    agree on one winner and every reader sees the winner's bytes. The temp file goes in
+    `temp_dir` (default: beside `path`; it must be on the same file system).
     """
-    tmp = temp_path_for(path.parent)
+    tmp = temp_path_for(temp_dir or path.parent)
     try:
         write_and_sync(tmp, data)
         try:
@@ -79,19 +83,23 @@ def unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def is_stale_temp(name: str) -> bool:
+    """Whether `name` is a temp file of a process that is gone (not of a live sibling worker)."""
+    if not name.startswith(TEMP_PREFIX):
+        return False
+    pid_text = name[len(TEMP_PREFIX) :].split("-", 1)[0]
+    return not (pid_text.isdigit() and is_live_peer(int(pid_text)))
+
+
 def sweep_temp_files(directory: Path) -> int:
     """Remove temp files left by dead processes in `directory`; returns how many."""
     removed = 0
     if not directory.is_dir():
         return 0
     for entry in os.scandir(directory):
-        if not entry.name.startswith(TEMP_PREFIX):
-            continue
-        pid_text = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and is_live_peer(int(pid_text)):
-            continue
-        unlink_quietly(Path(entry.path))
-        removed += 1
+        if is_stale_temp(entry.name):
+            unlink_quietly(Path(entry.path))
+            removed += 1
     if removed:
         logger.warning("removed %d stale temp file(s) from %s", removed, directory)
     return removed

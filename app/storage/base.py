@@ -45,8 +45,16 @@ class ImageStore(Protocol):
         ...
 
 
+def result_key(image_id: str, variant: str | None = None) -> str:
+    """The key of one result of an image: `{image_id}.json` for the default analyzer (the
+    seeds' contract), `{image_id}/{variant}.json` for any other (`variant`: the analyzer's
+    name, and a hash of non-default params). Every key of an image starts with its id, and
+    no other image's key does (ids have one length), so a store can delete by that prefix."""
+    return f"{image_id}.json" if variant is None else f"{image_id}/{variant}.json"
+
+
 class ResultStore(Protocol):
-    """Where analysis results are cached, as the exact response bytes."""
+    """Where analysis results are cached, as the exact response bytes, under `result_key`s."""
 
     def read(self, name: str) -> bytes | None:
         """The stored bytes under `name`, or None."""
@@ -65,9 +73,10 @@ class ResultStore(Protocol):
         ...
 
     def delete_for_image(self, image_id: str) -> int:
-        """Remove every result of one image; returns how many."""
+        """Remove every result of one image (the keys that start with its id), at a cost that
+        does not grow with the other images' results; returns how many."""
         ...
 
     def recover(self) -> None:
-        """Start-up repair after a crash: drop temp files."""
+        """Start-up repair after a crash: drop temp files (and bring an older layout up to date)."""
         ...

@@ -109,6 +109,24 @@ async def test_metadata_content_and_delete(client: httpx.AsyncClient, data_dir: 
     assert (await client.post("/analyze", json={"image_id": image_id})).status_code == 404
 
 
+async def test_content_is_cached_privately_but_revalidated_so_a_delete_is_seen(
+    client: httpx.AsyncClient,
+) -> None:
+    """A cache may keep the bytes but must ask again (ETag, 304) before each use: after a
+    DELETE, the next use gets the 404 (a year's `immutable` would serve the deleted image)."""
+    image_id = (await upload(client, photo_jpeg())).json()["image_id"]
+    path = f"/api/v1/images/{image_id}/content"
+    first = await client.get(path)
+    assert first.headers["cache-control"] == "private, no-cache"
+    revalidated = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+    assert revalidated.status_code == 304 and revalidated.content == b""
+    assert revalidated.headers["cache-control"] == "private, no-cache"
+    assert revalidated.headers["etag"] == first.headers["etag"]
+    assert (await client.delete(f"/api/v1/images/{image_id}")).status_code == 204
+    gone = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+    assert gone.status_code == 404 and gone.headers["cache-control"] == "no-store"
+
+
 async def test_ranges_of_the_content(client: httpx.AsyncClient) -> None:
     body = photo_jpeg()
     path = f"/api/v1/images/{(await upload(client, body)).json()['image_id']}/content"

@@ -44,7 +44,7 @@ async def test_two_step_classify_is_cached_per_params(client: httpx.AsyncClient,
     assert body["analyzer"] == "classify" and body["params"] == {"top_k": 5}
     assert [p["class_id"] for p in body["predictions"]][0] == ESPRESSO
     assert body["predictions"][0]["probability"] > 0.5
-    assert (data_dir / "analysis" / f"{image_id}.classify.json").read_bytes() == first.content
+    assert (data_dir / "analysis" / image_id / "classify.json").read_bytes() == first.content
 
     again = await client.post("/api/v1/analyze", json={"image_id": image_id, "analyzer": "classify"})
     assert (again.headers["x-cache"], again.content) == ("HIT", first.content)
@@ -53,7 +53,7 @@ async def test_two_step_classify_is_cached_per_params(client: httpx.AsyncClient,
     )
     assert top2.headers["x-cache"] == "MISS"
     assert len(top2.json()["predictions"]) == 2
-    assert len(list((data_dir / "analysis").glob(f"{image_id}.classify.*.json"))) == 1
+    assert len(list((data_dir / "analysis" / image_id).glob("classify.*.json"))) == 1
     bad = await client.post(
         "/api/v1/analyze", json={"image_id": image_id, "analyzer": "classify", "params": {"top_k": 0}}
     )
@@ -233,7 +233,7 @@ async def test_two_step_face(client: httpx.AsyncClient, data_dir) -> None:
     assert len(body["landmarks"]) == 68
     assert {"face_oval", "left_eye", "right_eye", "nose", "outer_lips", "inner_lips"} <= set(body["regions"])
     assert body["svg"].startswith("<svg")
-    assert (data_dir / "analysis" / f"{face_id}.face.json").read_bytes() == resp.content
+    assert (data_dir / "analysis" / face_id / "face.json").read_bytes() == resp.content
     again = await client.post("/api/v1/analyze", json={"image_id": face_id, "analyzer": "face"})
     assert (again.headers["x-cache"], again.content) == ("HIT", resp.content)
 
@@ -241,7 +241,7 @@ async def test_two_step_face(client: httpx.AsyncClient, data_dir) -> None:
     none = await client.post("/api/v1/analyze", json={"image_id": coffee_id, "analyzer": "face"})
     assert none.status_code == 422
     assert none.json()["code"] == "no_face_detected"
-    assert not (data_dir / "analysis" / f"{coffee_id}.face.json").exists()
+    assert not (data_dir / "analysis" / coffee_id / "face.json").exists()
 
 
 async def test_model_analyzers_can_be_turned_off(make_settings) -> None:

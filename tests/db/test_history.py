@@ -138,14 +138,20 @@ async def test_delete_with_filters_returns_the_count(sessions: Sessions) -> None
     assert await everything(sessions) == []
 
 
-async def test_unlink_principal_keeps_the_rows(sessions: Sessions) -> None:
-    await insert(sessions, [row(i, principal="user:alice" if i < 4 else "user:bob") for i in range(10)])
+async def test_erase_principal_keeps_the_rows_without_anything_personal(sessions: Sessions) -> None:
+    rows_in = [
+        row(i, principal="user:alice" if i < 4 else "user:bob", error_message=f"e{i}") for i in range(10)
+    ]
+    await insert(sessions, rows_in)
     async with sessions.begin() as session:
-        assert await history.unlink_principal(session, "user:alice") == 4
-        assert await history.unlink_principal(session, "user:nobody") == 0
+        assert await history.erase_principal(session, "user:alice") == 4
+        assert await history.erase_principal(session, "user:nobody") == 0
     rows = await everything(sessions)
     assert [r.principal for r in rows] == [None] * 4 + ["user:bob"] * 6
-    assert [r.result for r in rows] == [f"r{i}" for i in range(10)]
+    assert [r.result for r in rows] == [None] * 4 + [f"r{i}" for i in range(4, 10)]
+    assert [r.error_message for r in rows] == [None] * 4 + [f"e{i}" for i in range(4, 10)]
+    kept = ("route", "request_type", "status_code", "processing_time", "input_data_size", "created_at")
+    assert [[getattr(r, c) for c in kept] for r in rows] == [[r[c] for c in kept] for r in rows_in]
 
 
 def expected_stats(rows: list[dict[str, Any]]) -> HistoryStats:

@@ -88,8 +88,10 @@ async def test_params_name_the_cache_file_and_reach_the_analyzer(settings, data_
     assert (default["k"], default["width"], default["params"]) == (3, 40, {"k": 3})
     assert seven["k"] == 7 and echo.calls == 2
     assert bad.value.extra["fields"] == ["params.k"]
-    names = sorted(p.name for p in (data_dir / "analysis").iterdir())
-    assert names == sorted([f"{image_id}.echo.json", result_name(image_id, echo, EchoParams(k=7))])
+    analysis = data_dir / "analysis"
+    names = sorted(str(p.relative_to(analysis)) for p in analysis.rglob("*") if p.is_file())
+    assert names == sorted([f"{image_id}/echo.json", result_name(image_id, echo, EchoParams(k=7))])
+    assert result_name(image_id, echo, EchoParams(k=7)).startswith(f"{image_id}/echo.")
 
 
 async def test_unknown_image_or_analyzer(settings, data_dir: Path) -> None:

@@ -73,3 +73,52 @@ def test_recover_drops_dead_locks_and_expired_records(tmp_path: Path) -> None:
     store.save("new", IdempotencyRecord("a", "b", time.time()))
     store.recover()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.lock", "new.json"]
+
+
+def test_records_live_in_one_folder_per_scope_and_erasure_removes_that_folder(tmp_path: Path) -> None:
+    store = IdempotencyStore(tmp_path, ttl_seconds=60)
+    alice, bob = store.record_id("k", "user:1"), store.record_id("k", "user:2")
+    for record_id, image_id in ((alice, "a-image"), (bob, "b-image")):
+        store.claim(record_id)
+        store.save(record_id, IdempotencyRecord("sha", image_id, time.time()))
+        store.release(record_id)
+    store.claim(store.record_id("in flight", "user:1"))
+    assert store.erase_scope("user:1") == 2  # her record and her claim
+    assert store.load(alice) is None
+    assert store.load(bob) == IdempotencyRecord("sha", "b-image", store.load(bob).created_at)  # type: ignore[union-attr]
+    assert [p.name for p in tmp_path.iterdir()] == [IdempotencyStore.scope_folder("user:2")]
+    assert store.erase_scope("user:1") == 0
+    store.claim(store.record_id("k", "user:1"))  # her folder comes back for a new claim
+
+
+def test_records_of_the_flat_layout_replay_and_go_with_their_images_erasure(tmp_path: Path) -> None:
+    store = IdempotencyStore(tmp_path, ttl_seconds=60)
+    record_id = store.record_id("k", "user:1")
+    flat = tmp_path / f"{record_id.rpartition('/')[2]}.json"  # where an earlier version saved it
+    flat.write_text(json.dumps({"fingerprint": "sha", "image_id": "her-image", "created_at": time.time()}))
+    (tmp_path / "someone-else.json").write_text(
+        json.dumps({"fingerprint": "sha", "image_id": "his-image", "created_at": time.time()})
+    )
+    store.recover()
+    loaded = store.load(record_id)
+    assert loaded is not None and loaded.image_id == "her-image"
+    assert store.erase_scope("user:1", ["her-image"]) == 1
+    assert store.load(record_id) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["someone-else.json"]
+
+
+def test_recover_looks_into_scope_folders(tmp_path: Path) -> None:
+    store = IdempotencyStore(tmp_path, ttl_seconds=60)
+    dead, live = store.record_id("dead", "user:1"), store.record_id("live", "user:2")
+    (tmp_path / dead).parent.mkdir()
+    (tmp_path / f"{dead}.lock").write_text("999999999")
+    (tmp_path / live).parent.mkdir()
+    (tmp_path / f"{live}.lock").write_text(str(os.getppid()))
+    store.save(live, IdempotencyRecord("a", "b", time.time() - 120))
+    past = time.time() - 120
+    os.utime(tmp_path / f"{live}.json", (past, past))
+    store.recover()
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == [
+        live.partition("/")[0],
+        f"{live}.lock",
+    ]

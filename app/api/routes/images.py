@@ -150,6 +150,11 @@ async def list_images(
                     "schema": {"type": "string"},
                 },
                 "ETag": {"description": "The SHA-256 of the bytes", "schema": {"type": "string"}},
+                "Cache-Control": {
+                    "description": "`private, no-cache`: a browser may keep the bytes but revalidates "
+                    "them (If-None-Match, 304) before each use, so a deleted image is not shown again",
+                    "schema": {"type": "string"},
+                },
             },
         },
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
@@ -165,7 +170,9 @@ async def read_image_content(
     """The original bytes, streamed, with their type and an ETag (the SHA-256)."""
     image = await images.get(image_id.lower(), principal)
     etag = image.metadata.etag
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    # Kept by the client's own cache only, and revalidated before each use (a 304 is cheap), so
+    # a deleted or erased image is never served from a cache.
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     meta = image.metadata
