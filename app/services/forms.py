@@ -7,7 +7,7 @@ request stays on disk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -46,17 +46,26 @@ class FormClassifier:
         analyzer: str,
         params: dict[str, object],
         caller: Principal,
+        check_text: Callable[[str], object] | None = None,
     ) -> FormOutcome:
         """The analysis of the form's `file_field` image, or its `text_field` when it has no image.
 
-        A metered caller pays one credit for a model-backed analysis that succeeds."""
+        `check_text`, when the form has a `text_field`, may refuse the form (by raising)
+        before anything is analyzed. A metered caller pays one credit for a
+        model-backed analysis that succeeds."""
         form = await self.ingest.receive(
-            content_type=content_type, content_length=content_length, chunks=chunks, file_field=file_field
+            content_type=content_type,
+            content_length=content_length,
+            chunks=chunks,
+            file_field=file_field,
         )
         received = form.file
         try:
+            text = form.fields.get(text_field)
+            if text is not None and check_text is not None:
+                check_text(text)
             if received is None:
-                return FormOutcome(result=None, text=form.fields.get(text_field))
+                return FormOutcome(result=None, text=text)
             _, width, height = await self.ingest.check(received)
             async with self.credits.metered(caller, f"analysis:{analyzer}", "unstored form image") as work:
                 result = await self.analysis.run_unstored(received.path, analyzer, params)
