@@ -181,6 +181,12 @@ class AnalysisService:
             return AnalysisOutcome(body, cached=True)
         return None
 
+    def admit(self, analyzer_name: str) -> None:
+        """Refuse now (QueueFull, 503) a computation of `analyzer_name` that would find its queue
+        full or wait too long: lets a route refuse before it reads a request body."""
+        analyzer = self.registry.get(analyzer_name)
+        self._lanes.of(analyzer).admit(analyzer.name)
+
     def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
         if self._in_flight.get(name) is task:
             del self._in_flight[name]
@@ -220,6 +226,7 @@ class AnalysisService:
     async def _compute_metered(
         self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
     ) -> bytes:
+        self._lanes.of(analyzer).admit(analyzer.name)  # a miss that cannot run soon: refuse now
         if self.credits is None or not analyzer.model_backed:
             return await self._compute_and_publish(source, analyzer, params, name)
         async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name) as work:

@@ -50,14 +50,16 @@ class FormClassifier:
     ) -> FormOutcome:
         """The analysis of the form's `file_field` image, or its `text_field` when it has no image.
 
-        `check_text`, when the form has a `text_field`, may refuse the form (by raising)
-        before anything is analyzed. A metered caller pays one credit for a
+        A form whose image could not be analyzed soon is refused (QueueFull) before the image
+        is read; `check_text`, when the form has a `text_field`, may refuse the form (by
+        raising) before anything is analyzed. A metered caller pays one credit for a
         model-backed analysis that succeeds."""
         form = await self.ingest.receive(
             content_type=content_type,
             content_length=content_length,
             chunks=chunks,
             file_field=file_field,
+            on_file=lambda: self.analysis.admit(analyzer),
         )
         received = form.file
         try:

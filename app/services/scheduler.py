@@ -2,10 +2,19 @@
 
 Cheap analyzers (the mock `skin`, microseconds) run inline, so that they never wait behind
 40 ms model runs; model-backed ones share `ANALYSIS_THREADS` threads in a lane. In a lane
-each analyzer waits in its own queue, bounded by `ANALYSIS_QUEUE_LIMIT`: a full queue
-refuses at once (`QueueFull`, 503 with Retry-After) instead of letting waits
-grow without bound, and a freed thread takes the analyzers' queues in turn. Work nobody
-waits for any more (every client hung up) is dropped when its turn comes, never computed.
+each analyzer waits in its own queue and a freed thread takes the analyzers' queues in turn.
+Waits are bounded in count and in time, in the spirit of Triton's queue policy:
+
+- a run is refused at once (`QueueFull`, 503 with Retry-After) when its queue holds
+  `ANALYSIS_QUEUE_LIMIT` runs, or when its expected wait (`expected_wait`: the runs that
+  would go before it x each analyzer's recent run time, a moving average, / threads)
+  exceeds `ANALYSIS_MAX_QUEUE_WAIT_SECONDS`; `admit` makes that decision without queueing,
+  so that routes refuse before they read a request body;
+- a queued run still waiting when that deadline passes is dropped, never computed (503);
+- work nobody waits for any more (every client hung up) is dropped when its turn comes.
+
+Work already accepted elsewhere (contour jobs, bounded by their own queue) waits its turn
+without those limits (`LaneClient`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ from app.core.threads import ThreadPool
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# The run time assumed for an analyzer that has not run yet (for the expected wait).
+DEFAULT_RUN_SECONDS = 0.05
+
 
 class Abandoned(Exception):
     """Queued work that nobody waits for any more: dropped before it started."""
@@ -35,15 +47,22 @@ class _Waiting:
     future: asyncio.Future[None]
     wanted: Callable[[], bool]
     since: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(math.ceil(max(1.0, seconds)))}
 
 
 class Lane:
-    """`threads` worker threads shared by several keys (analyzers), each with a bounded queue."""
+    """`threads` worker threads shared by several keys (analyzers), each with a queue bounded
+    in length (`queue_limit`) and in waiting time (`max_wait` seconds; 0: no bound)."""
 
-    def __init__(self, name: str, threads: int, queue_limit: int) -> None:
+    def __init__(self, name: str, threads: int, queue_limit: int, max_wait: float = 0.0) -> None:
         self.name = name
         self.threads = threads
         self.queue_limit = queue_limit
+        self.max_wait = max_wait
         self.pool = ThreadPool(name, threads)
         self._free = threads
         self._queues: dict[str, deque[_Waiting]] = {}
@@ -54,20 +73,56 @@ class Lane:
         """How many runs of `key` wait for a thread."""
         return len(self._queues.get(key, ()))
 
+    def expected_wait(self, key: str) -> float:
+        """Seconds a run of `key` queued now would wait for a thread (0 while one is free): the
+        queued runs that go before it (its own queue, and up to as many plus one of each other
+        key's, which take turns with it) x each key's recent run time, / threads."""
+        if self._free > 0 and not any(self._queues.values()):
+            return 0.0
+        mine = self.depth(key)
+        ahead = 0.0
+        for other, queue in self._queues.items():
+            count = mine if other == key else min(len(queue), mine + 1)
+            ahead += count * self._seconds.get(other, DEFAULT_RUN_SECONDS)
+        return ahead / self.threads
+
+    def admit(self, key: str) -> None:
+        """Refuse now (`QueueFull`, 503, Retry-After: the expected wait) a run of `key` that
+        would find its queue full or wait longer than `max_wait`; queues nothing."""
+        if self._free > 0 and not any(self._queues.values()):
+            return
+        depth, wait = self.depth(key), self.expected_wait(key)
+        if depth >= self.queue_limit:
+            detail = f"Too many {key} analyses are waiting ({depth}); try again later"
+        elif self.max_wait and wait > self.max_wait:
+            detail = (
+                f"A {key} analysis would wait about {wait:.1f} s for a worker, longer than "
+                f"{self.max_wait:g} s; try again later"
+            )
+        else:
+            return
+        metrics.QUEUE_REJECTED.labels(key).inc()
+        raise QueueFull(detail, headers=_retry_after(wait))
+
     async def run(
         self,
         key: str,
         fn: Callable[P, T],
         *args: P.args,
         wanted: Callable[[], bool] = lambda: True,
+        shed: bool = True,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run `fn` on a thread of this lane, waiting in `key`'s queue if all are busy."""
+        """Run `fn` on a thread of this lane, waiting in `key`'s queue if all are busy. With
+        `shed` (the default) the run is refused if `admit` refuses it, and dropped if it is
+        still queued after `max_wait`; without, it waits its turn however long."""
         waited = 0.0
         if self._free > 0 and not any(self._queues.values()):
             self._free -= 1
         else:
-            waited = await self._wait_turn(key, wanted)
+            if shed:
+                self.admit(key)
+            waited = await self._wait_turn(key, wanted, self.max_wait if shed else 0.0)
         started = time.monotonic()
         try:
             return await self.pool.run(fn, *args, **kwargs)
@@ -78,27 +133,52 @@ class Lane:
             metrics.INFERENCE_SECONDS.labels(key).observe(elapsed)
             self._hand_over()
 
-    async def _wait_turn(self, key: str, wanted: Callable[[], bool]) -> float:
+    async def _wait_turn(self, key: str, wanted: Callable[[], bool], deadline: float) -> float:
         queue = self._queues.setdefault(key, deque())
-        if len(queue) >= self.queue_limit:
-            metrics.QUEUE_REJECTED.labels(key).inc()
-            retry = math.ceil(max(1.0, (len(queue) + 1) * self._seconds.get(key, 0.05) / self.threads))
-            raise QueueFull(
-                f"Too many {key} analyses are waiting ({len(queue)}); try again later",
-                headers={"Retry-After": str(retry)},
-            )
-        waiting = _Waiting(asyncio.get_running_loop().create_future(), wanted)
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(loop.create_future(), wanted)
         queue.append(waiting)
         metrics.QUEUE_DEPTH.labels(key).inc()
         if key not in self._turns:
             self._turns.append(key)
+        if deadline:
+            waiting.timer = loop.call_later(deadline, self._expire, key, waiting, True)
         try:
             await waiting.future
         except asyncio.CancelledError:
             if waiting.future.done() and not waiting.future.cancelled():
                 self._hand_over()  # our turn had come: pass the thread on
+            else:
+                self._forget(key, waiting)  # the caller left: its place goes now, not at its turn
             raise
+        finally:
+            if waiting.timer is not None:
+                waiting.timer.cancel()
         return time.monotonic() - waiting.since
+
+    def _forget(self, key: str, waiting: _Waiting) -> None:
+        """Take a run that will never start out of its queue (if a hand-over has not already)."""
+        try:
+            self._queues[key].remove(waiting)
+        except ValueError:
+            return
+        metrics.QUEUE_DEPTH.labels(key).dec()
+
+    def _expire(self, key: str, waiting: _Waiting, queued: bool) -> None:
+        """A queued run's deadline passed before its turn: refuse it, it is never computed."""
+        if waiting.future.done():
+            return
+        if queued:
+            self._forget(key, waiting)
+        metrics.QUEUE_EXPIRED.labels(key).inc()
+        waited = time.monotonic() - waiting.since
+        waiting.future.set_exception(
+            QueueFull(
+                f"A {key} analysis waited {waited:.1f} s for a worker, longer than {self.max_wait:g} s; "
+                "it was not started, try again later",
+                headers=_retry_after(self.expected_wait(key)),
+            )
+        )
 
     def _hand_over(self) -> None:
         """A thread is free: give it to the next wanted run, taking the keys in turn."""
@@ -114,6 +194,9 @@ class Lane:
                 if not waiting.wanted():
                     waiting.future.set_exception(Abandoned())
                     continue
+                if waiting.timer is not None and time.monotonic() - waiting.since > self.max_wait:
+                    self._expire(key, waiting, queued=False)  # its timer is late: the loop is busy
+                    continue
                 waiting.future.set_result(None)
                 return
         self._free += 1
@@ -123,14 +206,15 @@ class Lane:
 
 
 class LaneClient:
-    """One key of a lane, with the `ThreadPool.run` interface (for the job queue)."""
+    """One key of a lane, with the `ThreadPool.run` interface, for work accepted elsewhere (the
+    job queue, bounded by its own limit): it waits its turn, never shed by the lane's limits."""
 
     def __init__(self, lane: Lane, key: str) -> None:
         self.lane = lane
         self.key = key
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.lane.run(self.key, fn, *args, **kwargs)
+        return await self.lane.run(self.key, fn, *args, shed=False, **kwargs)
 
 
 class InlineLane:
@@ -143,6 +227,7 @@ class InlineLane:
         fn: Callable[P, T],
         *args: P.args,
         wanted: Callable[[], bool] = lambda: True,
+        shed: bool = True,
         **kwargs: P.kwargs,
     ) -> T:
         started = time.monotonic()
@@ -154,13 +239,19 @@ class InlineLane:
     def depth(self, key: str) -> int:
         return 0
 
+    def expected_wait(self, key: str) -> float:
+        return 0.0
+
+    def admit(self, key: str) -> None:
+        """Cheap work is never refused."""
+
 
 class Lanes:
     """Cheap analyzers inline, model-backed ones in the bounded, fair lane of worker threads."""
 
-    def __init__(self, threads: int, queue_limit: int) -> None:
+    def __init__(self, threads: int, queue_limit: int, max_wait: float = 0.0) -> None:
         self.cheap = InlineLane()
-        self.heavy = Lane("analysis", threads, queue_limit)
+        self.heavy = Lane("analysis", threads, queue_limit, max_wait)
 
     def of(self, analyzer: object) -> Lane | InlineLane:
         return self.heavy if getattr(analyzer, "model_backed", True) else self.cheap

@@ -73,6 +73,7 @@ FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "bad_request", BAD_REQUEST),
         (403, "model_failed", "модель не смогла обработать данные"),
         (413, "payload_too_large", "The file exceeds the limit of 5242880 bytes"),
+        (503, "queue_full", "Too many classify analyses are waiting (64); try again later"),
     ),
 }
 
@@ -122,7 +123,7 @@ async def forward(request: Request, container: ContainerDep, principal: CurrentP
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
     (form field `data`, a JSON object). Neither, or a `data` that is not a JSON object (with
     or without an image): 400 `{"detail": "bad request"}`; an image the model cannot process:
-    403."""
+    403; an image the classifier could not take soon: 503 before the image is read."""
     await limit_rate(request, "analyze", principal)
     request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
     try:
