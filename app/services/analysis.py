@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -181,11 +182,13 @@ class AnalysisService:
             return AnalysisOutcome(body, cached=True)
         return None
 
-    def admit(self, analyzer_name: str) -> None:
+    def reserve(self, analyzer_name: str) -> AbstractContextManager[None]:
         """Refuse now (QueueFull, 503) a computation of `analyzer_name` that would find its queue
-        full or wait too long: lets a route refuse before it reads a request body."""
+        full or wait too long, counting the requests admitted before it that still read their
+        body; else hold a place until the computation queues (see `Lane.reserve`). Lets a
+        route refuse before it reads a request body."""
         analyzer = self.registry.get(analyzer_name)
-        self._lanes.of(analyzer).admit(analyzer.name)
+        return self._lanes.of(analyzer).reserve(analyzer.name)
 
     def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
         if self._in_flight.get(name) is task:

@@ -1,20 +1,18 @@
 """Fair, bounded scheduling of analyses on worker threads (load shedding).
 
-Cheap analyzers (the mock `skin`, microseconds) run inline, so that they never wait behind
-40 ms model runs; model-backed ones share `ANALYSIS_THREADS` threads in a lane. In a lane
-each analyzer waits in its own queue and a freed thread takes the analyzers' queues in turn.
-Waits are bounded in count and in time, in the spirit of Triton's queue policy:
+Cheap analyzers (the mock `skin`, microseconds) run inline, never behind 40 ms model runs;
+model-backed ones share `ANALYSIS_THREADS` threads in a lane, each analyzer in its own queue,
+taken in turn by freed threads. Waits are bounded in count and time (as Triton's queue policy):
 
 - a run is refused at once (`QueueFull`, 503 with Retry-After) when its queue holds
-  `ANALYSIS_QUEUE_LIMIT` runs, or when its expected wait (`expected_wait`: the runs that
-  would go before it x each analyzer's recent run time, a moving average, / threads)
-  exceeds `ANALYSIS_MAX_QUEUE_WAIT_SECONDS`; `admit` makes that decision without queueing,
-  so that routes refuse before they read a request body;
-- a queued run still waiting when that deadline passes is dropped, never computed (503);
-- work nobody waits for any more (every client hung up) is dropped when its turn comes.
-
-Work already accepted elsewhere (contour jobs, bounded by their own queue) waits its turn
-without those limits (`LaneClient`).
+  `ANALYSIS_QUEUE_LIMIT` runs or its expected wait (`expected_wait`: the runs before it x
+  each analyzer's recent run time, a moving average, / threads) exceeds
+  `ANALYSIS_MAX_QUEUE_WAIT_SECONDS`; `admit` decides without queueing, `reserve` also holds a
+  place for a request still reading its body (counted as queued for the next), so that
+  routes refuse before they read a body;
+- a run still queued at that deadline is dropped, never computed (503);
+- work nobody waits for any more (every client hung up) is dropped when its turn comes;
+- work accepted elsewhere (contour jobs, `LaneClient`) waits its turn without these limits.
 """
 
 from __future__ import annotations
@@ -23,7 +21,9 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
@@ -34,8 +34,7 @@ from app.core.threads import ThreadPool
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# The run time assumed for an analyzer that has not run yet (for the expected wait).
-DEFAULT_RUN_SECONDS = 0.05
+DEFAULT_RUN_SECONDS = 0.05  # the run time assumed for an analyzer that has not run yet
 
 
 class Abandoned(Exception):
@@ -54,6 +53,24 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(math.ceil(max(1.0, seconds)))}
 
 
+@dataclass
+class _Place:
+    """A place `Lane.reserve` holds for a request until its run queues or the request ends."""
+
+    lane: Lane
+    key: str
+    held: bool = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.lane._reserved[self.key] -= 1
+
+
+# The place of the request this task serves (tasks it starts inherit it: single-flight work).
+_PLACE: ContextVar[_Place | None] = ContextVar("lane_place", default=None)
+
+
 class Lane:
     """`threads` worker threads shared by several keys (analyzers), each with a queue bounded
     in length (`queue_limit`) and in waiting time (`max_wait` seconds; 0: no bound)."""
@@ -68,30 +85,33 @@ class Lane:
         self._queues: dict[str, deque[_Waiting]] = {}
         self._turns: deque[str] = deque()
         self._seconds: dict[str, float] = {}  # moving average of a run, per key (Retry-After)
+        self._reserved: dict[str, int] = {}  # places held by requests still reading their body
 
     def depth(self, key: str) -> int:
         """How many runs of `key` wait for a thread."""
         return len(self._queues.get(key, ()))
 
-    def expected_wait(self, key: str) -> float:
+    def _waiting(self, key: str, reserved: bool) -> int:
+        return self.depth(key) + (self._reserved.get(key, 0) if reserved else 0)
+
+    def expected_wait(self, key: str, *, reserved: bool = False) -> float:
         """Seconds a run of `key` queued now would wait for a thread (0 while one is free): the
         queued runs that go before it (its own queue, and up to as many plus one of each other
-        key's, which take turns with it) x each key's recent run time, / threads."""
-        if self._free > 0 and not any(self._queues.values()):
-            return 0.0
-        mine = self.depth(key)
-        ahead = 0.0
-        for other, queue in self._queues.items():
-            count = mine if other == key else min(len(queue), mine + 1)
+        key's, which take turns with it) x each key's recent run time, / threads. With
+        `reserved`, the places `reserve` holds count as queued runs (free threads take some)."""
+        mine = self._waiting(key, reserved)
+        ahead = -self._free * self._seconds.get(key, DEFAULT_RUN_SECONDS)
+        for other in {*self._queues, *(self._reserved if reserved else ())}:
+            count = mine if other == key else min(self._waiting(other, reserved), mine + 1)
             ahead += count * self._seconds.get(other, DEFAULT_RUN_SECONDS)
-        return ahead / self.threads
+        return max(0.0, ahead) / self.threads
 
-    def admit(self, key: str) -> None:
+    def admit(self, key: str, *, reserved: bool = False) -> None:
         """Refuse now (`QueueFull`, 503, Retry-After: the expected wait) a run of `key` that
-        would find its queue full or wait longer than `max_wait`; queues nothing."""
-        if self._free > 0 and not any(self._queues.values()):
-            return
-        depth, wait = self.depth(key), self.expected_wait(key)
+        would find its queue full or wait longer than `max_wait`; queues nothing. With
+        `reserved`, the places `reserve` holds count as queued runs."""
+        depth = max(0, self._waiting(key, reserved) - self._free)
+        wait = self.expected_wait(key, reserved=reserved)
         if depth >= self.queue_limit:
             detail = f"Too many {key} analyses are waiting ({depth}); try again later"
         elif self.max_wait and wait > self.max_wait:
@@ -103,6 +123,20 @@ class Lane:
             return
         metrics.QUEUE_REJECTED.labels(key).inc()
         raise QueueFull(detail, headers=_retry_after(wait))
+
+    @contextmanager
+    def reserve(self, key: str) -> Iterator[None]:
+        """Admit a request that reads its body before its run of `key` queues (`admit`, counting
+        the places held before it), and hold its place until that run queues or the block ends."""
+        self.admit(key, reserved=True)
+        place = _Place(self, key)
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+        token = _PLACE.set(place)
+        try:
+            yield
+        finally:
+            _PLACE.reset(token)
+            place.release()
 
     async def run(
         self,
@@ -116,6 +150,9 @@ class Lane:
         """Run `fn` on a thread of this lane, waiting in `key`'s queue if all are busy. With
         `shed` (the default) the run is refused if `admit` refuses it, and dropped if it is
         still queued after `max_wait`; without, it waits its turn however long."""
+        place = _PLACE.get()
+        if place is not None and place.lane is self and place.key == key:
+            place.release()  # from now on the run itself counts
         waited = 0.0
         if self._free > 0 and not any(self._queues.values()):
             self._free -= 1
@@ -172,13 +209,10 @@ class Lane:
             self._forget(key, waiting)
         metrics.QUEUE_EXPIRED.labels(key).inc()
         waited = time.monotonic() - waiting.since
-        waiting.future.set_exception(
-            QueueFull(
-                f"A {key} analysis waited {waited:.1f} s for a worker, longer than {self.max_wait:g} s; "
-                "it was not started, try again later",
-                headers=_retry_after(self.expected_wait(key)),
-            )
+        detail = (
+            f"A {key} analysis waited {waited:.1f} s for a worker (at most {self.max_wait:g} s): not started"
         )
+        waiting.future.set_exception(QueueFull(detail, headers=_retry_after(self.expected_wait(key))))
 
     def _hand_over(self) -> None:
         """A thread is free: give it to the next wanted run, taking the keys in turn."""
@@ -239,11 +273,13 @@ class InlineLane:
     def depth(self, key: str) -> int:
         return 0
 
-    def expected_wait(self, key: str) -> float:
-        return 0.0
-
-    def admit(self, key: str) -> None:
+    def admit(self, key: str, *, reserved: bool = False) -> None:
         """Cheap work is never refused."""
+
+    @contextmanager
+    def reserve(self, key: str) -> Iterator[None]:
+        """Cheap work needs no place."""
+        yield
 
 
 class Lanes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -136,6 +137,30 @@ async def test_jobs_already_accepted_are_never_shed() -> None:
         gate.set()
         assert await asyncio.gather(*queued) == [0, 1, 2]
         await blocker
+    finally:
+        gate.set()
+        lane.shutdown()
+
+
+async def test_requests_still_reading_their_body_hold_a_place() -> None:
+    """`reserve` admits counting the places held before it (free threads take some) and hands
+    its place over to the run once that queues."""
+    lane = Lane("t", 2, 1)
+    gate = threading.Event()
+    try:
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):  # two go to the free threads, one to the queue
+                stack.enter_context(lane.reserve("a"))
+            with pytest.raises(QueueFull), lane.reserve("a"):
+                pass
+        with lane.reserve("a"):  # the places were given back
+            first = asyncio.ensure_future(lane.run("a", gate.wait, 10))  # inherits the place
+            await asyncio.sleep(0.05)
+            with lane.reserve("a"), lane.reserve("a"):  # the place went to the run: one free thread
+                with pytest.raises(QueueFull), lane.reserve("a"):
+                    pass
+        gate.set()
+        await first
     finally:
         gate.set()
         lane.shutdown()

@@ -26,6 +26,8 @@ from app.api.routing import (
 from app.core.errors import AppError, ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
+from app.services.container import ServiceContainer
+from app.services.principals import Principal
 
 router = APIRouter(tags=["seed 000"])
 
@@ -72,7 +74,14 @@ async def classify(
     container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
     # A classification that could not run soon is refused before its upload is read (503 +
     # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
-    container.analysis.admit("classify")
+    # Admitted, it holds a place in the queue while its body is read.
+    with container.analysis.reserve("classify"):
+        return await _classify(request, container, principal, top_k)
+
+
+async def _classify(
+    request: Request, container: ServiceContainer, principal: Principal, top_k: int
+) -> Response:
     await limit_rate(request, "analyze", principal)
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
