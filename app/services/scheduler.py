@@ -34,7 +34,7 @@ from app.core.threads import ThreadPool
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_RUN_SECONDS = 0.05  # the run time assumed for an analyzer that has not run yet
+DEFAULT_RUN_SECONDS = 0.25  # assumed for an analyzer that has not run yet: on the safe side
 
 
 class Abandoned(Exception):
@@ -60,11 +60,15 @@ class _Place:
     lane: Lane
     key: str
     held: bool = True
+    since: float = field(default_factory=time.monotonic)
 
-    def release(self) -> None:
+    def release(self, queued: bool = False) -> None:
         if self.held:
             self.held = False
             self.lane._reserved[self.key] -= 1
+            if queued:  # how long a request reads its body before its run queues (moving average)
+                lead, old = time.monotonic() - self.since, self.lane._lead.get(self.key)
+                self.lane._lead[self.key] = lead if old is None else 0.8 * old + 0.2 * lead
 
 
 # The place of the request this task serves (tasks it starts inherit it: single-flight work).
@@ -86,6 +90,7 @@ class Lane:
         self._turns: deque[str] = deque()
         self._seconds: dict[str, float] = {}  # moving average of a run, per key (Retry-After)
         self._reserved: dict[str, int] = {}  # places held by requests still reading their body
+        self._lead: dict[str, float] = {}  # moving average of a place's time before its run queues
 
     def depth(self, key: str) -> int:
         """How many runs of `key` wait for a thread."""
@@ -98,13 +103,14 @@ class Lane:
         """Seconds a run of `key` queued now would wait for a thread (0 while one is free): the
         queued runs that go before it (its own queue, and up to as many plus one of each other
         key's, which take turns with it) x each key's recent run time, / threads. With
-        `reserved`, the places `reserve` holds count as queued runs (free threads take some)."""
+        `reserved`, the places `reserve` holds count as queued runs (free threads take some),
+        less the work done while a request reads its body (its recent time before it queues)."""
         mine = self._waiting(key, reserved)
         ahead = -self._free * self._seconds.get(key, DEFAULT_RUN_SECONDS)
         for other in {*self._queues, *(self._reserved if reserved else ())}:
             count = mine if other == key else min(self._waiting(other, reserved), mine + 1)
             ahead += count * self._seconds.get(other, DEFAULT_RUN_SECONDS)
-        return max(0.0, ahead) / self.threads
+        return max(0.0, ahead / self.threads - (self._lead.get(key, 0.0) if reserved else 0.0))
 
     def admit(self, key: str, *, reserved: bool = False) -> None:
         """Refuse now (`QueueFull`, 503, Retry-After: the expected wait) a run of `key` that
@@ -152,7 +158,7 @@ class Lane:
         still queued after `max_wait`; without, it waits its turn however long."""
         place = _PLACE.get()
         if place is not None and place.lane is self and place.key == key:
-            place.release()  # from now on the run itself counts
+            place.release(queued=True)  # from now on the run itself counts
         waited = 0.0
         if self._free > 0 and not any(self._queues.values()):
             self._free -= 1
@@ -269,9 +275,6 @@ class InlineLane:
             return fn(*args, **kwargs)
         finally:
             metrics.INFERENCE_SECONDS.labels(key).observe(time.monotonic() - started)
-
-    def depth(self, key: str) -> int:
-        return 0
 
     def admit(self, key: str, *, reserved: bool = False) -> None:
         """Cheap work is never refused."""

@@ -164,3 +164,27 @@ async def test_requests_still_reading_their_body_hold_a_place() -> None:
     finally:
         gate.set()
         lane.shutdown()
+
+
+async def test_the_time_a_request_reads_its_body_is_counted_off_its_wait() -> None:
+    """Runs finish while an admitted request still reads its body: the door's estimate takes
+    off the recent time between admission and queueing."""
+    lane = Lane("t", 1, 100, max_wait=1.0)
+    gate = threading.Event()
+    try:
+        await lane.run("a", time.sleep, 0.3)  # the recent run time of `a`: at least 0.3 s
+        blocker = asyncio.ensure_future(lane.run("a", gate.wait, 10))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(lane.run("a", lambda: None)) for _ in range(3)]
+        await wait_until(lambda: lane.depth("a") == 3)
+        with lane.reserve("b"):
+            await asyncio.sleep(0.5)  # reads its body for 0.5 s, then queues
+            waiting = asyncio.ensure_future(lane.run("b", lambda: None))
+            await wait_until(lambda: lane.depth("b") == 1)
+        assert lane.expected_wait("b", reserved=True) <= lane.expected_wait("b") - 0.5
+        assert lane.expected_wait("a", reserved=True) == lane.expected_wait("a")  # no such time yet
+        gate.set()
+        await asyncio.gather(blocker, waiting, *queued)
+    finally:
+        gate.set()
+        lane.shutdown()
