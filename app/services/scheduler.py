@@ -34,8 +34,6 @@ from app.core.threads import ThreadPool
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_RUN_SECONDS = 0.25  # assumed for an analyzer that has not run yet: on the safe side
-
 
 class Abandoned(Exception):
     """Queued work that nobody waits for any more: dropped before it started."""
@@ -104,12 +102,13 @@ class Lane:
         queued runs that go before it (its own queue, and up to as many plus one of each other
         key's, which take turns with it) x each key's recent run time, / threads. With
         `reserved`, the places `reserve` holds count as queued runs (free threads take some),
-        less the work done while a request reads its body (its recent time before it queues)."""
+        less the work done while a request reads its body (its recent time before it queues).
+        A key that has not run yet adds no time: until then only the count limit holds."""
         mine = self._waiting(key, reserved)
-        ahead = -self._free * self._seconds.get(key, DEFAULT_RUN_SECONDS)
+        ahead = -self._free * self._seconds.get(key, 0.0)
         for other in {*self._queues, *(self._reserved if reserved else ())}:
             count = mine if other == key else min(self._waiting(other, reserved), mine + 1)
-            ahead += count * self._seconds.get(other, DEFAULT_RUN_SECONDS)
+            ahead += count * self._seconds.get(other, 0.0)
         return max(0.0, ahead / self.threads - (self._lead.get(key, 0.0) if reserved else 0.0))
 
     def admit(self, key: str, *, reserved: bool = False) -> None:
