@@ -116,6 +116,10 @@ class Settings(LoginSettings):
     analysis_threads: int = Field(default=2, ge=1)
     # Analyses of one analyzer waiting for a thread before new ones are refused (503)
     analysis_queue_limit: int = Field(default=64, ge=1)
+    # A model-backed analysis expected to wait longer than this for a thread is refused at
+    # once (503, before the request body is read), and one still queued after it is dropped
+    # unstarted (503); 0 = no time bound
+    analysis_max_queue_wait_seconds: float = Field(default=2.0, ge=0)
     # Requests served at once, in all and from one client address, before new ones get 503
     max_concurrent_requests: int = Field(default=1024, ge=1)
     max_concurrent_per_address: int = Field(default=256, ge=1)

@@ -69,9 +69,20 @@ QUEUE_DEPTH = Gauge(
     "analysis_queue_depth", "Analyses waiting for a worker thread", ["analyzer"], multiprocess_mode="livesum"
 )
 QUEUE_REJECTED = Counter(
-    "analysis_queue_rejected_total", "Analyses refused because their queue was full", ["analyzer"]
+    "analysis_queue_rejected_total",
+    "Analyses refused at once: their queue was full or their expected wait too long",
+    ["analyzer"],
 )
-JOBS = Counter("jobs_total", "Contour jobs reaching a state", ["state"])
+QUEUE_EXPIRED = Counter(
+    "analysis_queue_expired_total",
+    "Queued analyses dropped unstarted when their wait passed ANALYSIS_MAX_QUEUE_WAIT_SECONDS",
+    ["analyzer"],
+)
+JOBS = Counter(
+    "jobs_total",
+    "Contour jobs: each once pending (accepted), at most once running, once completed or failed",
+    ["state"],
+)
 CREDIT_CHARGES = Counter("credit_charges_total", "Credits charged for computed analyses", ["reason"])
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by a rate limit", ["limit"])
 LOGIN_FAILURES = Counter("login_failures_total", "Failed logins")
@@ -100,6 +111,7 @@ def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
             ANALYSES.labels(analyzer, outcome)
         QUEUE_DEPTH.labels(analyzer)
         QUEUE_REJECTED.labels(analyzer)
+        QUEUE_EXPIRED.labels(analyzer)
         INFERENCE_SECONDS.labels(analyzer)
         QUEUE_WAIT_SECONDS.labels(analyzer)
     # Every value file this process writes exists from start-up, not from its first request.

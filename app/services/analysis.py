@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -185,6 +186,14 @@ class AnalysisService:
             return AnalysisOutcome(body, cached=True)
         return None
 
+    def reserve(self, analyzer_name: str) -> AbstractContextManager[None]:
+        """Refuse now (QueueFull, 503) a computation of `analyzer_name` that would find its queue
+        full or wait too long, counting the requests admitted before it that still read their
+        body; else hold a place until the computation queues (see `Lane.reserve`). Lets a
+        route refuse before it reads a request body."""
+        analyzer = self.registry.get(analyzer_name)
+        return self._lanes.of(analyzer).reserve(analyzer.name)
+
     def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
         if self._in_flight.get(name) is task:
             del self._in_flight[name]
@@ -224,6 +233,7 @@ class AnalysisService:
     async def _compute_metered(
         self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
     ) -> bytes:
+        self._lanes.of(analyzer).admit(analyzer.name)  # a miss that cannot run soon: refuse now
         if self.credits is None or not analyzer.model_backed:
             return await self._compute_and_publish(source, analyzer, params, name)
         async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name) as work:

@@ -125,7 +125,9 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     if settings.environment == "production" and settings.secret_key is None:
         raise RuntimeError("SECRET_KEY must be set in production")
     io_pool = ThreadPool("io", settings.io_threads)
-    lanes = Lanes(settings.analysis_threads, settings.analysis_queue_limit)
+    lanes = Lanes(
+        settings.analysis_threads, settings.analysis_queue_limit, settings.analysis_max_queue_wait_seconds
+    )
     engine = create_engine(settings.database, connect_timeout=settings.database_connect_timeout_seconds)
     sessions = session_factory(engine)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None

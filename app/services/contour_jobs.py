@@ -137,8 +137,9 @@ class ContourJobService:
         self.credits = credits
         self.queue = JobQueue(
             settings.data_dir / "jobs",
-            analysis_pool,
+            pool,
             self._run,
+            run_pool=analysis_pool,
             workers=settings.job_workers,
             max_pending=settings.job_max_pending,
             max_age_seconds=settings.job_retention_seconds,
@@ -152,6 +153,11 @@ class ContourJobService:
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs resume at the next start."""
         await self.queue.stop()
+
+    def admit(self) -> None:
+        """Refuse now (QueueFull, 503 with Retry-After) while the job queue is full: before a
+        submit's body (up to ~14 MB) is read."""
+        self.queue.admit()
 
     async def submit(self, body: bytes, owner: Principal) -> Job:
         """Parse and validate a JSON submit completely (off the event loop: bodies run to

@@ -7,7 +7,8 @@ request stays on disk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -46,21 +47,35 @@ class FormClassifier:
         analyzer: str,
         params: dict[str, object],
         caller: Principal,
+        check_text: Callable[[str], object] | None = None,
     ) -> FormOutcome:
         """The analysis of the form's `file_field` image, or its `text_field` when it has no image.
 
-        A metered caller pays one credit for a model-backed analysis that succeeds."""
-        form = await self.ingest.receive(
-            content_type=content_type, content_length=content_length, chunks=chunks, file_field=file_field
-        )
-        received = form.file
-        try:
-            if received is None:
-                return FormOutcome(result=None, text=form.fields.get(text_field))
-            _, width, height = await self.ingest.check(received)
-            async with self.credits.metered(caller, f"analysis:{analyzer}", "unstored form image") as work:
-                result = await self.analysis.run_unstored(received.path, analyzer, params)
-                work.computed = self.analysis.registry.get(analyzer).model_backed
-            return FormOutcome(result=result, text=None, size=(width, height))
-        finally:
-            self.ingest.discard(received)
+        A form whose image could not be analyzed soon is refused (QueueFull) before the image
+        is read (admitted, it holds a place in the analyzer's queue meanwhile); `check_text`,
+        when the form has a `text_field`, may refuse the form (by raising) before anything is
+        analyzed. A metered caller pays one credit for a model-backed analysis that succeeds."""
+        with ExitStack() as place:  # held from the image part's first byte to its analysis
+            form = await self.ingest.receive(
+                content_type=content_type,
+                content_length=content_length,
+                chunks=chunks,
+                file_field=file_field,
+                on_file=lambda: place.enter_context(self.analysis.reserve(analyzer)),
+            )
+            received = form.file
+            try:
+                text = form.fields.get(text_field)
+                if text is not None and check_text is not None:
+                    check_text(text)
+                if received is None:
+                    return FormOutcome(result=None, text=text)
+                _, width, height = await self.ingest.check(received)
+                async with self.credits.metered(
+                    caller, f"analysis:{analyzer}", "unstored form image"
+                ) as work:
+                    result = await self.analysis.run_unstored(received.path, analyzer, params)
+                    work.computed = self.analysis.registry.get(analyzer).model_backed
+                return FormOutcome(result=result, text=None, size=(width, height))
+            finally:
+                self.ingest.discard(received)

@@ -15,7 +15,7 @@ import logging
 import mmap
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
@@ -105,8 +105,10 @@ class IngestService:
         content_length: int | None,
         chunks: AsyncIterator[bytes],
         file_field: str = "file",
+        on_file: Callable[[], None] | None = None,
     ) -> ReceivedForm:
-        """Stream a multipart body; its file part (if any) lands in a temp file.
+        """Stream a multipart body; its file part (if any) lands in a temp file (`on_file`, if
+        given, is called before the first byte of it is read and may refuse the form).
 
         The caller owns the result and must `discard` its file.
         """
@@ -120,6 +122,7 @@ class IngestService:
             file_field=file_field,
             new_temp=self.store.temp_path,
             limits=self.limits,
+            on_file=on_file,
         )
 
     @staticmethod

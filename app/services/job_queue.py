@@ -2,34 +2,31 @@
 
 Guarantees:
 
-- **Accepted means durable.** `submit` returns only after the input and the job record are
-  on disk (input first, then record), so a job the caller saw accepted survives a crash or
-  a SIGKILL. Nothing half-written is ever visible under a final name (temp file, fsync,
-  rename/link; temp files of dead processes are swept at `start()`).
+- **Accepted means durable.** `submit` returns only after the input, then the job record, are
+  on disk: an accepted job survives a crash or a SIGKILL. Nothing half-written is ever visible
+  under a final name (temp file, fsync, rename/link; dead processes' temp files are swept).
 - **Content addressed, computed once.** Jobs with the same input share a key. If
-  `results/{key}` exists the new job is born `completed` (no recompute); if a job with the
-  key is pending or running in this process the new job joins that work and finishes with
-  it. A result is published before any record says `completed`, so a completed job always
-  has its bytes. Failures are not cached: a later submit of the same input runs again.
+  `results/{key}` exists the new job is born `completed`; if a job with the key is pending or
+  running in this process the new job joins that work. A result is published before any
+  record says `completed`. Failures are not cached: a later submit of the same input runs again.
 - **Restart safe.** `start()` re-queues every record that says `pending` or `running` (a
-  crash mid-run), oldest `created_at` first; a job whose result was already published
-  before the crash completes without running again. Completed and failed jobs stay
-  readable. Unreadable or corrupt records are logged and skipped, never fatal.
-- **Bounded.** At most `max_pending` units of work wait to start (`QueueFull`, 503, beyond
-  that); joining work already queued and result-cache hits are always accepted. At most
-  `workers` runs at a time, each in the thread pool.
-- **Retention** (optional `max_age_seconds`): at `start()`, completed/failed records whose
-  `updated_at` is older than that are deleted, then every input and result no remaining
-  record refers to (orphans of refused submits or crashes included). Pending and running
-  jobs are never expired. Without it nothing is ever deleted.
-- **The event loop never touches the disk** (records, inputs and results: `app.services.job_store`);
-  disk work and the runner go through the pool.
+  crash mid-run), oldest first; a job whose result was published before the crash completes
+  without running again. Unreadable or corrupt records are logged and skipped, never fatal.
+- **Bounded.** At most `max_pending` units of work wait (`QueueFull`, 503 with Retry-After,
+  beyond that; `admit` says so before a body is read); `submit` always accepts joining work
+  and cache hits. At most `workers` runs at a time, each in `run_pool` (default: `pool`).
+- **Retention** (optional `max_age_seconds`): at `start()`, finished records older than that
+  are deleted, then every input and result no remaining record refers to (orphans included).
+  Pending and running jobs never expire. Without it nothing is ever deleted.
+- **The event loop never touches the disk** (`app.services.job_store`): disk work goes
+  through `pool`, runs through `run_pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -65,21 +62,22 @@ class JobQueue:
     def __init__(
         self,
         root: Path,
-        pool: ThreadPool | LaneClient,
+        pool: ThreadPool,
         runner: Callable[[bytes], bytes],
         *,
         workers: int,
         max_pending: int,
+        run_pool: ThreadPool | LaneClient | None = None,
         max_age_seconds: float | None = None,
         on_finished: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        if max_pending < 0:
-            raise ValueError("max_pending must not be negative")
+        if workers < 1 or max_pending < 0:
+            raise ValueError("workers must be at least 1, max_pending not negative")
         self.worker = worker_id()
         self.store = JobStore(root, self.worker)
-        self._pool = pool
+        self._pool = pool  # disk work
+        self._run_pool = run_pool or pool  # the runner
+        self._run_seconds = 0.0  # moving average of a run (Retry-After)
         self._runner = runner
         self._on_finished = on_finished
         self._workers = workers
@@ -103,6 +101,15 @@ class JobQueue:
         """Units of work waiting for a worker."""
         return self._pending_units
 
+    def admit(self) -> None:
+        """Refuse now (QueueFull, 503 with Retry-After) while `max_pending` units of work wait."""
+        if self._pending_units >= self._max_pending:
+            wait = self._pending_units * self._run_seconds / self._workers
+            raise QueueFull(
+                f"{self._pending_units} jobs are already waiting; try again later",
+                headers={"Retry-After": str(math.ceil(max(1.0, wait)))},
+            )
+
     async def start(self) -> None:
         """Recover what a previous process left (see module docstring), then start the workers."""
         if self._tasks:
@@ -113,6 +120,7 @@ class JobQueue:
                 continue  # submitted to this instance before start(): already queued
             self._live[job.job_id] = self._saved[job.job_id] = job
             self._attach(job.job_id, job.content_key)
+            metrics.JOBS.labels(JobStatus.PENDING.value).inc()
         if recovered:
             logger.warning("re-queued %d unfinished job(s) from %s", len(recovered), self.store.jobs_dir)
         self._tasks = [
@@ -133,9 +141,8 @@ class JobQueue:
         job that starts new work keeps `hold_id` (cached or joined work is free)."""
         data = bytes(data)
         key, cached = await self._pool.run(self.store.lookup, data)
-        if not cached and key not in self._work and self._pending_units >= self._max_pending:
-            # Refuse before anything is written: a refused submit must not cost disk.
-            raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
+        if not cached and key not in self._work:
+            self.admit()  # before anything is written: a refused submit must not cost disk
         if not cached:
             await self._pool.run(self.store.store_input, key, data)
         # From here to the first await nothing else runs: decide and register atomically.
@@ -146,9 +153,8 @@ class JobQueue:
             status, how = work.status, "joined in-flight work"
         elif cached:
             status, how = JobStatus.COMPLETED, "completed from the result cache"
-        elif self._pending_units >= self._max_pending:
-            raise QueueFull(f"{self._pending_units} jobs are already waiting; try again later")
         else:
+            self.admit()  # again: other submits may have queued work meanwhile
             status, how = JobStatus.PENDING, "queued"
         job = Job(
             job_id=job_id,
@@ -168,7 +174,8 @@ class JobQueue:
         except Exception:
             self._detach(job_id, key)  # the record is not on disk: the job was never accepted
             raise
-        metrics.JOBS.labels(status.value).inc()
+        for state in {JobStatus.PENDING, status}:  # jobs_total: each job once pending (accepted),
+            metrics.JOBS.labels(state.value).inc()  # at most once running, once finished
         logger.info("job %s %s (key %s)", job_id, how, key[:12])
         return job
 
@@ -177,9 +184,7 @@ class JobQueue:
         if not isinstance(job_id, str) or not is_uuid4(job_id):
             raise JobNotFound()  # also keeps any other string from becoming a path
         job_id = job_id.lower()
-        job = self._saved.get(job_id)
-        if job is None:
-            job = await self._pool.run(self.store.read_record, job_id)
+        job = self._saved.get(job_id) or await self._pool.run(self.store.read_record, job_id)
         if job is None:
             raise JobNotFound()
         return job
@@ -187,17 +192,18 @@ class JobQueue:
     async def result(self, job_id: str) -> bytes | None:
         """The output bytes of a completed job; None while it is not completed (or failed)."""
         job = await self.get(job_id)
-        if job.status != JobStatus.COMPLETED:
-            return None
-        return await self._pool.run(self.store.read_result, job.content_key)
+        completed = job.status == JobStatus.COMPLETED
+        return await self._pool.run(self.store.read_result, job.content_key) if completed else None
 
     async def erase_owner(self, owner: str) -> int:
         """Forget every job of `owner` (account erasure): records, and the inputs and results
         nobody else's job refers to. Work already running finishes unrecorded."""
         for job_id, job in list(self._live.items()):
             if job.owner == owner:
-                self._live.pop(job_id, None)
-                self._saved.pop(job_id, None)
+                async with self._locks.setdefault(job_id, asyncio.Lock()):  # a write in flight lands first
+                    self._live.pop(job_id, None)
+                    self._saved.pop(job_id, None)
+                self._locks.pop(job_id, None)
         return await self._pool.run(self.store.erase_owner, owner)
 
     def _attach(self, job_id: str, key: str) -> None:
@@ -250,7 +256,8 @@ class JobQueue:
         work.status = JobStatus.RUNNING
         await self._transition(list(work.job_ids), JobStatus.RUNNING)
         started = time.perf_counter()
-        error = await self._pool.run(self.store.execute, key, self._runner)
+        error = await self._run_pool.run(self.store.execute, key, self._runner)
+        self._run_seconds = 0.8 * self._run_seconds + 0.2 * (time.perf_counter() - started)
         # Synchronously: later submits see the published result (or start afresh after a failure).
         del self._work[key]
         if not any(job_id in self._live for job_id in work.job_ids):  # erased while it ran
@@ -263,13 +270,8 @@ class JobQueue:
                     await self._on_finished(job)
                 except Exception:
                     logger.exception("finishing hook failed for job %s", job.job_id)
-        logger.info(
-            "key %s %s for %d job(s) in %.1f ms",
-            key[:12],
-            status.value,
-            len(work.job_ids),
-            (time.perf_counter() - started) * 1000,
-        )
+        ms = (time.perf_counter() - started) * 1000
+        logger.info("key %s %s for %d job(s) in %.1f ms", key[:12], status.value, len(work.job_ids), ms)
 
     async def _transition(
         self, job_ids: list[str], status: JobStatus, error: JobError | None = None

@@ -136,10 +136,17 @@ class _FileSink:
 class _FormCollector:
     """python-multipart callbacks that route each part to a file sink or a small field."""
 
-    def __init__(self, file_field: str, new_temp: Callable[[], Path], limits: FormLimits) -> None:
+    def __init__(
+        self,
+        file_field: str,
+        new_temp: Callable[[], Path],
+        limits: FormLimits,
+        on_file: Callable[[], None] | None = None,
+    ) -> None:
         self.file_field = file_field
         self.new_temp = new_temp
         self.limits = limits
+        self.on_file = on_file
         self.form = ReceivedForm()
         self.sink: _FileSink | None = None
         self.parts = 0
@@ -180,6 +187,8 @@ class _FormCollector:
                     + ", ".join(sorted(self.limits.declared_types))
                 )
             declared = media
+        if self.on_file is not None:
+            self.on_file()  # may refuse the form before any byte of the file is taken
         self._kind = "file"
         self.sink = _FileSink(self.new_temp(), self.limits)
         self.form.file = ReceivedFile(
@@ -232,12 +241,15 @@ async def receive_form(
     file_field: str,
     new_temp: Callable[[], Path],
     limits: FormLimits,
+    on_file: Callable[[], None] | None = None,
 ) -> ReceivedForm:
     """Stream a multipart body; the file part lands in a temp file from `new_temp`.
 
-    On any error the temp file is removed before the exception propagates.
+    `on_file` is called when the file part's headers have arrived, before any of its bytes
+    are read: an exception it raises refuses the form there. On any error the temp file is
+    removed before the exception propagates.
     """
-    collector = _FormCollector(file_field, new_temp, limits)
+    collector = _FormCollector(file_field, new_temp, limits, on_file)
     try:
         parser = MultipartStream(_boundary(content_type), collector, limits.max_field_bytes)
         received = 0

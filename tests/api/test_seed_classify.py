@@ -214,6 +214,33 @@ async def test_seed_003_forward_errors(client: httpx.AsyncClient, data_dir, kwar
     assert not list((data_dir / "images").iterdir())
 
 
+@pytest.mark.parametrize("data", ["[]", "[1, 2]", '"text"', "123", "null", "true"])
+@pytest.mark.parametrize("with_image", [True, False], ids=["with-image", "data-only"])
+async def test_seed_003_forward_data_must_be_a_json_object(
+    client: httpx.AsyncClient, data_dir, data: str, with_image: bool
+) -> None:
+    """A malformed field is a 400 whatever else the form holds: `data` must be a JSON object."""
+    files: dict = {"data": (None, data)}
+    if with_image:
+        files["image"] = ("coffee.jpg", coffee_jpeg(), "image/jpeg")
+    resp = await client.post("/forward", files=files)
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["detail"] == "bad request" and resp.json()["code"] == "bad_request"
+    assert not files_under(data_dir / "images")
+
+
+async def test_seed_003_forward_image_with_a_valid_data_object_is_classified(
+    client: httpx.AsyncClient,
+) -> None:
+    resp = await client.post(
+        "/forward",
+        files={"image": ("coffee.jpg", coffee_jpeg(), "image/jpeg"), "data": (None, '{"note": "hi"}')},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["result"]["top_class"] == "espresso"
+
+
 def test_exif_rotated_upload_decodes_upright(tmp_path) -> None:
     from app.analyzers.imaging import load_rgb
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import xml.etree.ElementTree as ET
 
@@ -229,3 +230,55 @@ async def test_completed_jobs_survive_restart(make_settings) -> None:
     async with serve(make_settings()) as c:
         after = (await c.get(f"/api/v1/frontal/crop/status/{job_id}")).json()
     assert after == before
+
+
+def counted(exposition: str, sample: str) -> float:
+    """The value of one sample line (`name{labels}`) of a /metrics text, 0 if absent."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+def segmentation_job(shade: int) -> dict[str, str]:
+    """A cheap job (contours traced from a label image); `shade` makes its content distinct."""
+    image = encode(Image.new("RGB", (60, 40), (200, 180, shade)), "PNG")
+    labels = np.zeros((40, 60), dtype=np.uint8)
+    labels[5:20, 5:30] = 1
+    return {"image": b64(image), "segmentation_map": b64(encode(Image.fromarray(labels, "L"), "PNG"))}
+
+
+async def test_job_metrics_count_one_per_job(client: httpx.AsyncClient) -> None:
+    """`jobs_total` counts every accepted job once as pending and once as finished, whether it
+    queued work, joined work in flight or came from the result cache; the job runs' timing
+    histograms count one per run (jobs of the same content share one), never per disk step."""
+    samples = (
+        'jobs_total{state="pending"}',
+        'jobs_total{state="completed"}',
+        'jobs_total{state="failed"}',
+        'analysis_inference_seconds_count{analyzer="contour-jobs"}',
+        'analysis_queue_wait_seconds_count{analyzer="contour-jobs"}',
+    )
+    before = (await client.get("/metrics")).text
+    distinct = 4
+    answers = await asyncio.gather(
+        *(client.post(SUBMIT, json=segmentation_job(shade)) for shade in range(distinct)),
+        client.post(SUBMIT, json=segmentation_job(0)),  # joins the work of shade 0
+    )
+    ids = [r.json()["job_id"] for r in answers if r.status_code == 202]
+    assert len(ids) == distinct + 1, [r.text for r in answers]
+    for job_id in ids:
+        assert (await wait_done(client, job_id))["status"] == "completed"
+    cached = await client.post(SUBMIT, json=segmentation_job(1))  # born completed
+    assert cached.status_code == 202 and cached.json()["status"] == "completed"
+    accepted = len(ids) + 1
+    after = (await client.get("/metrics")).text
+    delta = {s: counted(after, s) - counted(before, s) for s in samples}
+    assert delta == {
+        'jobs_total{state="pending"}': accepted,
+        'jobs_total{state="completed"}': accepted,
+        'jobs_total{state="failed"}': 0,
+        'analysis_inference_seconds_count{analyzer="contour-jobs"}': distinct,
+        'analysis_queue_wait_seconds_count{analyzer="contour-jobs"}': distinct,
+    }

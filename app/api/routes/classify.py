@@ -26,6 +26,8 @@ from app.api.routing import (
 from app.core.errors import AppError, ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
+from app.services.container import ServiceContainer
+from app.services.principals import Principal
 
 router = APIRouter(tags=["seed 000"])
 
@@ -45,6 +47,7 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
         (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
         (413, "url_too_large", "The resource at the URL is larger than 5242880 bytes"),
         (503, "analyzer_unavailable", "Analyzer 'classify' is not loaded"),
+        (503, "queue_full", "Too many classify analyses are waiting (64); try again later"),
     ),
 }
 
@@ -69,6 +72,16 @@ async def classify(
     size-limited). The image is stored like an upload; the result is cached per image. If the
     classification fails, the image is removed again (the client never learned its id)."""
     container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
+    # A classification that could not run soon is refused before its upload is read (503 +
+    # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
+    # Admitted, it holds a place in the queue while its body is read.
+    with container.analysis.reserve("classify"):
+        return await _classify(request, container, principal, top_k)
+
+
+async def _classify(
+    request: Request, container: ServiceContainer, principal: Principal, top_k: int
+) -> Response:
     await limit_rate(request, "analyze", principal)
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate, rate_limited
-from app.api.routing import body_limit, json_schema, recorded
+from app.api.routing import json_schema, read_body, recorded, streams_body
 from app.core.config import Settings
 from app.core.ids import UUID4_PATTERN
 from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
@@ -23,7 +23,7 @@ SUBMIT_RESPONSES = problem_docs(
     UNAUTHORIZED,
     (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
     (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
-    (503, "queue_full", "Too many jobs are waiting; try again later"),
+    (503, "queue_full", "100 jobs are already waiting; try again later"),
 )
 
 
@@ -46,15 +46,17 @@ def submit_body_limit(settings: Settings) -> int:
         }
     },
 )
-@body_limit(submit_body_limit)
+@streams_body  # read here, after the queue has room (`read_body` caps it at submit_body_limit)
 @recorded
 async def submit_crop(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> JobAccepted:
     """Accept a contour job (persisted before the answer: it survives a restart). Without
     landmarks the face is detected; with 68 landmarks detection is skipped; with a
     segmentation map the contours are traced from its labels. The same inputs share one
-    computation. The body (up to ~14 MB) is parsed off the event loop."""
+    computation. The body (up to ~14 MB) is parsed off the event loop; while the job queue
+    is full a submit is refused (503 with Retry-After) before its body is read."""
+    container.contour_jobs.admit()
     await limit_rate(request, "analyze", principal)
-    body = await request.body()
+    body = await read_body(request, submit_body_limit(container.settings))
     request.state.history = {"request_type": "json", "input_data_size": len(body)}
     job = await container.contour_jobs.submit(body, principal)
     return JobAccepted(job_id=job.job_id, status=str(job.status))

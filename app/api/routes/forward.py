@@ -73,6 +73,7 @@ FORWARD_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "bad_request", BAD_REQUEST),
         (403, "model_failed", "модель не смогла обработать данные"),
         (413, "payload_too_large", "The file exceeds the limit of 5242880 bytes"),
+        (503, "queue_full", "Too many classify analyses are waiting (64); try again later"),
     ),
 }
 
@@ -81,13 +82,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_data(text: str) -> Any:
-    """The `data` field as JSON; 400 for anything that is not strict JSON (NaN, too deep...)."""
+def _parse_data(text: str) -> dict[str, Any]:
+    """The `data` field as a JSON object; 400 for anything else (an array, a string, not strict
+    JSON: NaN, too deep...), whatever else the form holds."""
     try:
         data = json.loads(text, parse_constant=_reject_constant)
         _encode(data)  # lone surrogates parse but cannot be sent back as UTF-8
     except (ValueError, RecursionError, UnicodeError):
         raise BadRequest(BAD_REQUEST) from None
+    if not isinstance(data, dict):
+        raise BadRequest(BAD_REQUEST)
     return data
 
 
@@ -117,8 +121,9 @@ def _classification(predictions: list[Any]) -> dict[str, Any]:
 @recorded
 async def forward(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> Response:
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
-    (form field `data`). Neither, or invalid JSON: 400 `{"detail": "bad request"}`; an image
-    the model cannot process: 403."""
+    (form field `data`, a JSON object). Neither, or a `data` that is not a JSON object (with
+    or without an image): 400 `{"detail": "bad request"}`; an image the model cannot process:
+    403; an image the classifier could not take soon: 503 before the image is read."""
     await limit_rate(request, "analyze", principal)
     request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
     try:
@@ -131,6 +136,7 @@ async def forward(request: Request, container: ContainerDep, principal: CurrentP
             analyzer="classify",
             params={"top_k": TOP_K},
             caller=principal,
+            check_text=_parse_data,  # a malformed `data` is a 400 even beside an image
         )
     except (MalformedMultipart, MissingFile, TooManyFiles):
         raise BadRequest(BAD_REQUEST) from None
