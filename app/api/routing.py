@@ -197,13 +197,12 @@ class BodyStream:
     """The request body as it arrives, straight from the ASGI `receive` (no async generator:
     asyncio registers each of those in a WeakSet, a measurable cost per request on a hot path).
 
-    RequestTimeout (408) when nothing comes for `timeout` seconds (a stalled client must not
-    hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
+    RequestTimeout (408) when the body stalls or crawls (`app.api.stalls`: a slow client must
+    not hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
     """
 
     def __init__(self, request: Request, guard: StallGuard) -> None:
-        self.receive = request.receive
-        self.guard = guard
+        self.receive = guard.body(request.receive)
         self.done = False
 
     def __aiter__(self) -> BodyStream:
@@ -211,7 +210,7 @@ class BodyStream:
 
     async def __anext__(self) -> bytes:
         while not self.done:
-            message = await self.guard.receive(self.receive)
+            message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
             self.done = not message.get("more_body", False)

@@ -2,7 +2,13 @@
 
 `AdmissionMiddleware` refuses at once (503 problem+json, Retry-After) what is over
 `MAX_CONCURRENT_REQUESTS` in all or `MAX_CONCURRENT_PER_ADDRESS` from one client address,
-instead of queueing without bound; health probes and `/metrics` always pass. It records
+instead of queueing without bound; health probes and `/metrics` always pass. The last
+`ADMISSION_RESERVE_FRACTION` of the capacity is a reserve: while it is being handed out, an
+address is admitted only if it holds fewer requests than an equal share of the rest among
+the addresses in flight, so that a few addresses (slow clients, an attack from a handful of
+hosts) cannot take every slot from the others. Saturation shows in `/metrics`
+(`http_requests_in_flight` / `http_requests_capacity`, `http_admission_reserve_in_use`,
+`http_requests_shed_total{reason}`). It records
 every request's duration by route template, method and status, and the requests in
 flight. At the first idle moment (nothing in flight), at most every TRIM_EVERY_SECONDS, it
 asks the C allocator to give freed memory back to the system (`malloc_trim`): the process
@@ -40,10 +46,16 @@ def _malloc_trim() -> None:
 class AdmissionMiddleware:
     """Connection caps, request metrics, memory trimming after bursts."""
 
-    def __init__(self, app: ASGIApp, *, max_concurrent: int, max_per_address: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_concurrent: int, max_per_address: int, reserve_fraction: float = 0.0
+    ) -> None:
         self.app = app
         self.max_concurrent = max_concurrent
         self.max_per_address = max_per_address
+        # In flight from which on the reserve is being handed out (max_concurrent: no reserve)
+        self.reserve_from = max_concurrent - int(max_concurrent * reserve_fraction)
+        self.in_reserve = False
+        metrics.REQUEST_CAPACITY.set(max_concurrent)
         self.in_flight = 0
         self.by_address: dict[str, int] = {}
         self.trimmed_at = 0.0
@@ -66,6 +78,9 @@ class AdmissionMiddleware:
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
         metrics.IN_FLIGHT.inc()
+        if self.in_flight >= self.reserve_from and not self.in_reserve:
+            self.in_reserve = True
+            metrics.ADMISSION_RESERVE_IN_USE.set(1)
         status = 500
         started = time.perf_counter()
 
@@ -95,12 +110,20 @@ class AdmissionMiddleware:
     def _refusal(self, address: str) -> str | None:
         if self.in_flight >= self.max_concurrent:
             return "max_concurrent"
-        if self.by_address.get(address, 0) >= self.max_per_address:
+        held = self.by_address.get(address, 0)
+        if held >= self.max_per_address:
             return "max_per_address"
+        if self.in_flight >= self.reserve_from:
+            addresses = len(self.by_address) + (held == 0)
+            if held >= max(1, self.reserve_from // addresses):
+                return "reserve"
         return None
 
     def _leave(self, address: str) -> None:
         self.in_flight -= 1
+        if self.in_reserve and self.in_flight < self.reserve_from:
+            self.in_reserve = False
+            metrics.ADMISSION_RESERVE_IN_USE.set(0)
         left = self.by_address[address] - 1
         if left:
             self.by_address[address] = left
