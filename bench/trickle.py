@@ -1,10 +1,11 @@
 """Slow-client attacks against the service, loopback only: trickled bodies and idle heads.
 
 Trickle (issue 14): `--connections` uploads (1,000) from `--addresses` loopback addresses
-(127.0.0.2-127.0.0.6, client sockets bound to them) each send a request head and the start
-of a 100 KB multipart body, then one byte every `--interval` seconds (10), for
-`--seconds` (40); one that is cut reconnects at once (`--no-reconnect`: it does not), so the
-pressure lasts. Meanwhile a well-behaved client on 127.0.0.1 uploads 100 KB photos
+(127.0.0.2-127.0.0.6, client sockets bound to them; a process of their own) each send a
+request head and the start of a 100 KB multipart body, then one byte every `--interval`
+seconds (10), for `--seconds` (40); one that is answered (408, 503) comes back after
+`--reconnect` seconds (1, the Retry-After the service sends; -1: never), so the pressure
+lasts. Meanwhile a well-behaved client on 127.0.0.1 uploads 100 KB photos
 (`--good-concurrency` at a time). Reported: p50/p95 of the good uploads without the attack,
 during it and after it (same run, same server), their failures, /health latency, what the
 trickled requests got (408, 503, no answer), and the temp files left once the attack is over.
@@ -30,6 +31,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -54,8 +56,9 @@ def status_of(data: bytes) -> str:
     return parts[1].decode() if data.startswith(b"HTTP/") and len(parts) > 1 else "no answer"
 
 
-async def trickler(port: int, address: str, interval: float, stop_at: float, reconnect: bool, out: Counter):
-    """One slow client: a head and the body's first bytes, then a byte per `interval`."""
+async def trickler(port: int, address: str, interval: float, stop_at: float, reconnect: float, out: Counter):
+    """One slow client: a head and the body's first bytes, then a byte per `interval`; once
+    answered, again after `reconnect` seconds (negative: never)."""
     preamble = h.multipart(upload_image("100k"))[:200]
     while time.monotonic() < stop_at:
         try:
@@ -83,8 +86,27 @@ async def trickler(port: int, address: str, interval: float, stop_at: float, rec
             out["no answer"] += 1
         answer.cancel()
         writer.close()
-        if not reconnect:
+        if reconnect < 0:
             return
+        await asyncio.sleep(reconnect)
+
+
+def attack(port: int, addresses: list[str], args: argparse.Namespace, seconds: float) -> dict:
+    """The trickling clients, in a process of their own (the good client's timings stay its own)."""
+
+    async def run() -> Counter:
+        outcomes: Counter = Counter()
+        stop_at = time.monotonic() + seconds
+        every, again = args.interval, args.reconnect
+        await asyncio.gather(
+            *(
+                trickler(port, addresses[i % len(addresses)], every, stop_at, again, outcomes)
+                for i in range(args.connections)
+            )
+        )
+        return outcomes
+
+    return dict(asyncio.run(run()))
 
 
 async def good_uploads(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
@@ -140,18 +162,13 @@ async def trickle_attack(s: h.Server, args: argparse.Namespace, body: bytes) -> 
     addresses = [f"127.0.0.{2 + i}" for i in range(args.addresses)]
     normal = await good_uploads(s.url, body, args.good_concurrency, args.normal_seconds)
     h.log(f"  {s.name}: without attack {normal}")
-    outcomes: Counter = Counter()
-    stop_at = time.monotonic() + args.seconds
     cpu = h.cpu_seconds(s.pid)
-    attackers = [
-        asyncio.ensure_future(
-            trickler(port, addresses[i % len(addresses)], args.interval, stop_at, args.reconnect, outcomes)
-        )
-        for i in range(args.connections)
-    ]
-    await asyncio.sleep(2)  # the attack is in place before the good client starts
-    during = await good_uploads(s.url, body, args.good_concurrency, max(1.0, args.seconds - 4))
-    await asyncio.gather(*attackers)
+    with ProcessPoolExecutor(1) as pool:
+        loop = asyncio.get_running_loop()
+        attackers = loop.run_in_executor(pool, attack, port, addresses, args, args.seconds)
+        await asyncio.sleep(2)  # the attack is in place before the good client starts
+        during = await good_uploads(s.url, body, args.good_concurrency, max(1.0, args.seconds - 4))
+        outcomes = await attackers
     attack_cpu = h.cpu_seconds(s.pid) - cpu
     h.log(f"  {s.name}: during attack {during}; trickled requests {dict(outcomes)}")
     await asyncio.sleep(2)  # the server sees the last closes
@@ -225,7 +242,9 @@ def main() -> int:
     p.add_argument("--addresses", type=int, default=5, help="attacker addresses from 127.0.0.2 (default 5)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between trickled bytes (default 10)")
     p.add_argument("--seconds", type=float, default=40.0, help="attack duration (default 40)")
-    p.add_argument("--no-reconnect", dest="reconnect", action="store_false", help="a cut trickler stays gone")
+    p.add_argument(
+        "--reconnect", type=float, default=1.0, help="seconds until an answered trickler is back (-1: never)"
+    )
     p.add_argument("--normal-seconds", type=float, default=10.0, help="good uploads, no attack (default 10)")
     p.add_argument("--good-concurrency", type=int, default=2, help="concurrent good uploads (default 2)")
     p.add_argument("--idle-heads", type=int, default=500, help="partial-head connections (default 500)")

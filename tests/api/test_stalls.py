@@ -23,10 +23,12 @@ CRAWL = {"body_min_rate_bytes": 1000, "body_min_rate_window_seconds": 0.5, "body
 
 
 def upload_head() -> bytes:
+    """A file part's head and its first 75 KB: past what the body stream gathers in memory
+    (64 KiB), so the upload has a temp file on disk when it stalls."""
     return (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + photo_jpeg()[:5000]
+    ).encode() + photo_jpeg()[:5000] + b"\0" * 70_000
 
 
 async def stalling(first: bytes) -> AsyncIterator[bytes]:
@@ -124,7 +126,7 @@ async def test_a_body_arriving_steadily_is_still_cut_at_the_deadline(make_settin
 
 async def test_a_body_sent_at_a_good_rate_passes_the_rate_check(make_settings) -> None:
     # 20 KB every 0.1 s through several rate windows: 400 times the minimum.
-    body = upload_head()[:-5000] + photo_jpeg() + f"\r\n--{BOUNDARY}--\r\n".encode()
+    body = upload_head()[:-75_000] + photo_jpeg() + f"\r\n--{BOUNDARY}--\r\n".encode()
 
     async def steady() -> AsyncIterator[bytes]:
         for start in range(0, len(body), 20_000):
