@@ -26,9 +26,13 @@ def upload_head() -> bytes:
     """A file part's head and its first 75 KB: past what the body stream gathers in memory
     (64 KiB), so the upload has a temp file on disk when it stalls."""
     return (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + photo_jpeg()[:5000] + b"\0" * 70_000
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo_jpeg()[:5000]
+        + b"\0" * 70_000
+    )
 
 
 async def stalling(first: bytes) -> AsyncIterator[bytes]:
