@@ -4,7 +4,9 @@ Each variant is one server (the service with extra environment, `--variant NAME:
 or the service at a git ref, `--ref`). Warm-up: `--warm` classifications (`/v1/classify`
 uploads of distinct photos) and `--warm-uploads` plain 100 KB uploads, then `--settle`
 seconds idle: the warm RSS. Burst: `--burst` /v1/classify calls of distinct 0.3-1 MB photos,
-`--concurrency` at a time, plus as many 100 KB uploads alongside (`--uploads`); then RSS
+`--concurrency` at a time, each abandoned after `--timeout` seconds (a short one leaves the
+server working after its clients gave up, as in issue 14), plus as many 100 KB uploads
+alongside (`--uploads`); then RSS
 every second for `--after` seconds. Target (issue 14): RSS 30 s after the burst within 10 %
 of the warm figure. Writes bench/memory_results.json.
 
@@ -33,18 +35,19 @@ def rss_mib(pid: int) -> float:
         return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
 
 
-async def fire(url: str, path: str, bodies: list[bytes], concurrency: int, field: str = "file") -> dict:
-    """POST each body as a multipart `field`, `concurrency` at a time: status counts."""
+async def fire(url: str, path: str, bodies: list[bytes], concurrency: int, timeout: float = 120) -> dict:
+    """POST each body as a multipart `file`, `concurrency` at a time, each abandoned after
+    `timeout` seconds: status counts."""
     statuses: dict[str, int] = {}
     queue = list(reversed(bodies))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
 
         async def worker() -> None:
             while queue:
                 body = queue.pop()
                 try:
-                    r = await client.post(path, files={field: ("p.jpg", body, "image/jpeg")})
+                    r = await client.post(path, files={"file": ("p.jpg", body, "image/jpeg")})
                     key = str(r.status_code)
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
@@ -70,8 +73,9 @@ def measure(s: h.Server, args: argparse.Namespace, photos: list[bytes], small: b
 
     async def burst() -> dict:
         nonlocal done
-        calls = fire(s.url, "/v1/classify", distinct(photos, args.warm, args.burst), args.concurrency)
-        uploads = fire(s.url, "/api/v1/upload", [small] * args.uploads, args.concurrency)
+        bodies = distinct(photos, args.warm, args.burst)
+        calls = fire(s.url, "/v1/classify", bodies, args.concurrency, args.timeout)
+        uploads = fire(s.url, "/api/v1/upload", [small] * args.uploads, args.concurrency, args.timeout)
         out = await asyncio.gather(calls, uploads)
         done = True
         return {"classify": out[0], "uploads": out[1]}
@@ -121,6 +125,7 @@ def main() -> int:
     p.add_argument("--burst", type=int, default=1000, help="/v1/classify calls in the burst (default 1000)")
     p.add_argument("--uploads", type=int, default=1000, help="100 KB uploads alongside (default 1000)")
     p.add_argument("--concurrency", type=int, default=128, help="calls at once, per kind (default 128)")
+    p.add_argument("--timeout", type=float, default=120, help="client timeout per call, s (default 120)")
     p.add_argument("--after", type=int, default=40, help="seconds of RSS samples after (default 40)")
     p.add_argument("--output", type=Path, default=h.BENCH_DIR / "memory_results.json")
     args = p.parse_args()

@@ -12,7 +12,10 @@ hosts) cannot take every slot from the others. Saturation shows in `/metrics`
 every request's duration by route template, method and status, and the requests in
 flight. At the first idle moment (nothing in flight), at most every TRIM_EVERY_SECONDS, it
 asks the C allocator to give freed memory back to the system (`malloc_trim`): the process
-returns near its starting size after a burst, and after one large analysis too.
+returns near its starting size after a burst, and after one large analysis too. While the
+process stays idle it trims again every TRIM_EVERY_SECONDS, IDLE_TRIMS times: work that
+outlives the last request (analyses whose clients gave up, history flushes, deletes) frees
+its memory after that first trim, and no request would come to trigger another.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ logger = logging.getLogger("app.traffic")
 
 EXEMPT = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
 TRIM_EVERY_SECONDS = 5.0
+IDLE_TRIMS = 6  # trims while idle after the last request: 30 s with the period above
 
 
 def _malloc_trim() -> None:
@@ -61,6 +65,7 @@ class AdmissionMiddleware:
         self.trimmed_at = 0.0
         self.trim_timer: asyncio.TimerHandle | None = None
         self.trims = 0
+        self.idle_trims = 0  # trims since the last request left
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,14 +134,20 @@ class AdmissionMiddleware:
             self.by_address[address] = left
         else:
             del self.by_address[address]
-        if self.in_flight == 0 and self.trim_timer is None:
-            due = max(0.0, self.trimmed_at + TRIM_EVERY_SECONDS - time.monotonic())
-            self.trim_timer = asyncio.get_running_loop().call_later(due, self._trim)
+        if self.in_flight == 0:
+            self.idle_trims = 0
+            if self.trim_timer is None:
+                due = max(0.0, self.trimmed_at + TRIM_EVERY_SECONDS - time.monotonic())
+                self.trim_timer = asyncio.get_running_loop().call_later(due, self._trim)
 
     def _trim(self) -> None:
         self.trim_timer = None
         if self.in_flight:
             return  # busy again: the next idle moment trims
+        loop = asyncio.get_running_loop()
         self.trimmed_at = time.monotonic()
         self.trims += 1
-        asyncio.get_running_loop().run_in_executor(None, _malloc_trim)
+        self.idle_trims += 1
+        loop.run_in_executor(None, _malloc_trim)
+        if self.idle_trims < IDLE_TRIMS:  # still idle: again later, for what work still frees
+            self.trim_timer = loop.call_later(TRIM_EVERY_SECONDS, self._trim)
