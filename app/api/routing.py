@@ -201,13 +201,13 @@ class BodyStream:
     they are handed on: a client that trickles its body costs one small buffer, not a parser
     step per byte nor a temp file (creating one blocks the event loop ~1 ms on a busy disk:
     1,000 trickling uploads made that the attack's main cost). Chunks as a socket delivers
-    them under load (64 KiB) pass as they are.
+    them under load (16-64 KiB) pass as they are.
 
     RequestTimeout (408) when the body stalls or crawls (`app.api.stalls`: a slow client must
     not hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
     """
 
-    GATHER_BYTES = 64 * 1024
+    GATHER_BYTES = 16 * 1024
 
     def __init__(self, request: Request, guard: StallGuard) -> None:
         self.receive = guard.body(request.receive)

@@ -24,7 +24,7 @@ CRAWL = {"body_min_rate_bytes": 1000, "body_min_rate_window_seconds": 0.5, "body
 
 def upload_head() -> bytes:
     """A file part's head and its first 75 KB: past what the body stream gathers in memory
-    (64 KiB), so the upload has a temp file on disk when it stalls."""
+    (16 KiB), so the upload has a temp file on disk when it stalls."""
     return (
         (
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
