@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import CurrentPrincipal
 from app.api.problems import problem_for
-from app.api.stalls import StallGuard
+from app.api.stalls import BodyStream
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
@@ -193,54 +193,9 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-class BodyStream:
-    """The request body as it arrives, straight from the ASGI `receive` (no async generator:
-    asyncio registers each of those in a WeakSet, a measurable cost per request on a hot path).
-
-    Chunks smaller than GATHER_BYTES are gathered up to that size (or the body's end) before
-    they are handed on: a client that trickles its body costs one small buffer, not a parser
-    step per byte nor a temp file (creating one blocks the event loop ~1 ms on a busy disk:
-    1,000 trickling uploads made that the attack's main cost). Chunks as a socket delivers
-    them under load (16-64 KiB) pass as they are.
-
-    RequestTimeout (408) when the body stalls or crawls (`app.api.stalls`: a slow client must
-    not hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
-    """
-
-    GATHER_BYTES = 16 * 1024
-
-    def __init__(self, request: Request, guard: StallGuard) -> None:
-        self.receive = guard.body(request.receive)
-        self.done = False
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        gathered: list[bytes] = []
-        size = 0
-        while not self.done:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            self.done = not message.get("more_body", False)
-            chunk: bytes = message.get("body", b"")
-            if not chunk:
-                continue
-            if not gathered and (self.done or len(chunk) >= self.GATHER_BYTES):
-                return chunk
-            gathered.append(chunk)
-            size += len(chunk)
-            if size >= self.GATHER_BYTES:
-                break
-        if gathered:
-            return b"".join(gathered)
-        raise StopAsyncIteration
-
-
 def body_stream(request: Request) -> BodyStream:
     """The request body as it arrives (see `BodyStream`), under the app's stall guard."""
-    return BodyStream(request, request.app.state.stalls)
+    return BodyStream(request.receive, request.app.state.stalls)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

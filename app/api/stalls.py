@@ -9,9 +9,9 @@
 - a body still arriving `deadline` seconds (REQUEST_BODY_DEADLINE_SECONDS) after its first
   read: whatever its rate, no body holds its request forever.
 
-Every route reads its body through `StallGuard.body(receive)` (the lean upload and analyze
-paths, the streamed forms, and `BodyLimitMiddleware` for buffered bodies), so the limits
-hold on every route. A request is only ever cut while it waits for its body: time the
+Every route reads its body through `StallGuard.body(receive)` (`BodyStream` for the lean
+upload and analyze paths and the streamed forms, `BodyLimitMiddleware` for buffered bodies),
+so the limits hold on every route. A request is only ever cut while it waits for its body: time the
 service itself spends between reads is not held against the client.
 
 One sweeping task watches every read in progress (a dict entry per read), instead of a timer
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from app.core import metrics
@@ -129,3 +130,48 @@ class StallGuard:
                 cut = body.verdict(now, since)
                 if cut is not None and task.cancel():
                     self._expired[task] = cut
+
+
+class BodyStream:
+    """The request body as it arrives, straight from the ASGI `receive` (no async generator:
+    asyncio registers each of those in a WeakSet, a measurable cost per request on a hot path).
+
+    Chunks smaller than GATHER_BYTES are gathered up to that size (or the body's end) before
+    they are handed on: a client that trickles its body costs one small buffer, not a parser
+    step per byte nor a temp file (creating one blocks the event loop ~1 ms on a busy disk:
+    1,000 trickling uploads made that the attack's main cost). Chunks as a socket delivers
+    them under load (16-64 KiB) pass as they are.
+
+    RequestTimeout (408) when the body stalls or crawls (`app.api.stalls`: a slow client must
+    not hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
+    """
+
+    GATHER_BYTES = 16 * 1024
+
+    def __init__(self, receive: Receive, guard: StallGuard) -> None:
+        self.receive = guard.body(receive)
+        self.done = False
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        gathered: list[bytes] = []
+        size = 0
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            self.done = not message.get("more_body", False)
+            chunk: bytes = message.get("body", b"")
+            if not chunk:
+                continue
+            if not gathered and (self.done or len(chunk) >= self.GATHER_BYTES):
+                return chunk
+            gathered.append(chunk)
+            size += len(chunk)
+            if size >= self.GATHER_BYTES:
+                break
+        if gathered:
+            return b"".join(gathered)
+        raise StopAsyncIteration

@@ -60,16 +60,14 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A request body that sends nothing for this long is cut (408) and its temp file removed
     body_read_timeout_seconds: float = Field(default=15.0, gt=0)
-    # ... and so is one that crawls (app.api.stalls): after BODY_GRACE_SECONDS, every
-    # BODY_MIN_RATE_WINDOW_SECONDS must bring BODY_MIN_RATE_BYTES (0: no minimum rate), and no
-    # body may take longer than REQUEST_BODY_DEADLINE_SECONDS from its first read
+    # ... and one that crawls (app.api.stalls): after the grace, each window must bring the min
+    # rate's bytes (0: no minimum); no body may take longer than the deadline from its first read
     body_min_rate_bytes: int = Field(default=1024, ge=0)
     body_min_rate_window_seconds: float = Field(default=5.0, gt=0)
     body_grace_seconds: float = Field(default=5.0, ge=0)
     request_body_deadline_seconds: float = Field(default=120.0, gt=0)
-    # Connections (uvicorn's protocol, app.api.connections): one whose request head is not
-    # complete this long after it began (or after the connection opened) is closed; at most
-    # MAX_CONNECTIONS_PER_ADDRESS open from one client address per worker (more: 503, closed)
+    # Connections (app.api.connections): a request head not complete in time is closed; at most
+    # MAX_CONNECTIONS_PER_ADDRESS from one client address per worker (more: 503, closed)
     header_read_timeout_seconds: float = Field(default=10.0, gt=0)
     max_connections_per_address: int = Field(default=512, ge=1)
 
