@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
+from app.api import connections
 from app.api.middleware import (
     BodyLimitMiddleware,
     HeadMiddleware,
@@ -102,7 +103,14 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.state.stalls = StallGuard(settings.body_read_timeout_seconds)
+    connections.install(settings)  # uvicorn's protocols: head timeout, connections per address
+    app.state.stalls = StallGuard(
+        settings.body_read_timeout_seconds,
+        min_rate_bytes=settings.body_min_rate_bytes,
+        window=settings.body_min_rate_window_seconds,
+        grace=settings.body_grace_seconds,
+        deadline=settings.request_body_deadline_seconds,
+    )
     register_exception_handlers(app)
     include_routes(app)
     install_openapi(app, settings)
@@ -123,6 +131,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         AdmissionMiddleware,
         max_concurrent=settings.max_concurrent_requests,
         max_per_address=settings.max_concurrent_per_address,
+        reserve_fraction=settings.admission_reserve_fraction,
     )
     # Outside every layer that answers by itself (413, 408, 503): a browser reads those too.
     app.add_middleware(

@@ -182,7 +182,12 @@ def main() -> int:
     parser.add_argument("--ref", action="append", default=[], help="also measure the service at this git ref")
     parser.add_argument("--output", type=Path, default=h.BENCH_DIR / "load_results.json")
     args = parser.parse_args()
-    env = {"RATE_LIMITS_ENABLED": "false", "MAX_CONCURRENT_PER_ADDRESS": "4096"}
+    env = {  # one client address: its caps and the admission reserve are not what is measured
+        "RATE_LIMITS_ENABLED": "false",
+        "MAX_CONCURRENT_PER_ADDRESS": "4096",
+        "MAX_CONNECTIONS_PER_ADDRESS": "4096",
+        "ADMISSION_RESERVE_FRACTION": "0",
+    }
     results = {}
     h.WORK_DIR.mkdir(exist_ok=True)
     with TemporaryDirectory(dir=h.WORK_DIR) as tmp:

@@ -27,7 +27,9 @@ def free_port() -> int:
 class Server:
     """One `python -m uvicorn app.main:app` process over `data_dir`."""
 
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -56,6 +58,7 @@ class Server:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                *args,
             ],
             env=env,
             cwd=REPO_ROOT,
@@ -99,9 +102,14 @@ class Server:
 
 
 def start_server(
-    started: list[Server], data_dir: Path, name: str, env: dict[str, str] | None = None
+    started: list[Server],
+    data_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Server:
-    server = Server(data_dir, data_dir.parent / f"{name}.log", env)
+    """A server (uvicorn's extra command-line `args`) started and answering /health."""
+    server = Server(data_dir, data_dir.parent / f"{name}.log", env, args)
     started.append(server)
     server.wait_ready()
     return server

@@ -135,9 +135,10 @@ class BodyLimitMiddleware:
         # into a generic 400, so the limit has to be decided before the app sees it.
         chunks: list[bytes] = []
         total = 0
+        guarded = self.stalls.body(receive)
         while True:
             try:
-                message = await self.stalls.receive(receive)
+                message = await guarded()
             except RequestTimeout as exc:
                 await error_response(exc)(scope, receive, send)
                 return

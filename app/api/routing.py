@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import CurrentPrincipal
 from app.api.problems import problem_for
-from app.api.stalls import StallGuard
+from app.api.stalls import BodyStream
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
@@ -193,37 +193,9 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-class BodyStream:
-    """The request body as it arrives, straight from the ASGI `receive` (no async generator:
-    asyncio registers each of those in a WeakSet, a measurable cost per request on a hot path).
-
-    RequestTimeout (408) when nothing comes for `timeout` seconds (a stalled client must not
-    hold a connection and a temp file forever); ClientDisconnect when the client hangs up.
-    """
-
-    def __init__(self, request: Request, guard: StallGuard) -> None:
-        self.receive = request.receive
-        self.guard = guard
-        self.done = False
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self.done:
-            message = await self.guard.receive(self.receive)
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            self.done = not message.get("more_body", False)
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                return chunk
-        raise StopAsyncIteration
-
-
 def body_stream(request: Request) -> BodyStream:
     """The request body as it arrives (see `BodyStream`), under the app's stall guard."""
-    return BodyStream(request, request.app.state.stalls)
+    return BodyStream(request.receive, request.app.state.stalls)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

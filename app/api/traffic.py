@@ -2,11 +2,20 @@
 
 `AdmissionMiddleware` refuses at once (503 problem+json, Retry-After) what is over
 `MAX_CONCURRENT_REQUESTS` in all or `MAX_CONCURRENT_PER_ADDRESS` from one client address,
-instead of queueing without bound; health probes and `/metrics` always pass. It records
+instead of queueing without bound; health probes and `/metrics` always pass. The last
+`ADMISSION_RESERVE_FRACTION` of the capacity is a reserve: while it is being handed out, an
+address is admitted only if it holds fewer requests than an equal share of the rest among
+the addresses in flight, so that a few addresses (slow clients, an attack from a handful of
+hosts) cannot take every slot from the others. Saturation shows in `/metrics`
+(`http_requests_in_flight` / `http_requests_capacity`, `http_admission_reserve_in_use`,
+`http_requests_shed_total{reason}`). It records
 every request's duration by route template, method and status, and the requests in
 flight. At the first idle moment (nothing in flight), at most every TRIM_EVERY_SECONDS, it
 asks the C allocator to give freed memory back to the system (`malloc_trim`): the process
-returns near its starting size after a burst, and after one large analysis too.
+returns near its starting size after a burst, and after one large analysis too. While the
+process stays idle it trims again every TRIM_EVERY_SECONDS, IDLE_TRIMS times: work that
+outlives the last request (analyses whose clients gave up, history flushes, deletes) frees
+its memory after that first trim, and no request would come to trigger another.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ logger = logging.getLogger("app.traffic")
 
 EXEMPT = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
 TRIM_EVERY_SECONDS = 5.0
+IDLE_TRIMS = 6  # trims while idle after the last request: 30 s with the period above
 
 
 def _malloc_trim() -> None:
@@ -40,15 +50,22 @@ def _malloc_trim() -> None:
 class AdmissionMiddleware:
     """Connection caps, request metrics, memory trimming after bursts."""
 
-    def __init__(self, app: ASGIApp, *, max_concurrent: int, max_per_address: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_concurrent: int, max_per_address: int, reserve_fraction: float = 0.0
+    ) -> None:
         self.app = app
         self.max_concurrent = max_concurrent
         self.max_per_address = max_per_address
+        # In flight from which on the reserve is being handed out (max_concurrent: no reserve)
+        self.reserve_from = max_concurrent - int(max_concurrent * reserve_fraction)
+        self.in_reserve = False
+        metrics.REQUEST_CAPACITY.set(max_concurrent)
         self.in_flight = 0
         self.by_address: dict[str, int] = {}
         self.trimmed_at = 0.0
         self.trim_timer: asyncio.TimerHandle | None = None
         self.trims = 0
+        self.idle_trims = 0  # trims since the last request left
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +83,9 @@ class AdmissionMiddleware:
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
         metrics.IN_FLIGHT.inc()
+        if self.in_flight >= self.reserve_from and not self.in_reserve:
+            self.in_reserve = True
+            metrics.ADMISSION_RESERVE_IN_USE.set(1)
         status = 500
         started = time.perf_counter()
 
@@ -95,25 +115,39 @@ class AdmissionMiddleware:
     def _refusal(self, address: str) -> str | None:
         if self.in_flight >= self.max_concurrent:
             return "max_concurrent"
-        if self.by_address.get(address, 0) >= self.max_per_address:
+        held = self.by_address.get(address, 0)
+        if held >= self.max_per_address:
             return "max_per_address"
+        if self.in_flight >= self.reserve_from:
+            addresses = len(self.by_address) + (held == 0)
+            if held >= max(1, self.reserve_from // addresses):
+                return "reserve"
         return None
 
     def _leave(self, address: str) -> None:
         self.in_flight -= 1
+        if self.in_reserve and self.in_flight < self.reserve_from:
+            self.in_reserve = False
+            metrics.ADMISSION_RESERVE_IN_USE.set(0)
         left = self.by_address[address] - 1
         if left:
             self.by_address[address] = left
         else:
             del self.by_address[address]
-        if self.in_flight == 0 and self.trim_timer is None:
-            due = max(0.0, self.trimmed_at + TRIM_EVERY_SECONDS - time.monotonic())
-            self.trim_timer = asyncio.get_running_loop().call_later(due, self._trim)
+        if self.in_flight == 0:
+            self.idle_trims = 0
+            if self.trim_timer is None:
+                due = max(0.0, self.trimmed_at + TRIM_EVERY_SECONDS - time.monotonic())
+                self.trim_timer = asyncio.get_running_loop().call_later(due, self._trim)
 
     def _trim(self) -> None:
         self.trim_timer = None
         if self.in_flight:
             return  # busy again: the next idle moment trims
+        loop = asyncio.get_running_loop()
         self.trimmed_at = time.monotonic()
         self.trims += 1
-        asyncio.get_running_loop().run_in_executor(None, _malloc_trim)
+        self.idle_trims += 1
+        loop.run_in_executor(None, _malloc_trim)
+        if self.idle_trims < IDLE_TRIMS:  # still idle: again later, for what work still frees
+            self.trim_timer = loop.call_later(TRIM_EVERY_SECONDS, self._trim)

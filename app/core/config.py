@@ -62,6 +62,16 @@ class Settings(LoginSettings):
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A request body that sends nothing for this long is cut (408) and its temp file removed
     body_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    # ... and one that crawls (app.api.stalls): after the grace, each window must bring the min
+    # rate's bytes (0: no minimum); no body may take longer than the deadline from its first read
+    body_min_rate_bytes: int = Field(default=1024, ge=0)
+    body_min_rate_window_seconds: float = Field(default=5.0, gt=0)
+    body_grace_seconds: float = Field(default=5.0, ge=0)
+    request_body_deadline_seconds: float = Field(default=120.0, gt=0)
+    # Connections (app.api.connections): a request head not complete in time is closed; at most
+    # MAX_CONNECTIONS_PER_ADDRESS from one client address per worker (more: 503, closed)
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections_per_address: int = Field(default=512, ge=1)
 
     # Access: callers without credentials are served when ANONYMOUS_ACCESS is true
     # (default: true, but false whenever API_KEYS is set)
@@ -123,6 +133,9 @@ class Settings(LoginSettings):
     # Requests served at once, in all and from one client address, before new ones get 503
     max_concurrent_requests: int = Field(default=1024, ge=1)
     max_concurrent_per_address: int = Field(default=256, ge=1)
+    # This fraction of MAX_CONCURRENT_REQUESTS is kept for addresses holding less than an
+    # equal share of the rest: a few addresses cannot fill the service (0: no reserve)
+    admission_reserve_fraction: float = Field(default=0.25, ge=0, lt=1)
 
     # Rate limits ("<count>/<second|minute|hour>", moving window) per caller and per client
     # address for each route class; in memory (per worker) unless REDIS_URL is set (shared)

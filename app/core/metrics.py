@@ -49,6 +49,34 @@ REQUEST_SECONDS = Histogram(
 )
 IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being served", multiprocess_mode="livesum")
 SHED = Counter("http_requests_shed_total", "Requests refused at the door (connection caps)", ["reason"])
+# Saturation at the door: in flight / capacity is the share of admission in use; a worker
+# counts in the reserve gauge while its last ADMISSION_RESERVE_FRACTION is being handed out.
+REQUEST_CAPACITY = Gauge(
+    "http_requests_capacity",
+    "Requests admitted at once (MAX_CONCURRENT_REQUESTS of each worker)",
+    multiprocess_mode="livesum",
+)
+ADMISSION_RESERVE_IN_USE = Gauge(
+    "http_admission_reserve_in_use",
+    "Workers whose requests in flight reach into the admission reserve (saturated)",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS = Gauge(
+    "http_connections",
+    "Open connections: awaiting or reading a request head, serving a request, idle keep-alive",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CLOSED = Counter(
+    "http_connections_closed_total",
+    "Connections the service closed: request head too slow, over the per-address cap",
+    ["reason"],
+)
+BODIES_CUT = Counter(
+    "http_request_bodies_cut_total",
+    "Request bodies cut with 408: stalled, too slow, past the deadline",
+    ["reason"],
+)
 UPLOAD_BYTES = Counter("upload_bytes_total", "Bytes of images accepted by uploads and downloads")
 ANALYSES = Counter(
     "analyses_total", "Analyses answered, computed or served from the cache", ["analyzer", "outcome"]
@@ -119,8 +147,15 @@ def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
     IN_FLIGHT.inc(0)
     for state in ("pending", "running", "completed", "failed"):
         JOBS.labels(state)
-    for reason in ("max_concurrent", "max_per_address"):
+    for reason in ("max_concurrent", "max_per_address", "reserve"):
         SHED.labels(reason)
+    ADMISSION_RESERVE_IN_USE.inc(0)
+    for state in ("head", "request", "idle"):
+        CONNECTIONS.labels(state)
+    for reason in ("head_timeout", "max_per_address"):
+        CONNECTIONS_CLOSED.labels(reason)
+    for reason in ("stalled", "too_slow", "deadline"):
+        BODIES_CUT.labels(reason)
     for route_class in route_classes:
         RATE_LIMITED.labels(route_class)
     LOGIN_FAILURES.inc(0)

@@ -62,6 +62,7 @@ async def test_over_the_caps_is_503_at_once_and_probes_always_pass() -> None:
 
 async def test_memory_is_trimmed_when_idle_at_most_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(traffic, "TRIM_EVERY_SECONDS", 0.2)
+    monkeypatch.setattr(traffic, "IDLE_TRIMS", 1)
     inner = HeldApp()
     inner.release.set()
     app = AdmissionMiddleware(inner, max_concurrent=10, max_per_address=10)
@@ -74,3 +75,39 @@ async def test_memory_is_trimmed_when_idle_at_most_every_few_seconds(monkeypatch
     assert app.trims == 1
     await asyncio.sleep(0.3)
     assert app.trims == 2
+
+
+async def test_an_idle_process_trims_again_a_few_times_then_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Work that outlives the last request frees its memory after the first trim.
+    monkeypatch.setattr(traffic, "TRIM_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(traffic, "IDLE_TRIMS", 3)
+    inner = HeldApp()
+    inner.release.set()
+    app = AdmissionMiddleware(inner, max_concurrent=10, max_per_address=10)
+    await call(app, scope())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if app.trim_timer is None:
+            break
+    assert app.trims == 3 and app.trim_timer is None
+    await asyncio.sleep(0.2)
+    assert app.trims == 3  # idle and trimmed: nothing more until requests come again
+    await call(app, scope())
+    await asyncio.sleep(0.3)
+    assert app.trims == 6
+
+
+async def test_the_last_quarter_is_kept_for_addresses_holding_less_than_their_share() -> None:
+    inner = HeldApp()
+    app = AdmissionMiddleware(inner, max_concurrent=8, max_per_address=8, reserve_fraction=0.25)
+    held = [asyncio.ensure_future(call(app, scope(address=a))) for a in ["10.0.0.1"] * 3 + ["10.0.0.2"] * 3]
+    await asyncio.sleep(0)  # six in flight: the reserve (the last two) is being handed out
+    heavy = await asyncio.wait_for(call(app, scope(address="10.0.0.1")), 1)
+    assert heavy[0]["status"] == 503 and json.loads(heavy[1]["body"])["code"] == "overloaded"
+    held += [asyncio.ensure_future(call(app, scope(address=a))) for a in ("10.0.0.3", "10.0.0.4")]
+    await asyncio.sleep(0)  # newcomers are served from the reserve
+    assert app.in_flight == 8
+    full = await asyncio.wait_for(call(app, scope(address="10.0.0.5")), 1)
+    assert full[0]["status"] == 503
+    inner.release.set()
+    assert [r[0]["status"] for r in await asyncio.gather(*held)] == [200] * 8

@@ -106,3 +106,34 @@ async def test_not_a_multipart_request(tmp_path: Path, content_type: str | None)
 )
 def test_sanitize_filename(raw: str | None, clean: str | None) -> None:
     assert sanitize_filename(raw) == clean
+
+
+async def test_a_trickled_file_gets_its_temp_file_only_after_16_kib(tmp_path: Path) -> None:
+    """A client trickling its upload costs a small buffer, not a file on disk: the temp file is
+    created once 16 KiB of the file arrived (or the part ended), with every byte in order."""
+    image = jpeg_bytes() + bytes(30 * 1024)  # the sink sniffs and counts, it does not decode
+    data = body(part("file", image, "a.jpg", "image/jpeg"))
+    seen: list[int] = []  # temp files on disk after each chunk
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 1024):
+            yield data[start : start + 1024]
+            seen.append(len(list(tmp_path.iterdir())))
+
+    limits = FormLimits(
+        max_file_bytes=10**6,
+        max_body_bytes=2 * 10**6,
+        max_parts=3,
+        max_field_bytes=100,
+        allowed_formats=frozenset({"jpeg"}),
+    )
+    form = await receive_form(
+        content_type=CT,
+        chunks=chunks(),
+        file_field="file",
+        new_temp=lambda: temp_path_for(tmp_path),
+        limits=limits,
+    )
+    assert seen[:15] == [0] * 15 and seen[-1] == 1
+    assert form.file is not None and form.file.path.read_bytes() == image
+    assert form.file.sha256 == hashlib.sha256(image).hexdigest()
