@@ -18,7 +18,7 @@ import mmap
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -101,10 +101,22 @@ class ImageService:
     async def metadata(self, image_id: str, viewer: Principal) -> ImageMetadata:
         return (await self.get(image_id, viewer)).metadata
 
-    async def register(self, meta: ImageMetadata, owner: str, path: Path) -> StoredImage:
+    async def register(
+        self,
+        meta: ImageMetadata,
+        owner: str,
+        path: Path,
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None,
+    ) -> StoredImage:
         """Commit the catalog row of bytes already in place: from now on the image exists.
-        Concurrent uploads share one transaction (group commit)."""
-        await self._commit_row(meta, owner)
+        Concurrent uploads share one transaction (group commit); with `also` (say, an
+        Idempotency-Key's record), the row and what `also` writes commit in one transaction."""
+        if also is None:
+            await self._commit_row(meta, owner)
+        else:
+            async with self.sessions.begin() as session:
+                await catalog.add_images(session, images=[(meta, owner)])
+                await also(session)
         image = StoredImage(meta, owner, path)
         self._remember(image)
         return image
