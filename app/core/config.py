@@ -177,6 +177,9 @@ class Settings(LoginSettings):
     # How long a claim outlives a process that stops renewing it (crash): a retry after that
     # uploads afresh; renewed every third of it while its request runs
     idempotency_lease_seconds: float = Field(default=60.0, ge=1)
+    # A running analysis's credit hold: a lease renewed every third of it, so the hold of a
+    # process that died (any host) stops counting within this
+    credit_hold_lease_seconds: float = Field(default=60.0, ge=1)
 
     # Seed 004 contour jobs: concurrent runs, waiting jobs before 503, finished-job retention
     job_workers: int = Field(default=1, ge=1)

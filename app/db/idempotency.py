@@ -12,19 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.engine import insert_ignoring_conflicts
 from app.db.models import IdempotencyKey
-
-
-def insert_ignoring_conflicts(
-    session: AsyncSession, table: Any, values: Sequence[dict[str, Any]] | dict[str, Any]
-) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING` for the session's back-end (not yet executed)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).values(values).on_conflict_do_nothing()
 
 
 async def claim(

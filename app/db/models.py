@@ -130,8 +130,9 @@ class CreditEntry(Base):
 class CreditHold(Base):
     """A credit set aside for an analysis in progress: charged on success, dropped otherwise.
 
-    A hold whose process died (kill -9) is never charged: the next start on that host drops
-    it (`holder` is host:pid), and any hold expires anyway.
+    A hold is a lease: it counts until `expires_at`, which running work renews; the hold of a
+    process that died (kill -9, any host) is never charged and stops counting when it expires.
+    `holder` names the process for diagnosis only.
     """
 
     __tablename__ = "credit_holds"

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.idempotency import insert_ignoring_conflicts
+from app.db.engine import insert_ignoring_conflicts
 from app.db.models import AppSecret
 
 

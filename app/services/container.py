@@ -174,7 +174,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         legacy_root=settings.idempotency_dir,
     )
     registry = registry or build_registry(settings)
-    credits = CreditService(sessions)
+    credits = CreditService(sessions, lease_seconds=settings.credit_hold_lease_seconds)
     history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
     ingest = IngestService(settings, images, idempotency, io_pool)
     analysis = AnalysisService(

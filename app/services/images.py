@@ -81,21 +81,25 @@ class ImageService:
         """The image, if `viewer` may see it; ImageNotFound otherwise."""
         image = self._cache.get(image_id)
         if image is None:
-            async with self.sessions() as session:
-                row = await catalog.get_image(session, image_id=image_id)
-            if row is None:
-                raise ImageNotFound(f"Image {image_id} not found")
-            meta = catalog.to_metadata(row)
-            image = StoredImage(
-                meta, row.owner, self.store.content_path(image_id, meta.image_format.extension)
-            )
-            self._remember(image)
+            image = await self.catalog_entry(image_id, viewer)
         if not viewer.can_see(image.owner):
             raise ImageNotFound(f"Image {image_id} not found")
         if not await self.pool.run(image.path.exists):
             logger.error("image_id=%s is in the catalog but its bytes are gone", image_id)
             self._cache.pop(image_id, None)
             raise ImageNotFound(f"Image {image_id} not found")
+        return image
+
+    async def catalog_entry(self, image_id: str, viewer: Principal) -> StoredImage:
+        """The image's catalog row (read now, never from the cache), if `viewer` may see it,
+        without looking at its bytes (another replica may hold them); ImageNotFound otherwise."""
+        async with self.sessions() as session:
+            row = await catalog.get_image(session, image_id=image_id)
+        if row is None or not viewer.can_see(row.owner):
+            raise ImageNotFound(f"Image {image_id} not found")
+        meta = catalog.to_metadata(row)
+        image = StoredImage(meta, row.owner, self.store.content_path(image_id, meta.image_format.extension))
+        self._remember(image)
         return image
 
     async def metadata(self, image_id: str, viewer: Principal) -> ImageMetadata:

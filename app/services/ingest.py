@@ -282,7 +282,7 @@ class IngestService:
         if record.fingerprint != sha256:
             raise IdempotencyMismatch()
         try:
-            image = await self.images.get(record.image_id, owner)
+            image = await self.images.catalog_entry(record.image_id, owner)  # its row, on any replica
         except ImageNotFound:
             logger.info("Idempotency-Key names deleted image_id=%s; uploading afresh", record.image_id)
             return None
