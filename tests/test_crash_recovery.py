@@ -198,6 +198,13 @@ def catalog(data_dir: Path) -> list[dict[str, object]]:
         return [dict(row) for row in db.execute("SELECT * FROM images ORDER BY image_id")]
 
 
+def idempotency_claims(data_dir: Path) -> list[str]:
+    """The key hashes of Idempotency-Key claims held (in flight) in the database."""
+    with contextlib.closing(sqlite3.connect(data_dir / "service.db")) as db:
+        sql = "SELECT key_hash FROM idempotency_keys WHERE claimed_until IS NOT NULL"
+        return [str(row[0]) for row in db.execute(sql)]
+
+
 def check_published_images(data_dir: Path) -> dict[str, dict[str, object]]:
     """Every image in the catalog decodes in full and matches its SHA-256; returns id -> row."""
     images_dir = data_dir / "images"
@@ -241,7 +248,9 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     big = [noisy_jpeg(size, seed) for seed, size in enumerate((1_200_000, 2_000_000, 3_000_000, 4_000_000))]
     assert all(1_000_000 < len(b) < 5 * 1024 * 1024 for b in big), [len(b) for b in big]
 
-    first = start_server(servers, data_dir, "first")
+    # A claim is a lease (no pid): a crashed request's key is free again once it runs out.
+    lease = {"IDEMPOTENCY_LEASE_SECONDS": "3"}
+    first = start_server(servers, data_dir, "first", lease)
 
     # 1. Completed work before the storm: uploads (one with an Idempotency-Key) and analyses.
     acknowledged: dict[str, dict[str, object]] = {}
@@ -278,7 +287,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
         time.sleep(0.3)  # let the storm get well into its next bodies
 
         at_kill = partial_uploads(data_dir)
-        lock_files_at_kill = sorted((data_dir / "idempotency").rglob("*.lock"))
+        claims_at_kill = idempotency_claims(data_dir)
         first.kill()
     finally:
         storm.join()
@@ -287,7 +296,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
 
     # The kill really interrupted uploads half-way: partial temp files are on disk.
     assert len(at_kill) >= len(stalled), (at_kill, first.logs())
-    assert lock_files_at_kill, "the stalled keyed upload held no Idempotency-Key lock at kill time"
+    assert claims_at_kill, "the stalled keyed upload held no Idempotency-Key claim at kill time"
     assert storm.uploaded, f"no upload completed during the storm:\n{first.logs()}"
     assert not storm.unexpected, storm.unexpected[:5]
     acknowledged.update(storm.uploaded)
@@ -311,7 +320,7 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
 
     # 4. Restart on the same data dir.
-    second = start_server(servers, data_dir, "second")
+    second = start_server(servers, data_dir, "second", lease)
     leftovers = temp_files(data_dir)
     assert leftovers == [], leftovers
     # The kill itself may have caught uploads between their rename and their commit: those
@@ -320,7 +329,6 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
     assert broken.name in unlisted
     assert not {Path(name).stem for name in unlisted} & set(acknowledged)
     assert not stale.exists()
-    assert not list((data_dir / "idempotency").rglob("*.lock")), "dead process's key locks survived start-up"
     # Nothing acknowledged was dropped, nothing unacknowledged was published.
     assert check_published_images(data_dir).keys() == published.keys()
 
@@ -345,8 +353,14 @@ def test_sigkill_mid_upload_then_restart_recovers(servers: list[Server], tmp_pat
         replay = upload(client, big[1], "keyed.jpg", **{"Idempotency-Key": "crash-done-key"})
         assert replay.status_code == 201, replay.text
         assert replay.json() == keyed.json()
-        retried = upload(client, big[0], "stalled.jpg", **{"Idempotency-Key": "crash-stalled-key"})
+        deadline = time.monotonic() + 30  # 409 until the dead request's lease runs out
+        while True:
+            retried = upload(client, big[0], "stalled.jpg", **{"Idempotency-Key": "crash-stalled-key"})
+            if retried.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert retried.status_code == 201, retried.text
+        assert idempotency_claims(data_dir) == []
 
         # Fresh work.
         fresh = upload(client, big[2], "fresh.jpg")

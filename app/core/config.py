@@ -91,8 +91,8 @@ class Settings(LoginSettings):
     database_url: str | None = None
     database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
-    # Accounts and tokens. SECRET_KEY signs JWTs: unset, one is generated once into
-    # DATA_DIR/secret_key (mode 0600) with a warning; production must set it.
+    # Accounts and tokens. SECRET_KEY signs JWTs: unset, one is generated once and kept in
+    # the database (shared by every replica) with a warning; production must set it.
     secret_key: SecretStr | None = None
     jwt_issuer: str = "image-analysis-service"
     jwt_audience: str = "image-analysis-api"
@@ -191,6 +191,12 @@ class Settings(LoginSettings):
 
     # Idempotency-Key records (IETF draft): how long a key replays its first response
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    # How long a claim outlives a process that stops renewing it (crash): a retry after that
+    # uploads afresh; renewed every third of it while its request runs
+    idempotency_lease_seconds: float = Field(default=60.0, ge=1)
+    # A running analysis's credit hold: a lease renewed every third of it, so the hold of a
+    # process that died (any host) stops counting within this
+    credit_hold_lease_seconds: float = Field(default=60.0, ge=1)
 
     # Seed 004 contour jobs: concurrent runs, waiting jobs before 503, finished-job retention
     job_workers: int = Field(default=1, ge=1)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 VERSION = "v1"
@@ -36,9 +37,18 @@ def _b64(raw: bytes) -> str:
 class DeviceCookies:
     """Issues and checks device cookies with a key derived from the service secret."""
 
-    def __init__(self, secret: bytes, max_age_seconds: int) -> None:
-        self._key = hmac.new(secret, _DERIVATION, hashlib.sha256).digest()
+    def __init__(self, secret: bytes | Callable[[], bytes], max_age_seconds: int) -> None:
+        self._secret = secret
+        self._derived: bytes | None = None
         self.max_age_seconds = max_age_seconds
+
+    @property
+    def _key(self) -> bytes:
+        """The cookie key, derived on first use (the service secret may load after start-up)."""
+        if self._derived is None:
+            secret = self._secret() if callable(self._secret) else self._secret
+            self._derived = hmac.new(secret, _DERIVATION, hashlib.sha256).digest()
+        return self._derived
 
     def _sign(self, nonce: str, issued_at: int, username_key: str) -> str:
         message = f"{VERSION}.{nonce}.{issued_at}.".encode() + username_key.encode("utf-8", "surrogatepass")

@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 
-from app.core.errors import Unauthorized
+from app.core.errors import DatabaseUnavailable, Unauthorized
 
 logger = logging.getLogger("app.security")
 
@@ -96,13 +95,21 @@ class TokenClaims:
     family: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class JwtConfig:
-    """How tokens are signed and checked."""
+    """How tokens are signed and checked. `secret` is None until it is loaded from the
+    database (SECRET_KEY unset): until then signing or checking a token is a 503."""
 
-    key: bytes
+    secret: bytes | None
     issuer: str
     audience: str
+
+    @property
+    def key(self) -> bytes:
+        """The signing key; DatabaseUnavailable while it is not loaded yet."""
+        if self.secret is None:
+            raise DatabaseUnavailable("The signing key is kept in the database, which is not reachable yet")
+        return self.secret
 
 
 def issue_token(
@@ -170,26 +177,14 @@ def decode_token(config: JwtConfig, token: str, use: TokenUse) -> TokenClaims:
 _BEARER = {"WWW-Authenticate": "Bearer"}
 
 
-def load_or_create_secret(configured: str | None, data_dir: Path) -> bytes:
-    """The JWT signing key: the configured SECRET_KEY, else one generated once into
-    `data_dir/secret_key` (mode 0600; concurrent starts agree on one file)."""
-    if configured:
-        return configured.encode()
-    path = data_dir / "secret_key"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(64))
-            f.flush()
-            os.fsync(f.fileno())
-        logger.warning("SECRET_KEY is not set: generated one into %s (set SECRET_KEY in production)", path)
-    for _ in range(50):  # a concurrent first start may still be writing it
-        key = path.read_text().strip()
-        if key:
-            return key.encode()
-        time.sleep(0.01)
-    raise RuntimeError(f"{path} is empty")
+SECRET_NAME = "jwt_secret_key"
+
+
+def new_secret(data_dir: Path) -> str:
+    """A candidate for the shared signing key: an earlier version's `data_dir/secret_key`
+    (adopted, so that tokens it issued stay valid) or a fresh random one (64 bytes)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        adopted = (data_dir / "secret_key").read_text().strip()
+        if len(adopted.encode()) >= 32:
+            return adopted
+    return secrets.token_urlsafe(64)

@@ -2,16 +2,19 @@
 
 The balance column always equals the sum of the user's ledger entries: every change of
 one is made with an entry in the same transaction. A hold sets a credit aside while an
-analysis runs; what is available is the balance minus live holds.
+analysis runs (a lease: it counts until `expires_at`); what is available is the balance
+minus live holds. A charge for a subject is made at most once per user (unique index).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.engine import insert_ignoring_conflicts
 from app.db.models import CreditEntry, CreditHold, User
 
 
@@ -72,21 +75,46 @@ async def charge(
     request_id: str | None,
     detail: str | None,
     now: datetime,
-) -> bool:
-    """Take one credit (and drop its hold); False if the balance is already 0 (never negative)."""
+    subject_key: str | None = None,
+) -> Literal["charged", "no_credit", "already_charged"]:
+    """Take one credit (and drop its hold); never below 0.
+
+    With `subject_key` (what is paid for: an analysis cache key, a job key), the ledger entry is
+    written first with `INSERT ... ON CONFLICT DO NOTHING` on the unique (user_id, subject_key):
+    a retry, or another replica, finding it there charges nothing ("already_charged").
+    """
     if hold_id is not None:
         await release_hold(session, hold_id=hold_id)
+    entry = {
+        "user_id": user_id,
+        "delta": -1,
+        "reason": reason,
+        "request_id": request_id,
+        "detail": detail,
+        "created_at": now,
+        "subject_key": subject_key,
+    }
+    if subject_key is None:
+        inserted = await session.execute(insert(CreditEntry).values(entry).returning(CreditEntry.id))
+    else:
+        inserted = await session.execute(
+            insert_ignoring_conflicts(session, CreditEntry, entry).returning(CreditEntry.id)
+        )
+    entry_id = inserted.scalar_one_or_none()
+    if entry_id is None:
+        return "already_charged"
     result = await session.execute(
         update(User).where(User.id == user_id, User.credits >= 1).values(credits=User.credits - 1)
     )
     if result.rowcount != 1:
-        return False
-    session.add(
-        CreditEntry(
-            user_id=user_id, delta=-1, reason=reason, request_id=request_id, detail=detail, created_at=now
-        )
-    )
-    return True
+        await session.execute(delete(CreditEntry).where(CreditEntry.id == entry_id))
+        return "no_credit"
+    return "charged"
+
+
+async def renew_hold(session: AsyncSession, *, hold_id: str, expires_at: datetime) -> None:
+    """Extend a hold's lease (its work is still running)."""
+    await session.execute(update(CreditHold).where(CreditHold.id == hold_id).values(expires_at=expires_at))
 
 
 async def add_credits(
@@ -120,16 +148,3 @@ async def ledger(session: AsyncSession, *, user_id: int, limit: int = 100) -> li
 
 async def purge_expired_holds(session: AsyncSession, *, now: datetime) -> None:
     await session.execute(delete(CreditHold).where(CreditHold.expires_at <= now))
-
-
-async def holders_on(session: AsyncSession, *, host_prefix: str) -> list[str]:
-    """The distinct holders of live holds whose holder starts with `host_prefix`."""
-    rows = await session.execute(
-        select(CreditHold.holder).where(CreditHold.holder.startswith(host_prefix)).distinct()
-    )
-    return list(rows.scalars())
-
-
-async def drop_holds_of(session: AsyncSession, *, holders: list[str]) -> None:
-    if holders:
-        await session.execute(delete(CreditHold).where(CreditHold.holder.in_(holders)))

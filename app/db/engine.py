@@ -13,10 +13,12 @@ that maps exceptions to HTTP (503 `database_unavailable`, never 500).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -81,3 +83,12 @@ def is_outage(exc: BaseException) -> bool:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_ignoring_conflicts(
+    session: AsyncSession, table: Any, values: Sequence[dict[str, Any]] | dict[str, Any]
+) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` for the session's back-end (not yet executed)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values(values).on_conflict_do_nothing()

@@ -113,6 +113,7 @@ class CreditEntry(Base):
     """One change of a user's balance; the balance is always the sum of its entries."""
 
     __tablename__ = "credit_ledger"
+    __table_args__ = (Index("uq_credit_ledger_subject", "user_id", "subject_key", unique=True),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -121,13 +122,17 @@ class CreditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # What a charge paid for (an analysis cache key, a job key): charged at most once per user
+    # (unique with user_id; NULL, as for refills, is never a duplicate).
+    subject_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class CreditHold(Base):
     """A credit set aside for an analysis in progress: charged on success, dropped otherwise.
 
-    A hold whose process died (kill -9) is never charged: the next start on that host drops
-    it (`holder` is host:pid), and any hold expires anyway.
+    A hold is a lease: it counts until `expires_at`, which running work renews; the hold of a
+    process that died (kill -9, any host) is never charged and stops counting when it expires.
+    `holder` names the process for diagnosis only.
     """
 
     __tablename__ = "credit_holds"
@@ -179,4 +184,35 @@ class RequestLog(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     result: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` of one caller: claimed while its request runs (a lease, renewed
+    while it runs, so that the claim of a crashed process expires), then what it created.
+
+    `key_hash` is sha256(scope + key); `scope_hash` is sha256(scope) (the caller's principal),
+    for erasure. A claim is `claim_token` + `claimed_until`; a finished request leaves
+    `image_id` + `fingerprint` (the upload's SHA-256), replayed until `expires_at`.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope_hash: Mapped[str] = mapped_column(String(64), index=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    image_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class AppSecret(Base):
+    """A secret every replica on this database shares (the generated JWT key), set once."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -80,7 +80,7 @@ class AccountService:
         self.sessions = sessions
         self.jwt = jwt_config
         self.users = users
-        self.devices = DeviceCookies(jwt_config.key, settings.login_device_cookie_days * 86400)
+        self.devices = DeviceCookies(lambda: jwt_config.key, settings.login_device_cookie_days * 86400)
         limits = LoginLimits(
             free=settings.login_failures_before_delay,
             window=settings.login_failure_window_seconds,

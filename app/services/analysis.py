@@ -236,7 +236,7 @@ class AnalysisService:
         self._lanes.of(analyzer).admit(analyzer.name)  # a miss that cannot run soon: refuse now
         if self.credits is None or not analyzer.model_backed:
             return await self._compute_and_publish(source, analyzer, params, name)
-        async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name) as work:
+        async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name, subject=name) as work:
             body = await self._compute_and_publish(source, analyzer, params, name)
             work.computed = True
         return body

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import anyio.to_thread
 from sqlalchemy import text
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
-from app.core.security import JwtConfig, load_or_create_secret
+from app.core.security import SECRET_NAME, JwtConfig, new_secret
 from app.core.threads import ThreadPool
+from app.db import secrets as shared_secrets
 from app.db.engine import create_engine, is_outage, is_sqlite, session_factory
 from app.db.migrate import upgrade
 from app.services.accounts import AccountService
@@ -57,6 +59,8 @@ class ServiceContainer:
     contour_jobs: ContourJobService
     io_pool: ThreadPool
     lanes: Lanes
+    idempotency: IdempotencyStore
+    jwt_config: JwtConfig
     # False until the database start-up steps are done (PostgreSQL may be down at boot).
     database_ready: bool = False
     _database_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -84,10 +88,28 @@ class ServiceContainer:
         async with self.engine.connect() as connection:  # DatabaseUnavailable if it cannot connect
             await connection.execute(text("SELECT 1"))
         await anyio.to_thread.run_sync(upgrade, self.settings.database)
+        await self._load_secret()
         await self.images.recover()
+        await self.idempotency.recover()
         await self.accounts.ensure_env_admin()
         await self.credits.recover()
         self.database_ready = True
+
+    async def _load_secret(self) -> None:
+        """SECRET_KEY unset: the signing key every replica on this database shares, generated
+        once (or adopted from an earlier version's DATA_DIR/secret_key) and kept in the database."""
+        if self.jwt_config.secret is not None:
+            return
+        candidate = await anyio.to_thread.run_sync(new_secret, self.settings.data_dir)
+        async with self.accounts.sessions.begin() as session:
+            key = await shared_secrets.get_or_create(
+                session, name=SECRET_NAME, candidate=candidate, now=datetime.now(UTC)
+            )
+        if key == candidate:
+            logger.warning(
+                "SECRET_KEY is not set: using the key kept in the database (set SECRET_KEY in production)"
+            )
+        self.jwt_config.secret = key.encode()
 
     async def _retry_database(self) -> None:
         while not self.database_ready:
@@ -105,6 +127,7 @@ class ServiceContainer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._database_task
         await self.contour_jobs.stop()
+        await self.idempotency.close()
         await self.history.stop()
         await self.accounts.stop()
         await anyio.to_thread.run_sync(self.images.close)
@@ -131,8 +154,8 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     engine = create_engine(settings.database, connect_timeout=settings.database_connect_timeout_seconds)
     sessions = session_factory(engine)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-    jwt_config = JwtConfig(
-        key=load_or_create_secret(secret, settings.data_dir),
+    jwt_config = JwtConfig(  # an unset secret is loaded from the database at start
+        secret=secret.encode() if secret else None,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
@@ -146,10 +169,14 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         settings.max_image_pixels,
         cache_entries=settings.image_cache_entries,
     )
-    idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
-    idempotency.recover()
+    idempotency = IdempotencyStore(
+        sessions,
+        settings.idempotency_ttl_seconds,
+        settings.idempotency_lease_seconds,
+        legacy_root=settings.idempotency_dir,
+    )
     registry = registry or build_registry(settings)
-    credits = CreditService(sessions)
+    credits = CreditService(sessions, lease_seconds=settings.credit_hold_lease_seconds)
     history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
     ingest = IngestService(settings, images, idempotency, io_pool)
     analysis = AnalysisService(
@@ -171,7 +198,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         principals=PrincipalResolver(settings, jwt_config, users),
         accounts=AccountService(settings, sessions, jwt_config, users),
         credits=credits,
-        eraser=AccountEraser(sessions, images, contour_jobs, history, users, idempotency, io_pool),
+        eraser=AccountEraser(sessions, images, contour_jobs, history, users, idempotency),
         history=history,
         rate_limits=RateLimits(settings),
         images=images,
@@ -181,4 +208,6 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         contour_jobs=contour_jobs,
         io_pool=io_pool,
         lanes=lanes,
+        idempotency=idempotency,
+        jwt_config=jwt_config,
     )

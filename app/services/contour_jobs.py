@@ -187,7 +187,12 @@ class ContourJobService:
         owner = Principal(id=job.owner, kind="user", user_id=int(job.owner.removeprefix("user:")))
         completed = job.status == JobStatus.COMPLETED
         await self.credits.settle(
-            owner, job.hold_id, charged=completed, reason="contour_job", detail=job.job_id
+            owner,
+            job.hold_id,
+            charged=completed,
+            reason="contour_job",
+            detail=job.job_id,
+            subject=f"job:{job.job_id}",  # a job redelivered or settled twice is charged once
         )
 
     def _parse_and_check(self, body: bytes) -> tuple[ContourJobRequest, bytes]:

@@ -9,7 +9,6 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Unauthorized
-from app.core.threads import ThreadPool
 from app.db import accounts
 from app.services.contour_jobs import ContourJobService
 from app.services.history import HistoryService
@@ -33,7 +32,6 @@ class AccountEraser:
         history: HistoryService,
         users: UserDirectory,
         idempotency: IdempotencyStore,
-        pool: ThreadPool,
     ) -> None:
         self.sessions = sessions
         self.images = images
@@ -41,7 +39,6 @@ class AccountEraser:
         self.history = history
         self.users = users
         self.idempotency = idempotency
-        self.pool = pool
 
     async def erase(self, principal: Principal) -> None:
         """Erase `principal`'s account and data (Unauthorized unless it is a user)."""
@@ -49,13 +46,13 @@ class AccountEraser:
             raise Unauthorized("Only an account can be deleted (log in first)")
         images = await self.images.delete_owned(principal.id)
         jobs = await self.jobs.queue.erase_owner(principal.id)
-        keys = await self.pool.run(self.idempotency.erase_scope, principal.id, images)
+        keys = await self.idempotency.erase_scope(principal.id, images)
         rows = await self.history.erase(principal.id)
         async with self.sessions.begin() as session:
             await accounts.delete_user(session, user_id=principal.user_id)
         self.users.forget(principal.user_id)
         logger.info(
-            "erased user %s: %d image(s), %d job(s), %d idempotency file(s), %d history row(s) scrubbed",
+            "erased user %s: %d image(s), %d job(s), %d idempotency key(s), %d history row(s) scrubbed",
             principal.user_id,
             len(images),
             jobs,

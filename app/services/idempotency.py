@@ -1,35 +1,48 @@
-"""Idempotency-Key records (IETF draft `draft-ietf-httpapi-idempotency-key-header`).
+"""Idempotency-Key records (IETF draft `draft-ietf-httpapi-idempotency-key-header`), in the database.
 
-A key is claimed when its request arrives, before the body is read: a second request
-with the same key while the first is in flight gets 409. What the first request created
-(the image id) is stored on disk with the fingerprint of the request (the SHA-256 of the
-uploaded file), so a retry with the same key and the same file gets the same image, also
-after a restart; the same key with another file is 422. Records expire after `ttl` seconds.
+A key is claimed when its request arrives, before the body is read, with one
+`INSERT ... ON CONFLICT DO NOTHING` (or a conditional UPDATE of a finished or abandoned key):
+a second request with the same key while the first is in flight gets 409, on any replica
+sharing the database. A claim is a lease (`lease_seconds`, renewed while its request runs),
+not a pid: the claim of a process that crashed expires by itself.
 
-Claims are held twice: in a set (fast, this process) and as an `O_EXCL` lock file
-holding our pid (other worker processes); stale lock files of dead processes are swept
-at start-up.
+What the first request created (the image id) is written with the fingerprint of the
+request (the SHA-256 of the uploaded file) in the transaction that creates the image row
+(`record`), so a retry with the same key and the same file gets the same image, also after
+a crash or on another replica; the same key with another file is 422. Records expire after
+`ttl` seconds and are purged.
 
-Layout: one folder per scope (the caller's principal), `{sha256(scope)}/{record}.json|.lock`,
-so that erasing an account removes its records in one folder, whatever the others hold.
-Records of an earlier version (`{record}.json` in the root) are still read until they expire.
+Keys are scoped by the caller's principal (`scope_hash` = sha256(principal)), so that erasing
+an account deletes its keys. Records kept as files by earlier versions
+(`DATA_DIR/idempotency/{scope hash}/{key hash}.json`, or flat `{key hash}.json`) are imported
+at start-up, once, then their files removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
-import time
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import BadRequest, IdempotencyConflict
-from app.storage.atomic import atomic_write, is_live_peer, sweep_temp_files, unlink_quietly
+from app.db import idempotency as keys
+from app.storage.atomic import unlink_quietly
+
+logger = logging.getLogger("app.upload")
 
 MAX_KEY_LENGTH = 255
+PURGE_EVERY_CLAIMS = 1000
 
 
 @dataclass(frozen=True)
@@ -41,144 +54,174 @@ class IdempotencyRecord:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A key claimed by one request (ours while `token` is in its row)."""
+
+    key_hash: str
+    scope_hash: str
+    token: str
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class IdempotencyStore:
-    """Idempotency records as JSON files under `root`."""
+    """Idempotency keys as rows of `idempotency_keys`; `legacy_root` holds files to import."""
 
-    def __init__(self, root: Path, ttl_seconds: int) -> None:
-        self.root = root
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ttl_seconds: int,
+        lease_seconds: float = 60.0,
+        legacy_root: Path | None = None,
+    ) -> None:
+        self.sessions = sessions
         self.ttl = ttl_seconds
-        self._in_flight: set[str] = set()
-        self._legacy_records = False  # records of the flat layout seen at start-up
-        root.mkdir(parents=True, exist_ok=True)
+        self.lease = lease_seconds
+        self.legacy_root = legacy_root
+        self._renewals: dict[str, asyncio.Task[None]] = {}
+        self._claims = 0
 
     @staticmethod
-    def scope_folder(scope: str) -> str:
-        """The folder name of a scope's records."""
-        return hashlib.sha256(scope.encode()).hexdigest()
-
-    @classmethod
-    def record_id(cls, key: str, scope: str) -> str:
-        """The file-safe id of a key within a scope (the caller's principal): `{scope folder}/{hash}`."""
+    def validate(key: str) -> None:
+        """BadRequest unless `key` is 1-255 printable ASCII characters."""
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-            raise BadRequest(
-                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
-            )
-        digest = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
-        return f"{cls.scope_folder(scope)}/{digest}"
+            raise BadRequest(f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
 
-    def claim(self, record_id: str) -> None:
-        """Mark a key in flight; IdempotencyConflict if it already is."""
-        if record_id in self._in_flight:
+    async def claim(self, key: str, scope: str) -> Claim:
+        """Claim `key` of `scope` (the caller's principal); IdempotencyConflict if it is in flight."""
+        self.validate(key)
+        claim = Claim(_hash(f"{scope}\n{key}"), _hash(scope), uuid.uuid4().hex)
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            taken = await keys.claim(
+                session,
+                key_hash=claim.key_hash,
+                scope_hash=claim.scope_hash,
+                token=claim.token,
+                now=now,
+                until=now + timedelta(seconds=self.lease),
+            )
+        if not taken:
             raise IdempotencyConflict()
-        fd = self._create_lock(self.root / f"{record_id}.lock")
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
-        self._in_flight.add(record_id)
+        self._renewals[claim.token] = asyncio.create_task(self._renew(claim), name="idempotency-lease")
+        self._claims += 1
+        if self._claims % PURGE_EVERY_CLAIMS == 0:
+            await self.purge()
+        return claim
 
-    @staticmethod
-    def _create_lock(lock: Path) -> int:
-        """Create a claim's lock file (and its scope folder); IdempotencyConflict if it exists."""
-        attempts = 3
+    async def _renew(self, claim: Claim) -> None:
+        """Keep a claim's lease alive while its request runs."""
         while True:
-            lock.parent.mkdir(exist_ok=True)
+            await asyncio.sleep(self.lease / 3)
             try:
-                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                raise IdempotencyConflict() from None
-            except FileNotFoundError:  # the folder was removed in between (erasure, recovery)
-                attempts -= 1
-                if not attempts:
-                    raise
+                async with self.sessions.begin() as session:
+                    await keys.renew(
+                        session,
+                        key_hash=claim.key_hash,
+                        token=claim.token,
+                        until=datetime.now(UTC) + timedelta(seconds=self.lease),
+                    )
+            except Exception as exc:  # the database is away: `record` will notice a lost claim
+                logger.warning("could not renew an Idempotency-Key lease (%s)", type(exc).__name__)
 
-    def release(self, record_id: str) -> None:
-        """End a claim (whatever the outcome of its request)."""
-        self._in_flight.discard(record_id)
-        unlink_quietly(self.root / f"{record_id}.lock")
-
-    def load(self, record_id: str) -> IdempotencyRecord | None:
-        """The record of a key, unless absent, unreadable or expired."""
+    async def release(self, claim: Claim) -> None:
+        """End a claim (whatever the outcome of its request; an unrecorded key goes)."""
+        task = self._renewals.pop(claim.token, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
-            raw = json.loads(self._record_bytes(record_id))
-            # Records written before image ids were stored kept the whole response body.
-            image_id = raw["image_id"] if "image_id" in raw else json.loads(raw["body"])["image_id"]
-            record = IdempotencyRecord(
-                fingerprint=str(raw["fingerprint"]),
-                image_id=str(image_id),
-                created_at=float(raw["created_at"]),
-            )
-        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            async with self.sessions.begin() as session:
+                await keys.release(session, key_hash=claim.key_hash, token=claim.token)
+        except Exception as exc:  # its lease expires anyway
+            logger.warning("could not release an Idempotency-Key claim (%s)", type(exc).__name__)
+
+    async def load(self, claim: Claim) -> IdempotencyRecord | None:
+        """The unexpired record of a claimed key, if its first request finished."""
+        async with self.sessions() as session:
+            row = await keys.load(session, key_hash=claim.key_hash, now=datetime.now(UTC))
+        if row is None or row.image_id is None or row.fingerprint is None:
             return None
-        if time.time() - record.created_at > self.ttl:
-            return None
-        return record
+        return IdempotencyRecord(row.fingerprint, row.image_id, row.created_at.timestamp())
 
-    def _record_bytes(self, record_id: str) -> bytes:
-        try:
-            return (self.root / f"{record_id}.json").read_bytes()
-        except FileNotFoundError:
-            if "/" not in record_id:
-                raise
-        # Written by an earlier version: the same record id without its scope folder.
-        return (self.root / f"{record_id.rpartition('/')[2]}.json").read_bytes()
+    async def record(self, session: AsyncSession, claim: Claim, fingerprint: str, image_id: str) -> None:
+        """Store what a claimed key created, in the caller's transaction (the one that creates
+        the image); IdempotencyConflict (rolling it back) if the claim was lost meanwhile."""
+        now = datetime.now(UTC)
+        ours = await keys.record(
+            session,
+            key_hash=claim.key_hash,
+            token=claim.token,
+            fingerprint=fingerprint,
+            image_id=image_id,
+            now=now,
+            expires_at=now + timedelta(seconds=self.ttl),
+        )
+        if not ours:
+            raise IdempotencyConflict()
 
-    def save(self, record_id: str, record: IdempotencyRecord) -> None:
-        """Store the record of a claimed key (fsynced, atomic; its folder exists: it is claimed)."""
-        payload = {
-            "fingerprint": record.fingerprint,
-            "image_id": record.image_id,
-            "created_at": record.created_at,
-        }
-        atomic_write(self.root / f"{record_id}.json", json.dumps(payload).encode(), self.root)
+    async def close(self) -> None:
+        """Stop renewing leases (shutdown): unfinished claims expire by themselves."""
+        tasks = list(self._renewals.values())
+        self._renewals.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def erase_scope(self, scope: str, image_ids: Collection[str] = ()) -> int:
-        """Remove every record (and claim) of `scope`, and the records of an earlier version that
-        name one of `image_ids` (account erasure); how many files."""
-        removed = 0
-        folder = self.root / self.scope_folder(scope)
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            for entry in os.scandir(folder):
-                unlink_quietly(Path(entry.path))
-                removed += 1
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
-        if self._legacy_records and image_ids:
-            wanted = set(image_ids)
-            for entry in os.scandir(self.root):
-                if entry.is_file() and entry.name.endswith(".json"):
-                    record = self.load(entry.name.removesuffix(".json"))
-                    if record is not None and record.image_id in wanted:
-                        unlink_quietly(Path(entry.path))
-                        removed += 1
-        return removed
+    async def erase_scope(self, scope: str, image_ids: Collection[str] = ()) -> int:
+        """Delete every key (and claim) of `scope`, and any naming one of `image_ids`; how many."""
+        async with self.sessions.begin() as session:
+            return await keys.erase(session, scope_hash=_hash(scope), image_ids=list(image_ids))
 
-    def recover(self) -> None:
-        """Start-up: drop temp files, locks of dead processes, expired records, empty folders."""
-        sweep_temp_files(self.root)
-        now = time.time()
-        for entry in os.scandir(self.root):
-            if entry.is_dir(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    for inner in os.scandir(entry.path):
-                        self._recover_file(inner, now)
-                with contextlib.suppress(OSError):
-                    os.rmdir(entry.path)  # only if empty
-            elif self._recover_file(entry, now) and entry.name.endswith(".json"):
-                self._legacy_records = True
+    async def purge(self) -> int:
+        """Delete expired, unclaimed keys; how many."""
+        async with self.sessions.begin() as session:
+            return await keys.purge_expired(session, now=datetime.now(UTC))
 
-    def _recover_file(self, entry: os.DirEntry[str], now: float) -> bool:
-        """Apply start-up rules to one file; True if it is kept."""
-        path = Path(entry.path)
-        if entry.name.endswith(".lock"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(path.read_text() or "0")
-                if not is_live_peer(pid):
-                    unlink_quietly(path)
-                    return False
-        elif entry.name.endswith(".json"):
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > self.ttl:
-                    unlink_quietly(path)
-                    return False
-        return True
+    async def recover(self) -> None:
+        """Start-up: import the record files of earlier versions (then remove them), purge."""
+        if self.legacy_root is not None and self.legacy_root.is_dir():
+            rows, files = self._read_legacy(self.legacy_root)
+            if rows:
+                async with self.sessions.begin() as session:
+                    await keys.import_records(session, rows=rows)
+                logger.info("imported %d Idempotency-Key record file(s) into the database", len(rows))
+            for path in files:
+                unlink_quietly(path)
+            for entry in os.scandir(self.legacy_root):
+                if entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)  # only if empty (a lock of an older process stays)
+        await self.purge()
+
+    def _read_legacy(self, root: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+        """(rows to import, files to remove) from an earlier version's record files."""
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        files: list[Path] = []
+        for path in [*root.glob("*.json"), *root.glob("*/*.json")]:
+            files.append(path)
+            scope_hash = path.parent.name if path.parent != root else ""
+            try:
+                raw = json.loads(path.read_bytes())
+                image_id = raw["image_id"] if "image_id" in raw else json.loads(raw["body"])["image_id"]
+                created = datetime.fromtimestamp(float(raw["created_at"]), UTC)
+                row = {
+                    "key_hash": path.stem,
+                    "scope_hash": scope_hash,
+                    "claim_token": None,
+                    "claimed_until": None,
+                    "fingerprint": str(raw["fingerprint"]),
+                    "image_id": str(image_id),
+                    "created_at": created,
+                    "expires_at": created + timedelta(seconds=self.ttl),
+                }
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if row["expires_at"] > now and len(row["key_hash"]) == 64:
+                rows.append(row)
+        return rows, files

@@ -18,7 +18,7 @@ import mmap
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -81,15 +81,7 @@ class ImageService:
         """The image, if `viewer` may see it; ImageNotFound otherwise."""
         image = self._cache.get(image_id)
         if image is None:
-            async with self.sessions() as session:
-                row = await catalog.get_image(session, image_id=image_id)
-            if row is None:
-                raise ImageNotFound(f"Image {image_id} not found")
-            meta = catalog.to_metadata(row)
-            image = StoredImage(
-                meta, row.owner, self.store.content_path(image_id, meta.image_format.extension)
-            )
-            self._remember(image)
+            image = await self.catalog_entry(image_id, viewer)
         if not viewer.can_see(image.owner):
             raise ImageNotFound(f"Image {image_id} not found")
         if not await self.pool.run(image.path.exists):
@@ -98,13 +90,37 @@ class ImageService:
             raise ImageNotFound(f"Image {image_id} not found")
         return image
 
+    async def catalog_entry(self, image_id: str, viewer: Principal) -> StoredImage:
+        """The image's catalog row (read now, never from the cache), if `viewer` may see it,
+        without looking at its bytes (another replica may hold them); ImageNotFound otherwise."""
+        async with self.sessions() as session:
+            row = await catalog.get_image(session, image_id=image_id)
+        if row is None or not viewer.can_see(row.owner):
+            raise ImageNotFound(f"Image {image_id} not found")
+        meta = catalog.to_metadata(row)
+        image = StoredImage(meta, row.owner, self.store.content_path(image_id, meta.image_format.extension))
+        self._remember(image)
+        return image
+
     async def metadata(self, image_id: str, viewer: Principal) -> ImageMetadata:
         return (await self.get(image_id, viewer)).metadata
 
-    async def register(self, meta: ImageMetadata, owner: str, path: Path) -> StoredImage:
+    async def register(
+        self,
+        meta: ImageMetadata,
+        owner: str,
+        path: Path,
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None,
+    ) -> StoredImage:
         """Commit the catalog row of bytes already in place: from now on the image exists.
-        Concurrent uploads share one transaction (group commit)."""
-        await self._commit_row(meta, owner)
+        Concurrent uploads share one transaction (group commit); with `also` (say, an
+        Idempotency-Key's record), the row and what `also` writes commit in one transaction."""
+        if also is None:
+            await self._commit_row(meta, owner)
+        else:
+            async with self.sessions.begin() as session:
+                await catalog.add_images(session, images=[(meta, owner)])
+                await also(session)
         image = StoredImage(meta, owner, path)
         self._remember(image)
         return image

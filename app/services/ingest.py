@@ -14,12 +14,13 @@ import hashlib
 import logging
 import mmap
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.config import Settings
@@ -34,7 +35,7 @@ from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
 from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
 from app.services.fetch import download
-from app.services.idempotency import IdempotencyRecord, IdempotencyStore
+from app.services.idempotency import Claim, IdempotencyStore
 from app.services.image_check import IntegrityLimits, inspect_image
 from app.services.images import ImageService
 from app.services.multipart import (
@@ -145,10 +146,9 @@ class IngestService:
         file_field: str = "file",
     ) -> UploadOutcome:
         """Receive one image from a multipart body and publish it, owned by `owner`."""
-        record_id = None
+        claim = None
         if idempotency_key is not None:
-            record_id = self.idempotency.record_id(idempotency_key, owner.id)
-            self.idempotency.claim(record_id)
+            claim = await self.idempotency.claim(idempotency_key, owner.id)
         try:
             form = await self.receive(
                 content_type=content_type,
@@ -158,12 +158,12 @@ class IngestService:
             )
             received = require_file(form, file_field)
             try:
-                return await self._publish(received, owner, record_id)
+                return await self._publish(received, owner, claim)
             finally:
                 self.discard(received)
         finally:
-            if record_id is not None:
-                self.idempotency.release(record_id)
+            if claim is not None:
+                await self.idempotency.release(claim)
 
     async def check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
         """Validate a received file as an image without publishing it: (format, width, height)."""
@@ -191,26 +191,28 @@ class IngestService:
         finally:
             self.discard(received)
 
-    async def _publish(
-        self, received: ReceivedFile, owner: Principal, record_id: str | None
-    ) -> UploadOutcome:
-        """Bytes into place (worker thread), then the catalog row: the image exists once both are."""
-        if record_id is not None and received.size:
-            replayed = await self._replay(record_id, received.sha256, owner)
+    async def _publish(self, received: ReceivedFile, owner: Principal, claim: Claim | None) -> UploadOutcome:
+        """Bytes into place (worker thread), then the catalog row (with the Idempotency-Key's
+        record, in one transaction): the image exists once both are."""
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None
+        if claim is not None and received.size:
+            replayed = await self._replay(claim, received.sha256, owner)
             if replayed is not None:
                 return replayed
         meta, path = await self.pool.run(self._place, received)
+        if claim is not None:
+
+            async def also(session: AsyncSession) -> None:
+                await self.idempotency.record(session, claim, received.sha256, meta.image_id)
+
         try:
-            await self.images.register(meta, owner.id, path)
+            await self.images.register(meta, owner.id, path, also)
         except asyncio.CancelledError:
             raise  # the client left; its row may still be committed, so the bytes stay
         except BaseException:
             unlink_quietly(path)
             raise
         metrics.UPLOAD_BYTES.inc(meta.size_bytes)
-        if record_id is not None:
-            record = IdempotencyRecord(received.sha256, meta.image_id, time.time())
-            await self.pool.run(self.idempotency.save, record_id, record)
         logger.info(
             "upload image_id=%s size=%d type=%s %dx%d filename=%r",
             meta.image_id,
@@ -274,16 +276,16 @@ class IngestService:
         received.placed = True
         return meta, path
 
-    async def _replay(self, record_id: str, sha256: str, owner: Principal) -> UploadOutcome | None:
+    async def _replay(self, claim: Claim, sha256: str, owner: Principal) -> UploadOutcome | None:
         """The image an earlier request with this key created, or None to upload afresh (no
         record, or its image was deleted since)."""
-        record = await self.pool.run(self.idempotency.load, record_id)
+        record = await self.idempotency.load(claim)
         if record is None:
             return None
         if record.fingerprint != sha256:
             raise IdempotencyMismatch()
         try:
-            image = await self.images.get(record.image_id, owner)
+            image = await self.images.catalog_entry(record.image_id, owner)  # its row, on any replica
         except ImageNotFound:
             logger.info("Idempotency-Key names deleted image_id=%s; uploading afresh", record.image_id)
             return None

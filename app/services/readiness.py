@@ -34,7 +34,7 @@ class Check:
 
 def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Check]:
     """Every local readiness check (blocking: a few `stat`s; call it from a thread)."""
-    dirs = (settings.images_dir, settings.analysis_dir, settings.idempotency_dir)
+    dirs = (settings.images_dir, settings.analysis_dir)
     writable = all(os.access(d, os.W_OK) for d in dirs)
     free = shutil.disk_usage(settings.data_dir).free
     names = registry.names()

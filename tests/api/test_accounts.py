@@ -230,7 +230,8 @@ def forge(settings_key: bytes, **claims: object) -> str:
 async def test_jwt_negatives_are_401(api: httpx.AsyncClient, data_dir: Path) -> None:
     headers = await user(api, "alice")
     assert (await api.get("/v1/me", headers=headers)).status_code == 200
-    key = (data_dir / "secret_key").read_bytes().strip()
+    with closing(sqlite3.connect(data_dir / "service.db")) as db:  # SECRET_KEY unset: kept there
+        key = db.execute("SELECT value FROM app_secrets WHERE name = 'jwt_secret_key'").fetchone()[0].encode()
     header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=")
     claims = json.loads(base64.urlsafe_b64decode(forge(key).split(".")[1] + "=="))
     body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")

@@ -8,8 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.config import Settings
+from app.core.errors import DatabaseUnavailable
 from app.core.ids import is_uuid4, new_image_id, normalize_uuid4
-from app.core.security import match_api_key
+from app.core.security import JwtConfig, decode_token, match_api_key
 from app.core.units import human_size
 from app.services.multipart import sanitize_filename
 
@@ -75,3 +76,10 @@ def test_match_api_key() -> None:
 )
 def test_sanitize_filename(raw: str | None, clean: str | None) -> None:
     assert sanitize_filename(raw) == clean
+
+
+def test_a_signing_key_not_loaded_yet_is_503_never_an_empty_key() -> None:
+    """SECRET_KEY unset and the database not reached yet: no token is signed or accepted."""
+    config = JwtConfig(secret=None, issuer="i", audience="a")
+    with pytest.raises(DatabaseUnavailable):
+        decode_token(config, "e30.e30.sig", "access")

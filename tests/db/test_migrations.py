@@ -16,6 +16,7 @@ from app.db.engine import create_engine
 from app.db.models import Base
 
 TABLES = set(Base.metadata.tables)
+HEAD = "0002"
 
 
 async def _inspect(url: str, look: Any) -> Any:
@@ -70,7 +71,7 @@ async def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     await _upgrade(empty_database_url)
     second = await _inspect(empty_database_url, _schema), await _inspect(empty_database_url, _version)
     assert second == first
-    assert first[1] == ["0001"]
+    assert first[1] == [HEAD]
 
 
 async def test_downgrade_to_base_drops_every_table_then_upgrade_again(empty_database_url: str) -> None:
@@ -81,7 +82,7 @@ async def test_downgrade_to_base_drops_every_table_then_upgrade_again(empty_data
     assert await _inspect(empty_database_url, _version) == []
     await _upgrade(empty_database_url)
     assert (await _inspect(empty_database_url, _schema))["tables"] == TABLES | {"alembic_version"}
-    assert await _inspect(empty_database_url, _version) == ["0001"]
+    assert await _inspect(empty_database_url, _version) == [HEAD]
 
 
 async def test_concurrent_upgrades_in_two_threads_both_succeed(
@@ -101,7 +102,7 @@ async def test_concurrent_upgrades_in_two_threads_both_succeed(
         group.start_soon(upgrade)
     assert errors == []
     assert (await _inspect(empty_database_url, _schema))["tables"] == TABLES | {"alembic_version"}
-    assert await _inspect(empty_database_url, _version) == ["0001"]
+    assert await _inspect(empty_database_url, _version) == [HEAD]
 
 
 async def test_concurrent_upgrades_in_two_processes_both_succeed(empty_database_url: str) -> None:
@@ -117,4 +118,16 @@ async def test_concurrent_upgrades_in_two_processes_both_succeed(empty_database_
         group.start_soon(upgrade)
     assert [(r.returncode, r.stderr.decode()[-2000:]) for r in results] == [(0, "")] * 2
     assert (await _inspect(empty_database_url, _schema))["tables"] == TABLES | {"alembic_version"}
+    assert await _inspect(empty_database_url, _version) == [HEAD]
+
+
+async def test_downgrade_one_step_keeps_the_ledger_then_upgrade_again(empty_database_url: str) -> None:
+    """0002 -> 0001 drops the shared-record tables and the subject column, keeping ledger rows."""
+    await _upgrade(empty_database_url)
+    await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0001")
+    schema = await _inspect(empty_database_url, _schema)
+    assert "idempotency_keys" not in schema["tables"] and "app_secrets" not in schema["tables"]
+    assert "subject_key" not in schema["columns"]["credit_ledger"]
     assert await _inspect(empty_database_url, _version) == ["0001"]
+    await _upgrade(empty_database_url)
+    assert await _inspect(empty_database_url, _diff) == []
