@@ -31,6 +31,7 @@ from app.services.principals import PrincipalResolver, UserDirectory
 from app.services.rate_limits import RateLimits
 from app.services.scheduler import LaneClient, Lanes
 from app.storage.local import LocalImageStore, LocalResultStore
+from app.storage.object_images import ObjectImages
 
 logger = logging.getLogger("app")
 
@@ -77,6 +78,8 @@ class ServiceContainer:
                 "database unreachable at start-up (%s: %s): not ready; retrying", type(exc).__name__, exc
             )
             self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
+        if self.images.objects is not None:
+            await self.images.objects.start()  # no connection yet: an outage is per request
         await self.history.start()
         await self.contour_jobs.start()
 
@@ -108,6 +111,8 @@ class ServiceContainer:
         await self.history.stop()
         await self.accounts.stop()
         await anyio.to_thread.run_sync(self.images.close)
+        if self.images.objects is not None:
+            await self.images.objects.close()
         await self.engine.dispose()
 
     def close(self) -> None:
@@ -115,6 +120,25 @@ class ServiceContainer:
         self.io_pool.shutdown()
         self.accounts.close()
         self.lanes.shutdown()
+
+
+def object_images(settings: Settings) -> ObjectImages | None:
+    """The object store of `STORAGE_URL=s3://bucket/prefix` (None: the data dir)."""
+    if settings.storage_url is None:
+        return None
+    from app.storage.s3 import S3ObjectStore  # aiobotocore: loaded only when configured
+
+    store = S3ObjectStore.from_url(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+        max_attempts=settings.s3_max_attempts,
+        max_connections=settings.s3_max_connections,
+        retry_after=settings.s3_retry_after_seconds,
+    )
+    return ObjectImages(store, settings.images_dir)
 
 
 def build_container(settings: Settings, registry: AnalyzerRegistry | None = None) -> ServiceContainer:
@@ -145,6 +169,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         io_pool,
         settings.max_image_pixels,
         cache_entries=settings.image_cache_entries,
+        objects=object_images(settings),
     )
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
     idempotency.recover()
