@@ -222,8 +222,11 @@ class AnalysisService:
         objects = self.images.objects
         if objects is None:
             body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
-        else:
-            body = self._validated(await objects.read_result(name), image_id, analyzer, params, name)
+        else:  # the image's object was found (`images.get`): a result kept in memory is valid
+            body = self._memory.get(name)
+            if body is None:
+                raw = await objects.read_result(name)
+                body = self._validated(raw, image_id, analyzer, params, name)
         computed = body is None
         if body is None and objects is None:
             body = await self._compute_metered(

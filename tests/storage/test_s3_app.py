@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
+from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.storage.objects import image_prefix, result_key
 from app.storage.s3 import S3ObjectStore
 from tests.conftest import files_under, serve
-from tests.factories import jpeg_bytes, photo_jpeg
+from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
 from tests.processes import free_port
 
 
@@ -133,6 +134,47 @@ async def test_a_corrupt_result_object_is_recomputed_and_replaced(
         again = await b.post("/api/v1/analyze", json={"image_id": image_id})
         assert again.status_code == 200 and again.content == good
         assert (await bucket.read(key)).data == good  # type: ignore[union-attr]
+
+
+async def test_concurrent_first_analyses_over_two_replicas_get_one_result(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore
+) -> None:
+    skins = [CountingSkin(delay=0.2), CountingSkin(delay=0.2)]
+    async with (
+        serve(s3_settings("a"), AnalyzerRegistry([skins[0]])) as a,
+        serve(s3_settings("b"), AnalyzerRegistry([skins[1]])) as b,
+    ):
+        image_id = (await a.post("/upload", files={"file": ("a.jpg", jpeg_bytes())})).json()["image_id"]
+        answers = await asyncio.gather(
+            *(replica.post("/api/v1/analyze", json={"image_id": image_id}) for replica in (a, b) * 10)
+        )
+        assert {r.status_code for r in answers} == {200}
+        assert len({r.content for r in answers}) == 1
+        stored = await bucket.read(result_key(image_id, "default.json"))
+        assert stored is not None and stored.data == answers[0].content
+        # Single-flight within each replica; across replicas the first writer wins.
+        assert 1 <= skins[0].calls + skins[1].calls <= 2
+
+
+async def test_account_erasure_removes_every_object_of_the_account(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore
+) -> None:
+    async with serve(s3_settings("a")) as a:
+        body = {"username": "alice", "password": "correct horse battery staple"}
+        assert (await a.post("/api/v1/auth/register", json=body)).status_code == 201
+        token = (await a.post("/api/v1/auth/login", json=body)).json()["access_token"]
+        alice = {"Authorization": f"Bearer {token}"}
+        ids = []
+        for color in ((1, 2, 3), (4, 5, 6)):
+            up = await a.post("/upload", files={"file": ("a.jpg", jpeg_bytes(color=color))}, headers=alice)
+            ids.append(up.json()["image_id"])
+            analyzed = await a.post("/api/v1/analyze", json={"image_id": ids[-1]}, headers=alice)
+            assert analyzed.status_code == 200
+        other = (await a.post("/upload", files={"file": ("b.jpg", jpeg_bytes())})).json()["image_id"]
+        assert len(await keys(bucket, "images/")) == 5
+
+        assert (await a.delete("/api/v1/auth/me", headers=alice)).status_code == 204
+        assert await keys(bucket, "images/") == [f"images/{other}/original.jpg"]
 
 
 class Relay:
