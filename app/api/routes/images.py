@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import MalformedRangeHeader, Response
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
@@ -21,6 +21,7 @@ from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 from app.storage.metadata import ImageMetadata
 from app.storage.object_images import ObjectImages
+from app.storage.objects import ObjectStream
 
 router = APIRouter(tags=["images"], dependencies=[Depends(rate_limited("default"))])
 
@@ -205,9 +206,17 @@ async def object_response(
     if len(ranges) == 1:
         status = 206
         headers["Content-Range"] = f"bytes {stream.first}-{stream.last}/{stream.info.size}"
-    return StreamingResponse(
-        stream, status, headers, meta.content_type, background=BackgroundTask(stream.aclose)
-    )
+    return StreamingResponse(_released(stream), status, headers, meta.content_type)
+
+
+async def _released(stream: ObjectStream) -> AsyncIterator[bytes]:
+    """The stream's chunks; its connection released however the response ends (a client that
+    hangs up included)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
 
 
 class ImageFileResponse(FileResponse):
