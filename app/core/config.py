@@ -204,6 +204,8 @@ class Settings(LoginSettings):
     s3_max_attempts: int = Field(default=3, ge=1)
     s3_max_connections: int = Field(default=32, ge=1)
     s3_retry_after_seconds: int = Field(default=5, ge=1)
+    # Start-up sweep: bytes (files or objects) no catalog row names are removed once this old
+    storage_orphan_grace_seconds: float = Field(default=600.0, ge=0)
 
     # Readiness
     min_free_disk_bytes: int = Field(default=100 * MiB, ge=0)

@@ -67,6 +67,8 @@ class ServiceContainer:
 
         A PostgreSQL server that cannot be reached does not stop the start: the process serves
         (503 `database_unavailable`, readiness failing) and retries every 2 s until it can."""
+        if self.images.objects is not None:
+            await self.images.objects.start()  # no connection yet: an outage is per request
         try:
             await self._start_database()
         except Exception as exc:
@@ -78,8 +80,6 @@ class ServiceContainer:
                 "database unreachable at start-up (%s: %s): not ready; retrying", type(exc).__name__, exc
             )
             self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
-        if self.images.objects is not None:
-            await self.images.objects.start()  # no connection yet: an outage is per request
         await self.history.start()
         await self.contour_jobs.start()
 
@@ -170,6 +170,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         settings.max_image_pixels,
         cache_entries=settings.image_cache_entries,
         objects=object_images(settings),
+        orphan_grace_seconds=settings.storage_orphan_grace_seconds,
     )
     idempotency = IdempotencyStore(settings.idempotency_dir, settings.idempotency_ttl_seconds)
     idempotency.recover()

@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.errors import AppError, ImageNotFound
+from app.core.errors import AppError, ImageNotFound, StorageUnavailable
 from app.core.formats import BY_EXTENSION, FORMATS
 from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
@@ -59,9 +59,11 @@ class ImageService:
         max_image_pixels: int,
         cache_entries: int = 10_000,
         objects: ObjectImages | None = None,
+        orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
     ) -> None:
         self.store = store  # with `objects`: only the temp files of uploads
         self.objects = objects
+        self.orphan_grace_seconds = orphan_grace_seconds
         self.results = results
         self.sessions = sessions
         self.pool = pool
@@ -211,10 +213,12 @@ class ImageService:
             for _, path in legacy:
                 unlink_quietly(path)
             logger.warning("imported %d image(s) from metadata files of an earlier version", len(legacy))
+        if self.objects is not None:
+            await self._sweep_objects()
         files = await self.pool.run(lambda: list(self.store.files()))
         async with self.sessions() as session:
             known = await catalog.known_ids(session, image_ids=[f.image_id for f in files])
-        cutoff = time.time() - ORPHAN_GRACE_SECONDS
+        cutoff = time.time() - self.orphan_grace_seconds
         orphans = [f for f in files if f.image_id not in known and f.mtime < cutoff]
         for orphan in orphans:
             self.store.delete(orphan.image_id, orphan.extension)
@@ -223,6 +227,26 @@ class ImageService:
             logger.warning(
                 "removed %d image file(s) that no catalog row names (crashed uploads)", len(orphans)
             )
+
+    async def _sweep_objects(self) -> None:
+        """Object storage: remove the objects of images no catalog row names, by age (never by
+        process): an image whose newest object is older than the grace period and has no row
+        was never acknowledged (a crash between the put and the commit). Safe on several
+        replicas at once: a sweep removes only what no upload can still commit."""
+        assert self.objects is not None
+        try:
+            ages = await self.objects.ages()
+        except StorageUnavailable:
+            logger.warning("object storage unreachable at start-up: orphan sweep skipped")
+            return
+        async with self.sessions() as session:
+            known = await catalog.known_ids(session, image_ids=list(ages))
+        cutoff = time.time() - self.orphan_grace_seconds
+        orphans = [image_id for image_id, newest in ages.items() if image_id not in known and newest < cutoff]
+        for image_id in orphans:
+            await self.objects.remove_quietly(image_id)
+        if orphans:
+            logger.warning("removed the objects of %d image(s) that no catalog row names", len(orphans))
 
     def _read_legacy(self) -> list[tuple[ImageMetadata, Path]]:
         found = []

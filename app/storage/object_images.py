@@ -23,6 +23,7 @@ from app.storage.atomic import temp_path_for, unlink_quietly
 from app.storage.metadata import ImageMetadata
 from app.storage.objects import ObjectStore, ObjectStream
 
+IMAGES = "images/"  # the prefix of every image's objects (`objects.image_prefix`)
 DEFAULT_RESULT = "default.json"  # the default analyzer's result (`{id}.json` in the data dir)
 
 
@@ -95,6 +96,14 @@ class ObjectImages:
         objects for a later delete (logged by the store)."""
         with contextlib.suppress(StorageUnavailable):
             await self.remove(image_id)
+
+    async def ages(self) -> dict[str, float]:
+        """Every image id with an object in the store, and the time of its newest object."""
+        newest: dict[str, float] = {}
+        async for info in self.store.list(IMAGES):
+            image_id = info.key[len(IMAGES) :].partition("/")[0]
+            newest[image_id] = max(newest.get(image_id, 0.0), info.modified)
+        return newest
 
     async def read_result(self, name: str) -> bytes | None:
         """The stored bytes of a result, or None."""

@@ -177,6 +177,22 @@ async def test_account_erasure_removes_every_object_of_the_account(
         assert await keys(bucket, "images/") == [f"images/{other}/original.jpg"]
 
 
+async def test_start_up_removes_objects_no_row_names_once_they_are_old_enough(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore
+) -> None:
+    async with serve(s3_settings("a")) as a:
+        kept = (await a.post("/upload", files={"file": ("a.jpg", jpeg_bytes())})).json()["image_id"]
+    orphan = str(uuid.uuid4())  # bytes put by an upload that died before its commit, and a result
+    await bucket.create(f"images/{orphan}/original.jpg", jpeg_bytes(color=(9, 9, 9)))
+    await bucket.create(result_key(orphan, "default.json"), b"{}")
+
+    async with serve(s3_settings("b")):  # within the grace period: an upload may still commit
+        assert len(await keys(bucket, image_prefix(orphan))) == 2
+    async with serve(s3_settings("c", storage_orphan_grace_seconds=0)) as c:
+        assert await keys(bucket, image_prefix(orphan)) == []
+        assert (await c.get(f"/api/v1/images/{kept}/content")).status_code == 200
+
+
 class Relay:
     """A TCP relay on a fixed loopback port in front of the real S3 server: `close` makes the
     endpoint refuse connections (and cuts the open ones), `open` restores it."""
