@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests import seaweedfs
+from tests.db.conftest import empty_database_url  # noqa: F401 (SQLite and PostgreSQL databases)
 
 REQUIRE_S3_ENV = "CI_REQUIRE_S3"
 

@@ -72,10 +72,12 @@ async def keys(store: S3ObjectStore, under: str) -> list[str]:
 
 
 async def test_two_replicas_share_bytes_results_and_deletes(
-    s3_settings: Callable[..., Settings], bucket: S3ObjectStore, tmp_path: Path
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore, tmp_path: Path, empty_database_url: str
 ) -> None:
+    """On one SQLite file and on one PostgreSQL database (with TEST_POSTGRES_URL)."""
     photo = photo_jpeg()
-    async with serve(s3_settings("a")) as a, serve(s3_settings("b")) as b:
+    shared = {"database_url": empty_database_url}
+    async with serve(s3_settings("a", **shared)) as a, serve(s3_settings("b", **shared)) as b:
         up = await a.post("/api/v1/upload", files={"file": ("p.jpg", photo, "image/jpeg")})
         assert up.status_code == 201, up.text
         meta = up.json()
