@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 
 from app.core.errors import StorageUnavailable
+from app.core.ids import is_uuid4
 from app.storage import objects
 from app.storage.atomic import temp_path_for, unlink_quietly
 from app.storage.metadata import ImageMetadata
@@ -98,10 +99,13 @@ class ObjectImages:
             await self.remove(image_id)
 
     async def ages(self) -> dict[str, float]:
-        """Every image id with an object in the store, and the time of its newest object."""
+        """Every image id with an object in the store, and the time of its newest object (one
+        listing of every image's objects: a start-up cost that grows with the store)."""
         newest: dict[str, float] = {}
         async for info in self.store.list(IMAGES):
             image_id = info.key[len(IMAGES) :].partition("/")[0]
+            if not is_uuid4(image_id):
+                continue  # not written by this service: left alone
             newest[image_id] = max(newest.get(image_id, 0.0), info.modified)
         return newest
 
