@@ -9,6 +9,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -210,6 +211,21 @@ class Settings(LoginSettings):
     url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
     url_fetch_allow_loopback: bool = False
 
+    # Where image bytes and analysis results live: unset, the data dir (the default); or
+    # `s3://bucket/prefix` (scale-out: any replica serves any image). Credentials: the standard
+    # AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). An S3 store that refuses, times
+    # out or rejects the bucket/credentials is 503 storage_unavailable (S3_RETRY_AFTER_SECONDS)
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    s3_max_attempts: int = Field(default=3, ge=1)
+    s3_max_connections: int = Field(default=32, ge=1)
+    s3_retry_after_seconds: int = Field(default=5, ge=1)
+    # Start-up sweep: bytes (files or objects) no catalog row names are removed once this old
+    storage_orphan_grace_seconds: float = Field(default=600.0, ge=0)
+
     # Readiness
     min_free_disk_bytes: int = Field(default=100 * MiB, ge=0)
 
@@ -246,6 +262,16 @@ class Settings(LoginSettings):
 
         parse(value)  # ValueError for anything that is not "<count>/<unit>"
         return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # the data dir
+        parsed = urlsplit(value.strip())
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"STORAGE_URL must be empty (the data dir) or s3://bucket/prefix: {value!r}")
+        return value.strip()
 
     @field_validator("secret_key")
     @classmethod

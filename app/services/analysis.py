@@ -8,6 +8,11 @@ concurrent first requests share one computation (one task per key in this proces
 `link`-based publication across processes, first writer wins).
 A cache file that does not validate (truncated, edited, older analyzer version) is
 recomputed and replaced, with a warning.
+
+With object storage (`STORAGE_URL=s3://...`, `ImageService.objects`) the same names are
+objects: created with `If-None-Match: *` (first writer wins across replicas, every client
+gets the winner's bytes) and replaced with `If-Match` when outdated or corrupt; the analyzer
+reads a local temp copy of the image made from its object.
 """
 
 from __future__ import annotations
@@ -214,12 +219,26 @@ class AnalysisService:
     ) -> tuple[bytes, bool]:
         started = time.perf_counter()
         image_id = image.metadata.image_id
-        body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
+        objects = self.images.objects
+        if objects is None:
+            body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
+        else:  # the image's object was found (`images.get`): a result kept in memory is valid
+            body = self._memory.get(name)
+            if body is None:
+                raw = await objects.read_result(name)
+                body = self._validated(raw, image_id, analyzer, params, name)
         computed = body is None
-        if body is None:
+        if body is None and objects is None:
             body = await self._compute_metered(
                 ImageSource(image_id, image.path), analyzer, params, name, viewer
             )
+        elif body is None and objects is not None:
+            async with objects.local_copy(image.metadata) as copy:
+                if copy is None:
+                    raise ImageNotFound(f"Image {image_id} not found")
+                body = await self._compute_metered(
+                    ImageSource(image_id, copy), analyzer, params, name, viewer
+                )
         self._remember(name, body)
         logger.info(
             "analysis image_id=%s analyzer=%s %s in %.1f ms",
@@ -247,11 +266,19 @@ class AnalysisService:
         fresh = await self._lanes.of(analyzer).run(
             analyzer.name, self._compute, source, analyzer, params, wanted=lambda: name in self._waiters
         )
+        objects = self.images.objects
+        if objects is not None:
+            return await self._publish_object(source.image_id, analyzer, params, name, fresh)
         # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
         return await self._io_pool.run(self._publish, source, analyzer, params, name, fresh)
 
     def _read_cached(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str) -> bytes | None:
-        raw = self.results.read(name)
+        return self._validated(self.results.read(name), image_id, analyzer, params, name)
+
+    @staticmethod
+    def _validated(
+        raw: bytes | None, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> bytes | None:
         if raw is None:
             return None
         if _is_valid(raw, image_id, analyzer, params):
@@ -286,6 +313,23 @@ class AnalysisService:
                 return winner
             self.results.replace(name, body)
         return body
+
+    async def _publish_object(
+        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str, body: bytes
+    ) -> bytes:
+        """`_publish` on object storage: first writer wins, a valid winner is served, an invalid
+        one replaced (`If-Match`); ImageNotFound if the image was deleted meanwhile."""
+        objects = self.images.objects
+        assert objects is not None
+        winner = await objects.publish_result(
+            name, body, lambda raw: _is_valid(raw, image_id, analyzer, params)
+        )
+        # A delete removes the bytes before the results: checked after creating ours, either
+        # that delete's listing removes it or this sees the image gone.
+        if not await objects.has_image(image_id):
+            await objects.remove(image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
+        return winner
 
     def _remember(self, name: str, body: bytes) -> None:
         if self._memory_entries <= 0:

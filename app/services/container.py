@@ -33,6 +33,7 @@ from app.services.principals import PrincipalResolver, UserDirectory
 from app.services.rate_limits import RateLimits
 from app.services.scheduler import LaneClient, Lanes
 from app.storage.local import LocalImageStore, LocalResultStore
+from app.storage.object_images import ObjectImages
 
 logger = logging.getLogger("app")
 
@@ -70,6 +71,8 @@ class ServiceContainer:
 
         A PostgreSQL server that cannot be reached does not stop the start: the process serves
         (503 `database_unavailable`, readiness failing) and retries every 2 s until it can."""
+        if self.images.objects is not None:
+            await self.images.objects.start()  # no connection yet: an outage is per request
         try:
             await self._start_database()
         except Exception as exc:
@@ -131,6 +134,8 @@ class ServiceContainer:
         await self.history.stop()
         await self.accounts.stop()
         await anyio.to_thread.run_sync(self.images.close)
+        if self.images.objects is not None:
+            await self.images.objects.close()
         await self.engine.dispose()
 
     def close(self) -> None:
@@ -138,6 +143,25 @@ class ServiceContainer:
         self.io_pool.shutdown()
         self.accounts.close()
         self.lanes.shutdown()
+
+
+def object_images(settings: Settings) -> ObjectImages | None:
+    """The object store of `STORAGE_URL=s3://bucket/prefix` (None: the data dir)."""
+    if settings.storage_url is None:
+        return None
+    from app.storage.s3 import S3ObjectStore  # aiobotocore: loaded only when configured
+
+    store = S3ObjectStore.from_url(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+        max_attempts=settings.s3_max_attempts,
+        max_connections=settings.s3_max_connections,
+        retry_after=settings.s3_retry_after_seconds,
+    )
+    return ObjectImages(store, settings.images_dir)
 
 
 def build_container(settings: Settings, registry: AnalyzerRegistry | None = None) -> ServiceContainer:
@@ -168,6 +192,8 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         io_pool,
         settings.max_image_pixels,
         cache_entries=settings.image_cache_entries,
+        objects=object_images(settings),
+        orphan_grace_seconds=settings.storage_orphan_grace_seconds,
     )
     idempotency = IdempotencyStore(
         sessions,

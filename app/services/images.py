@@ -5,6 +5,11 @@ does not exist (404, never 403). Catalog rows are cached in memory (`peek`), so 
 cached analysis is served without a database round trip; the bytes' presence (one `stat`)
 is what tells a worker that another one deleted the image.
 
+With `STORAGE_URL=s3://...` the bytes and results are objects (`objects`, an
+`ObjectImages`): nothing is read from the local disk but temp files, a cached catalog row is
+checked against the store on every read, and `peek` finds nothing (the store is not asked
+on the event loop without an await).
+
 Start-up (`recover`) removes bytes that no catalog row names (a crash between the rename
 and the commit; never acknowledged to the client) once they are older than a grace
 period, and imports the metadata files of earlier versions (owner: anonymous).
@@ -24,7 +29,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.errors import AppError, ImageNotFound
+from app.core.errors import AppError, ImageNotFound, StorageUnavailable
 from app.core.formats import BY_EXTENSION, FORMATS
 from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
@@ -34,6 +39,7 @@ from app.services.principals import Principal
 from app.storage.atomic import unlink_quietly
 from app.storage.base import ImageStore, ResultStore
 from app.storage.metadata import ImageMetadata, StoredImage
+from app.storage.object_images import ObjectImages
 
 logger = logging.getLogger("app.images")
 
@@ -52,8 +58,12 @@ class ImageService:
         pool: ThreadPool,
         max_image_pixels: int,
         cache_entries: int = 10_000,
+        objects: ObjectImages | None = None,
+        orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
     ) -> None:
-        self.store = store
+        self.store = store  # with `objects`: only the temp files of uploads
+        self.objects = objects
+        self.orphan_grace_seconds = orphan_grace_seconds
         self.results = results
         self.sessions = sessions
         self.pool = pool
@@ -66,7 +76,7 @@ class ImageService:
         """The cached image if `viewer` may see it and its bytes are still there; None if
         unknown to the cache (ask `get`) or gone."""
         image = self._cache.get(image_id)
-        if image is None or not viewer.can_see(image.owner):
+        if image is None or not viewer.can_see(image.owner) or self.objects is not None:
             return None
         if not image.path.exists():
             self._cache.pop(image_id, None)
@@ -84,7 +94,7 @@ class ImageService:
             image = await self.catalog_entry(image_id, viewer)
         if not viewer.can_see(image.owner):
             raise ImageNotFound(f"Image {image_id} not found")
-        if not await self.pool.run(image.path.exists):
+        if not await self._bytes_exist(image):
             logger.error("image_id=%s is in the catalog but its bytes are gone", image_id)
             self._cache.pop(image_id, None)
             raise ImageNotFound(f"Image {image_id} not found")
@@ -101,6 +111,25 @@ class ImageService:
         image = StoredImage(meta, row.owner, self.store.content_path(image_id, meta.image_format.extension))
         self._remember(image)
         return image
+
+    async def _bytes_exist(self, image: StoredImage) -> bool:
+        if self.objects is not None:
+            return await self.objects.exists(image.metadata)
+        return await self.pool.run(image.path.exists)
+
+    async def put_object(self, temp: Path, meta: ImageMetadata) -> Path:
+        """Object storage: put a validated upload's temp file under its id (`If-None-Match: *`);
+        the path its StoredImage names (never read)."""
+        assert self.objects is not None
+        await self.objects.put(temp, meta)
+        return self.store.content_path(meta.image_id, meta.image_format.extension)
+
+    async def unpublish(self, meta: ImageMetadata, path: Path) -> None:
+        """Remove the bytes of an upload whose catalog row was not committed."""
+        if self.objects is not None:
+            await self.objects.remove_quietly(meta.image_id)
+        else:
+            unlink_quietly(path)
 
     async def metadata(self, image_id: str, viewer: Principal) -> ImageMetadata:
         return (await self.get(image_id, viewer)).metadata
@@ -142,11 +171,16 @@ class ImageService:
     async def delete_owned(self, owner: str) -> Sequence[str]:
         """Remove every image of `owner` (account erasure): the rows in one statement, then the
         files (per image, at a cost that does not grow with the store); the ids removed."""
+        if self.objects is not None:
+            await self.objects.check()  # an unreachable store: 503 before any row is removed
         async with self.sessions.begin() as session:
             rows = await catalog.delete_owned(session, owner=owner)
         for image_id, _ in rows:
             self._cache.pop(image_id, None)
-        if rows:
+        if rows and self.objects is not None:
+            for image_id, _ in rows:
+                await self.objects.remove(image_id)
+        elif rows:
             await self.pool.run(self._remove_all_files, rows)
         return [image_id for image_id, _ in rows]
 
@@ -163,7 +197,9 @@ class ImageService:
         async with self.sessions.begin() as session:
             removed = await catalog.delete_image(session, image_id=image.metadata.image_id)
         self._cache.pop(image.metadata.image_id, None)
-        if removed:
+        if removed and self.objects is not None:
+            await self.objects.remove(image.metadata.image_id)
+        elif removed:
             await self.pool.run(self._remove_files, image)
         return removed
 
@@ -193,10 +229,12 @@ class ImageService:
             for _, path in legacy:
                 unlink_quietly(path)
             logger.warning("imported %d image(s) from metadata files of an earlier version", len(legacy))
+        if self.objects is not None:
+            await self._sweep_objects()
         files = await self.pool.run(lambda: list(self.store.files()))
         async with self.sessions() as session:
             known = await catalog.known_ids(session, image_ids=[f.image_id for f in files])
-        cutoff = time.time() - ORPHAN_GRACE_SECONDS
+        cutoff = time.time() - self.orphan_grace_seconds
         orphans = [f for f in files if f.image_id not in known and f.mtime < cutoff]
         for orphan in orphans:
             self.store.delete(orphan.image_id, orphan.extension)
@@ -205,6 +243,26 @@ class ImageService:
             logger.warning(
                 "removed %d image file(s) that no catalog row names (crashed uploads)", len(orphans)
             )
+
+    async def _sweep_objects(self) -> None:
+        """Object storage: remove the objects of images no catalog row names, by age (never by
+        process): an image whose newest object is older than the grace period and has no row
+        was never acknowledged (a crash between the put and the commit). Safe on several
+        replicas at once: a sweep removes only what no upload can still commit."""
+        assert self.objects is not None
+        try:
+            ages = await self.objects.ages()
+        except StorageUnavailable:
+            logger.warning("object storage unreachable at start-up: orphan sweep skipped")
+            return
+        async with self.sessions() as session:
+            known = await catalog.known_ids(session, image_ids=list(ages))
+        cutoff = time.time() - self.orphan_grace_seconds
+        orphans = [image_id for image_id, newest in ages.items() if image_id not in known and newest < cutoff]
+        for image_id in orphans:
+            await self.objects.remove_quietly(image_id)
+        if orphans:
+            logger.warning("removed the objects of %d image(s) that no catalog row names", len(orphans))
 
     def _read_legacy(self) -> list[tuple[ImageMetadata, Path]]:
         found = []

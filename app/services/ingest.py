@@ -200,6 +200,8 @@ class IngestService:
             if replayed is not None:
                 return replayed
         meta, path = await self.pool.run(self._place, received)
+        if self.images.objects is not None:  # object storage: put now; `discard` drops the temp
+            path = await self.images.put_object(received.path, meta)
         if claim is not None:
 
             async def also(session: AsyncSession) -> None:
@@ -210,7 +212,7 @@ class IngestService:
         except asyncio.CancelledError:
             raise  # the client left; its row may still be committed, so the bytes stay
         except BaseException:
-            unlink_quietly(path)
+            await self.images.unpublish(meta, path)
             raise
         metrics.UPLOAD_BYTES.inc(meta.size_bytes)
         logger.info(
@@ -271,6 +273,9 @@ class IngestService:
             height=height,
             sha256=received.sha256,
         )
+        if self.images.objects is not None:
+            received.file.close()  # here, not on the event loop; the temp file is put next
+            return meta, received.path
         path = self.store.publish(received.path, meta.image_id, fmt.extension)
         received.file.close()  # here, not on the event loop
         received.placed = True

@@ -1,5 +1,6 @@
 """Readiness: is this process able to serve? (data dirs writable, free disk, analyzers loaded,
-and the servers it depends on: PostgreSQL when `DATABASE_URL` names it, Redis when `REDIS_URL` is set).
+and the servers it depends on: the object store when `STORAGE_URL` is s3://, PostgreSQL when
+`DATABASE_URL` names it, Redis when `REDIS_URL` is set).
 
 A failing required check makes `/readyz` 503. The Redis check is required only with
 `REDIS_OUTAGE_POLICY=fail-closed`: with `fail-open` (the default) requests are still served
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
+from app.core.errors import StorageUnavailable
 from app.db.engine import is_sqlite
 from app.services.rate_limits import RateLimits
+from app.storage.object_images import ObjectImages
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,16 @@ def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Che
 
 
 async def dependency_checks(
-    settings: Settings, engine: AsyncEngine, rate_limits: RateLimits, database_ready: bool
+    settings: Settings,
+    engine: AsyncEngine,
+    rate_limits: RateLimits,
+    database_ready: bool,
+    objects: ObjectImages | None = None,
 ) -> list[Check]:
     """The servers this process needs, each asked once within its timeout (none by default)."""
     checks: list[Check] = []
+    if objects is not None:
+        checks.append(await _storage_check(objects))
     if not is_sqlite(settings.database):
         checks.append(
             await _database_check(engine, settings.database_connect_timeout_seconds, database_ready)
@@ -69,6 +78,14 @@ async def dependency_checks(
         detail = f"{'reachable' if redis else 'unreachable'} (REDIS_OUTAGE_POLICY={policy}{effect})"
         checks.append(Check("redis", redis, detail, required=policy == "fail-closed"))
     return checks
+
+
+async def _storage_check(objects: ObjectImages) -> Check:
+    try:
+        await objects.check()  # bounded by the S3 timeouts and attempts
+    except StorageUnavailable:
+        return Check("storage", False, "object storage unreachable (STORAGE_URL)")
+    return Check("storage", True, "object storage reachable (STORAGE_URL)")
 
 
 async def _database_check(engine: AsyncEngine, timeout: float, started: bool) -> Check:

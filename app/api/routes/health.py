@@ -41,7 +41,11 @@ async def readyz(container: AnyStateContainerDep) -> JSONResponse:
     and the database server (PostgreSQL) answers; Redis down is `degraded` unless fail-closed."""
     found = await container.io_pool.run(readiness_checks, container.settings, container.registry)
     found += await dependency_checks(
-        container.settings, container.engine, container.rate_limits, container.database_ready
+        container.settings,
+        container.engine,
+        container.rate_limits,
+        container.database_ready,
+        container.images.objects,
     )
     checks = [ReadinessCheck(**asdict(check)) for check in found]
     ready = all(c.ok for c in checks if c.required)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import MalformedRangeHeader, Response
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
@@ -13,12 +14,14 @@ from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 from app.api.deps import CurrentPrincipal, ImagesDep, container_of, limit_rate, principal_of, rate_limited
 from app.api.routing import body_stream, content_length, lean_route, multipart_body
 from app.api.security_headers import IMAGE_CONTENT_CSP, content_disposition
-from app.core.errors import RangeNotSatisfiable
+from app.core.errors import ImageNotFound, RangeNotSatisfiable
 from app.core.formats import FORMATS
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 from app.storage.metadata import ImageMetadata
+from app.storage.object_images import ObjectImages
+from app.storage.objects import ObjectStream
 
 router = APIRouter(tags=["images"], dependencies=[Depends(rate_limited("default"))])
 
@@ -166,6 +169,8 @@ async def read_image_content(
     images: ImagesDep,
     principal: CurrentPrincipal,
     if_none_match: Annotated[str | None, Header()] = None,
+    range_: Annotated[str | None, Header(alias="range", include_in_schema=False)] = None,
+    if_range: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """The original bytes, streamed, with their type and an ETag (the SHA-256)."""
     image = await images.get(image_id.lower(), principal)
@@ -178,7 +183,40 @@ async def read_image_content(
     meta = image.metadata
     headers["Content-Disposition"] = content_disposition(meta.filename, meta.image_format.extension)
     headers["Content-Security-Policy"] = IMAGE_CONTENT_CSP
+    if images.objects is not None:
+        if if_range is not None and if_range != etag:
+            range_ = None  # the client's copy is not this one: the whole image
+        return await object_response(images.objects, meta, range_, headers)
     return ImageFileResponse(image.path, media_type=meta.content_type, headers=headers)
+
+
+async def object_response(
+    objects: ObjectImages, meta: ImageMetadata, http_range: str | None, headers: dict[str, str]
+) -> Response:
+    """The image streamed from object storage: the whole of it, or one byte range (206). A
+    Range of several ranges is answered with the whole image (RFC 9110 lets a server ignore
+    Range); one that starts past the end is a 416 problem, as for local files."""
+    ranges = ImageFileResponse._parse_range_header(http_range, meta.size_bytes) if http_range else []
+    first, last = ranges[0] if len(ranges) == 1 else (0, None)
+    stream = await objects.open(meta, first, None if last is None else last - 1)
+    if stream is None:
+        raise ImageNotFound(f"Image {meta.image_id} not found")
+    headers = {**headers, "Accept-Ranges": "bytes", "Content-Length": str(stream.length)}
+    status = 200
+    if len(ranges) == 1:
+        status = 206
+        headers["Content-Range"] = f"bytes {stream.first}-{stream.last}/{stream.info.size}"
+    return StreamingResponse(_released(stream), status, headers, meta.content_type)
+
+
+async def _released(stream: ObjectStream) -> AsyncIterator[bytes]:
+    """The stream's chunks; its connection released however the response ends (a client that
+    hangs up included)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
 
 
 class ImageFileResponse(FileResponse):
