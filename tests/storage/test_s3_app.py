@@ -22,7 +22,7 @@ from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.storage.objects import image_prefix, result_key
 from app.storage.s3 import S3ObjectStore
-from tests.conftest import files_under, serve
+from tests.conftest import files_under, serve, shared_registry
 from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
 from tests.processes import free_port
 
@@ -297,3 +297,28 @@ async def test_unreachable_storage_is_503_not_ready_and_recovers_without_restart
             assert await keys(bucket, image_prefix(image_id)) == []
     finally:
         await relay.close()
+
+
+async def test_a_users_concurrent_first_analysis_over_two_replicas_is_charged_once(
+    s3_settings: Callable[..., Settings],
+) -> None:
+    """Both replicas may compute the same first analysis (single-flight is per process); the
+    credit is charged once per subject (a unique index), whichever replica charges first."""
+    async with (
+        serve(s3_settings("a", initial_credits=5, user_cache_seconds=0), shared_registry()) as a,
+        serve(s3_settings("b", initial_credits=5, user_cache_seconds=0), shared_registry()) as b,
+    ):
+        body = {"username": "carol", "password": "correct horse battery staple"}
+        assert (await a.post("/api/v1/auth/register", json=body)).status_code == 201
+        token = (await a.post("/api/v1/auth/login", json=body)).json()["access_token"]
+        carol = {"Authorization": f"Bearer {token}"}
+        up = await a.post("/upload", files={"file": ("p.jpg", photo_jpeg())}, headers=carol)
+        image_id = up.json()["image_id"]
+        request = {"image_id": image_id, "analyzer": "classify"}
+        answers = await asyncio.gather(
+            *(r.post("/api/v1/analyze", json=request, headers=carol) for r in (a, b) * 5)
+        )
+        assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+        assert len({r.content for r in answers}) == 1
+        for replica in (a, b):
+            assert (await replica.get("/v1/me", headers=carol)).json()["credits"] == 4
