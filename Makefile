@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
 MESH_MODELS := $(MODEL_DIR)/face_detection_short_range.onnx $(MODEL_DIR)/face_landmark.onnx
 
-.PHONY: run test test-fast lint bench install install-dev clean
+.PHONY: run test test-fast lint typecheck bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+
+# mypy, configured in pyproject.toml ([tool.mypy]: strict, files = app).
+typecheck: install-dev
+	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 test: lint

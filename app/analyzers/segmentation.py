@@ -68,7 +68,7 @@ def trace_boundaries(mask: np.ndarray) -> list[list[Point]]:
     step = _DIRS[direction]
     end = start + step[:, 1] * width + step[:, 0]
     # Next edge: at a saddle prefer the right turn (towards the inside), else the only one.
-    nxt = np.full(start.shape, -1, dtype=np.int64)
+    nxt: np.ndarray = np.full(start.shape, -1, dtype=np.int64)  # numpy's stubs type it as 0-d
     for delta in (3, 0, 1):  # left turn, straight on, right turn: later ones win
         want = end * 4 + (direction + delta) % 4
         pos = np.minimum(np.searchsorted(key, want), key.size - 1)

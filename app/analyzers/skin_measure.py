@@ -67,7 +67,11 @@ REGION_COLOURS = {
     "chin": "#f58231",
     "nose_bridge": "#911eb4",
 }
-ISSUES = (("Redness", "redness"), ("Dark circles", "dark_circles"), ("Hyperpigmentation", "spots"))
+ISSUES: tuple[tuple[str, str], ...] = (
+    ("Redness", "redness"),
+    ("Dark circles", "dark_circles"),
+    ("Hyperpigmentation", "spots"),
+)
 ISSUES += (("Uneven texture", "texture"),)
 
 

@@ -166,7 +166,7 @@ def _serving(protocol: Any) -> bool:
 GUARD = ConnectionGuard()
 
 
-def _guarded(cls: type) -> None:
+def _guarded(cls: type[Any]) -> None:
     """Wrap `cls`'s connection methods with GUARD's (once)."""
     if cls.__dict__.get(_WRAPPED):
         return

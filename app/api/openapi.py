@@ -108,13 +108,14 @@ def honest_openapi(schema: dict[str, Any], app: FastAPI, settings: Settings) -> 
     schemes: dict[str, Any] = schema.setdefault("components", {}).setdefault("securitySchemes", {})
     paths: dict[str, dict[str, Any]] = schema.get("paths", {})
     for route in iter_route_contexts(app.routes):
-        if getattr(route, "dependant", None) is None or not route.include_in_schema:
+        path = route.path_format
+        if getattr(route, "dependant", None) is None or not route.include_in_schema or path is None:
             continue
         security = operation_security(route, settings)
         for method in route.methods or ():
-            operation = paths.get(route.path_format, {}).get(method.lower())
+            operation = paths.get(path, {}).get(method.lower())
             if operation is not None:
-                _document_operation(operation, route.path_format, security, settings)
+                _document_operation(operation, path, security, settings)
     metrics = paths.get("/metrics", {}).get("get")
     if metrics is not None and settings.metrics_token is not None:
         schemes[METRICS_TOKEN] = {

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 from fastapi import APIRouter, Header
 from fastapi.routing import APIRoute
@@ -34,7 +34,7 @@ from app.api.stalls import BodyStream
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 BodyLimit = Callable[[Settings], int | None]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -257,7 +257,8 @@ class LeanDispatchMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if found is None or scope["method"] not in found[0].methods:
+        # APIRoute always sets `methods` (GET by default); Starlette's Route types it Optional.
+        if found is None or scope["method"] not in cast(set[str], found[0].methods):
             await self.app(scope, receive, send)
             return
         scope["route"] = found[0]

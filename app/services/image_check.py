@@ -25,7 +25,7 @@ import io
 import mmap
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import IO, Literal, cast
 
 from PIL import Image, UnidentifiedImageError
 
@@ -267,7 +267,8 @@ def inspect_image(
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
     fp.seek(0)
     try:
-        with Image.open(fp, formats=[fmt.pillow]) as im:
+        # An mmap is file enough for Pillow (read, seek, tell), but no `IO[bytes]` to typeshed.
+        with Image.open(cast(IO[bytes], fp), formats=[fmt.pillow]) as im:
             width, height = im.size
             if width * height > max_pixels:
                 raise TooManyPixels(

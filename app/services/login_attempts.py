@@ -23,10 +23,11 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import coredis
 from coredis.retry import NoRetryPolicy
+from coredis.typing import ValueT
 
 from app.core import metrics
 from app.core.config import Settings
@@ -186,19 +187,20 @@ class RedisAttempts:
             ) from error
 
     async def reserve(self, counters: list[Counter], window: float) -> Reservation:
-        keys = [self.prefix + c.key for c in counters]
-        args = [math.ceil(window * 1000), uuid.uuid4().hex, *(c.limit for c in counters)]
+        keys = tuple(self.prefix + c.key for c in counters)
+        args: list[ValueT] = [math.ceil(window * 1000), uuid.uuid4().hex, *(c.limit for c in counters)]
         try:
-            granted, previous, retry_ms = await self._reserve(keys=keys, args=args)
+            # The script answers {granted, previous, retry ms}; a script's reply is untyped.
+            granted, previous, retry_ms = cast(list[int], await self._reserve(keys=keys, args=args))
         except (coredis.exceptions.RedisError, OSError) as error:
             self._outage(error)
             return await self.fallback.reserve(counters, window)
         if not granted:
             return Reservation(False, int(previous), retry_after=int(retry_ms) / 1000)
-        return Reservation(True, int(previous), member=str(args[1]), keys=tuple(keys), store=self)
+        return Reservation(True, int(previous), member=str(args[1]), keys=keys, store=self)
 
     async def release(self, reservation: Reservation, clear: tuple[str, ...] = ()) -> None:
-        keys = [*reservation.keys, *(self.prefix + key for key in clear)]
+        keys = (*reservation.keys, *(self.prefix + key for key in clear))
         try:
             await self._release(keys=keys, args=[reservation.member, len(reservation.keys)])
         except (coredis.exceptions.RedisError, OSError) as error:

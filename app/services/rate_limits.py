@@ -22,8 +22,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from limits import RateLimitItem, parse
+from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
@@ -69,11 +71,11 @@ class RateLimits:
         self._warned_at = -math.inf
         if settings.redis_url:
             timeouts = {"connect_timeout": self.timeout, "stream_timeout": self.timeout}
-            self.storage = storage_from_string(
-                f"async+{settings.redis_url}", wrap_exceptions=True, **timeouts
-            )
+            storage = storage_from_string(f"async+{settings.redis_url}", wrap_exceptions=True, **timeouts)
         else:
-            self.storage = storage_from_string("async+memory://")
+            storage = storage_from_string("async+memory://")
+        # An "async+" URL gives an asyncio storage (the factory is typed as giving either kind).
+        self.storage = cast(AsyncStorage, storage)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.enabled = settings.rate_limits_enabled
         self.items: dict[str, RateLimitItem] = {
@@ -92,13 +94,15 @@ class RateLimits:
         if not self.redis:
             return await self._hit(route_class, keys)
         if time.monotonic() < self._down_until:
-            return self._outage(None)
+            self._outage(None)
+            return None
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._hit(route_class, keys)
         except OUTAGE_ERRORS as exc:
             self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
-            return self._outage(exc)
+            self._outage(exc)
+            return None
 
     def _outage(self, exc: BaseException | None) -> None:
         """Redis failed (or failed a moment ago): serve unlimited (fail-open) or refuse (fail-closed)."""

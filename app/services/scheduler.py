@@ -25,13 +25,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from app.core import metrics
 from app.core.errors import QueueFull
 from app.core.threads import ThreadPool
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -143,14 +142,16 @@ class Lane:
             _PLACE.reset(token)
             place.release()
 
+    # `fn` is `Callable[..., T]`, not a ParamSpec: PEP 612 allows no keyword-only parameters
+    # (`wanted`, `shed`) between `*args: P.args` and `**kwargs: P.kwargs`.
     async def run(
         self,
         key: str,
-        fn: Callable[P, T],
-        *args: P.args,
+        fn: Callable[..., T],
+        *args: Any,
         wanted: Callable[[], bool] = lambda: True,
         shed: bool = True,
-        **kwargs: P.kwargs,
+        **kwargs: Any,
     ) -> T:
         """Run `fn` on a thread of this lane, waiting in `key`'s queue if all are busy. With
         `shed` (the default) the run is refused if `admit` refuses it, and dropped if it is
@@ -252,7 +253,7 @@ class LaneClient:
         self.lane = lane
         self.key = key
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.lane.run(self.key, fn, *args, shed=False, **kwargs)
 
 
@@ -263,11 +264,11 @@ class InlineLane:
     async def run(
         self,
         key: str,
-        fn: Callable[P, T],
-        *args: P.args,
+        fn: Callable[..., T],
+        *args: Any,
         wanted: Callable[[], bool] = lambda: True,
         shed: bool = True,
-        **kwargs: P.kwargs,
+        **kwargs: Any,
     ) -> T:
         started = time.monotonic()
         try:
