@@ -48,6 +48,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/mypy
 
 # mypy, configured in pyproject.toml ([tool.mypy]: strict, files = app).
 typecheck: install-dev

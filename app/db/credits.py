@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import insert_ignoring_conflicts
+from app.db.engine import insert_ignoring_conflicts, rowcount
 from app.db.models import CreditEntry, CreditHold, User
 
 
@@ -47,7 +47,7 @@ async def place_hold(
             ).where(balance - live >= 1),
         )
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def available(session: AsyncSession, *, user_id: int, now: datetime) -> int:
@@ -106,7 +106,7 @@ async def charge(
     result = await session.execute(
         update(User).where(User.id == user_id, User.credits >= 1).values(credits=User.credits - 1)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         await session.execute(delete(CreditEntry).where(CreditEntry.id == entry_id))
         return "no_credit"
     return "charged"

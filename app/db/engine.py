@@ -14,12 +14,12 @@ that maps exceptions to HTTP (503 `database_unavailable`, never 500).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import CursorResult, Dialect, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core.errors import DatabaseUnavailable
@@ -92,3 +92,9 @@ def insert_ignoring_conflicts(
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).values(values).on_conflict_do_nothing()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an INSERT, UPDATE or DELETE touched: `session.execute` returns a CursorResult for
+    those, typed as the general Result."""
+    return cast(CursorResult[Any], result).rowcount

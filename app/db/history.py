@@ -15,15 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from typing import cast as cast_type  # sqlalchemy.cast is the SQL CAST
 
-from sqlalchemy import Float, Select, cast, func, select, text, update
+from sqlalchemy import Float, Select, Table, cast, func, select, text, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from app.db.engine import rowcount
 from app.db.models import RequestLog
 
-TABLE = RequestLog.__table__
+TABLE = cast_type(Table, RequestLog.__table__)  # a mapped class's table (typed as FromClause)
 QUANTILES = (0.5, 0.95, 0.99)
 _OPTIONAL = ("principal", "input_data_size", "image_width", "image_height", "result", "error_message")
 
@@ -112,7 +114,7 @@ async def list_page(
 async def delete(session: AsyncSession, *, filter: HistoryFilter = ALL) -> int:
     """Delete the matching rows; the number deleted."""
     result = await session.execute(sql_delete(TABLE).where(*filter.clauses()))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 # What erasure keeps of a row: route, type, status, times and sizes; never who asked, nor the
@@ -125,7 +127,7 @@ async def erase_principal(session: AsyncSession, principal: str) -> int:
     result body and the error text become NULL. One UPDATE through the principal index."""
     statement = update(TABLE).where(TABLE.c.principal == principal).values(**_PERSONAL)
     result = await session.execute(statement)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def _aggregates(conditions: list[ColumnElement[bool]], *extra: Any) -> Select[Any]:

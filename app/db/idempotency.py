@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import insert_ignoring_conflicts
+from app.db.engine import insert_ignoring_conflicts, rowcount
 from app.db.models import IdempotencyKey
 
 
@@ -36,7 +36,7 @@ async def claim(
             },
         )
     )
-    if inserted.rowcount == 1:
+    if rowcount(inserted) == 1:
         return True
     taken = await session.execute(
         update(IdempotencyKey)
@@ -46,7 +46,7 @@ async def claim(
         )
         .values(claim_token=token, claimed_until=until)
     )
-    return taken.rowcount == 1
+    return rowcount(taken) == 1
 
 
 async def renew(session: AsyncSession, *, key_hash: str, token: str, until: datetime) -> bool:
@@ -56,7 +56,7 @@ async def renew(session: AsyncSession, *, key_hash: str, token: str, until: date
         .where(IdempotencyKey.key_hash == key_hash, IdempotencyKey.claim_token == token)
         .values(claimed_until=until)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def release(session: AsyncSession, *, key_hash: str, token: str) -> None:
@@ -83,7 +83,7 @@ async def record(
         .where(IdempotencyKey.key_hash == key_hash, IdempotencyKey.claim_token == token)
         .values(fingerprint=fingerprint, image_id=image_id, created_at=now, expires_at=expires_at)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def load(session: AsyncSession, *, key_hash: str, now: datetime) -> IdempotencyKey | None:
@@ -103,19 +103,19 @@ async def import_records(session: AsyncSession, *, rows: Sequence[dict[str, Any]
     if not rows:
         return 0
     result = await session.execute(insert_ignoring_conflicts(session, IdempotencyKey, list(rows)))
-    return max(result.rowcount, 0)
+    return max(rowcount(result), 0)
 
 
 async def erase(session: AsyncSession, *, scope_hash: str, image_ids: Sequence[str]) -> int:
     """Delete a scope's keys, and any key naming one of `image_ids`; how many."""
-    removed = (
+    removed = rowcount(
         await session.execute(delete(IdempotencyKey).where(IdempotencyKey.scope_hash == scope_hash))
-    ).rowcount
+    )
     ids = list(image_ids)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.image_id.in_(chunk)))
-        removed += result.rowcount
+        removed += rowcount(result)
     return removed
 
 
@@ -127,4 +127,4 @@ async def purge_expired(session: AsyncSession, *, now: datetime) -> int:
             or_(IdempotencyKey.claimed_until.is_(None), IdempotencyKey.claimed_until <= now),
         )
     )
-    return result.rowcount
+    return rowcount(result)

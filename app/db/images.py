@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.units import human_size
-from app.db.engine import is_sqlite
+from app.db.engine import is_sqlite, rowcount
 from app.db.group_commit import GroupCommit
 from app.db.models import Image
 from app.db.sqlite_writer import SqliteBatchWriter
@@ -58,7 +58,7 @@ def row_writer(
 async def add_images(session: AsyncSession, *, images: Sequence[tuple[ImageMetadata, str]]) -> None:
     """Insert (metadata, owner) rows in one statement."""
     if images:
-        await session.execute(Image.__table__.insert(), [_row(meta, owner) for meta, owner in images])
+        await session.execute(insert(Image), [_row(meta, owner) for meta, owner in images])
 
 
 async def get_image(session: AsyncSession, *, image_id: str) -> Image | None:
@@ -67,7 +67,7 @@ async def get_image(session: AsyncSession, *, image_id: str) -> Image | None:
 
 async def delete_image(session: AsyncSession, *, image_id: str) -> bool:
     result = await session.execute(delete(Image).where(Image.image_id == image_id))
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def list_images(

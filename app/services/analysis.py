@@ -232,7 +232,8 @@ class AnalysisService:
             body = await self._compute_metered(
                 ImageSource(image_id, image.path), analyzer, params, name, viewer
             )
-        elif body is None and objects is not None:
+        elif body is None:
+            assert objects is not None
             async with objects.local_copy(image.metadata) as copy:
                 if copy is None:
                     raise ImageNotFound(f"Image {image_id} not found")

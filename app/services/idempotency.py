@@ -222,6 +222,6 @@ class IdempotencyStore:
                 }
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-            if row["expires_at"] > now and len(row["key_hash"]) == 64:
+            if created + timedelta(seconds=self.ttl) > now and len(path.stem) == 64:
                 rows.append(row)
         return rows, files

@@ -17,6 +17,7 @@ period, and imports the metadata files of earlier versions (owner: anonymous).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import mmap
@@ -264,8 +265,8 @@ class ImageService:
         if orphans:
             logger.warning("removed the objects of %d image(s) that no catalog row names", len(orphans))
 
-    def _read_legacy(self) -> list[tuple[ImageMetadata, Path]]:
-        found = []
+    def _read_legacy(self) -> builtins.list[tuple[ImageMetadata, Path]]:
+        found: builtins.list[tuple[ImageMetadata, Path]] = []
         for image_id, path in self.store.legacy_metadata():
             try:
                 meta = ImageMetadata.model_validate_json(path.read_bytes())
