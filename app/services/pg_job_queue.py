@@ -43,6 +43,8 @@ TASK = "contour_job"
 SWEEP_LOCK_KEY = 727_215  # pg advisory lock of the stalled-job sweep
 SCHEMA_LOCK_KEY = 727_216  # pg advisory lock of applying procrastinate's schema
 RETRY_SECONDS = 2.0
+RUN_ATTEMPTS = 10
+RUN_RETRY_WAIT_SECONDS = 2
 COLUMNS = (
     "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at"
 )
@@ -96,7 +98,10 @@ class ProcrastinateJobQueue:
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(conninfo=self._dsn, min_size=1, max_size=8)
         )
-        self.app.task(name=TASK, queue=QUEUE)(self._body)
+        # A body that raised (database or S3 outage) is retried; a job's own failure is not an
+        # exception (it is recorded as `failed`).
+        retry = procrastinate.RetryStrategy(max_attempts=RUN_ATTEMPTS, wait=RUN_RETRY_WAIT_SECONDS)
+        self.app.task(name=TASK, queue=QUEUE, retry=retry)(self._body)
         self._task: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -106,7 +111,7 @@ class ProcrastinateJobQueue:
         self._task = asyncio.create_task(self._main(), name="procrastinate")
 
     async def stop(self) -> None:
-        """Stop the worker (a running job is aborted and redelivered elsewhere) and the pool."""
+        """Stop the worker (after its running jobs finish) and the pool."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,8 +145,7 @@ class ProcrastinateJobQueue:
                 update_heartbeat_interval=self.settings.job_heartbeat_seconds,
                 stalled_worker_timeout=self.settings.job_stalled_after_seconds,
                 fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
-                install_signal_handlers=False,
-                shutdown_graceful_timeout=0.1,
+                install_signal_handlers=False,  # a stop waits for the running jobs (threads)
             )
         finally:
             sweeper.cancel()

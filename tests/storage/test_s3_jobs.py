@@ -8,6 +8,7 @@ other worker (the stalled sweep), charged once, readable from every replica.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
@@ -121,6 +122,20 @@ async def test_a_job_submitted_to_one_replica_is_read_from_the_other_and_charged
         ]
         for replica in (a, b):
             assert (await replica.get("/v1/me", headers=carol)).json()["credits"] == 4
+
+        # New content sent to both replicas at once, twice each (each submit holds one of the 4
+        # credits until it knows it joined): one computation, one charge.
+        fresh = landmark_job(3)
+        sent = await asyncio.gather(*(r.post(SUBMIT, json=fresh, headers=carol) for r in (a, b) * 2))
+        assert [r.status_code for r in sent] == [202] * 4, [r.text for r in sent]
+        replicas = (b, a) * 2  # each status read from the other replica
+        finished = [
+            await wait_finished(r, s.json()["job_id"], carol, 60) for r, s in zip(replicas, sent, strict=True)
+        ]
+        assert {f["status"] for f in finished} == {"completed"}
+        assert len({f["result"] for f in finished}) == 1
+        for replica in (a, b):
+            assert (await replica.get("/v1/me", headers=carol)).json()["credits"] == 3
         # Someone else's job is not found, on either replica.
         other = {"username": "dave", "password": "correct horse battery staple"}
         assert (await b.post("/api/v1/auth/register", json=other)).status_code == 201
