@@ -203,6 +203,15 @@ class Settings(LoginSettings):
     job_workers: int = Field(default=1, ge=1)
     job_max_pending: int = Field(default=100, ge=0)
     job_retention_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
+    # Scale-out jobs (STORAGE_URL=s3://... with PostgreSQL): procrastinate. A worker runs in the
+    # API process unless JOB_WORKER_IN_PROCESS=false (then `python -m app.worker`); a job whose
+    # worker's heartbeat is older than JOB_STALLED_AFTER_SECONDS is retried by the stalled sweep
+    job_worker_in_process: bool = True
+    job_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    job_stalled_after_seconds: float = Field(default=10.0, gt=0)
+    job_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    job_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    job_run_delay_seconds: float = Field(default=0.0, ge=0)  # tests/demos only: slows each job run
 
     # URL fetches (seed 000 /v1/classify {"url": ...}); loopback only ever for tests
     url_fetch_connect_timeout: float = Field(default=5.0, gt=0)

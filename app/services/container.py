@@ -215,7 +215,12 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits=credits,
     )
     contour_jobs = ContourJobService(
-        settings, registry, io_pool, LaneClient(lanes.heavy, "contour-jobs"), credits
+        settings,
+        registry,
+        io_pool,
+        LaneClient(lanes.heavy, "contour-jobs"),
+        credits,
+        objects=images.objects.store if images.objects is not None else None,
     )
     return ServiceContainer(
         settings=settings,

@@ -40,12 +40,15 @@ from app.core.errors import (
 )
 from app.core.formats import SNIFF_BYTES, accepted_format
 from app.core.threads import ThreadPool
+from app.db.engine import is_sqlite
 from app.services.credits import CreditService
 from app.services.image_check import IntegrityLimits, inspect_image
 from app.services.job_models import Job, JobStatus
 from app.services.job_queue import JobQueue
+from app.services.pg_job_queue import ProcrastinateJobQueue
 from app.services.principals import Principal
 from app.services.scheduler import LaneClient
+from app.storage.objects import ObjectStore
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
@@ -130,11 +133,19 @@ class ContourJobService:
         pool: ThreadPool,
         analysis_pool: ThreadPool | LaneClient,
         credits: CreditService | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.pool = pool
         self.credits = credits
+        self.queue: JobQueue | ProcrastinateJobQueue
+        if objects is not None and not is_sqlite(settings.database):
+            # Scale-out mode: records in PostgreSQL, bytes in the object store, runs on procrastinate
+            self.queue = ProcrastinateJobQueue(
+                settings, objects, self._run, run_pool=analysis_pool, on_finished=self._settle
+            )
+            return
         self.queue = JobQueue(
             settings.data_dir / "jobs",
             pool,

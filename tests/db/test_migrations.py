@@ -16,7 +16,7 @@ from app.db.engine import create_engine
 from app.db.models import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0002"
+HEAD = "0003"
 
 
 async def _inspect(url: str, look: Any) -> Any:
@@ -129,5 +129,16 @@ async def test_downgrade_one_step_keeps_the_ledger_then_upgrade_again(empty_data
     assert "idempotency_keys" not in schema["tables"] and "app_secrets" not in schema["tables"]
     assert "subject_key" not in schema["columns"]["credit_ledger"]
     assert await _inspect(empty_database_url, _version) == ["0001"]
+    await _upgrade(empty_database_url)
+    assert await _inspect(empty_database_url, _diff) == []
+
+
+async def test_downgrade_0003_drops_contour_jobs_then_upgrade_again(empty_database_url: str) -> None:
+    """0003 -> 0002 drops the scale-out contour job records, and upgrading restores them."""
+    await _upgrade(empty_database_url)
+    assert "contour_jobs" in (await _inspect(empty_database_url, _schema))["tables"]
+    await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0002")
+    assert "contour_jobs" not in (await _inspect(empty_database_url, _schema))["tables"]
+    assert await _inspect(empty_database_url, _version) == ["0002"]
     await _upgrade(empty_database_url)
     assert await _inspect(empty_database_url, _diff) == []
