@@ -159,7 +159,7 @@ class ProcrastinateJobQueue:
             row = await (await conn.execute("SELECT to_regclass('procrastinate_jobs')")).fetchone()
             if row is not None and row[0] is not None:
                 return
-            await conn.execute(self.app.schema_manager.get_schema())  # type: ignore[arg-type]
+            await conn.execute(self.app.schema_manager.get_schema())
             logger.info("applied procrastinate's schema")
 
     async def _sweep_loop(self) -> None:
@@ -194,7 +194,7 @@ class ProcrastinateJobQueue:
 
     def _connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """A pooled psycopg connection; its transaction commits when the block exits."""
-        return self.app.connector.pool.connection()  # type: ignore[attr-defined,no-any-return]
+        return self.app.connector.pool.connection()  # type: ignore[attr-defined]
 
     def admit(self) -> None:
         """Nothing to refuse ahead: the queue lives in PostgreSQL (no per-replica bound)."""
