@@ -45,6 +45,7 @@ def missing(what: str) -> None:
 
 
 def nginx_binary() -> str:
+    """CI's nginx (TEST_NGINX_BIN), else one on PATH or Debian's."""
     found = os.environ.get("TEST_NGINX_BIN") or shutil.which("nginx")
     if not found and Path("/usr/sbin/nginx").exists():
         found = "/usr/sbin/nginx"
@@ -54,6 +55,7 @@ def nginx_binary() -> str:
 
 
 def flush_redis_db(server_url: str, db: int) -> None:
+    """Empty database number `db` of the Redis server (SELECT, FLUSHDB over a raw socket)."""
     parsed = make_url(server_url.replace("redis://", "redis+x://", 1))
     with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 6379), timeout=5) as s:
         s.sendall(f"*2\r\n$6\r\nSELECT\r\n${len(str(db))}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode())
@@ -228,6 +230,8 @@ def start_cluster(tmp: Path, s3: dict[str, Any], replicas: int = 3, **env: str) 
 
 
 def _delete_prefix(s3: dict[str, Any], prefix: str) -> None:
+    """Remove the cluster's objects from the shared bucket."""
+
     async def run() -> None:
         async with S3ObjectStore(**s3, prefix=prefix) as store:
             await store.delete_prefix("images/")
