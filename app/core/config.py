@@ -234,6 +234,9 @@ class Settings(LoginSettings):
     s3_retry_after_seconds: int = Field(default=5, ge=1)
     # Start-up sweep: bytes (files or objects) no catalog row names are removed once this old
     storage_orphan_grace_seconds: float = Field(default=600.0, ge=0)
+    # With STORAGE_URL=s3://... start-up refuses a SQLite DATABASE_URL and an unset REDIS_URL
+    # (app.core.scale_out); false: S3 storage on a single host
+    scale_out_checks: bool = True
 
     # Readiness
     min_free_disk_bytes: int = Field(default=100 * MiB, ge=0)

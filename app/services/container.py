@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
 from app.core.config import Settings
+from app.core.scale_out import check_scale_out
 from app.core.security import SECRET_NAME, JwtConfig, new_secret
 from app.core.threads import ThreadPool
 from app.db import secrets as shared_secrets
@@ -171,6 +172,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     """
     if settings.environment == "production" and settings.secret_key is None:
         raise RuntimeError("SECRET_KEY must be set in production")
+    check_scale_out(settings)
     io_pool = ThreadPool("io", settings.io_threads)
     lanes = Lanes(
         settings.analysis_threads, settings.analysis_queue_limit, settings.analysis_max_queue_wait_seconds

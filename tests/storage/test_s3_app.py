@@ -60,6 +60,7 @@ def s3_settings(
             "s3_endpoint_url": s3_server["endpoint_url"],
             "s3_region": s3_server["region"],
             "rate_limits_enabled": False,
+            "scale_out_checks": False,  # replicas in one process, on one host: SQLite, no Redis
             **overrides,
         }
         return Settings(_env_file=None, **values)
