@@ -67,6 +67,7 @@ def replica_env(s3_server: dict[str, Any], pg_url: str, monkeypatch: pytest.Monk
         "INITIAL_CREDITS": "5",
         "USER_CACHE_SECONDS": "0",
         "RATE_LIMITS_ENABLED": "false",
+        "SCALE_OUT_CHECKS": "false",  # no Redis here: these tests are about the job engine
     }
 
 
