@@ -99,6 +99,8 @@ class Settings(LoginSettings):
     jwt_audience: str = "image-analysis-api"
     access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=7, ge=1, le=365)
+    # Expired refresh tokens and revocations are deleted while tokens are issued, at most this often
+    token_purge_interval_seconds: float = Field(default=3600.0, gt=0)
     password_min_length: int = Field(default=8, ge=8, le=128)
     password_max_length: int = Field(default=128, ge=8, le=4096)
     # is_admin at registration: honoured for the first admin while none exists (default: on

@@ -132,13 +132,6 @@ async def add_credits(
     return balance
 
 
-async def ledger_sum(session: AsyncSession, *, user_id: int) -> int:
-    total = await session.execute(
-        select(func.coalesce(func.sum(CreditEntry.delta), 0)).where(CreditEntry.user_id == user_id)
-    )
-    return int(total.scalar_one())
-
-
 async def ledger(session: AsyncSession, *, user_id: int, limit: int = 100) -> list[CreditEntry]:
     rows = await session.execute(
         select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id.desc()).limit(limit)

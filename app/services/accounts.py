@@ -6,12 +6,15 @@ that signed in before has its own allowance: its signed device cookie); a succes
 issues a new device cookie. Login failures say the same thing, and take as long, whether the
 username exists or not. Refresh tokens rotate: each use marks the token used and issues the
 next of its family; a token used twice (it leaked) revokes its whole family and every access
-token issued before. Username and password rules: `app.services.usernames`.
+token issued before. Expired refresh tokens and revocations are purged while tokens are issued,
+at most once per `TOKEN_PURGE_INTERVAL_SECONDS` in each process. Username and password rules:
+`app.services.usernames`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -96,6 +99,7 @@ class AccountService:
             settings.password_hash_max_wait_seconds,
             settings.password_hash_nice,
         )
+        self._purged_at = float("-inf")
 
     async def stop(self) -> None:
         """Close the login throttle's store (its Redis connections)."""
@@ -292,7 +296,22 @@ class AccountService:
         pair, refresh_row = self._new_pair(user_id, family)
         async with self.sessions.begin() as session:
             await accounts.add_refresh_token(session, **refresh_row)
+        await self._purge_expired_tokens()
         return pair
+
+    async def _purge_expired_tokens(self) -> None:
+        """Delete expired refresh tokens and access-token revocations, when the last purge in
+        this process is older than the interval. Replicas may purge the same rows at once: a
+        delete of what is gone is a no-op. A failed purge is logged, never the caller's error."""
+        started = time.monotonic()
+        if started - self._purged_at < self.settings.token_purge_interval_seconds:
+            return
+        self._purged_at = started
+        try:
+            async with self.sessions.begin() as session:
+                await accounts.purge_expired_tokens(session, now=datetime.now(UTC))
+        except Exception:
+            logger.exception("purging expired tokens failed; the next interval tries again")
 
     def _new_pair(self, user_id: int, family: str) -> tuple[TokenPair, dict[str, Any]]:
         """A new access and refresh token, and the refresh token's row to store."""
