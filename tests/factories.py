@@ -41,7 +41,8 @@ class SlowResult(BaseModel):
 
 
 class SlowModel:
-    """A model-backed analyzer that holds its thread until released."""
+    """A model-backed analyzer (named `slow` unless told) that holds its thread until `release`
+    is set."""
 
     name: ClassVar[str] = "slow"
     version: ClassVar[str] = "1"
@@ -50,7 +51,8 @@ class SlowModel:
     result_model: ClassVar[type[BaseModel]] = SlowResult
     model_backed: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "slow") -> None:
+        self.name = name  # type: ignore[misc]
         self.started: list[str] = []
         self.release = threading.Event()
 

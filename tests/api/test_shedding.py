@@ -6,48 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from pydantic import BaseModel
 
-from app.analyzers.base import ImageSource, NoParams
 from app.analyzers.registry import AnalyzerRegistry
 from app.main import create_app
 from tests.conftest import files_under, http_scope
-from tests.factories import CountingSkin, jpeg_bytes
+from tests.factories import CountingSkin, SlowModel, jpeg_bytes
 
 BOUNDARY = b"shed-boundary-5e1f"
-
-
-class GateResult(BaseModel):
-    ok: bool
-
-
-class GatedClassifier:
-    """A model-backed analyzer named `classify` whose runs wait until `gate` is open."""
-
-    name: ClassVar[str] = "classify"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "test"
-    params_model: ClassVar[type[BaseModel]] = NoParams
-    result_model: ClassVar[type[BaseModel]] = GateResult
-    model_backed: ClassVar[bool] = True
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.started: list[str] = []
-
-    def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
-        self.started.append(source.image_id)
-        self.gate.wait(10)
-        return GateResult(ok=True)
 
 
 @dataclass
@@ -109,7 +82,7 @@ async def full_classify_queue(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, str]]:
     """An app whose `classify` queue is full (one run holding the thread, one waiting), with the
     id of an image whose classification is cached on disk (not in memory)."""
-    model = GatedClassifier()
+    model = SlowModel("classify")
     settings = make_settings(analysis_threads=1, analysis_queue_limit=1, analysis_memory_cache_entries=0)
     app = create_app(settings, registry=AnalyzerRegistry([CountingSkin(), model]))
     async with app.router.lifespan_context(app):
@@ -122,10 +95,10 @@ async def full_classify_queue(
                 return resp.json()["image_id"]
 
             cached, running, queued = [await upload(i) for i in range(3)]
-            model.gate.set()
+            model.release.set()
             first = await c.post("/api/v1/analyze", json={"image_id": cached, "analyzer": "classify"})
             assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
-            model.gate.clear()
+            model.release.clear()
             work = [
                 asyncio.ensure_future(c.post("/api/v1/analyze", json={"image_id": i, "analyzer": "classify"}))
                 for i in (running, queued)
@@ -135,7 +108,7 @@ async def full_classify_queue(
             try:
                 yield app, c, cached
             finally:
-                model.gate.set()
+                model.release.set()
                 done = await asyncio.gather(*work)
             assert [r.status_code for r in done] == [200, 200]
 
