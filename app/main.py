@@ -14,25 +14,16 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.analyzers.registry import AnalyzerRegistry
 from app.api import connections
-from app.api.middleware import (
-    BodyLimitMiddleware,
-    HeadMiddleware,
-    HistoryMiddleware,
-    RequestContextMiddleware,
-)
 from app.api.openapi import install_openapi
+from app.api.pipeline import RequestPipeline
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
-from app.api.routing import LeanDispatchMiddleware, recorded_paths, route_body_limits
-from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.stalls import StallGuard
-from app.api.traffic import AdmissionMiddleware
 from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
@@ -114,48 +105,10 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     register_exception_handlers(app)
     include_routes(app)
     install_openapi(app, settings)
-    app.add_middleware(HeadMiddleware)
-    app.add_middleware(LeanDispatchMiddleware, routers=ROUTERS)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        limit=settings.max_json_body_bytes,
-        stalls=app.state.stalls,
-        path_limits=route_body_limits(ROUTERS, settings),
-    )
-    app.add_middleware(
-        HistoryMiddleware,
-        paths=recorded_paths(ROUTERS),
-        result_max_chars=settings.history_result_max_chars,
-    )
-    app.add_middleware(
-        AdmissionMiddleware,
-        max_concurrent=settings.max_concurrent_requests,
-        max_per_address=settings.max_concurrent_per_address,
-        reserve_fraction=settings.admission_reserve_fraction,
-    )
-    # Outside every layer that answers by itself (413, 408, 503): a browser reads those too.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        expose_headers=[
-            "Location",
-            "X-Cache",
-            "X-Request-ID",
-            "ETag",
-            "Idempotent-Replayed",
-            "Retry-After",
-            "RateLimit",
-            "RateLimit-Policy",
-        ],
-    )
-    app.add_middleware(RequestContextMiddleware)
-    app.add_middleware(
-        SecurityHeadersMiddleware,
-        hsts_seconds=settings.hsts_seconds,
-        hsts_include_subdomains=settings.hsts_include_subdomains,
-    )
+    # Every layer a request passes, in one place (app.api.pipeline): request id and log,
+    # security, CORS and RateLimit headers, admission, the route's policy (body cap,
+    # caller, rate limit), lean dispatch, history; FastAPI's router behind it.
+    app.add_middleware(RequestPipeline, settings=settings, routers=ROUTERS, stalls=app.state.stalls)
     return app
 
 

@@ -35,7 +35,16 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
 MODEL_DIR = REPO_ROOT / "models"
-BASELINE = REPO_ROOT.parent / "shared" / "bench" / "raw_baseline.py"
+BASELINE = BENCH_DIR / "raw_baseline.py"  # copied from ../shared/bench (DESIGN.md, Measuring speed)
+TYPICAL = BENCH_DIR / "fastapi_typical.py"  # the typical FastAPI upload endpoint, same source
+# Rate limits on (their cost is measured), far above what one benchmark address sends
+HIGH_RATE_LIMITS = {
+    "RATE_LIMITS_ENABLED": "true",
+    **{
+        f"RATE_LIMIT_{n}": "100000000/minute"
+        for n in ("UPLOAD", "ANALYZE", "AUTH", "LOGIN_USERNAME", "DEFAULT")
+    },
+}
 BOUNDARY = "bench-7d3c0a5e9b1f4c2a"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 SHOWN = {"rps": "{:9.1f} req/s", "p50_ms": "p50 {:.1f} ms", "cpu_ms_per_request": "{:.2f} ms CPU/req"}
@@ -110,8 +119,13 @@ def service(name: str, work: Path, src: Path = REPO_ROOT, **env: str) -> Abstrac
 
 
 def baseline(work: Path) -> AbstractContextManager[Server]:
-    """The raw ASGI upload baseline of ../shared/bench."""
+    """The raw ASGI upload baseline (bench/raw_baseline.py, a copy of ../shared/bench's)."""
     return serve("baseline", f"{BASELINE.stem}:app", BASELINE.parent, work, {}, store="")
+
+
+def typical(work: Path) -> AbstractContextManager[Server]:
+    """The typical FastAPI upload endpoint (bench/fastapi_typical.py; it serves POST /upload)."""
+    return serve("typical", f"{TYPICAL.stem}:app", TYPICAL.parent, work, {}, store="images")
 
 
 def git(*args: str | Path) -> str:
@@ -141,9 +155,9 @@ def multipart(image: Path) -> bytes:
     return head.encode() + image.read_bytes() + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def upload(client: httpx.Client, server: Server, body: bytes) -> str:
-    """POST /api/v1/upload; the image_id of its 201 (anything else stops the run)."""
-    r = client.post(server.url + "/api/v1/upload", content=body, headers={"Content-Type": MULTIPART})
+def upload(client: httpx.Client, server: Server, body: bytes, path: str = "/api/v1/upload") -> str:
+    """POST the multipart `body` to `path`; the image_id of its 201 (anything else stops the run)."""
+    r = client.post(server.url + path, content=body, headers={"Content-Type": MULTIPART})
     if r.status_code != 201:
         raise RuntimeError(f"{server.name}: upload answered {r.status_code}: {r.text[:300]}")
     return str(r.json()["image_id"])

@@ -1,21 +1,20 @@
 """FastAPI dependencies, each with an `Annotated` alias that routes list by type.
 
-`principal_of` is the one authentication path: ordinary routes reach it through the
-`CurrentPrincipal` dependency (which also declares the security schemes in the OpenAPI),
-lean routes (`app.api.routing`) call it directly. The caller is remembered on the
-request's state (the history recorder names it).
+The caller comes from the request's `Call` (`app.api.calls`), resolved once, by the pipeline
+when the route declared it (`app.api.routing.Policy`) or here on first use; these
+dependencies also declare the security schemes in the OpenAPI. Rate limits are declared
+with the route and counted by the pipeline, not here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from starlette.requests import HTTPConnection
 
-from app.core.errors import DatabaseUnavailable, Forbidden, ServiceUnavailable, Unauthorized
+from app.api.calls import call_of, container_of
+from app.core.errors import Forbidden, Unauthorized
 from app.core.security import secrets_equal
 from app.services.analysis import AnalysisService
 from app.services.container import ServiceContainer
@@ -35,26 +34,9 @@ bearer_token = OAuth2PasswordBearer(
 )
 
 
-def container_of(connection: HTTPConnection, *, need_database: bool = True) -> ServiceContainer:
-    """The app's services: ServiceUnavailable before the lifespan built them, DatabaseUnavailable
-    while the database start-up steps wait for an unreachable server (unless `need_database` is False)."""
-    container: ServiceContainer | None = getattr(connection.app.state, "services", None)
-    if container is None:
-        raise ServiceUnavailable("The service is starting")
-    if need_database and not container.database_ready:
-        raise DatabaseUnavailable("The database has not been reachable since start-up; try again later")
-    return container
-
-
 async def principal_of(request: Request) -> Principal:
-    """Who is calling: a user or admin (bearer token), an API key, or anonymous when allowed
-    (Unauthorized for bad or missing credentials)."""
-    headers = request.headers
-    principal = await container_of(request).principals.resolve(
-        authorization=headers.get("authorization"), api_key=headers.get("x-api-key")
-    )
-    request.state.principal = principal
-    return principal
+    """Who is calling (see `Call.caller`)."""
+    return await call_of(request).caller()
 
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
@@ -78,9 +60,8 @@ async def optional_principal(
     _token: Annotated[str | None, Security(bearer_token)],
 ) -> Principal | None:
     """The caller if it sent credentials (bad ones are still 401), else None."""
-    if "authorization" not in request.headers and "x-api-key" not in request.headers:
-        return None
-    return await principal_of(request)
+    call = call_of(request)
+    return await call.caller() if call.sent_credentials() else None
 
 
 async def get_container_any_state(request: Request) -> ServiceContainer:
@@ -126,35 +107,6 @@ async def history_admin(request: Request, _token: Annotated[str | None, Security
         if secrets_equal(token.strip(), configured.get_secret_value()):
             return
     require_admin(await principal_of(request))
-
-
-async def limit_rate(request: Request, route_class: str, principal: Principal | None) -> None:
-    """Count this request against `route_class`'s limits, per caller (not anonymous: they share
-    no identity) and per client address; the quota goes into the response headers."""
-    keys = [] if principal is None or principal.kind == "anonymous" else [f"p:{principal.id}"]
-    keys.append(f"a:{request.client.host if request.client else '?'}")
-    quota = await container_of(request).rate_limits.hit(route_class, *keys)
-    if quota is not None:
-        request.state.rate_limit = quota.headers()
-
-
-def rate_limited(route_class: str) -> Callable[..., Awaitable[None]]:
-    """A dependency applying `route_class`'s rate limits (after authentication)."""
-
-    async def dependency(request: Request, principal: CurrentPrincipal) -> None:
-        await limit_rate(request, route_class, principal)
-
-    return dependency
-
-
-async def auth_rate_limited(request: Request) -> None:
-    """The `auth` class: per client address (the caller is not known yet)."""
-    await limit_rate(request, "auth", None)
-
-
-async def address_rate_limited(request: Request) -> None:
-    """The `default` class per client address only (routes that authenticate their own way)."""
-    await limit_rate(request, "default", None)
 
 
 UserPrincipal = Annotated[Principal, Depends(current_user)]

@@ -1,16 +1,19 @@
-"""How a route is written: an ordinary FastAPI route, or a lean route where measured.
+"""How a route is declared: what the pipeline does for it, and how it is served.
 
-Every route is an ordinary FastAPI route with `Annotated` dependencies, except the two hot
-paths (upload and analyze), declared with `@lean_route`: FastAPI documents them from a
-generated endpoint (security, headers, request body, responses), but requests go straight
-to the handler, `async (Request) -> Response`, skipping dependency injection and the
+Every route has one `Policy`: whether its caller is authenticated before it runs, its
+rate-limit class (counted per caller and address, or per address only), the cap of a body
+read into memory (or none: the route streams its body and enforces its own limits), and
+whether its requests go into the history (seed 003). A router declares its routes' policy
+(`DeclaredRouter`); a route may declare its own (`declare`, or `lean_route`'s `policy`).
+`app.api.pipeline` reads these declarations, for paths with parameters too.
+
+Routes are ordinary FastAPI routes with `Annotated` dependencies, except the hot paths and
+the recorded ones, declared with `@lean_route`: FastAPI documents them from a generated
+endpoint (security, headers, query, request body, responses), but the pipeline calls the
+handler itself, `async (Call) -> Reply`, skipping routing, dependency injection and the
 response-model pass, which cost more than the work of a cached analysis or a small upload
-(see README, Benchmark). Both kinds authenticate through `deps.principal_of` and raise the
-same domain errors, mapped in one place (`app.api.problems`).
-
-Request bodies: `BodyLimitMiddleware` buffers and caps every body at `MAX_JSON_BODY_BYTES`,
-unless the route declares otherwise with `@body_limit(...)`: `None` for routes that stream
-their body and enforce their own limits (uploads), or a larger cap (seed 004's JSON jobs).
+(see README, Benchmark). That is their one dispatch path: the generated endpoint is never
+called. Both kinds raise the same domain errors, mapped in one place (`app.api.problems`).
 """
 
 from __future__ import annotations
@@ -18,71 +21,104 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.calls import Call
 from app.api.deps import CurrentPrincipal
-from app.api.problems import problem_for
 from app.api.stalls import BodyStream
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 BodyLimit = Callable[[Settings], int | None]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 T = TypeVar("T")
 
-_BODY_LIMIT_ATTR = "__body_limit__"
-_RECORDED_ATTR = "__recorded__"
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """What a recorded request was, for its history row (seed 003's columns)."""
+
+    request_type: str = "json"  # json, image or url
+    input_data_size: int | None = None
+    image_width: int | None = None
+    image_height: int | None = None
 
 
-def body_limit(limit: BodyLimit) -> Callable[[Endpoint], Endpoint]:
-    """Declare an endpoint's request body cap from settings (None: it streams its body itself)."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A lean handler's answer: the response, and what the request was (recorded routes)."""
+
+    response: Response
+    described: Described | None = None
+
+
+LeanHandler = Callable[[Call], Awaitable[Reply]]
+Describe = Callable[[Request], Described]
+
+
+def json_body_limit(settings: Settings) -> int | None:
+    """The default: a body is read into memory up to MAX_JSON_BODY_BYTES."""
+    return settings.max_json_body_bytes
+
+
+def streamed(_settings: Settings) -> int | None:
+    """The route streams its body (`body_stream`) and enforces its own limits."""
+    return None
+
+
+def described_as_json(_request: Request) -> Described:
+    """A failed request's history description when the route declares none."""
+    return Described()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the pipeline does for a route (see the module)."""
+
+    authenticate: bool = False  # resolve the caller first (401 for bad or missing credentials)
+    rate_limit: str | None = None  # the route class counted before the route runs
+    per_caller: bool = True  # count the limit per caller and address (False: per address)
+    body_limit: BodyLimit = json_body_limit
+    history: Describe | None = None  # recorded: the description of a request that failed
+
+
+OPEN = Policy()  # health, docs, unknown paths
+
+
+class DeclaredRouter(APIRouter):
+    """An APIRouter whose routes share one `Policy` (unless a route declares its own)."""
+
+    def __init__(self, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+
+
+def declare(policy: Policy) -> Callable[[Endpoint], Endpoint]:
+    """Give one endpoint its own policy (instead of its router's)."""
 
     def mark(endpoint: Endpoint) -> Endpoint:
-        setattr(endpoint, _BODY_LIMIT_ATTR, limit)
+        endpoint.__policy__ = policy  # type: ignore[attr-defined]
         return endpoint
 
     return mark
 
 
-def streams_body(endpoint: Endpoint) -> Endpoint:
-    """Declare that an endpoint streams its body (`request.stream()`) and enforces its own limits."""
-    return body_limit(lambda _settings: None)(endpoint)
+def policy_of(endpoint: Any, default: Policy) -> Policy:
+    """The policy an endpoint declared, else `default` (its router's)."""
+    found = getattr(endpoint, "__policy__", None)
+    return found if isinstance(found, Policy) else default
 
 
-def route_body_limits(routers: Iterable[APIRouter], settings: Settings) -> dict[str, int | None]:
-    """Path -> body cap of every route that declared one."""
-    limits: dict[str, int | None] = {}
-    for router in routers:
-        for route in router.routes:
-            limit = getattr(getattr(route, "endpoint", None), _BODY_LIMIT_ATTR, None)
-            if limit is not None and isinstance(route, APIRoute):
-                limits[route.path] = limit(settings)
-    return limits
-
-
-def recorded(endpoint: Endpoint) -> Endpoint:
-    """Declare an analysis route: each request is recorded in the history (seed 003)."""
-    setattr(endpoint, _RECORDED_ATTR, True)
-    return endpoint
-
-
-def recorded_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
-    """The paths of every route declared `@recorded`."""
-    return frozenset(
-        route.path
-        for router in routers
-        for route in router.routes
-        if isinstance(route, APIRoute) and getattr(route.endpoint, _RECORDED_ATTR, False)
-    )
+def lean_handler_of(endpoint: Any) -> LeanHandler | None:
+    """The handler that serves a lean route's documented endpoint (None: an ordinary route)."""
+    return getattr(endpoint, "__lean_handler__", None)
 
 
 def content_length(request: Request) -> int | None:
@@ -91,22 +127,20 @@ def content_length(request: Request) -> int | None:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
-class LeanRoute(APIRoute):
-    """An APIRoute whose requests go straight to its class's `handler`."""
-
-    handler: ClassVar[Handler]
-
-    def get_route_handler(self) -> Handler:
-        return type(self).handler
-
-
 def _documented_endpoint(
-    handler: Handler, body: type[BaseModel] | None, headers: Mapping[str, str]
+    handler: LeanHandler,
+    body: type[BaseModel] | None,
+    headers: Mapping[str, str],
+    query: Mapping[str, tuple[Any, Any]],
 ) -> Callable[..., Any]:
     """An endpoint whose signature tells FastAPI what to document; it is never called."""
     params = [inspect.Parameter("principal", inspect.Parameter.KEYWORD_ONLY, annotation=CurrentPrincipal)]
     if body is not None:
         params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
+    for name, (annotation, default) in query.items():
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
     for name, description in headers.items():
         annotation = Annotated[str | None, Header(alias=name, description=description)]
         python_name = name.lower().replace("-", "_")
@@ -129,29 +163,26 @@ def lean_route(
     router: APIRouter,
     paths: Sequence[tuple[str, str, str]],
     *,
+    policy: Policy,
     methods: Sequence[str] = ("POST",),
     body: type[BaseModel] | None = None,
     headers: Mapping[str, str] | None = None,
-    streams: bool = False,
-    record: bool = False,
+    query: Mapping[str, tuple[Any, Any]] | None = None,
     **route_options: Any,
-) -> Callable[[Handler], Handler]:
-    """Serve `handler` at each (path, summary, operation_id), documented as if FastAPI served it.
+) -> Callable[[LeanHandler], LeanHandler]:
+    """Serve `handler` at each (path, summary, operation_id) under `policy`, documented as if
+    FastAPI served it.
 
-    `body`: the JSON request model to document (the handler parses it itself); `headers`:
-    request headers to document (name -> description); `streams`: the handler reads the body
-    as a stream (no buffering cap); `record`: requests go into the history. Other options
+    `body`: the JSON request model to document (a buffered body is in `Call.body`, parsed
+    by the handler); `headers`: request headers to document (name -> description); `query`:
+    query parameters to document (name -> (annotation, default)). Other options
     (status_code, response_model, responses, tags, openapi_extra) are `add_api_route`'s.
     """
 
-    def declare(handler: Handler) -> Handler:
-        endpoint = _documented_endpoint(handler, body, headers or {})
+    def register(handler: LeanHandler) -> LeanHandler:
+        endpoint = _documented_endpoint(handler, body, headers or {}, query or {})
         endpoint.__lean_handler__ = handler  # type: ignore[attr-defined]
-        if streams:
-            streams_body(endpoint)
-        if record:
-            recorded(endpoint)
-        route_class = type(f"LeanRoute[{handler.__name__}]", (LeanRoute,), {"handler": staticmethod(handler)})
+        declare(policy)(endpoint)
         for path, summary, operation_id in paths:
             router.add_api_route(
                 path,
@@ -159,12 +190,11 @@ def lean_route(
                 methods=list(methods),
                 summary=summary,
                 operation_id=operation_id,
-                route_class_override=route_class,
                 **route_options,
             )
         return handler
 
-    return declare
+    return register
 
 
 def multipart_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
@@ -238,33 +268,3 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-class LeanDispatchMiddleware:
-    """Serve lean routes from here, before routing and FastAPI's exception layers: for a
-    cached analysis or a small upload those cost more than the work (see README, Benchmark).
-    CORS wraps this layer. Errors get the app's one mapping (`app.api.problems.problem_for`).
-    """
-
-    def __init__(self, app: ASGIApp, *, routers: Iterable[APIRouter]) -> None:
-        self.app = app
-        self.routes: dict[str, tuple[APIRoute, Handler]] = {}
-        for router in routers:
-            for route in router.routes:
-                handler = getattr(getattr(route, "endpoint", None), "__lean_handler__", None)
-                if handler is not None and isinstance(route, APIRoute):
-                    self.routes[route.path] = (route, handler)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        # APIRoute always sets `methods` (GET by default); Starlette's Route types it Optional.
-        if found is None or scope["method"] not in cast(set[str], found[0].methods):
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = found[0]
-        request = Request(scope, receive, send)
-        try:
-            response = await found[1](request)
-        except Exception as exc:
-            response = problem_for(request, exc)
-        await response(scope, receive, send)

@@ -1,7 +1,7 @@
-"""Security headers on every response, from one plain ASGI middleware that appends precomputed bytes.
+"""Security headers on every response: precomputed bytes appended by a step of `app.api.pipeline`.
 
 The header values are built once, at start-up, with the `secure` library's typed builders
-(validated, no hand-written header strings); per request the middleware only looks at the
+(validated, no hand-written header strings); per request the step only looks at the
 response's own header names (a route's `Content-Security-Policy` or `Cache-Control` wins) and
 appends a tuple of bytes pairs. Every response gets `X-Content-Type-Options: nosniff`,
 `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, a CSP that forbids everything
@@ -34,7 +34,7 @@ from secure import (
     XContentTypeOptions,
     XFrameOptions,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Send
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -119,11 +119,10 @@ def error_headers(hsts_seconds: int = 0, hsts_include_subdomains: bool = False) 
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
 
 
-class SecurityHeadersMiddleware:
-    """Append the security headers (precomputed bytes) to every HTTP response."""
+class SecurityHeaders:
+    """The security headers (precomputed bytes) for every HTTP response."""
 
-    def __init__(self, app: ASGIApp, *, hsts_seconds: int = 0, hsts_include_subdomains: bool = False) -> None:
-        self.app = app
+    def __init__(self, *, hsts_seconds: int = 0, hsts_include_subdomains: bool = False) -> None:
         self.headers = base_headers(
             hsts_seconds=hsts_seconds, hsts_include_subdomains=hsts_include_subdomains
         )
@@ -138,32 +137,15 @@ class SecurityHeadersMiddleware:
         }
         self.docs_policies: dict[bytes, bytes] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path in DOCS_PAGES:
-            await self._docs_page(scope, receive, send)
-            return
-        cacheable = path.startswith(DOCS_ASSETS)
+    def for_response(self, path: str, has_csp: bool, has_cache_control: bool) -> Headers:
+        """What to append to a response of `path` that has (or not) its own CSP and Cache-Control."""
+        if path.startswith(DOCS_ASSETS):  # the docs' static files: cacheable, their own types
+            return self.headers
+        return self.appended[has_csp, has_cache_control]
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", [])
-                has_csp = has_cache_control = cacheable
-                for name, _ in headers:
-                    if name == _CSP:
-                        has_csp = True
-                    elif name == _CACHE_CONTROL:
-                        has_cache_control = True
-                message["headers"] = [*headers, *self.appended[has_csp, has_cache_control]]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-    async def _docs_page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A docs page (small HTML): buffered, so that its CSP can name its inline scripts."""
+    def docs_page(self, send: Send) -> Send:
+        """`send` for a docs page (small HTML): buffered, so that its CSP can name its inline
+        scripts (the page's own CSP, if any, is replaced)."""
         start: Message | None = None
         body = bytearray()
 
@@ -178,7 +160,7 @@ class SecurityHeadersMiddleware:
             else:
                 await send(message)
 
-        await self.app(scope, receive, buffer)
+        return buffer
 
     async def _send_docs_page(self, start: Message, body: bytes, send: Send) -> None:
         policy = self.docs_policies.get(body)

@@ -1,6 +1,6 @@
 """Traffic at the door: connection caps (load shedding), request metrics, memory after bursts.
 
-`AdmissionMiddleware` refuses at once (503 problem+json, Retry-After) what is over
+`Admission` (a step of `app.api.pipeline`) refuses at once (503 problem+json, Retry-After) what is over
 `MAX_CONCURRENT_REQUESTS` in all or `MAX_CONCURRENT_PER_ADDRESS` from one client address,
 instead of queueing without bound; health probes and `/metrics` always pass. The last
 `ADMISSION_RESERVE_FRACTION` of the capacity is a reserve: while it is being handed out, an
@@ -8,9 +8,9 @@ address is admitted only if it holds fewer requests than an equal share of the r
 the addresses in flight, so that a few addresses (slow clients, an attack from a handful of
 hosts) cannot take every slot from the others. Saturation shows in `/metrics`
 (`http_requests_in_flight` / `http_requests_capacity`, `http_admission_reserve_in_use`,
-`http_requests_shed_total{reason}`). It records
-every request's duration by route template, method and status, and the requests in
-flight. At the first idle moment (nothing in flight), at most every TRIM_EVERY_SECONDS, it
+`http_requests_shed_total{reason}`). It counts the requests in flight (the pipeline records
+every request's duration by route template, method and status). At the first idle moment
+(nothing in flight), at most every TRIM_EVERY_SECONDS, it
 asks the C allocator to give freed memory back to the system (`malloc_trim`): the process
 returns near its starting size after a burst, and after one large analysis too. While the
 process stays idle it trims again every TRIM_EVERY_SECONDS, IDLE_TRIMS times: work that
@@ -26,7 +26,7 @@ import ctypes.util
 import logging
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from app.api.problems import problem_response
 from app.core import metrics
@@ -47,13 +47,10 @@ def _malloc_trim() -> None:
             pass
 
 
-class AdmissionMiddleware:
-    """Connection caps, request metrics, memory trimming after bursts."""
+class Admission:
+    """Connection caps, requests in flight, memory trimming after bursts."""
 
-    def __init__(
-        self, app: ASGIApp, *, max_concurrent: int, max_per_address: int, reserve_fraction: float = 0.0
-    ) -> None:
-        self.app = app
+    def __init__(self, *, max_concurrent: int, max_per_address: int, reserve_fraction: float = 0.0) -> None:
         self.max_concurrent = max_concurrent
         self.max_per_address = max_per_address
         # In flight from which on the reserve is being handed out (max_concurrent: no reserve)
@@ -67,50 +64,21 @@ class AdmissionMiddleware:
         self.trims = 0
         self.idle_trims = 0  # trims since the last request left
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        address = (scope.get("client") or ("?", 0))[0]
+    def admit(self, path: str, address: str) -> ASGIApp | None:
+        """Count a request in (the caller must `leave` it), or the 503 answer that refuses it."""
         if path not in EXEMPT:
             reason = self._refusal(address)
             if reason is not None:
                 metrics.SHED.labels(reason).inc()
                 detail = "The service is at capacity; try again shortly"
-                await problem_response(503, "overloaded", detail, {"Retry-After": "1"})(scope, receive, send)
-                return
+                return problem_response(503, "overloaded", detail, {"Retry-After": "1"})
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
         metrics.IN_FLIGHT.inc()
         if self.in_flight >= self.reserve_from and not self.in_reserve:
             self.in_reserve = True
             metrics.ADMISSION_RESERVE_IN_USE.set(1)
-        status = 500
-        started = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                quota = scope.get("state", {}).get("rate_limit")
-                if quota:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        *((k.lower().encode(), v.encode()) for k, v in quota.items()),
-                    ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - started
-            )
-            metrics.IN_FLIGHT.dec()
-            self._leave(address)
+        return None
 
     def _refusal(self, address: str) -> str | None:
         if self.in_flight >= self.max_concurrent:
@@ -124,7 +92,9 @@ class AdmissionMiddleware:
                 return "reserve"
         return None
 
-    def _leave(self, address: str) -> None:
+    def leave(self, address: str) -> None:
+        """An admitted request is done."""
+        metrics.IN_FLIGHT.dec()
         self.in_flight -= 1
         if self.in_reserve and self.in_flight < self.reserve_from:
             self.in_reserve = False

@@ -6,17 +6,19 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal, address_rate_limited
+from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal
+from app.api.routing import DeclaredRouter, Policy
 from app.core.errors import Forbidden, Unauthorized, UserNotFound, ValidationFailed
 from app.db.history import HistoryFilter
 from app.schemas.auth import RefillRead, RefillRequest
 from app.schemas.history import HistoryItem, HistoryPage, StatsRead
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 
-router = APIRouter(tags=["admin"], dependencies=[Depends(address_rate_limited)])
+# `default` per client address: these routes authenticate their own way (ADMIN_TOKEN too)
+router = DeclaredRouter(Policy(rate_limit="default", per_caller=False), tags=["admin"])
 
 ADMIN_ONLY = problem_docs(UNAUTHORIZED, (403, "forbidden", "This needs an admin"))
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal, container_of, limit_rate, principal_of, rate_limited
-from app.api.routing import lean_route, read_body, until_disconnected
+from app.api.calls import Call
+from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.routing import (
+    DeclaredRouter,
+    Described,
+    Policy,
+    Reply,
+    described_as_json,
+    lean_route,
+    until_disconnected,
+)
 from app.core.errors import ValidationFailed
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.analyzers import AnalyzerRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
 
-router = APIRouter(tags=["analyses"], dependencies=[Depends(rate_limited("default"))])
+router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["analyses"])
 
 ANALYZE_RESPONSES = {
     200: {
@@ -40,41 +47,38 @@ _MISS = {"X-Cache": "MISS"}
         ("/analyze", "Analyze an image (seed 001)", "analyze_image_legacy"),
         ("/api/v1/analyze", "Analyze an image", "analyze_image"),
     ],
+    # The body is read by the pipeline (MAX_JSON_BODY_BYTES); a cached result is not counted
+    # against a rate limit, a computation against `analyze`'s.
+    policy=Policy(authenticate=True, history=described_as_json),
     body=AnalyzeRequest,
-    record=True,
     response_model=SkinAnalysis,
     responses=ANALYZE_RESPONSES,
 )
-async def analyze_image(request: Request) -> Response:
+async def analyze_image(call: Call) -> Reply:
     """Analyze an uploaded image; idempotent, cached in `data/analysis/`.
 
     A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
     share one computation.
     """
-    principal = await principal_of(request)
-    settings = container_of(request).settings
+    principal = await call.caller()
     try:
-        body = AnalyzeRequest.model_validate_json(await read_body(request, settings.max_json_body_bytes))
+        body = AnalyzeRequest.model_validate_json(call.body or b"")
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-    container = container_of(request)
+    container = call.services
     analysis = container.analysis
     outcome = analysis.hit(body.image_id, principal, body.analyzer, body.params)
     if outcome is None:
-        await limit_rate(request, "analyze", principal)
+        await call.limit("analyze")
         outcome = await until_disconnected(
-            request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+            call.request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
         )
+    response = Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
     image = container.images.cached(body.image_id)
-    if image is not None:
-        meta = image.metadata
-        request.state.history = {
-            "request_type": "image",
-            "input_data_size": meta.size_bytes,
-            "image_width": meta.width,
-            "image_height": meta.height,
-        }
-    return Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
+    if image is None:
+        return Reply(response, Described())
+    meta = image.metadata
+    return Reply(response, Described("image", meta.size_bytes, meta.width, meta.height))
 
 
 @router.get(

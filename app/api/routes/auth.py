@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Form, Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal, auth_rate_limited
+from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal
+from app.api.routing import DeclaredRouter, Policy
 from app.db.models import User
 from app.schemas.auth import (
     Credentials,
@@ -28,7 +29,8 @@ from app.services.accounts import SignIn, TokenPair
 from app.services.container import ServiceContainer
 from app.services.usernames import username_key
 
-router = APIRouter(tags=["accounts"], dependencies=[Depends(auth_rate_limited)])
+# Per client address: the caller is not known yet (logins are also limited per username)
+router = DeclaredRouter(Policy(rate_limit="auth", per_caller=False), tags=["accounts"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 REGISTER_ERRORS = problem_docs(

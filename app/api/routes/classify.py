@@ -8,19 +8,22 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate
+from app.api.calls import Call
 from app.api.routing import (
+    Described,
+    Policy,
+    Reply,
     body_stream,
     content_length,
     json_schema,
+    lean_route,
     multipart_body,
     read_body,
-    recorded,
-    streams_body,
+    streamed,
     until_disconnected,
 )
 from app.core.errors import AppError, ValidationFailed
@@ -52,37 +55,54 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/v1/classify",
-    summary="Classify an image file or URL (seed 000)",
-    operation_id="classify_v1",
+TopK = Annotated[int, Query(ge=1, le=1000, description="With a multipart upload: how many classes")]
+_TOP_K = TypeAdapter(Annotated[int, Field(ge=1, le=1000)])
+
+
+def _described(request: Request) -> Described:
+    """A failed request in the history: a URL (JSON) or an upload of its declared size."""
+    if request.headers.get("content-type", "").lower().startswith("application/json"):
+        return Described("url")
+    return Described("image", content_length(request))
+
+
+def _top_k(request: Request) -> int:
+    """The `top_k` query parameter (5 when absent); a 400 validation_error as FastAPI's."""
+    raw = request.query_params.get("top_k")
+    if raw is None:
+        return 5
+    try:
+        return _TOP_K.validate_python(raw, strict=False)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("query", "top_k", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise ValidationFailed.from_errors(errors) from None
+
+
+@lean_route(
+    router,
+    [("/v1/classify", "Classify an image file or URL (seed 000)", "classify_v1")],
+    policy=Policy(authenticate=True, rate_limit="analyze", body_limit=streamed, history=_described),
+    query={"top_k": (TopK, 5)},
     responses=CLASSIFY_RESPONSES,
     openapi_extra={"requestBody": CLASSIFY_BODY},
 )
-@streams_body
-@recorded
-async def classify(
-    request: Request,
-    container: ContainerDep,
-    principal: CurrentPrincipal,
-    top_k: Annotated[int, Query(ge=1, le=1000, description="With a multipart upload: how many classes")] = 5,
-) -> Response:
+async def classify(call: Call) -> Reply:
     """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
     size-limited). The image is stored like an upload; the result is cached per image. If the
     classification fails, the image is removed again (the client never learned its id)."""
+    top_k = _top_k(call.request)
+    container = call.services
+    principal = await call.caller()
     container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
     # A classification that could not run soon is refused before its upload is read (503 +
     # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
     # Admitted, it holds a place in the queue while its body is read.
     with container.analysis.reserve("classify"):
-        return await _classify(request, container, principal, top_k)
+        return await _classify(call.request, container, principal, top_k)
 
 
-async def _classify(
-    request: Request, container: ServiceContainer, principal: Principal, top_k: int
-) -> Response:
-    await limit_rate(request, "analyze", principal)
+async def _classify(request: Request, container: ServiceContainer, principal: Principal, top_k: int) -> Reply:
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/json"):
@@ -92,10 +112,10 @@ async def _classify(
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
         top_k = body.top_k
-        request.state.history = {"request_type": "url"}
+        request_type = "url"
         outcome = await container.ingest.ingest_url(body.url, principal)
     else:
-        request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
+        request_type = "image"
         outcome = await container.ingest.upload(
             content_type=content_type,
             content_length=content_length(request),
@@ -103,9 +123,7 @@ async def _classify(
             owner=principal,
         )
     meta = outcome.metadata
-    request.state.history.update(
-        input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
-    )
+    described = Described(request_type, meta.size_bytes, meta.width, meta.height)
     try:
         result = await until_disconnected(
             request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
@@ -115,4 +133,5 @@ async def _classify(
         with contextlib.suppress(AppError):
             await container.images.delete(outcome.image_id, principal)
         raise
-    return Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
+    response = Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
+    return Reply(response, described)

@@ -5,16 +5,28 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import Path, Request
+from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate, rate_limited
-from app.api.routing import json_schema, read_body, recorded, streams_body
+from app.api.calls import Call
+from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.routing import (
+    DeclaredRouter,
+    Described,
+    Policy,
+    Reply,
+    content_length,
+    json_schema,
+    lean_route,
+    read_body,
+    streamed,
+)
 from app.core.config import Settings
 from app.core.ids import UUID4_PATTERN
 from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 
-router = APIRouter(tags=["seed 004"])
+router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["seed 004"])
 
 SUBMIT_RESPONSES = problem_docs(
     (400, "invalid_base64", "`image` is not valid base64"),
@@ -32,12 +44,24 @@ def submit_body_limit(settings: Settings) -> int:
     return 2 * (4 * (settings.max_upload_bytes // 3 + 1)) + settings.max_json_body_bytes
 
 
-@router.post(
-    "/api/v1/frontal/crop/submit",
+def _described(request: Request) -> Described:
+    """A failed submit in the history: JSON of its declared size."""
+    return Described("json", content_length(request))
+
+
+@lean_route(
+    router,
+    [
+        (
+            "/api/v1/frontal/crop/submit",
+            "Submit a facial image for SVG contour masks (seed 004)",
+            "submit_crop",
+        )
+    ],
+    # The body is read by the handler, once the queue has room (capped at submit_body_limit)
+    policy=Policy(authenticate=True, rate_limit="analyze", body_limit=streamed, history=_described),
     status_code=202,
     response_model=JobAccepted,
-    summary="Submit a facial image for SVG contour masks (seed 004)",
-    operation_id="submit_crop",
     responses=SUBMIT_RESPONSES,
     openapi_extra={
         "requestBody": {
@@ -46,25 +70,24 @@ def submit_body_limit(settings: Settings) -> int:
         }
     },
 )
-@streams_body  # read here, after the queue has room (`read_body` caps it at submit_body_limit)
-@recorded
-async def submit_crop(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> JobAccepted:
+async def submit_crop(call: Call) -> Reply:
     """Accept a contour job (persisted before the answer: it survives a restart). Without
     landmarks the face is detected; with 68 landmarks detection is skipped; with a
     segmentation map the contours are traced from its labels. The same inputs share one
     computation. The body (up to ~14 MB) is parsed off the event loop; while the job queue
     is full a submit is refused (503 with Retry-After) before its body is read."""
+    container = call.services
+    principal = await call.caller()
     container.contour_jobs.admit()
-    await limit_rate(request, "analyze", principal)
-    body = await read_body(request, submit_body_limit(container.settings))
-    request.state.history = {"request_type": "json", "input_data_size": len(body)}
+    body = await read_body(call.request, submit_body_limit(container.settings))
     job = await container.contour_jobs.submit(body, principal)
-    return JobAccepted(job_id=job.job_id, status=str(job.status))
+    accepted = JobAccepted(job_id=job.job_id, status=str(job.status))
+    response = Response(accepted.model_dump_json(), 202, media_type="application/json")
+    return Reply(response, Described("json", len(body)))
 
 
 @router.get(
     "/api/v1/frontal/crop/status/{job_id}",
-    dependencies=[Depends(rate_limited("default"))],
     response_model=JobStatusRead,
     summary="Status of a contour job (seed 004)",
     responses=problem_docs(

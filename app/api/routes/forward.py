@@ -10,8 +10,17 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal, limit_rate
-from app.api.routing import body_stream, content_length, multipart_body, recorded, streams_body
+from app.api.calls import Call
+from app.api.routing import (
+    Described,
+    Policy,
+    Reply,
+    body_stream,
+    content_length,
+    lean_route,
+    multipart_body,
+    streamed,
+)
 from app.core.errors import (
     BadRequest,
     EmptyFile,
@@ -110,26 +119,30 @@ def _classification(predictions: list[Any]) -> dict[str, Any]:
     }
 
 
-@router.post(
-    "/forward",
-    summary="Classify an image or process JSON data (seed 003)",
-    operation_id="forward",
+def _described(request: Request) -> Described:
+    """A failed request in the history: a form of its declared size."""
+    return Described("image", content_length(request))
+
+
+@lean_route(
+    router,
+    [("/forward", "Classify an image or process JSON data (seed 003)", "forward")],
+    policy=Policy(authenticate=True, rate_limit="analyze", body_limit=streamed, history=_described),
     responses=FORWARD_RESPONSES,
     openapi_extra={"requestBody": FORWARD_BODY},
 )
-@streams_body
-@recorded
-async def forward(request: Request, container: ContainerDep, principal: CurrentPrincipal) -> Response:
+async def forward(call: Call) -> Reply:
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
     (form field `data`, a JSON object). Neither, or a `data` that is not a JSON object (with
     or without an image): 400 `{"detail": "bad request"}`; an image the model cannot process:
     403; an image the classifier could not take soon: 503 before the image is read."""
-    await limit_rate(request, "analyze", principal)
-    request.state.history = {"request_type": "image", "input_data_size": content_length(request)}
+    request = call.request
+    principal = await call.caller()
+    size = content_length(request)
     try:
-        outcome = await container.forms.process(
+        outcome = await call.services.forms.process(
             content_type=request.headers.get("content-type"),
-            content_length=content_length(request),
+            content_length=size,
             chunks=body_stream(request),
             file_field="image",
             text_field="data",
@@ -144,11 +157,11 @@ async def forward(request: Request, container: ContainerDep, principal: CurrentP
         raise ModelFailed() from None
     if outcome.result is not None:
         body = _classification(outcome.result.predictions)  # type: ignore[attr-defined]
-        if outcome.size is not None:
-            request.state.history.update(image_width=outcome.size[0], image_height=outcome.size[1])
+        width, height = outcome.size if outcome.size is not None else (None, None)
+        described = Described("image", size, width, height)
     elif outcome.text is not None:
-        request.state.history["request_type"] = "json"
         body = {"result": {"message": "JSON data processed", "received_data": _parse_data(outcome.text)}}
+        described = Described("json", size)
     else:
         raise BadRequest(BAD_REQUEST)
-    return Response(_encode(body), 200, media_type="application/json")
+    return Reply(Response(_encode(body), 200, media_type="application/json"), described)

@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import Header, Path, Query
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.requests import Request
 from starlette.responses import MalformedRangeHeader, Response
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 
-from app.api.deps import CurrentPrincipal, ImagesDep, container_of, limit_rate, principal_of, rate_limited
-from app.api.routing import body_stream, content_length, lean_route, multipart_body
+from app.api.calls import Call
+from app.api.deps import CurrentPrincipal, ImagesDep
+from app.api.routing import (
+    DeclaredRouter,
+    Policy,
+    Reply,
+    body_stream,
+    content_length,
+    lean_route,
+    multipart_body,
+    streamed,
+)
 from app.api.security_headers import IMAGE_CONTENT_CSP, content_disposition
 from app.core.errors import ImageNotFound, RangeNotSatisfiable
 from app.core.formats import FORMATS
@@ -23,7 +32,7 @@ from app.storage.metadata import ImageMetadata
 from app.storage.object_images import ObjectImages
 from app.storage.objects import ObjectStream
 
-router = APIRouter(tags=["images"], dependencies=[Depends(rate_limited("default"))])
+router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["images"])
 
 ImageIdPath = Annotated[
     str,
@@ -74,37 +83,35 @@ def image_location(image_id: str) -> str:
         ("/upload", "Upload an image (seed 001)", "upload_image_legacy"),
         ("/api/v1/upload", "Upload an image", "upload_image"),
     ],
+    policy=Policy(authenticate=True, rate_limit="upload", body_limit=streamed),
     headers={
         "Idempotency-Key": "Retry-safe uploads: the same key and file replay the first response for 24 h",
     },
-    streams=True,
     status_code=201,
     response_model=ImageMetadata,
     responses=UPLOAD_ERRORS,
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
-async def upload_image(request: Request) -> Response:
+async def upload_image(call: Call) -> Reply:
     """Upload one image as multipart field `file`; the body streams straight to disk.
 
     Returns 201 with the image's metadata and a `Location` header. The type is read from
     the bytes (JPEG, PNG, WebP or HEIC); the declared part type may be
     `application/octet-stream`.
     """
-    principal = await principal_of(request)
-    await limit_rate(request, "upload", principal)
+    request = call.request
     headers = request.headers
-    container = container_of(request)
-    outcome = await container.ingest.upload(
+    outcome = await call.services.ingest.upload(
         content_type=headers.get("content-type"),
         content_length=content_length(request),
         chunks=body_stream(request),
         idempotency_key=headers.get("idempotency-key"),
-        owner=principal,
+        owner=await call.caller(),
     )
     response_headers = {"Location": image_location(outcome.image_id)}
     if outcome.replayed:
         response_headers["Idempotent-Replayed"] = "true"
-    return Response(outcome.metadata.to_json(), 201, response_headers, "application/json")
+    return Reply(Response(outcome.metadata.to_json(), 201, response_headers, "application/json"))
 
 
 @router.get(
