@@ -7,9 +7,12 @@ front of the first 1, 2 and 3 of them. wrk drives 100 KB uploads and skin cache 
 summed over all replicas (nginx's own is shown apart). Then the p50/p99 of single-client
 cache hits from one S3-backed replica (direct, no nginx) against the embedded default (local
 store, SQLite, in-process rate limits, one uvicorn, no nginx), in the same rounds. Rate limits
-are on everywhere, at 1000000/minute (one client address).
+are on everywhere, at 1000000/minute (one client address). Each `--ref` adds an S3 replica
+started from a git worktree of that ref, joined to the same cluster (the first replica's
+environment, its own DATA_DIR), timed in the same rounds: before/after figures of one run.
 
     TEST_POSTGRES_URL=... TEST_REDIS_URL=... .venv/bin/python bench/scaleout.py [--rounds 3]
+    ... bench/scaleout.py --latency-only --ref main --samples 1000 --rounds 3
 
 S3: TEST_S3_* if set, else a `weed mini` started here (tests/seaweedfs.py).
 """
@@ -97,6 +100,13 @@ def sampled(client: httpx.Client, server: h.Server, image_id: str, count: int):
     return run
 
 
+def replica_env(pid: int) -> dict[str, str]:
+    """The environment a cluster replica runs with (from /proc), but its own DATA_DIR."""
+    pairs = (item.partition("=") for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if item)
+    env = {k: v for k, _, v in pairs if k not in ("DATA_DIR", "PROMETHEUS_MULTIPROC_DIR")}
+    return {"RATE_LIMITS_ENABLED": "true", **env}  # on, as in the replica (h.service turns them off)
+
+
 def seed_hit(client: httpx.Client, via: h.Server, check: list[h.Server], body: bytes) -> str:
     """Upload and analyze an image through `via`; every server in `check` must answer a HIT."""
     image_id = h.upload(client, via, body)
@@ -113,6 +123,10 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=12, help="wrk connections (default 12)")
     p.add_argument("--samples", type=int, default=300, help="sequential hits timed per server (default 300)")
     p.add_argument("--output", type=Path, default=h.BENCH_DIR / "scaleout_results.json")
+    p.add_argument(
+        "--ref", action="append", default=[], help="also time hits of an S3 replica at this git ref"
+    )
+    p.add_argument("--latency-only", action="store_true", help="skip the throughput runs through nginx")
     args = p.parse_args()
     h.ensure_wrk()
     c.REDIS_DB = REDIS_DB
@@ -139,10 +153,18 @@ def main() -> int:
         hit_body = work / "hit.json"
         hit_body.write_text(f'{{"image_id": "{image_id}", "analyzer": "skin"}}')
         embedded_id = seed_hit(client, embedded, [], small)
+        hits = {"S3 replica": sampled(client, direct[0], image_id, args.samples)}
+        for ref in args.ref:
+            env = replica_env(cl.replicas[0].pid)
+            old = stack.enter_context(
+                h.service(f"S3 replica@{ref}", work, Path(stack.enter_context(h.checkout(ref))), **env)
+            )
+            h.analyze(client, old, image_id, "skin", "HIT")
+            hits[f"S3 replica@{ref}"] = sampled(client, old, image_id, args.samples)
         h.log(f"cluster ready after {time.monotonic() - started:.0f} s")
 
         runs = {}
-        for n, front in enumerate(fronts, 1):
+        for n, front in enumerate([] if args.latency_only else fronts, 1):
             replicas = cl.replicas[:n]
             runs[f"upload 100k x{n}"] = through(
                 front, replicas, "/api/v1/upload", args, upload_body, h.MULTIPART
@@ -151,18 +173,15 @@ def main() -> int:
                 front, replicas, "/api/v1/analyze", args, hit_body, "application/json"
             )
         title = f"through nginx: wrk -c{args.connections} -d{args.duration:g}s x {args.rounds} rounds"
-        got = h.alternate(args.rounds, runs, title)
+        got = h.alternate(args.rounds, runs, title) if runs else {}
         latency = h.alternate(
             args.rounds,
-            {
-                "S3 replica": sampled(client, direct[0], image_id, args.samples),
-                "embedded": sampled(client, embedded, embedded_id, args.samples),
-            },
+            {**hits, "embedded": sampled(client, embedded, embedded_id, args.samples)},
             f"skin hit latency, one client, {args.samples} sequential requests",
         )
 
     rows: list[dict[str, Any]] = []
-    for kind in ("upload 100k", "skin hit"):
+    for kind in () if args.latency_only else ("upload 100k", "skin hit"):
         one = h.med(got[f"{kind} x1"], "rps")
         for n in (1, 2, 3):
             r = got[f"{kind} x{n}"]

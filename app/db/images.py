@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.units import human_size
 from app.db.engine import is_sqlite, rowcount
@@ -16,6 +16,8 @@ from app.db.models import Image
 from app.db.sqlite_writer import SqliteBatchWriter
 from app.storage.metadata import ImageMetadata
 
+# Built once: a hit's check should not pay for building the statement again.
+_OWNER = select(Image.owner).where(Image.image_id == bindparam("image_id"))
 # Every field but `size`, which is derived from `size_bytes`.
 _FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
 
@@ -63,6 +65,21 @@ async def add_images(session: AsyncSession, *, images: Sequence[tuple[ImageMetad
 
 async def get_image(session: AsyncSession, *, image_id: str) -> Image | None:
     return await session.get(Image, image_id)
+
+
+async def owner_of(reads: AsyncEngine, *, image_id: str) -> str | None:
+    """The owner of an image in the catalog, or None: one indexed read of one column. `reads`
+    is best an AUTOCOMMIT view of the engine (`autocommit`): no BEGIN and ROLLBACK round
+    trips around the read."""
+    async with reads.connect() as connection:
+        owner = (await connection.execute(_OWNER, {"image_id": image_id})).scalar()
+    return None if owner is None else str(owner)
+
+
+def autocommit(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The sessions' engine (same pool) with single statements outside a transaction."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def delete_image(session: AsyncSession, *, image_id: str) -> bool:

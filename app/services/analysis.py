@@ -222,7 +222,7 @@ class AnalysisService:
         objects = self.images.objects
         if objects is None:
             body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
-        else:  # the image's object was found (`images.get`): a result kept in memory is valid
+        else:  # the image's catalog row is there (`images.get`): a result kept in memory is valid
             body = self._memory.get(name)
             if body is None:
                 raw = await objects.read_result(name)

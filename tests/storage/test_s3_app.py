@@ -323,3 +323,43 @@ async def test_a_users_concurrent_first_analysis_over_two_replicas_is_charged_on
         assert len({r.content for r in answers}) == 1
         for replica in (a, b):
             assert (await replica.get("/v1/me", headers=carol)).json()["credits"] == 4
+
+
+async def test_a_cache_hit_asks_the_catalog_not_the_store(
+    s3_settings: Callable[..., Settings], s3_server: dict[str, Any], tmp_path: Path, empty_database_url: str
+) -> None:
+    """A result this replica served before is served again without an S3 request (so a store
+    that stops answering does not fail it), and a delete through another replica makes it a
+    404 at once: the catalog row is what a hit checks. The store's outage still shows in
+    readiness, and a result this replica has not served is still a 503."""
+    relay = Relay(s3_server["endpoint_url"])
+    await relay.open()
+    shared = {"database_url": empty_database_url}
+    behind_relay = s3_settings(
+        "a", s3_endpoint_url=relay.url, s3_connect_timeout_seconds=0.5, s3_read_timeout_seconds=2.0, **shared
+    ).model_copy(update={"s3_max_attempts": 1})
+    try:
+        async with serve(behind_relay) as a, serve(s3_settings("b", **shared)) as b:
+            ids = [
+                (await b.post("/upload", files={"file": (f"{n}.jpg", jpeg_bytes(color=(n, 2, 3)))})).json()[
+                    "image_id"
+                ]
+                for n in (1, 2)
+            ]
+            first = await b.post("/api/v1/analyze", json={"image_id": ids[0]})
+            served = await a.post("/api/v1/analyze", json={"image_id": ids[0]})  # read from S3
+            assert served.status_code == 200 and served.content == first.content
+
+            await relay.close()
+            again = await a.post("/api/v1/analyze", json={"image_id": ids[0]})
+            assert again.status_code == 200, again.text
+            assert again.content == first.content and again.headers["x-cache"] == "HIT"
+            unseen = await a.post("/api/v1/analyze", json={"image_id": ids[1]})
+            assert unseen.status_code == 503 and unseen.json()["code"] == "storage_unavailable"
+            assert (await a.get("/readyz")).status_code == 503
+
+            assert (await b.delete(f"/api/v1/images/{ids[0]}")).status_code == 204
+            gone = await a.post("/api/v1/analyze", json={"image_id": ids[0]})
+            assert gone.status_code == 404 and gone.json()["code"] == "image_not_found"
+    finally:
+        await relay.close()
