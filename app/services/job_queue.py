@@ -54,6 +54,7 @@ class _Work:
     key: str
     status: JobStatus = JobStatus.PENDING
     job_ids: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once its run is over and cleaned up
 
 
 class JobQueue:
@@ -197,13 +198,22 @@ class JobQueue:
 
     async def erase_owner(self, owner: str) -> int:
         """Forget every job of `owner` (account erasure): records, and the inputs and results
-        nobody else's job refers to. Work already running finishes unrecorded."""
+        nobody else's job refers to. Work already running for the owner finishes unrecorded,
+        and is waited for, so that its output is gone too when this returns."""
+        running = [
+            work
+            for work in self._work.values()
+            if work.status == JobStatus.RUNNING
+            and any(getattr(self._live.get(job_id), "owner", None) == owner for job_id in work.job_ids)
+        ]
         for job_id, job in list(self._live.items()):
             if job.owner == owner:
                 async with self._locks.setdefault(job_id, asyncio.Lock()):  # a write in flight lands first
                     self._live.pop(job_id, None)
                     self._saved.pop(job_id, None)
                 self._locks.pop(job_id, None)
+        for work in running:
+            await work.done.wait()
         return await self._pool.run(self.store.erase_owner, owner)
 
     def _attach(self, job_id: str, key: str) -> None:
@@ -243,6 +253,8 @@ class JobQueue:
                 for job_id in work.job_ids if work is not None else ():
                     self._live.pop(job_id, None)
                     self._saved.pop(job_id, None)
+                if work is not None:
+                    work.done.set()
 
     async def _process(self, key: str) -> None:
         work = self._work.get(key)
@@ -262,6 +274,7 @@ class JobQueue:
         del self._work[key]
         if not any(job_id in self._live for job_id in work.job_ids):  # erased while it ran
             await self._pool.run(self.store.drop_unreferenced, key)
+        work.done.set()
         status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
         finished = await self._transition(work.job_ids, status, error)
         if self._on_finished is not None:

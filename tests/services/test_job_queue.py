@@ -550,3 +550,36 @@ async def test_jobs_of_a_sigkilled_process_complete_after_restart(harness: Harne
         assert await queue.result(job_id) == b"out:" + data
     assert runner.calls == [b"first", b"second"]
     assert not [p for p in harness.root.rglob(f"{TEMP_PREFIX}*")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Account erasure
+# ---------------------------------------------------------------------------------------------
+
+
+def files_of(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
+
+
+async def test_erasure_waits_for_a_running_job_of_the_owner_and_leaves_nothing(harness: Harness) -> None:
+    queue, runner = harness.queue(Runner())
+    await queue.start()
+    theirs = await queue.submit(b"kept", owner="user:2")
+    await wait_for(queue, theirs.job_id, *DONE)
+    kept = files_of(harness.root)
+    runner.gate.clear()
+    runner.started.clear()
+
+    mine = await queue.submit(b"erased", owner="user:1")
+    await wait_started(runner)
+    erasing = asyncio.ensure_future(queue.erase_owner("user:1"))
+    await asyncio.sleep(0.2)
+    assert not erasing.done(), "erasure returned while the owner's job was still running"
+    runner.gate.set()
+    assert await asyncio.wait_for(erasing, 10) == 1
+    # the run finished unrecorded: its output was never left behind
+    assert files_of(harness.root) == kept
+    with pytest.raises(JobNotFound):
+        await queue.get(mine.job_id)
