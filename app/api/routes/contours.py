@@ -54,7 +54,7 @@ async def submit_crop(request: Request, container: ContainerDep, principal: Curr
     segmentation map the contours are traced from its labels. The same inputs share one
     computation. The body (up to ~14 MB) is parsed off the event loop; while the job queue
     is full a submit is refused (503 with Retry-After) before its body is read."""
-    container.contour_jobs.admit()
+    await container.contour_jobs.admit()
     await limit_rate(request, "analyze", principal)
     body = await read_body(request, submit_body_limit(container.settings))
     request.state.history = {"request_type": "json", "input_data_size": len(body)}
