@@ -115,13 +115,14 @@ async def purge_expired(queue: ProcrastinateJobQueue) -> int:
             await queue.drop_key(key)
         if cursor.rowcount < BATCH:
             break
-    await queue.app.job_manager.delete_old_jobs(
-        nb_hours=int(retention // 3600),
-        queue=QUEUE,
-        include_failed=True,
-        include_cancelled=True,
-        include_aborted=True,
-    )
+    if expired:  # procrastinate's own finished jobs of that age (a scan of its events: not every pass)
+        await queue.app.job_manager.delete_old_jobs(
+            nb_hours=int(retention // 3600),
+            queue=QUEUE,
+            include_failed=True,
+            include_cancelled=True,
+            include_aborted=True,
+        )
     return expired
 
 
