@@ -1,7 +1,8 @@
 """`python -m app.worker`: a contour job worker of its own (scale-out mode).
 
 It builds the same services as the API (models, database, object store, credits) and runs
-the procrastinate worker plus the stalled-job sweep until SIGTERM or SIGINT; the API
+the procrastinate worker, the stalled-job sweep and the maintenance pass
+(`app.services.pg_job_maintenance`) until SIGTERM or SIGINT; the API
 replicas can then run with `JOB_WORKER_IN_PROCESS=false`. A worker that is stopped gracefully
 aborts its running job (procrastinate retries it elsewhere); one that is killed has its job
 retried by another worker's stalled sweep after `JOB_STALLED_AFTER_SECONDS`.

@@ -214,6 +214,9 @@ class Settings(LoginSettings):
     job_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     job_poll_interval_seconds: float = Field(default=1.0, gt=0)
     job_run_delay_seconds: float = Field(default=0.0, ge=0)  # tests/demos only: slows each job run
+    # Scale-out job maintenance, one replica at a time (advisory lock), every this many seconds:
+    # JOB_RETENTION_SECONDS, re-deferring records no queued job carries, orphaned `jobs/` objects
+    job_maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
     # URL fetches (seed 000 /v1/classify {"url": ...}); loopback only ever for tests
     url_fetch_connect_timeout: float = Field(default=5.0, gt=0)

@@ -225,6 +225,7 @@ class ContourJobRecord(Base):
     __table_args__ = (
         Index("ix_contour_jobs_content_key_status", "content_key", "status"),
         Index("ix_contour_jobs_owner", "owner"),
+        Index("ix_contour_jobs_status_updated_at", "status", "updated_at"),
     )
 
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -165,10 +165,13 @@ class ContourJobService:
         """Stop the workers; unfinished jobs resume at the next start."""
         await self.queue.stop()
 
-    def admit(self) -> None:
+    async def admit(self) -> None:
         """Refuse now (QueueFull, 503 with Retry-After) while the job queue is full: before a
-        submit's body (up to ~14 MB) is read."""
-        self.queue.admit()
+        submit's body (up to ~14 MB) is read (scale-out: counted in PostgreSQL, every replica's)."""
+        if isinstance(self.queue, ProcrastinateJobQueue):
+            await self.queue.admit()
+        else:
+            self.queue.admit()
 
     async def submit(self, body: bytes, owner: Principal) -> Job:
         """Parse and validate a JSON submit completely (off the event loop: bodies run to
@@ -192,7 +195,8 @@ class ContourJobService:
             await self.credits.settle(owner, hold_id, charged=False, reason="contour_job")
 
     async def _settle(self, job: Job) -> None:
-        """A job finished: charge its owner's held credit if it completed, else give it back."""
+        """A job finished: charge its owner's held credit if it completed, else give it back
+        (also for a job that will run free, still unfinished: `ProcrastinateJobQueue.forgo_charge`)."""
         if self.credits is None or job.hold_id is None or not job.owner.startswith("user:"):
             return
         owner = Principal(id=job.owner, kind="user", user_id=int(job.owner.removeprefix("user:")))

@@ -1,6 +1,6 @@
-"""Account erasure: a user and everything they uploaded (images, analyses, jobs, idempotency
-records) are deleted; their request history keeps only what is not personal (route, status,
-times, sizes)."""
+"""Account erasure: a user and everything they uploaded (images, analyses, jobs with their
+stored inputs and outputs, in the data dir or the bucket, idempotency records) are deleted;
+their request history keeps only what is not personal (route, status, times, sizes)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import AppError, ImageNotFound, StorageUnavailable
@@ -37,6 +38,7 @@ from app.core.formats import BY_EXTENSION, FORMATS
 from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
 from app.db import images as catalog
+from app.db.engine import is_sqlite
 from app.services.image_check import inspect_image
 from app.services.principals import Principal
 from app.storage.atomic import unlink_quietly
@@ -47,6 +49,7 @@ from app.storage.object_images import ObjectImages
 logger = logging.getLogger("app.images")
 
 ORPHAN_GRACE_SECONDS = 600.0
+ORPHAN_LOCK_KEY = 727_219  # pg advisory lock of the object orphan sweep (one replica at a time)
 
 
 class ImageService:
@@ -72,6 +75,7 @@ class ImageService:
         self.pool = pool
         self.max_image_pixels = max_image_pixels
         self._cache: OrderedDict[str, StoredImage] = OrderedDict()
+        self.database_url = database_url
         self._commit_row, self.close = catalog.row_writer(database_url, sessions)
         self._cache_entries = cache_entries
         self._reads = catalog.autocommit(sessions)
@@ -259,20 +263,31 @@ class ImageService:
     async def _sweep_objects(self) -> None:
         """Object storage: remove the objects of images no catalog row names, by age (never by
         process): an image whose newest object is older than the grace period and has no row
-        was never acknowledged (a crash between the put and the commit). Safe on several
-        replicas at once: a sweep removes only what no upload can still commit."""
+        was never acknowledged (a crash between the put and the commit). On PostgreSQL one
+        replica sweeps at a time (a transaction advisory lock; a replica that finds it taken
+        skips, the holder's sweep covers the same objects); on SQLite (one host) as before."""
         assert self.objects is not None
-        try:
-            ages = await self.objects.ages()
-        except StorageUnavailable:
-            logger.warning("object storage unreachable at start-up: orphan sweep skipped")
-            return
         async with self.sessions() as session:
+            if not is_sqlite(self.database_url):
+                taken = await session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": ORPHAN_LOCK_KEY}
+                )
+                if not taken.scalar():
+                    logger.info("another replica is sweeping orphaned objects: skipped")
+                    return
+            try:
+                ages = await self.objects.ages()
+            except StorageUnavailable:
+                logger.warning("object storage unreachable at start-up: orphan sweep skipped")
+                return
             known = await catalog.known_ids(session, image_ids=list(ages))
-        cutoff = time.time() - self.orphan_grace_seconds
-        orphans = [image_id for image_id, newest in ages.items() if image_id not in known and newest < cutoff]
-        for image_id in orphans:
-            await self.objects.remove_quietly(image_id)
+            cutoff = time.time() - self.orphan_grace_seconds
+            orphans = [
+                image_id for image_id, newest in ages.items() if image_id not in known and newest < cutoff
+            ]
+            for image_id in orphans:
+                await self.objects.remove_quietly(image_id)
+            await session.commit()  # releases the lock
         if orphans:
             logger.warning("removed the objects of %d image(s) that no catalog row names", len(orphans))
 

@@ -1,6 +1,7 @@
 """Readiness: is this process able to serve? (data dirs writable, free disk, analyzers loaded,
 and the servers it depends on: the object store when `STORAGE_URL` is s3://, PostgreSQL when
-`DATABASE_URL` names it, Redis when `REDIS_URL` is set).
+`DATABASE_URL` names it (and, in scale-out mode, the job engine's own pool), Redis when
+`REDIS_URL` is set).
 
 A failing required check makes `/readyz` 503. The Redis check is required only with
 `REDIS_OUTAGE_POLICY=fail-closed`: with `fail-open` (the default) requests are still served
@@ -21,6 +22,8 @@ from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.core.errors import StorageUnavailable
 from app.db.engine import is_sqlite
+from app.services.job_queue import JobQueue
+from app.services.pg_job_queue import ProcrastinateJobQueue
 from app.services.rate_limits import RateLimits
 from app.storage.object_images import ObjectImages
 
@@ -62,8 +65,10 @@ async def dependency_checks(
     rate_limits: RateLimits,
     database_ready: bool,
     objects: ObjectImages | None = None,
+    jobs: JobQueue | ProcrastinateJobQueue | None = None,
 ) -> list[Check]:
-    """The servers this process needs, each asked once within its timeout (none by default)."""
+    """The servers this process needs, each asked once within its timeout (none by default);
+    `jobs`: the contour job queue (scale-out: the job engine's own pool is checked too)."""
     checks: list[Check] = []
     if objects is not None:
         checks.append(await _storage_check(objects))
@@ -71,6 +76,9 @@ async def dependency_checks(
         checks.append(
             await _database_check(engine, settings.database_connect_timeout_seconds, database_ready)
         )
+    if isinstance(jobs, ProcrastinateJobQueue):
+        failure = await jobs.check()
+        checks.append(Check("job_engine", failure is None, failure or "reachable (procrastinate's pool)"))
     redis = await rate_limits.available()
     if redis is not None:
         policy = settings.redis_outage_policy

@@ -16,7 +16,7 @@ from app.db.engine import create_engine
 from app.db.models import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0003"
+HEAD = "0004"
 
 
 async def _inspect(url: str, look: Any) -> Any:
@@ -140,5 +140,17 @@ async def test_downgrade_0003_drops_contour_jobs_then_upgrade_again(empty_databa
     await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0002")
     assert "contour_jobs" not in (await _inspect(empty_database_url, _schema))["tables"]
     assert await _inspect(empty_database_url, _version) == ["0002"]
+    await _upgrade(empty_database_url)
+    assert await _inspect(empty_database_url, _diff) == []
+
+
+async def test_downgrade_0004_drops_the_status_index_then_upgrade_again(empty_database_url: str) -> None:
+    """0004 -> 0003 drops the contour job status index (JOB_MAX_PENDING, retention), and back."""
+    await _upgrade(empty_database_url)
+    index = "ix_contour_jobs_status_updated_at"
+    assert index in (await _inspect(empty_database_url, _schema))["indexes"]["contour_jobs"]
+    await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0003")
+    assert index not in (await _inspect(empty_database_url, _schema))["indexes"]["contour_jobs"]
+    assert await _inspect(empty_database_url, _version) == ["0003"]
     await _upgrade(empty_database_url)
     assert await _inspect(empty_database_url, _diff) == []

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,13 @@ from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.db import migrate
+from app.services.images import ORPHAN_LOCK_KEY
+from app.storage.s3 import S3ObjectStore
 from tests.conftest import serve
 from tests.db.conftest import _admin, postgres_server_url
 from tests.factories import encode
 from tests.processes import REPO_ROOT, Server, start_server
+from tests.storage.test_s3_app import Relay
 
 SUBMIT = "/api/v1/frontal/crop/submit"
 STATUS = "/api/v1/frontal/crop/status/{}"
@@ -239,3 +242,261 @@ async def pg_worker(url: str, job_id: str, status: str = "running") -> str | Non
         )
     finally:
         await conn.close()
+
+
+# -- bounds, retention, erasure, lost work, readiness (scale-out job engine) -------------------
+
+
+def replica_settings(replica_env: dict[str, str], tmp_path: Path, name: str, **overrides: Any) -> Settings:
+    """One in-process replica's settings: its own data dir, the shared database and bucket."""
+    values: dict[str, Any] = {k.lower(): v for k, v in replica_env.items()}
+    values.update(overrides)
+    return Settings(_env_file=None, data_dir=tmp_path / name, environment="test", api_keys=[], **values)
+
+
+@pytest.fixture
+async def bucket(s3_server: dict[str, Any], replica_env: dict[str, str]) -> AsyncIterator[S3ObjectStore]:
+    """A client of the replicas' bucket prefix, to look at the job objects they stored."""
+    prefix = replica_env["STORAGE_URL"].split("/", 3)[3]
+    async with S3ObjectStore(**s3_server, prefix=prefix) as store:
+        yield store
+        await store.delete_prefix("jobs/")
+
+
+async def job_keys(store: S3ObjectStore) -> set[str]:
+    """The content keys that have an object under `jobs/` (inputs or results)."""
+    return {info.key.rpartition("/")[2] async for info in store.list("jobs/")}
+
+
+async def sql(url: str, query: str, *args: Any) -> list[Any]:
+    """Rows of one statement on the test database (to read or create a state directly)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+async def content_key(url: str, job_id: str) -> str:
+    return str((await sql(url, "SELECT content_key FROM contour_jobs WHERE job_id = $1", job_id))[0][0])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 60.0) -> None:
+    """Poll until `check` holds (an upper bound: it returns as soon as it holds)."""
+    with anyio.fail_after(seconds):
+        while not await check():
+            await anyio.sleep(0.1)
+
+
+async def test_job_max_pending_is_shared_by_the_replicas_and_a_refusal_stores_nothing(
+    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
+) -> None:
+    """JOB_MAX_PENDING counts waiting work in PostgreSQL: a job waiting on one replica fills
+    the queue for the other; 503 `queue_full` with Retry-After, nothing stored, no credit held."""
+    idle = {"job_max_pending": 1, "job_worker_in_process": False}
+    async with (
+        serve(replica_settings(replica_env, tmp_path, "a", **idle)) as a,
+        serve(replica_settings(replica_env, tmp_path, "b", **idle)) as b,
+    ):
+        carol = await login(a, register=True)
+        first = await a.post(SUBMIT, json=landmark_job(10), headers=carol)
+        assert first.status_code == 202 and first.json()["status"] == "pending", first.text
+        stored = await job_keys(bucket)
+        for job in (landmark_job(11), landmark_job(10)):  # new content, and the waiting one's
+            refused = await b.post(SUBMIT, json=job, headers=carol)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["code"] == "queue_full" and int(refused.headers["retry-after"]) >= 1
+        assert await job_keys(bucket) == stored
+        assert len(await sql(pg_url, "SELECT 1 FROM contour_jobs")) == 1
+        # A replica with a worker runs the waiting job: there is room again.
+        async with serve(replica_settings(replica_env, tmp_path, "c")) as c:
+            done = await wait_finished(c, first.json()["job_id"], carol, timeout=60)
+            assert done["status"] == "completed"
+            later = await b.post(SUBMIT, json=landmark_job(11), headers=carol)
+            assert later.status_code == 202, later.text
+            assert (await wait_finished(c, later.json()["job_id"], carol, timeout=60))[
+                "status"
+            ] == "completed"
+        assert (await a.get("/v1/me", headers=carol)).json()["credits"] == 3  # each charged once
+
+
+async def test_retention_purges_finished_records_then_the_objects_nobody_refers_to(
+    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
+) -> None:
+    """Records finished longer ago than JOB_RETENTION_SECONDS are purged by the periodic
+    maintenance, and the content's objects go with the last record that names them."""
+    settings = replica_settings(replica_env, tmp_path, "a", job_maintenance_interval_seconds=0.2)
+    async with serve(settings) as a:
+        carol = await login(a, register=True)
+        ids = []
+        for job in (landmark_job(20), landmark_job(20), landmark_job(21)):  # the 2nd from the cache
+            accepted = await a.post(SUBMIT, json=job, headers=carol)
+            assert accepted.status_code == 202, accepted.text
+            ids.append(accepted.json()["job_id"])
+            assert (await wait_finished(a, ids[-1], carol, timeout=60))["status"] == "completed"
+        old, same, kept = ids
+        shared, other = await content_key(pg_url, old), await content_key(pg_url, kept)
+        assert await job_keys(bucket) == {shared, other}
+
+        async def expire(job_id: str) -> None:  # finished 8 days ago (retention: 7)
+            await sql(
+                pg_url,
+                "UPDATE contour_jobs SET updated_at = now() - interval '8 days' WHERE job_id = $1",
+                job_id,
+            )
+
+            async def gone() -> bool:
+                return (await a.get(STATUS.format(job_id), headers=carol)).status_code == 404
+
+            await eventually(gone)
+
+        await expire(old)
+        assert await job_keys(bucket) == {shared, other}  # `same` still names the content
+        assert (await a.get(STATUS.format(same), headers=carol)).json()["result"]
+        await expire(same)
+
+        async def objects_gone() -> bool:
+            return await job_keys(bucket) == {other}
+
+        await eventually(objects_gone)
+        assert (await a.get(STATUS.format(kept), headers=carol)).json()["result"]
+
+
+async def test_account_erasure_removes_the_users_job_records_and_objects(
+    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
+) -> None:
+    """DELETE /api/v1/auth/me: the user's job records and the objects only they refer to go;
+    content another user's job names stays."""
+    async with serve(replica_settings(replica_env, tmp_path, "a")) as a:
+        carol = await login(a, register=True)
+        dave_user = {"username": "dave", "password": "correct horse battery staple"}
+        assert (await a.post("/api/v1/auth/register", json=dave_user)).status_code == 201
+        token = (await a.post("/api/v1/auth/login", json=dave_user)).json()["access_token"]
+        dave = {"Authorization": f"Bearer {token}"}
+        own = (await a.post(SUBMIT, json=landmark_job(30), headers=carol)).json()["job_id"]
+        both = (await a.post(SUBMIT, json=landmark_job(31), headers=carol)).json()["job_id"]
+        for job_id in (own, both):
+            assert (await wait_finished(a, job_id, carol, timeout=60))["status"] == "completed"
+        theirs = (await a.post(SUBMIT, json=landmark_job(31), headers=dave)).json()["job_id"]
+        mine, shared = await content_key(pg_url, own), await content_key(pg_url, both)
+        assert await job_keys(bucket) == {mine, shared}
+
+        assert (await a.delete("/api/v1/auth/me", headers=carol)).status_code == 204
+        assert await job_keys(bucket) == {shared}
+        assert [r[0] for r in await sql(pg_url, "SELECT job_id FROM contour_jobs")] == [theirs]
+        assert (await a.get(STATUS.format(theirs), headers=dave)).json()["result"]
+
+
+async def test_a_record_no_queued_job_carries_is_deferred_again_once(
+    replica_env: dict[str, str], tmp_path: Path, pg_url: str
+) -> None:
+    """The state a crash between saving a job record and deferring it leaves (created here by
+    removing the deferred job), and a run that gave up (marked failed): maintenance defers
+    both again (`queueing_lock` = job id), they complete; only the acknowledged one is charged."""
+    async with serve(replica_settings(replica_env, tmp_path, "a", job_worker_in_process=False)) as a:
+        carol = await login(a, register=True)
+        lost = (await a.post(SUBMIT, json=landmark_job(40), headers=carol)).json()["job_id"]
+        gave_up = (await a.post(SUBMIT, json=landmark_job(41), headers=carol)).json()["job_id"]
+    await sql(pg_url, "DELETE FROM procrastinate_jobs WHERE queueing_lock = $1", lost)
+    await sql(pg_url, "UPDATE procrastinate_jobs SET status = 'failed' WHERE queueing_lock = $1", gave_up)
+
+    quick = {
+        "job_maintenance_interval_seconds": 0.2,
+        "job_heartbeat_seconds": 0.2,
+        "job_stalled_after_seconds": 1,
+    }
+    async with (
+        serve(replica_settings(replica_env, tmp_path, "b", **quick)) as b,
+        serve(replica_settings(replica_env, tmp_path, "c", **quick)) as c,
+    ):
+        for job_id in (lost, gave_up):
+            assert (await wait_finished(b, job_id, carol, timeout=60))["status"] == "completed"
+        await anyio.sleep(1)  # a few more maintenance passes on both replicas: nothing is re-run
+        for job_id in (lost, gave_up):
+            runs = await sql(
+                pg_url, "SELECT status FROM procrastinate_jobs WHERE queueing_lock = $1 ORDER BY id", job_id
+            )
+            assert [r[0] for r in runs] == (["succeeded"] if job_id == lost else ["failed", "succeeded"])
+        me = (await c.get("/v1/me", headers=carol)).json()
+        assert me["credits"] == 4  # the run whose submit was never answered is free
+
+
+async def test_the_job_engines_pool_is_a_readiness_check_and_recovers(
+    replica_env: dict[str, str], tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL unreachable (a relay in front of it, closed): `/readyz` 503 with a failing
+    `job_engine` check, job routes 503 `database_unavailable`; reopened, jobs run again."""
+    url = make_url(pg_url)
+    relay = Relay(f"{url.host}:{url.port}")
+    await relay.open()
+    settings = replica_settings(
+        replica_env,
+        tmp_path,
+        "a",
+        database_url=url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False),
+        database_connect_timeout_seconds=1,
+    )
+    try:
+        async with serve(settings) as a:
+            carol = await login(a, register=True)
+
+            async def ready() -> bool:
+                resp = await a.get("/readyz")
+                checks = {c["name"]: c for c in resp.json()["checks"]}
+                return resp.status_code == 200 and checks["job_engine"]["ok"]
+
+            await eventually(ready)
+            first = await a.post(SUBMIT, json=landmark_job(50), headers=carol)
+            assert (await wait_finished(a, first.json()["job_id"], carol, timeout=60))[
+                "status"
+            ] == "completed"
+
+            await relay.close()
+            resp = await a.get("/readyz")
+            assert resp.status_code == 503
+            check = {c["name"]: c for c in resp.json()["checks"]}["job_engine"]
+            assert check["ok"] is False and check["required"] is True, check
+            for answer in (
+                await a.get(STATUS.format(first.json()["job_id"]), headers=carol),
+                await a.post(SUBMIT, json=landmark_job(51), headers=carol),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["code"] == "database_unavailable" and answer.headers["retry-after"]
+
+            await relay.open()
+            await eventually(ready)
+            again = await a.post(SUBMIT, json=landmark_job(51), headers=carol)
+            assert again.status_code == 202, again.text
+            assert (await wait_finished(a, again.json()["job_id"], carol, timeout=60))[
+                "status"
+            ] == "completed"
+    finally:
+        await relay.close()
+
+
+async def test_the_object_orphan_sweep_runs_on_one_replica_at_a_time(
+    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
+) -> None:
+    """On PostgreSQL the start-up sweep of objects no catalog row names takes an advisory lock:
+    while another holder has it, a replica skips the sweep (the holder covers the same objects);
+    once free, the next start-up removes them (by age: STORAGE_ORPHAN_GRACE_SECONDS)."""
+    import asyncpg
+
+    orphan = str(uuid.uuid4())  # bytes of an upload that died before its commit
+    await bucket.create(f"images/{orphan}/original.jpg", b"\xff\xd8\xff not committed")
+    await anyio.sleep(1.1)  # S3 times have whole seconds: the object is now older than a grace of 0
+    settings = replica_settings(replica_env, tmp_path, "a", storage_orphan_grace_seconds=0)
+    holder = await asyncpg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ORPHAN_LOCK_KEY)  # another replica sweeping
+        async with serve(settings):
+            assert [info.key async for info in bucket.list(f"images/{orphan}/")]
+        await holder.execute("SELECT pg_advisory_unlock($1)", ORPHAN_LOCK_KEY)
+        async with serve(settings):
+            assert [info.key async for info in bucket.list(f"images/{orphan}/")] == []
+    finally:
+        await holder.close()
+        await bucket.delete_prefix("images/")

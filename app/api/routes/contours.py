@@ -78,7 +78,7 @@ async def submit_crop(call: Call) -> Reply:
     is full a submit is refused (503 with Retry-After) before its body is read."""
     container = call.services
     principal = await call.caller()
-    container.contour_jobs.admit()
+    await container.contour_jobs.admit()
     body = await read_body(call.request, submit_body_limit(container.settings))
     job = await container.contour_jobs.submit(body, principal)
     accepted = JobAccepted(job_id=job.job_id, status=str(job.status))

@@ -46,6 +46,7 @@ async def readyz(container: AnyStateContainerDep) -> JSONResponse:
         container.rate_limits,
         container.database_ready,
         container.images.objects,
+        container.contour_jobs.queue,
     )
     checks = [ReadinessCheck(**asdict(check)) for check in found]
     ready = all(c.ok for c in checks if c.required)
