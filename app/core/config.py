@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.core.login_settings import LoginSettings
@@ -308,6 +308,16 @@ class Settings(LoginSettings):
                 f"unknown analyzers {unknown}; known: classify, face, skin-measure (skin is always on)"
             )
         return names
+
+    @model_validator(mode="after")
+    def _stall_outlasts_heartbeats(self) -> Settings:
+        # A live worker must never look stalled: its job would run twice at once.
+        if self.job_stalled_after_seconds < 2 * self.job_heartbeat_seconds:
+            raise ValueError(
+                "JOB_STALLED_AFTER_SECONDS must be at least twice JOB_HEARTBEAT_SECONDS "
+                f"({self.job_stalled_after_seconds} < 2 x {self.job_heartbeat_seconds})"
+            )
+        return self
 
     @property
     def anonymous_allowed(self) -> bool:

@@ -54,6 +54,15 @@ def test_secret_key_must_be_long_enough_for_hs256(monkeypatch: pytest.MonkeyPatc
     assert Settings(_env_file=None).secret_key.get_secret_value() == "k" * 32
 
 
+def test_a_stall_threshold_under_two_heartbeats_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_HEARTBEAT_SECONDS", "2")
+    monkeypatch.setenv("JOB_STALLED_AFTER_SECONDS", "3")
+    with pytest.raises(ValidationError, match="at least twice JOB_HEARTBEAT_SECONDS"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("JOB_STALLED_AFTER_SECONDS", "4")
+    assert Settings(_env_file=None).job_stalled_after_seconds == 4
+
+
 def test_match_api_key() -> None:
     assert match_api_key("k1", ["k1", "k2"]) is not None
     assert match_api_key("k2", ["k1", "k2"]) != match_api_key("k1", ["k1", "k2"])
