@@ -43,10 +43,12 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "unsupported_media_type", "The file is not a supported image (HEIC, JPEG, PNG, WEBP)"),
         (400, "url_not_allowed", "The URL's host resolves to a private-network address"),
         (400, "url_fetch_failed", "The server answered 404"),
+        (400, "unknown_model", "Unknown model 'x'; available: default, lite2"),
         UNAUTHORIZED,
         (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
         (413, "url_too_large", "The resource at the URL is larger than 5242880 bytes"),
         (503, "analyzer_unavailable", "Analyzer 'classify' is not loaded"),
+        (503, "model_unavailable", "Model 'lite2' of classify is not loaded: ... does not fit: ..."),
         (503, "queue_full", "Too many classify analyses are waiting (64); try again later"),
     ),
 }
@@ -66,21 +68,26 @@ async def classify(
     container: ContainerDep,
     principal: CurrentPrincipal,
     top_k: Annotated[int, Query(ge=1, le=1000, description="With a multipart upload: how many classes")] = 5,
+    model: Annotated[
+        str | None, Query(max_length=64, description="With a multipart upload: a model named in MODELS")
+    ] = None,
 ) -> Response:
     """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
-    size-limited). The image is stored like an upload; the result is cached per image. If the
-    classification fails, the image is removed again (the client never learned its id)."""
-    container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
+    size-limited). `model` (query, or in the JSON) picks a classifier named in MODELS. The image
+    is stored like an upload; the result is cached per image. If the classification fails, the
+    image is removed again (the client never learned its id)."""
+    # 503 (or 400 unknown_model) before anything is stored if the model is not loaded
+    container.analysis.parse_params(container.registry.get("classify"), {"top_k": top_k, "model": model})
     # A classification that could not run soon is refused before its upload is read (503 +
     # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
     # Admitted, it holds a place in the queue while its body is read.
     with container.analysis.reserve("classify"):
-        return await _classify(request, container, principal, top_k)
+        return await _classify(request, container, principal, top_k, model)
 
 
 async def _classify(
-    request: Request, container: ServiceContainer, principal: Principal, top_k: int
+    request: Request, container: ServiceContainer, principal: Principal, top_k: int, model: str | None
 ) -> Response:
     await limit_rate(request, "analyze", principal)
     await container.credits.check(principal)
@@ -91,7 +98,8 @@ async def _classify(
             body = ClassifyUrlRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-        top_k = body.top_k
+        top_k, model = body.top_k, body.model
+        container.analysis.parse_params(container.registry.get("classify"), {"top_k": top_k, "model": model})
         request.state.history = {"request_type": "url"}
         outcome = await container.ingest.ingest_url(body.url, principal)
     else:
@@ -103,12 +111,13 @@ async def _classify(
             owner=principal,
         )
     meta = outcome.metadata
+    params = {"top_k": top_k, "model": model}
     request.state.history.update(
         input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
     )
     try:
         result = await until_disconnected(
-            request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
+            request, container.analysis.analyze(outcome.image_id, principal, "classify", params)
         )
     except Exception:
         # The client never learns the id of an image whose classification failed: remove it.
