@@ -72,7 +72,8 @@ async def classify(
         str | None, Query(max_length=64, description="With a multipart upload: a model named in MODELS")
     ] = None,
 ) -> Response:
-    """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
+    """Classify an image with the default model (EfficientNet-Lite0, ImageNet-1k, unless
+    MODEL_PATH names another): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
     size-limited). `model` (query, or in the JSON) picks a classifier named in MODELS. The image
     is stored like an upload; the result is cached per image. If the classification fails, the
