@@ -177,3 +177,18 @@ async def test_a_default_model_that_does_not_fit(
         resp = await classify(c, image_id)
         assert resp.status_code == 503 and resp.json()["code"] == "analyzer_unavailable"
         assert why in resp.json()["detail"]
+
+
+async def test_named_models_serve_when_the_default_does_not(
+    make_settings, tiny: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    gone = tmp_path / "gone.onnx"
+    settings = app_settings(make_settings, model_path=gone, models=f"tiny={tiny}")
+    async with serve(settings, build_registry(settings)) as c:
+        assert (await c.get("/readyz")).status_code == 503
+        resp = await c.post("/v1/classify", files={"file": ("r.png", red_png(), "image/png")})
+        assert resp.status_code == 503 and resp.json()["code"] == "model_unavailable"
+        assert f"model file {gone} not found" in resp.json()["detail"]
+        assert files_under(data_dir / "images") == []  # refused before anything was stored
+        named = await c.post("/v1/classify?model=tiny", files={"file": ("r.png", red_png(), "image/png")})
+        assert named.status_code == 200 and named.json()["predictions"][0]["label"] == "red"

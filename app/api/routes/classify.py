@@ -78,8 +78,8 @@ async def classify(
     size-limited). `model` (query, or in the JSON) picks a classifier named in MODELS. The image
     is stored like an upload; the result is cached per image. If the classification fails, the
     image is removed again (the client never learned its id)."""
-    # 503 (or 400 unknown_model) before anything is stored if the model is not loaded
-    container.analysis.parse_params(container.registry.get("classify"), {"top_k": top_k, "model": model})
+    # 503 before anything is stored if the model is not loaded (400 if there is no such model)
+    container.analysis.parse_params(container.registry.get("classify"), _model(model))
     # A classification that could not run soon is refused before its upload is read (503 +
     # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
     # Admitted, it holds a place in the queue while its body is read.
@@ -100,7 +100,7 @@ async def _classify(
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
         top_k, model = body.top_k, body.model
-        container.analysis.parse_params(container.registry.get("classify"), {"top_k": top_k, "model": model})
+        container.analysis.parse_params(container.registry.get("classify"), _model(model))
         request.state.history = {"request_type": "url"}
         outcome = await container.ingest.ingest_url(body.url, principal)
     else:
@@ -112,7 +112,7 @@ async def _classify(
             owner=principal,
         )
     meta = outcome.metadata
-    params = {"top_k": top_k, "model": model}
+    params: dict[str, Any] = {"top_k": top_k, **(_model(model) or {})}
     request.state.history.update(
         input_data_size=meta.size_bytes, image_width=meta.width, image_height=meta.height
     )
@@ -126,3 +126,8 @@ async def _classify(
             await container.images.delete(outcome.image_id, principal)
         raise
     return Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
+
+
+def _model(model: str | None) -> dict[str, Any] | None:
+    """The params that pick `model` (None: the default model's, no params)."""
+    return None if model is None else {"model": model}
