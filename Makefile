@@ -7,9 +7,11 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MODEL_DIR ?= models
 MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
+# A second classifier (MODELS=lite2=models/efficientnet_lite2.onnx): built for the tests only
+MODEL_LITE2 := $(MODEL_DIR)/efficientnet_lite2.onnx
 MESH_MODELS := $(MODEL_DIR)/face_detection_short_range.onnx $(MODEL_DIR)/face_landmark.onnx
 
-.PHONY: run test test-fast lint typecheck bench install install-dev clean
+.PHONY: run test test-fast lint typecheck bench install install-dev model-lite2 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +35,18 @@ $(VENV)/.model-tools: requirements-model.txt | $(BIN)/python
 $(MODEL): scripts/export_classifier.py | $(VENV)/.runtime $(VENV)/.model-tools
 	$(BIN)/python scripts/export_classifier.py --model-dir $(MODEL_DIR) --force
 
+# EfficientNet-Lite2 (260 px), exported and checked the same way: the bring-your-own-model tests.
+$(MODEL_LITE2): scripts/export_classifier.py | $(VENV)/.runtime $(VENV)/.model-tools
+	$(BIN)/python scripts/export_classifier.py --variant lite2 --model-dir $(MODEL_DIR) --force
+
+model-lite2: $(MODEL_LITE2)
+
 # The face mesh models (BlazeFace + Face Mesh), from the pinned mediapipe wheel, converted to ONNX.
 $(MESH_MODELS) &: scripts/fetch_face_mesh.py scripts/tflite_to_onnx.py | $(VENV)/.runtime $(VENV)/.model-tools
 	$(BIN)/python scripts/fetch_face_mesh.py --model-dir $(MODEL_DIR)
 
 install: $(VENV)/.runtime $(MODEL) $(MESH_MODELS)
-install-dev: $(VENV)/.dev $(MODEL) $(MESH_MODELS)
+install-dev: $(VENV)/.dev $(MODEL) $(MESH_MODELS) $(MODEL_LITE2)
 
 run: install
 	$(BIN)/python -m app.db.migrate upgrade

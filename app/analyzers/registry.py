@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.analyzers.base import Analyzer
@@ -57,6 +58,8 @@ class _Models:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._mesh: FaceMesh | None = None
+        # Parts of a loaded analyzer that did not load (e.g. "classify:lite2" -> why)
+        self.unavailable: dict[str, str] = {}
 
     def mesh(self) -> FaceMesh:
         """The BlazeFace + Face Mesh sessions (face and skin-measure share them)."""
@@ -68,10 +71,39 @@ class _Models:
 
 
 def _load_classifier(models: _Models) -> Analyzer:
-    from app.analyzers.classify import OnnxClassifier, find_model
+    """The default model (MODEL_PATH) and the named ones (MODELS). One that does not load or
+    fit is left out and reported as `classify:<name>` (failing /readyz; 503 model_unavailable
+    when asked for); only when none loads is `classify` itself unavailable."""
+    from app.analyzers.classify import Classifiers, OnnxClassifier, find_model
+    from app.analyzers.model_spec import ModelMismatch, ModelSpec
+    from app.core.model_settings import DEFAULT_MODEL
 
     settings = models.settings
-    return OnnxClassifier(find_model(settings.model_dir), intra_op_threads=settings.onnx_intra_op_threads)
+    defaults = ModelSpec.from_settings(settings)
+    paths: dict[str, Path | None] = {DEFAULT_MODEL: settings.model_path, **settings.models}
+    loaded: dict[str, OnnxClassifier] = {}
+    failed: dict[str, str] = {}
+    for name, path in paths.items():
+        try:
+            path = path or find_model(settings.model_dir)
+            loaded[name] = OnnxClassifier(
+                path,
+                intra_op_threads=settings.onnx_intra_op_threads,
+                labels_path=settings.model_labels if name == DEFAULT_MODEL else None,
+                defaults=defaults,
+            )
+        except FileNotFoundError as exc:
+            failed[name] = str(exc) if path is None else f"model file {path} not found"
+        except ModelMismatch as exc:
+            failed[name] = f"{path} does not fit: {exc}"
+        except Exception as exc:  # unreadable, a broken package: report, load the rest
+            failed[name] = f"{path}: {exc}"
+    if not loaded:
+        raise RuntimeError("; ".join(failed.values()) if len(failed) > 1 else failed[DEFAULT_MODEL])
+    for name, why in failed.items():
+        logger.error("classify model %s not loaded: %s", name, why)
+        models.unavailable[f"classify:{name}"] = why
+    return Classifiers(loaded, failed)
 
 
 def _load_face(models: _Models) -> Analyzer:
@@ -117,4 +149,4 @@ def build_registry(settings: Settings) -> AnalyzerRegistry:
         except Exception as exc:  # a missing model file, a broken package: report, keep serving
             logger.error("analyzer %s not loaded: %s", name, exc)
             unavailable[name] = str(exc)
-    return AnalyzerRegistry(analyzers, unavailable)
+    return AnalyzerRegistry(analyzers, {**unavailable, **models.unavailable})

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.core.login_settings import LoginSettings
+from app.core.model_settings import ModelSettings
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -31,7 +32,7 @@ def _split_commas(value: object) -> object:
     return value
 
 
-class Settings(LoginSettings):
+class Settings(LoginSettings, ModelSettings):
     """All configuration of the service; env var names are the field names in upper case."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -167,7 +168,8 @@ class Settings(LoginSettings):
     # share the mesh, ~5 MiB; FACE_BACKEND=dlib ~50 MiB).
     analyzers: CommaList = ["classify", "face", "skin-measure"]
 
-    # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py)
+    # Models: the ONNX classifier exported at set-up (scripts/export_classifier.py); MODEL_PATH,
+    # MODELS and the classifier's preprocessing: app.core.model_settings
     model_dir: Path = PROJECT_ROOT / "models"
     # Face landmarks: "68" (regions; iBUG 300-W licence, non-commercial) or "5" (alignment only, free)
     face_landmarks: Literal["68", "5"] = "68"

@@ -14,6 +14,7 @@ The tree::
     │   ├── UndecodableImage      400 undecodable_image
     │   ├── TooManyPixels         400 image_too_large
     │   ├── UnknownAnalyzer       400 unknown_analyzer
+    │   ├── UnknownModel          400 unknown_model
     │   ├── InvalidBase64         400 invalid_base64
     │   ├── InvalidLandmarks      400 invalid_landmarks
     │   ├── InvalidSegmentation   400 invalid_segmentation_map
@@ -46,6 +47,7 @@ The tree::
     ├── TooManyRequests           429 too_many_requests
     └── ServiceUnavailable        503 service_unavailable
         ├── AnalyzerUnavailable   503 analyzer_unavailable
+        │   └── ModelUnavailable  503 model_unavailable
         ├── QueueFull             503 queue_full
         └── DependencyUnavailable 503 dependency_unavailable (with Retry-After)
             ├── DatabaseUnavailable    503 database_unavailable
@@ -146,6 +148,10 @@ class TooManyPixels(BadRequest):
 
 class UnknownAnalyzer(BadRequest):
     code, default_detail = "unknown_analyzer", "Unknown analyzer"
+
+
+class UnknownModel(BadRequest):
+    code, default_detail = "unknown_model", "Unknown model"
 
 
 class InvalidBase64(BadRequest):
@@ -279,6 +285,10 @@ class ServiceUnavailable(AppError):
 
 class AnalyzerUnavailable(ServiceUnavailable):
     code, default_detail = "analyzer_unavailable", "The analyzer is not loaded"
+
+
+class ModelUnavailable(AnalyzerUnavailable):
+    code, default_detail = "model_unavailable", "The model is not loaded"
 
 
 class QueueFull(ServiceUnavailable):

@@ -11,7 +11,7 @@ class AnalyzerRead(BaseModel):
     """One analyzer: what it is, its version (part of every cache key) and its params."""
 
     name: str = Field(examples=["classify"])
-    version: str = Field(examples=["efficientnet-lite0-1"])
+    version: str = Field(examples=["1"])
     description: str
     params: dict[str, Any] = Field(description="JSON Schema of the `params` object")
     available: bool = True

@@ -12,3 +12,6 @@ class ClassifyUrlRequest(BaseModel):
 
     url: str = Field(max_length=2048, examples=["https://example.com/cat.jpg"])
     top_k: int = Field(default=5, ge=1, le=1000)
+    model: str | None = Field(
+        default=None, max_length=64, description="A classifier named in MODELS (default: MODEL_PATH's)"
+    )

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from app.analyzers.base import Analyzer, ImageSource
+from app.analyzers.base import Analyzer, ImageSource, analysis_version
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
 from app.core import metrics
 from app.core.errors import ImageNotFound, ValidationFailed
@@ -69,7 +69,7 @@ def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
 def _encode(image_id: str, analyzer: Analyzer, params: BaseModel, result: BaseModel) -> bytes:
     body: dict[str, Any] = {"image_id": image_id, **result.model_dump(mode="json")}
     body["analyzer"] = analyzer.name
-    body["analyzer_version"] = analyzer.version
+    body["analyzer_version"] = analysis_version(analyzer, params)
     if type(params).model_fields:
         body["params"] = params.model_dump(mode="json")
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -83,7 +83,7 @@ def _is_valid(raw: bytes, image_id: str, analyzer: Analyzer, params: BaseModel) 
         if (
             body.pop("image_id", None) != image_id
             or body.pop("analyzer", None) != analyzer.name
-            or body.pop("analyzer_version", None) != analyzer.version
+            or body.pop("analyzer_version", None) != analysis_version(analyzer, params)
         ):
             return False
         if type(params).model_fields and body.pop("params", None) != params.model_dump(mode="json"):
@@ -121,13 +121,16 @@ class AnalysisService:
         self._waiters: dict[str, int] = {}  # clients waiting on each in-flight result
 
     def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
-        """Validate analyzer params; ValidationFailed (400) names the bad ones."""
+        """Validate analyzer params; ValidationFailed (400) names the bad ones; a model the
+        params pick that is unknown or not loaded is UnknownModel (400) or ModelUnavailable (503)."""
         try:
-            return analyzer.params_model.model_validate(params or {})
+            parsed = analyzer.params_model.model_validate(params or {})
         except ValidationError as exc:
             raise ValidationFailed.from_errors(
                 exc.errors(), prefix="params.", lead="Invalid params"
             ) from None
+        analysis_version(analyzer, parsed)
+        return parsed
 
     async def analyze(
         self,

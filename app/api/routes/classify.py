@@ -46,10 +46,12 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "unsupported_media_type", "The file is not a supported image (HEIC, JPEG, PNG, WEBP)"),
         (400, "url_not_allowed", "The URL's host resolves to a private-network address"),
         (400, "url_fetch_failed", "The server answered 404"),
+        (400, "unknown_model", "Unknown model 'x'; available: default, lite2"),
         UNAUTHORIZED,
         (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
         (413, "url_too_large", "The resource at the URL is larger than 5242880 bytes"),
         (503, "analyzer_unavailable", "Analyzer 'classify' is not loaded"),
+        (503, "model_unavailable", "Model 'lite2' of classify is not loaded: ... does not fit: ..."),
         (503, "queue_full", "Too many classify analyses are waiting (64); try again later"),
     ),
 }
@@ -57,6 +59,10 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 TopK = Annotated[int, Query(ge=1, le=1000, description="With a multipart upload: how many classes")]
 _TOP_K = TypeAdapter(Annotated[int, Field(ge=1, le=1000)])
+ModelName = Annotated[
+    str | None, Query(max_length=64, description="With a multipart upload: a model named in MODELS")
+]
+_MODEL = TypeAdapter(Annotated[str, Field(max_length=64)])
 
 
 def _described(request: Request) -> Described:
@@ -66,15 +72,16 @@ def _described(request: Request) -> Described:
     return Described("image", content_length(request))
 
 
-def _top_k(request: Request) -> int:
-    """The `top_k` query parameter (5 when absent); a 400 validation_error as FastAPI's."""
-    raw = request.query_params.get("top_k")
+def _query(request: Request, name: str, adapter: TypeAdapter[Any], default: Any) -> Any:
+    """A query parameter checked by `adapter` (`default` when absent); a 400
+    validation_error as FastAPI's."""
+    raw = request.query_params.get(name)
     if raw is None:
-        return 5
+        return default
     try:
-        return _TOP_K.validate_python(raw, strict=False)
+        return adapter.validate_python(raw, strict=False)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("query", "top_k", *e["loc"])} for e in exc.errors(include_url=False)]
+        errors = [{**e, "loc": ("query", name, *e["loc"])} for e in exc.errors(include_url=False)]
         raise ValidationFailed.from_errors(errors) from None
 
 
@@ -82,27 +89,33 @@ def _top_k(request: Request) -> int:
     router,
     [("/v1/classify", "Classify an image file or URL (seed 000)", "classify_v1")],
     policy=Policy(authenticate=True, rate_limit="analyze", body_limit=streamed, history=_described),
-    query={"top_k": (TopK, 5)},
+    query={"top_k": (TopK, 5), "model": (ModelName, None)},
     responses=CLASSIFY_RESPONSES,
     openapi_extra={"requestBody": CLASSIFY_BODY},
 )
 async def classify(call: Call) -> Reply:
-    """Classify an image with EfficientNet-Lite0 (ImageNet-1k): multipart `file`, or JSON
+    """Classify an image with the default model (EfficientNet-Lite0, ImageNet-1k, unless
+    MODEL_PATH names another): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
-    size-limited). The image is stored like an upload; the result is cached per image. If the
-    classification fails, the image is removed again (the client never learned its id)."""
-    top_k = _top_k(call.request)
+    size-limited). `model` (query, or in the JSON) picks a classifier named in MODELS. The image
+    is stored like an upload; the result is cached per image. If the classification fails, the
+    image is removed again (the client never learned its id)."""
+    top_k: int = _query(call.request, "top_k", _TOP_K, 5)
+    model: str | None = _query(call.request, "model", _MODEL, None)
     container = call.services
     principal = await call.caller()
-    container.registry.get("classify")  # 503 before anything is stored if the model is not loaded
+    # 503 before anything is stored if the model is not loaded (400 if there is no such model)
+    container.analysis.parse_params(container.registry.get("classify"), _model(model))
     # A classification that could not run soon is refused before its upload is read (503 +
     # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
     # Admitted, it holds a place in the queue while its body is read.
     with container.analysis.reserve("classify"):
-        return await _classify(call.request, container, principal, top_k)
+        return await _classify(call.request, container, principal, top_k, model)
 
 
-async def _classify(request: Request, container: ServiceContainer, principal: Principal, top_k: int) -> Reply:
+async def _classify(
+    request: Request, container: ServiceContainer, principal: Principal, top_k: int, model: str | None
+) -> Reply:
     await container.credits.check(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/json"):
@@ -111,7 +124,8 @@ async def _classify(request: Request, container: ServiceContainer, principal: Pr
             body = ClassifyUrlRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-        top_k = body.top_k
+        top_k, model = body.top_k, body.model
+        container.analysis.parse_params(container.registry.get("classify"), _model(model))
         request_type = "url"
         outcome = await container.ingest.ingest_url(body.url, principal)
     else:
@@ -124,9 +138,10 @@ async def _classify(request: Request, container: ServiceContainer, principal: Pr
         )
     meta = outcome.metadata
     described = Described(request_type, meta.size_bytes, meta.width, meta.height)
+    params: dict[str, Any] = {"top_k": top_k, **(_model(model) or {})}
     try:
         result = await until_disconnected(
-            request, container.analysis.analyze(outcome.image_id, principal, "classify", {"top_k": top_k})
+            request, container.analysis.analyze(outcome.image_id, principal, "classify", params)
         )
     except Exception:
         # The client never learns the id of an image whose classification failed: remove it.
@@ -135,3 +150,8 @@ async def _classify(request: Request, container: ServiceContainer, principal: Pr
         raise
     response = Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
     return Reply(response, described)
+
+
+def _model(model: str | None) -> dict[str, Any] | None:
+    """The params that pick `model` (None: the default model's, no params)."""
+    return None if model is None else {"model": model}
