@@ -134,7 +134,7 @@ async def test_s3_unreachable_is_503_everywhere_leaves_nothing_and_recovers(clus
             cluster.s3_relay.open()
 
         # Back without a restart: every replica serves again
-        await wait_for(lambda: all_ready(client, cluster.urls))
+        await wait_for(lambda: all_ready(client, cluster.urls), 60)
         for i, url in enumerate(fronts):
             body = jpeg_bytes(color=(i, 2, 3))
             again = await client.post(url + UPLOAD, files=files(body))
@@ -179,7 +179,7 @@ async def test_postgresql_down_is_503_everywhere_and_recovers(cluster: Cluster) 
         finally:
             cluster.pg_relay.open()
 
-        await wait_for(lambda: all_ready(client, cluster.urls))
+        await wait_for(lambda: all_ready(client, cluster.urls), 60)
         assert await image_ids_in_database(cluster) == rows  # none of the refused uploads
         for i, url in enumerate(fronts):
             body = jpeg_bytes(color=(i, 5, 6))
