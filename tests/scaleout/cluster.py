@@ -326,8 +326,7 @@ def start_cluster(
     finally:
         if nginx is not None:
             nginx.stop()
-        for process in [*started, *started_workers]:
-            process.stop()
+        _stop_all([*started, *started_workers])
         for relay in (s3_relay, pg_relay):
             if relay is not None:
                 relay.stop()
@@ -336,6 +335,18 @@ def start_cluster(
         admin_sql(pg_server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         with contextlib.suppress(Exception):
             _delete_prefix(s3, prefix)
+
+
+def _stop_all(processes: list[Server | Worker]) -> None:
+    """SIGTERM to every process at once (their graceful shutdowns overlap), then reap each."""
+    for process in processes:
+        if process.process.poll() is None:
+            process.process.terminate()
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.process.wait(timeout=10)
+        process.kill()  # only if still running
+        process.stop()  # closes its log
 
 
 def _delete_prefix(s3: dict[str, Any], prefix: str) -> None:
