@@ -45,10 +45,15 @@ REDIS_CLAIM_SECONDS = 3600  # a claim a crashed run never released lapses after 
 SECRET_KEY = "scale-out-test-signing-key-0123456789abcdef"
 
 
+def ci_provides_servers() -> bool:
+    """CI_REQUIRE_*=1 (`.ci/run` started PostgreSQL, Redis, S3), or TEST_NGINX_BIN set (a run
+    that names its nginx means to run these tests)."""
+    return any(os.environ.get(name) == "1" for name in REQUIRE_ENVS) or bool(os.environ.get("TEST_NGINX_BIN"))
+
+
 def missing(what: str) -> None:
-    """Skip for want of `what`, or fail when CI provides the servers (CI_REQUIRE_*=1, or
-    TEST_NGINX_BIN set: a run that names its nginx means to run these tests)."""
-    if any(os.environ.get(name) == "1" for name in REQUIRE_ENVS) or os.environ.get("TEST_NGINX_BIN"):
+    """Skip for want of `what`, or fail when CI provides the servers."""
+    if ci_provides_servers():
         pytest.fail(f"scale-out tests: {what} (CI provides the servers, so this is a failure)")
     pytest.skip(f"scale-out tests: {what}")
 
