@@ -38,7 +38,6 @@ from tests.scaleout import cluster as c  # noqa: E402
 
 LIMIT = "1000000/minute"
 RATE_LIMITS = {f"RATE_LIMIT_{n}": LIMIT for n in ("UPLOAD", "ANALYZE", "AUTH", "LOGIN_USERNAME", "DEFAULT")}
-REDIS_DB = 12  # not 11, which the scale-out tests flush
 
 
 def s3_options(stack: ExitStack, work: Path) -> dict[str, Any]:
@@ -129,7 +128,6 @@ def main() -> int:
     p.add_argument("--latency-only", action="store_true", help="skip the throughput runs through nginx")
     args = p.parse_args()
     h.ensure_wrk()
-    c.REDIS_DB = REDIS_DB
     h.WORK_DIR.mkdir(exist_ok=True)
     upload_body = h.WORK_DIR / "upload-100k.body"
     upload_body.write_bytes(h.multipart(upload_image("100k")))
@@ -138,7 +136,7 @@ def main() -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(TemporaryDirectory(prefix="bench-scaleout-")))
         s3 = s3_options(stack, work)
-        cl = stack.enter_context(c.start_cluster(work / "cluster", s3, replicas=3, **RATE_LIMITS))
+        cl = stack.enter_context(c.start_cluster(work / "cluster", s3, replicas=3, workers=0, **RATE_LIMITS))
         embedded = stack.enter_context(h.service("embedded", work, RATE_LIMITS_ENABLED="true", **RATE_LIMITS))
         fronts: list[c.Nginx] = []
         max_body = c.Settings(_env_file=None).max_request_body_bytes

@@ -1,9 +1,11 @@
-"""Real server processes for the tests that SIGKILL them: `python -m uvicorn app.main:app`."""
+"""Real server processes for the tests that SIGKILL them: `python -m uvicorn app.main:app`,
+and `python -m app.worker` job workers."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,6 +101,57 @@ class Server:
     def logs(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
+
+
+class Worker:
+    """One `python -m app.worker` process (scale-out mode: the job worker on its own)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # closed in stop()
+        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.worker"],
+            env={**inherited, **env},
+            cwd=REPO_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Until its log says the worker started (it logs at INFO: `LOG_LEVEL=INFO`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.logs()}")
+            if re.search(r"job worker \S+ started", self.logs()):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"worker not started after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL, then reap."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
 
 
 def start_server(

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: dict[str, Any]) -> Iterator[Cluster]:
     with start_cluster(
-        tmp_path_factory.mktemp("limits"), s3_server, RATE_LIMIT_UPLOAD="10/minute"
+        tmp_path_factory.mktemp("limits"), s3_server, workers=0, RATE_LIMIT_UPLOAD="10/minute"
     ) as started:
         yield started
 

@@ -24,7 +24,7 @@ from app.storage.objects import image_prefix, result_key
 from app.storage.s3 import S3ObjectStore
 from tests.conftest import files_under, serve, shared_registry
 from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
-from tests.processes import free_port
+from tests.relay import Relay
 
 
 @pytest.fixture
@@ -194,54 +194,6 @@ async def test_start_up_removes_objects_no_row_names_once_they_are_old_enough(
     async with serve(s3_settings("c", storage_orphan_grace_seconds=0)) as c:
         assert await keys(bucket, image_prefix(orphan)) == []
         assert (await c.get(f"/api/v1/images/{kept}/content")).status_code == 200
-
-
-class Relay:
-    """A TCP relay on a fixed loopback port in front of the real S3 server: `close` makes the
-    endpoint refuse connections (and cuts the open ones), `open` restores it."""
-
-    def __init__(self, target: str) -> None:
-        host, _, port = target.removeprefix("http://").partition(":")
-        self.target = (host, int(port))
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.links: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def open(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in list(self.links):
-                writer.transport.abort()
-            await self.server.wait_closed()
-            self.server = None
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.links |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self.links -= {writer, up_writer}
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,8 +31,8 @@ from app.storage.s3 import S3ObjectStore
 from tests.conftest import serve
 from tests.db.conftest import _admin, postgres_server_url
 from tests.factories import encode
-from tests.processes import REPO_ROOT, Server, start_server
-from tests.storage.test_s3_app import Relay
+from tests.processes import Server, Worker, start_server
+from tests.relay import Relay
 
 SUBMIT = "/api/v1/frontal/crop/submit"
 STATUS = "/api/v1/frontal/crop/status/{}"
@@ -146,32 +143,6 @@ async def test_a_job_submitted_to_one_replica_is_read_from_the_other_and_charged
         token = (await b.post("/api/v1/auth/login", json=other)).json()["access_token"]
         seen = await b.get(STATUS.format(job_id), headers={"Authorization": f"Bearer {token}"})
         assert seen.status_code == 404 and seen.json()["code"] == "job_not_found"
-
-
-class Worker:
-    """One `python -m app.worker` process."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # closed in stop()
-        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.worker"],
-            env={**inherited, **env},
-            cwd=REPO_ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture
