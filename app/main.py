@@ -24,10 +24,10 @@ from app.api.pipeline import RequestPipeline
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
 from app.api.stalls import StallGuard
+from app.composition import build_container
 from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
-from app.services.container import build_container
 from app.services.rate_limits import ROUTE_CLASSES
 
 logger = logging.getLogger("app")

@@ -2,7 +2,7 @@
 
 It builds the same services as the API (models, database, object store, credits) and runs
 the procrastinate worker, the stalled-job sweep and the maintenance pass
-(`app.services.pg_job_maintenance`) until SIGTERM or SIGINT; the API
+(`app.services.jobs.pg_maintenance`) until SIGTERM or SIGINT; the API
 replicas can then run with `JOB_WORKER_IN_PROCESS=false`. A worker that is stopped gracefully
 aborts its running job (procrastinate retries it elsewhere); one that is killed has its job
 retried by another worker's stalled sweep after `JOB_STALLED_AFTER_SECONDS`.
@@ -16,10 +16,10 @@ import signal
 
 import anyio.to_thread
 
+from app.composition import build_container
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
-from app.services.container import build_container
-from app.services.pg_job_queue import ProcrastinateJobQueue
+from app.services.jobs.pg_queue import ProcrastinateJobQueue
 
 logger = logging.getLogger("app.worker")
 

@@ -68,10 +68,10 @@ def main() -> int:
     from photos import face_photo
 
     from app.analyzers.base import ImageSource
-    from app.analyzers.face import FaceAnalyzer, FaceParams
-    from app.analyzers.facemesh import FaceMesh
-    from app.analyzers.skin_measure import SkinMeasureAnalyzer
-    from app.analyzers.skin_models import SkinMeasureParams
+    from app.analyzers.face.analyzer import FaceAnalyzer, FaceParams
+    from app.analyzers.face.mesh_models import FaceMesh
+    from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
+    from app.analyzers.skin_measure.models import SkinMeasureParams
 
     threads = int(os.environ.get("ONNX_THREADS", "1"))
     source = ImageSource("bench", face_photo())

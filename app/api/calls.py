@@ -14,9 +14,9 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Scope
 
+from app.composition import ServiceContainer
 from app.core.errors import DatabaseUnavailable, ServiceUnavailable
-from app.services.container import ServiceContainer
-from app.services.principals import Principal
+from app.services.accounts.principals import Principal
 from app.services.rate_limits import Quota
 
 SCOPE_KEY = "app.call"  # the pipeline's Call in the ASGI scope (an ASGI extension key)

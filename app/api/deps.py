@@ -14,13 +14,13 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from app.api.calls import call_of, container_of
+from app.composition import ServiceContainer
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import secrets_equal
-from app.services.analysis import AnalysisService
-from app.services.container import ServiceContainer
-from app.services.images import ImageService
-from app.services.ingest import IngestService
-from app.services.principals import Principal
+from app.services.accounts.principals import Principal
+from app.services.analysis.service import AnalysisService
+from app.services.images.catalog import ImageService
+from app.services.images.ingest import IngestService
 
 api_key_header = APIKeyHeader(
     name="X-API-KEY",

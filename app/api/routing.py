@@ -245,7 +245,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await `work` (once the request body has been read), cancelled if the client hangs up:
-    a client that has gone does not keep its analysis queued (see `app.services.scheduler`);
+    a client that has gone does not keep its analysis queued (see `app.services.analysis.scheduler`);
     ClientDisconnect then (logged as such, not as an error)."""
     task = asyncio.ensure_future(work)
     gone = False

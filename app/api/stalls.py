@@ -138,7 +138,7 @@ class BodyStream:
 
     Each chunk is handed on as it arrives, so a route can refuse a request at its first bytes
     (load shedding before the body is read); a trickled upload's temp file is made only once
-    its first 16 KiB arrived (`app.services.multipart`), not per connection.
+    its first 16 KiB arrived (`app.services.multipart.reader`), not per connection.
 
     RequestTimeout (408) when the body stalls or crawls (`app.api.stalls`: a slow client must
     not hold a connection and a temp file forever); ClientDisconnect when the client hangs up.

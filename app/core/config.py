@@ -48,7 +48,7 @@ class Settings(LoginSettings, ModelSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # JPEG check at upload: "structure" (marker walk to EOI, ~1 ms) or "draft" (1/8-scale decode)
     upload_decode_check: Literal["structure", "draft"] = "structure"
-    # Wholeness walk at upload (app.services.image_check): chunks/segments walked per file; PNG
+    # Wholeness walk at upload (app.services.validation.checks): chunks/segments walked per file; PNG
     # text chunks (count, raw bytes per chunk and in all; as Pillow's MAX_TEXT_CHUNK/MEMORY);
     # other metadata (JPEG APPn/COM, WebP ICCP/EXIF/XMP, PNG ancillary); what may follow a
     # JPEG's last EOI (bytes) and how many JPEGs one file may chain (MPF: Ultra HDR, MPO)

@@ -1,5 +1,5 @@
 """Settings of the classifier models (part of `Settings`): which ONNX files, their labels, and
-the preprocessing of a model whose ONNX metadata does not state it (see app.analyzers.model_spec)."""
+the preprocessing of a model whose ONNX metadata does not state it (see app.analyzers.classify.model_spec)."""
 
 from __future__ import annotations
 

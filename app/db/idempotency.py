@@ -1,4 +1,4 @@
-"""Idempotency-Key rows (keyword-only repository functions); see `app.services.idempotency`.
+"""Idempotency-Key rows (keyword-only repository functions); see `app.services.images.idempotency`.
 
 A claim is taken with one `INSERT ... ON CONFLICT DO NOTHING` (a new key) or one conditional
 `UPDATE` (a key whose earlier claim ended or whose lease ran out): whoever changes the row

@@ -219,7 +219,7 @@ class AppSecret(Base):
 
 
 class ContourJobRecord(Base):
-    """A seed 004 contour job in scale-out mode (`app.services.pg_job_queue`): every replica reads it."""
+    """A seed 004 contour job in scale-out mode (`app.services.jobs.pg_queue`): every replica reads it."""
 
     __tablename__ = "contour_jobs"
     __table_args__ = (

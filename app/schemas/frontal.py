@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.services.contour_jobs import ContourJobRequest, Point
+from app.services.jobs.contours import ContourJobRequest, Point
 
 __all__ = ["ContourJobRequest", "JobAccepted", "JobStatusRead", "Point"]
 

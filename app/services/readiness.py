@@ -22,8 +22,8 @@ from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.core.errors import StorageUnavailable
 from app.db.engine import is_sqlite
-from app.services.job_queue import JobQueue
-from app.services.pg_job_queue import ProcrastinateJobQueue
+from app.services.jobs.file_queue import JobQueue
+from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.rate_limits import RateLimits
 from app.storage.object_images import ObjectImages
 

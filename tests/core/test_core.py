@@ -12,7 +12,7 @@ from app.core.errors import DatabaseUnavailable
 from app.core.ids import is_uuid4, new_image_id, normalize_uuid4
 from app.core.security import JwtConfig, decode_token, match_api_key
 from app.core.units import human_size
-from app.services.multipart import sanitize_filename
+from app.services.multipart.reader import sanitize_filename
 
 
 def test_ids() -> None:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import BadRequest, IdempotencyConflict
-from app.services.idempotency import IdempotencyStore
+from app.services.images.idempotency import IdempotencyStore
 
 IMAGE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.composition import ServiceContainer
 from app.main import create_app
-from app.services.container import ServiceContainer
-from app.services.principals import Principal
+from app.services.accounts.principals import Principal
 from tests.conftest import shared_registry
 from tests.factories import jpeg_bytes
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from app.analyzers.base import Analyzer
 from app.analyzers.registry import AnalyzerRegistry
+from app.composition import ServiceContainer, build_container
 from app.core.config import Settings
-from app.services.container import ServiceContainer, build_container
-from app.services.ingest import UploadOutcome
-from app.services.principals import ANONYMOUS_PRINCIPAL, Principal
+from app.services.accounts.principals import ANONYMOUS_PRINCIPAL, Principal
+from app.services.images.ingest import UploadOutcome
 
 
 @asynccontextmanager

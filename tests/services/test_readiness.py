@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.skin import SkinAnalyzer
-from app.services.container import build_container
+from app.composition import build_container
 from app.services.readiness import readiness_checks
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.db import migrate
-from app.services.images import ORPHAN_LOCK_KEY
+from app.services.images.catalog import ORPHAN_LOCK_KEY
 from app.storage.s3 import S3ObjectStore
 from tests.conftest import serve
 from tests.db.conftest import _admin, postgres_server_url

@@ -3,7 +3,7 @@
 
 A successful login also sets the signed device cookie (`LOGIN_DEVICE_COOKIE_NAME`): a later
 login that sends it for the same username has its own failure allowance (see
-`app.services.login_throttle`); the response bodies are the seeds' own."""
+`app.services.accounts.login_throttle`); the response bodies are the seeds' own."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal
 from app.api.routing import DeclaredRouter, Policy
+from app.composition import ServiceContainer
 from app.db.models import User
 from app.schemas.auth import (
     Credentials,
@@ -25,9 +26,8 @@ from app.schemas.auth import (
     UserRead,
 )
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.accounts import SignIn, TokenPair
-from app.services.container import ServiceContainer
-from app.services.usernames import username_key
+from app.services.accounts.service import SignIn, TokenPair
+from app.services.accounts.usernames import username_key
 
 # Per client address: the caller is not known yet (logins are also limited per username)
 router = DeclaredRouter(Policy(rate_limit="auth", per_caller=False), tags=["accounts"])

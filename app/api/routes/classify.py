@@ -26,11 +26,11 @@ from app.api.routing import (
     streamed,
     until_disconnected,
 )
+from app.composition import ServiceContainer
 from app.core.errors import AppError, ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.container import ServiceContainer
-from app.services.principals import Principal
+from app.services.accounts.principals import Principal
 
 router = APIRouter(tags=["seed 000"])
 

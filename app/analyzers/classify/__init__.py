@@ -1,0 +1,1 @@
+"""The ImageNet classifier: any ONNX model and how it wants its pixels."""

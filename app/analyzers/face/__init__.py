@@ -1,0 +1,1 @@
+"""The face analyzer and its backends: detection, landmarks, regions, segmentation."""

@@ -1,0 +1,1 @@
+"""The measured skin analysis: colour science, frame, metrics, quality gate."""

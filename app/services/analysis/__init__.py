@@ -1,0 +1,1 @@
+"""The analysis use case: cache, single flight, fair scheduling, the seed-003 form."""

@@ -1,0 +1,344 @@
+"""Analysis use case: cache lookup, single-flight, run the analyzer in a thread, atomic publish.
+
+A result is a pure function of (image, analyzer, analyzer version, params), stored as the
+exact response bytes under a name derived from them (`{image_id}.json` for the default
+`skin` analyzer, the seeds' contract; `{image_id}/{analyzer}[.{params-hash}].json` for the
+rest: one folder per image, so a delete never scans the others). A repeat is a read;
+concurrent first requests share one computation (one task per key in this process;
+`link`-based publication across processes, first writer wins).
+A cache file that does not validate (truncated, edited, older analyzer version) is
+recomputed and replaced, with a warning.
+
+With object storage (`STORAGE_URL=s3://...`, `ImageService.objects`) the same names are
+objects: created with `If-None-Match: *` (first writer wins across replicas, every client
+gets the winner's bytes) and replaced with `If-Match` when outdated or corrupt; the analyzer
+reads a local temp copy of the image made from its object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from app.analyzers.base import Analyzer, ImageSource, analysis_version
+from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry
+from app.core import metrics
+from app.core.errors import ImageNotFound, ValidationFailed
+from app.core.threads import ThreadPool
+from app.services.accounts.credits import CreditService
+from app.services.accounts.principals import Principal
+from app.services.analysis.scheduler import Abandoned, Lanes
+from app.services.images.catalog import ImageService
+from app.storage.base import ResultStore, result_key
+from app.storage.metadata import StoredImage
+
+logger = logging.getLogger("app.analysis")
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """A result body (exact bytes) and whether it came from the cache."""
+
+    body: bytes
+    cached: bool
+
+
+def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
+    """The cache key of one (image, analyzer, params) result (`app.storage.base.result_key`)."""
+    default_params = params.model_dump() == analyzer.params_model().model_dump()
+    if analyzer.name == DEFAULT_ANALYZER and default_params:
+        return result_key(image_id)
+    variant = analyzer.name
+    if not default_params:
+        canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        variant += f".{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+    return result_key(image_id, variant)
+
+
+def _encode(image_id: str, analyzer: Analyzer, params: BaseModel, result: BaseModel) -> bytes:
+    body: dict[str, Any] = {"image_id": image_id, **result.model_dump(mode="json")}
+    body["analyzer"] = analyzer.name
+    body["analyzer_version"] = analysis_version(analyzer, params)
+    if type(params).model_fields:
+        body["params"] = params.model_dump(mode="json")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _is_valid(raw: bytes, image_id: str, analyzer: Analyzer, params: BaseModel) -> bool:
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            return False
+        if (
+            body.pop("image_id", None) != image_id
+            or body.pop("analyzer", None) != analyzer.name
+            or body.pop("analyzer_version", None) != analysis_version(analyzer, params)
+        ):
+            return False
+        if type(params).model_fields and body.pop("params", None) != params.model_dump(mode="json"):
+            return False
+        analyzer.result_model.model_validate(body, strict=False)
+    except (ValueError, ValidationError):
+        return False
+    # Byte-identical repeats: the file must be exactly what we would have written.
+    return raw == _encode(image_id, analyzer, params, analyzer.result_model.model_validate(body))
+
+
+class AnalysisService:
+    """Runs analyzers over stored images with a persistent, idempotent result cache."""
+
+    def __init__(
+        self,
+        registry: AnalyzerRegistry,
+        images: ImageService,
+        results: ResultStore,
+        *,
+        io_pool: ThreadPool,
+        lanes: Lanes,
+        memory_entries: int,
+        credits: CreditService | None = None,
+    ) -> None:
+        self.registry = registry
+        self.credits = credits
+        self.images = images
+        self.results = results
+        self._io_pool = io_pool
+        self._lanes = lanes
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_entries = memory_entries
+        self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+        self._waiters: dict[str, int] = {}  # clients waiting on each in-flight result
+
+    def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
+        """Validate analyzer params; ValidationFailed (400) names the bad ones; a model the
+        params pick that is unknown or not loaded is UnknownModel (400) or ModelUnavailable (503)."""
+        try:
+            parsed = analyzer.params_model.model_validate(params or {})
+        except ValidationError as exc:
+            raise ValidationFailed.from_errors(
+                exc.errors(), prefix="params.", lead="Invalid params"
+            ) from None
+        analysis_version(analyzer, parsed)
+        return parsed
+
+    async def analyze(
+        self,
+        image_id: str,
+        viewer: Principal,
+        analyzer_name: str = DEFAULT_ANALYZER,
+        params: dict[str, Any] | None = None,
+    ) -> AnalysisOutcome:
+        """The result of one analyzer on an image `viewer` may see, computed at most once.
+
+        A model-backed analysis computed for a metered caller costs one credit, charged only
+        when it succeeds; a cached result is free.
+        """
+        hit = self.hit(image_id, viewer, analyzer_name, params)
+        if hit is not None:
+            return hit
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        name = result_name(image_id, analyzer, parsed)
+        image = await self.images.get(image_id, viewer)
+        while True:
+            task = self._in_flight.get(name)
+            leader = task is None
+            if task is None:
+                task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
+                self._in_flight[name] = task
+                task.add_done_callback(partial(self._finished, name))
+            self._waiters[name] = self._waiters.get(name, 0) + 1
+            try:
+                # shield: a client that hangs up must not cancel the work others wait on; when
+                # every client has hung up, queued work is dropped before it starts (`wanted`).
+                body, computed = await asyncio.shield(task)
+                break
+            except Abandoned:
+                # Dropped for want of clients just before this one joined: start it afresh.
+                if self._in_flight.get(name) is task:
+                    del self._in_flight[name]
+            finally:
+                self._waiters[name] -= 1
+                if not self._waiters[name]:
+                    del self._waiters[name]
+        cached = not (leader and computed)
+        metrics.ANALYSES.labels(analyzer.name, "cached" if cached else "computed").inc()
+        return AnalysisOutcome(body, cached=cached)
+
+    def hit(
+        self,
+        image_id: str,
+        viewer: Principal,
+        analyzer_name: str = DEFAULT_ANALYZER,
+        params: dict[str, Any] | None = None,
+    ) -> AnalysisOutcome | None:
+        """The result from memory if it is there (no await, no thread hop), else None."""
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        name = result_name(image_id, analyzer, parsed)
+        body = self._memory.get(name)
+        if body is not None and self.images.peek(image_id, viewer) is not None and self.results.exists(name):
+            self._memory.move_to_end(name)
+            metrics.ANALYSES.labels(analyzer.name, "cached").inc()
+            return AnalysisOutcome(body, cached=True)
+        return None
+
+    def reserve(self, analyzer_name: str) -> AbstractContextManager[None]:
+        """Refuse now (QueueFull, 503) a computation of `analyzer_name` that would find its queue
+        full or wait too long, counting the requests admitted before it that still read their
+        body; else hold a place until the computation queues (see `Lane.reserve`). Lets a
+        route refuse before it reads a request body."""
+        analyzer = self.registry.get(analyzer_name)
+        return self._lanes.of(analyzer).reserve(analyzer.name)
+
+    def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
+        if self._in_flight.get(name) is task:
+            del self._in_flight[name]
+        if not task.cancelled() and isinstance(task.exception(), Abandoned):
+            logger.info("analysis %s dropped: every client hung up before it started", name)
+
+    async def run_unstored(
+        self, path: Path, analyzer_name: str, params: dict[str, Any] | None = None
+    ) -> BaseModel:
+        """Run an analyzer on a file that is not a stored image (no cache): seed 003's /forward."""
+        analyzer = self.registry.get(analyzer_name)
+        parsed = self.parse_params(analyzer, params)
+        source = ImageSource(image_id="", path=path)
+        return await self._lanes.of(analyzer).run(analyzer.name, analyzer.analyze, source, parsed)
+
+    async def _resolve(
+        self, image: StoredImage, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
+    ) -> tuple[bytes, bool]:
+        started = time.perf_counter()
+        image_id = image.metadata.image_id
+        objects = self.images.objects
+        if objects is None:
+            body = await self._io_pool.run(self._read_cached, image_id, analyzer, params, name)
+        else:  # the image's catalog row is there (`images.get`): a result kept in memory is valid
+            body = self._memory.get(name)
+            if body is None:
+                raw = await objects.read_result(name)
+                body = self._validated(raw, image_id, analyzer, params, name)
+        computed = body is None
+        if body is None and objects is None:
+            body = await self._compute_metered(
+                ImageSource(image_id, image.path), analyzer, params, name, viewer
+            )
+        elif body is None:
+            assert objects is not None
+            async with objects.local_copy(image.metadata) as copy:
+                if copy is None:
+                    raise ImageNotFound(f"Image {image_id} not found")
+                body = await self._compute_metered(
+                    ImageSource(image_id, copy), analyzer, params, name, viewer
+                )
+        self._remember(name, body)
+        logger.info(
+            "analysis image_id=%s analyzer=%s %s in %.1f ms",
+            image_id,
+            analyzer.name,
+            "computed" if computed else "cached",
+            (time.perf_counter() - started) * 1000,
+        )
+        return body, computed
+
+    async def _compute_metered(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
+    ) -> bytes:
+        self._lanes.of(analyzer).admit(analyzer.name)  # a miss that cannot run soon: refuse now
+        if self.credits is None or not analyzer.model_backed:
+            return await self._compute_and_publish(source, analyzer, params, name)
+        async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name, subject=name) as work:
+            body = await self._compute_and_publish(source, analyzer, params, name)
+            work.computed = True
+        return body
+
+    async def _compute_and_publish(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> bytes:
+        fresh = await self._lanes.of(analyzer).run(
+            analyzer.name, self._compute, source, analyzer, params, wanted=lambda: name in self._waiters
+        )
+        objects = self.images.objects
+        if objects is not None:
+            return await self._publish_object(source.image_id, analyzer, params, name, fresh)
+        # Publishing (create + fsync) runs on the io pool: analysis threads stay on CPU work.
+        return await self._io_pool.run(self._publish, source, analyzer, params, name, fresh)
+
+    def _read_cached(self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str) -> bytes | None:
+        return self._validated(self.results.read(name), image_id, analyzer, params, name)
+
+    @staticmethod
+    def _validated(
+        raw: bytes | None, image_id: str, analyzer: Analyzer, params: BaseModel, name: str
+    ) -> bytes | None:
+        if raw is None:
+            return None
+        if _is_valid(raw, image_id, analyzer, params):
+            return raw
+        logger.warning("cached result %s is corrupt or outdated; recomputing", name)
+        return None
+
+    def _compute(self, source: ImageSource, analyzer: Analyzer, params: BaseModel) -> bytes:
+        result = analyzer.analyze(source, params)
+        return _encode(source.image_id, analyzer, params, result)
+
+    def _publish(
+        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, body: bytes
+    ) -> bytes:
+        """Store a fresh result; returns the bytes every client must get.
+
+        If an entry is there already, another process published it while we computed (serve
+        its bytes, so every client agrees) unless it does not validate (the corrupt entry we
+        found on reading): then ours replaces it. ImageNotFound if the image was deleted
+        while it was analyzed (nothing stays published for it).
+        """
+        image_id = source.image_id
+        published = self.results.create(name, body)
+        # A delete unlinks the image before its results: checked after creating ours, either
+        # that delete removes it or this sees the image gone.
+        if not source.path.exists():
+            self.results.delete_for_image(image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
+        if not published:
+            winner = self.results.read(name)
+            if winner is not None and _is_valid(winner, image_id, analyzer, params):
+                return winner
+            self.results.replace(name, body)
+        return body
+
+    async def _publish_object(
+        self, image_id: str, analyzer: Analyzer, params: BaseModel, name: str, body: bytes
+    ) -> bytes:
+        """`_publish` on object storage: first writer wins, a valid winner is served, an invalid
+        one replaced (`If-Match`); ImageNotFound if the image was deleted meanwhile."""
+        objects = self.images.objects
+        assert objects is not None
+        winner = await objects.publish_result(
+            name, body, lambda raw: _is_valid(raw, image_id, analyzer, params)
+        )
+        # A delete removes the bytes before the results: checked after creating ours, either
+        # that delete's listing removes it or this sees the image gone.
+        if not await objects.has_image(image_id):
+            await objects.remove(image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
+        return winner
+
+    def _remember(self, name: str, body: bytes) -> None:
+        if self._memory_entries <= 0:
+            return
+        self._memory[name] = body
+        self._memory.move_to_end(name)
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)

@@ -1,0 +1,1 @@
+"""Downloading an image URL under the SSRF policy."""

@@ -1,0 +1,1 @@
+"""Stored images: their catalog, the ingest of an upload, Idempotency-Keys."""

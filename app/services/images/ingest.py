@@ -1,0 +1,298 @@
+"""Ingest: stream a multipart body (or a URL download) to disk, validate it, publish it under a UUID4.
+
+The request body goes chunk by chunk into a temp file beside its final place (see
+`multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
+is checked by Pillow through one read-only mmap, fsynced and renamed into place; then its
+catalog row (metadata and owner) is committed, and only then does the image exist. Any
+failure, or a client hang-up, removes the file: nothing is left in `data/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import mmap
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from io import FileIO
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import metrics
+from app.core.config import Settings
+from app.core.errors import (
+    EmptyFile,
+    IdempotencyMismatch,
+    ImageNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
+from app.core.ids import new_image_id
+from app.core.threads import ThreadPool
+from app.services.accounts.principals import Principal
+from app.services.fetch.download import download
+from app.services.fetch.url_policy import UrlPolicy
+from app.services.images.catalog import ImageService
+from app.services.images.idempotency import Claim, IdempotencyStore
+from app.services.multipart.reader import (
+    FormLimits,
+    ReceivedFile,
+    ReceivedForm,
+    receive_form,
+    require_file,
+    sanitize_filename,
+)
+from app.services.validation.checks import IntegrityLimits, inspect_image
+from app.storage.atomic import unlink_quietly
+from app.storage.metadata import ImageMetadata
+
+logger = logging.getLogger("app.upload")
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """The image an upload published, and whether it is a replay of an earlier upload."""
+
+    metadata: ImageMetadata
+    replayed: bool = False
+
+    @property
+    def image_id(self) -> str:
+        return self.metadata.image_id
+
+
+def url_policy(settings: Settings) -> UrlPolicy:
+    """The URL fetch policy from settings (the size limit is the upload limit)."""
+    return UrlPolicy(
+        max_redirects=settings.url_fetch_max_redirects,
+        connect_timeout=settings.url_fetch_connect_timeout,
+        read_timeout=settings.url_fetch_read_timeout,
+        total_timeout=settings.url_fetch_total_timeout,
+        max_bytes=settings.max_upload_bytes,
+        allow_loopback=settings.url_fetch_allow_loopback,
+    )
+
+
+class IngestService:
+    """Receive, validate and publish images: multipart uploads and URL downloads."""
+
+    def __init__(
+        self, settings: Settings, images: ImageService, idempotency: IdempotencyStore, pool: ThreadPool
+    ) -> None:
+        self.settings = settings
+        self.images = images
+        self.store = images.store
+        self.idempotency = idempotency
+        self.pool = pool
+        self.url_policy = url_policy(settings)
+        self.integrity = IntegrityLimits.from_settings(settings)
+        self.limits = FormLimits(
+            max_file_bytes=settings.max_upload_bytes,
+            max_body_bytes=settings.max_request_body_bytes,
+            max_parts=settings.max_form_parts,
+            max_field_bytes=settings.max_form_field_bytes,
+            allowed_formats=frozenset(settings.allowed_formats),
+        )
+
+    async def receive(
+        self,
+        *,
+        content_type: str | None,
+        content_length: int | None,
+        chunks: AsyncIterator[bytes],
+        file_field: str = "file",
+        on_file: Callable[[], None] | None = None,
+    ) -> ReceivedForm:
+        """Stream a multipart body; its file part (if any) lands in a temp file (`on_file`, if
+        given, is called before the first byte of it is read and may refuse the form).
+
+        The caller owns the result and must `discard` its file.
+        """
+        if content_length is not None and content_length > self.limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"Content-Length {content_length} exceeds the limit of {self.limits.max_body_bytes} bytes"
+            )
+        return await receive_form(
+            content_type=content_type,
+            chunks=chunks,
+            file_field=file_field,
+            new_temp=self.store.temp_path,
+            limits=self.limits,
+            on_file=on_file,
+        )
+
+    @staticmethod
+    def discard(received: ReceivedFile | None) -> None:
+        """Close and remove a received file that was not published."""
+        if received is None or received.placed:
+            return
+        if received.file is not None:
+            received.file.close()
+        unlink_quietly(received.path)
+
+    async def upload(
+        self,
+        *,
+        content_type: str | None,
+        content_length: int | None,
+        chunks: AsyncIterator[bytes],
+        owner: Principal,
+        idempotency_key: str | None = None,
+        file_field: str = "file",
+    ) -> UploadOutcome:
+        """Receive one image from a multipart body and publish it, owned by `owner`."""
+        claim = None
+        if idempotency_key is not None:
+            claim = await self.idempotency.claim(idempotency_key, owner.id)
+        try:
+            form = await self.receive(
+                content_type=content_type,
+                content_length=content_length,
+                chunks=chunks,
+                file_field=file_field,
+            )
+            received = require_file(form, file_field)
+            try:
+                return await self._publish(received, owner, claim)
+            finally:
+                self.discard(received)
+        finally:
+            if claim is not None:
+                await self.idempotency.release(claim)
+
+    async def check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
+        """Validate a received file as an image without publishing it: (format, width, height)."""
+        return await self.pool.run(self._check, received)
+
+    async def ingest_url(self, url: str, owner: Principal) -> UploadOutcome:
+        """Download `url` under the fetch policy (SSRF-safe, size- and time-bounded) and publish it."""
+        dest = self.store.temp_path()
+        try:
+            await download(url, dest, self.url_policy)
+            name = sanitize_filename(urlsplit(url).path.rsplit("/", 1)[-1] or None)
+            return await self.ingest_file(dest, owner, name)
+        finally:
+            unlink_quietly(dest)  # a published image was renamed away; anything else goes
+
+    async def ingest_file(self, path: Path, owner: Principal, filename: str | None = None) -> UploadOutcome:
+        """Publish a file already written under the store's `temp_path()` as an image."""
+        try:
+            received = await self.pool.run(self._describe_file, path, filename)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        try:
+            return await self._publish(received, owner, None)
+        finally:
+            self.discard(received)
+
+    async def _publish(self, received: ReceivedFile, owner: Principal, claim: Claim | None) -> UploadOutcome:
+        """Bytes into place (worker thread), then the catalog row (with the Idempotency-Key's
+        record, in one transaction): the image exists once both are."""
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None
+        if claim is not None and received.size:
+            replayed = await self._replay(claim, received.sha256, owner)
+            if replayed is not None:
+                return replayed
+        meta, path = await self.pool.run(self._place, received)
+        if self.images.objects is not None:  # object storage: put now; `discard` drops the temp
+            path = await self.images.put_object(received.path, meta)
+        if claim is not None:
+
+            async def also(session: AsyncSession) -> None:
+                await self.idempotency.record(session, claim, received.sha256, meta.image_id)
+
+        try:
+            await self.images.register(meta, owner.id, path, also)
+        except asyncio.CancelledError:
+            raise  # the client left; its row may still be committed, so the bytes stay
+        except BaseException:
+            await self.images.unpublish(meta, path)
+            raise
+        metrics.UPLOAD_BYTES.inc(meta.size_bytes)
+        logger.info(
+            "upload image_id=%s size=%d type=%s %dx%d filename=%r",
+            meta.image_id,
+            received.size,
+            meta.content_type,
+            meta.width,
+            meta.height,
+            received.filename,
+        )
+        return UploadOutcome(meta)
+
+    def _check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
+        if received.size == 0:
+            raise EmptyFile()
+        fmt = received.format
+        if fmt is None or received.file is None:
+            raise UnsupportedMediaType()
+        with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            width, height = inspect_image(
+                data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check, self.integrity
+            )
+        return fmt, width, height
+
+    def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:
+        file = FileIO(path, "rb+")
+        try:
+            size = os.fstat(file.fileno()).st_size
+            fmt = accepted_format(file.read(SNIFF_BYTES), self.limits.allowed_formats)
+            file.seek(0)
+            sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+        except BaseException:
+            file.close()
+            raise
+        return ReceivedFile(
+            path=path,
+            field_name="url",
+            filename=filename,
+            declared_type=None,
+            size=size,
+            format=fmt,
+            file=file,
+            sha256=sha256,
+        )
+
+    def _place(self, received: ReceivedFile) -> tuple[ImageMetadata, Path]:
+        """Worker thread, one hop: validate, fsync, rename into place, close."""
+        fmt, width, height = self._check(received)
+        assert received.file is not None
+        os.fsync(received.file.fileno())
+        meta = ImageMetadata.describe(
+            image_id=new_image_id(),
+            filename=received.filename,
+            fmt=fmt,
+            size_bytes=received.size,
+            width=width,
+            height=height,
+            sha256=received.sha256,
+        )
+        if self.images.objects is not None:
+            received.file.close()  # here, not on the event loop; the temp file is put next
+            return meta, received.path
+        path = self.store.publish(received.path, meta.image_id, fmt.extension)
+        received.file.close()  # here, not on the event loop
+        received.placed = True
+        return meta, path
+
+    async def _replay(self, claim: Claim, sha256: str, owner: Principal) -> UploadOutcome | None:
+        """The image an earlier request with this key created, or None to upload afresh (no
+        record, or its image was deleted since)."""
+        record = await self.idempotency.load(claim)
+        if record is None:
+            return None
+        if record.fingerprint != sha256:
+            raise IdempotencyMismatch()
+        try:
+            image = await self.images.catalog_entry(record.image_id, owner)  # its row, on any replica
+        except ImageNotFound:
+            logger.info("Idempotency-Key names deleted image_id=%s; uploading afresh", record.image_id)
+            return None
+        logger.info("upload replayed image_id=%s (Idempotency-Key)", record.image_id)
+        return UploadOutcome(image.metadata, replayed=True)

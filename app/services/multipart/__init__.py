@@ -1,0 +1,1 @@
+"""Streaming multipart/form-data: the parser and the reader over it."""

@@ -1,0 +1,107 @@
+"""The streaming multipart parser: any chunking, binary data full of near-delimiters, and
+agreement with python-multipart on random forms."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from python_multipart.multipart import MultipartParser
+
+from app.core.errors import MalformedMultipart
+from app.services.multipart.parser import MultipartStream, parse_headers
+
+B = b"Xy-12_boundary"
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.parts: list[tuple[dict[str, str], bytes]] = []
+
+    def begin_part(self, headers: dict[str, str]) -> None:
+        self.parts.append((headers, b""))
+
+    def part_data(self, data: memoryview) -> None:
+        headers, body = self.parts[-1]
+        self.parts[-1] = (headers, body + bytes(data))
+
+    def end_part(self) -> None:
+        pass
+
+
+def form(bodies: list[bytes]) -> bytes:
+    out = b""
+    for i, body in enumerate(bodies):
+        out += b"--" + B + b'\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n' % i + body + b"\r\n"
+    return out + b"--" + B + b"--\r\n"
+
+
+def parse(data: bytes, cuts: list[int]) -> list[bytes]:
+    collect = Collect()
+    stream = MultipartStream(B, collect, 16384)
+    last = 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        stream.write(data[last:cut])
+        last = cut
+    stream.finalize()
+    return [body for _, body in collect.parts]
+
+
+def reference(data: bytes) -> list[bytes]:
+    parts: list[bytes] = []
+    callbacks = {
+        "on_part_begin": lambda: parts.append(b""),
+        "on_part_data": lambda d, s, e: parts.__setitem__(-1, parts[-1] + d[s:e]),
+    }
+    parser = MultipartParser(B, callbacks)
+    parser.write(data)
+    parser.finalize()
+    return parts
+
+
+tricky = st.binary(max_size=300) | st.lists(
+    st.sampled_from(
+        [b"\r", b"\n", b"\r\n", b"--", b"\r\n--", b"\r\n--Xy-12_bound", b"Xy-12_boundar", b"a", b"\x00"]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(tricky, min_size=1, max_size=4), st.lists(st.integers(0, 2000), max_size=12))
+def test_agrees_with_python_multipart_whatever_the_chunking(bodies: list[bytes], cuts: list[int]) -> None:
+    data = form(bodies)
+    assert parse(data, [c % (len(data) + 1) for c in cuts]) == bodies == reference(data)
+
+
+def test_preamble_padding_folded_headers_and_epilogue() -> None:
+    data = (
+        b"preamble to ignore\r\n--" + B + b"  \t\r\n"
+        b'Content-Disposition: form-data;\r\n name="a"\r\n\r\nvalue\r\n--' + B + b"--\r\nepilogue"
+    )
+    collect = Collect()
+    stream = MultipartStream(B, collect, 16384)
+    stream.write(data)
+    stream.finalize()
+    assert collect.parts == [({"content-disposition": 'form-data; name="a"'}, b"value")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"--" + B + b'\r\nContent-Disposition: form-data; name="a"\r\n\r\nno end',
+        b"--" + B + b"garbage\r\n\r\nx\r\n--" + B + b"--",
+        b"x" * 2000,
+        b"--" + B + b"\r\n" + b"H: " + b"v" * 20000 + b"\r\n\r\nx\r\n--" + B + b"--",
+        b"--" + B + b"\r\nno colon here\r\n\r\nx\r\n--" + B + b"--",
+    ],
+)
+def test_malformed_bodies(data: bytes) -> None:
+    stream = MultipartStream(B, Collect(), 16384)
+    with pytest.raises(MalformedMultipart):
+        stream.write(data)
+        stream.finalize()
+
+
+def test_headers() -> None:
+    assert parse_headers(b"Content-Type: image/png\r\nX-A:  b ") == {"content-type": "image/png", "x-a": "b"}

@@ -1,0 +1,117 @@
+"""app.services.rate_limits: moving-window limits per route class and key, their RateLimit headers,
+and what an unreachable Redis does under each outage policy (a real Redis where one is needed)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from app.core.config import Settings
+from app.core.errors import RateLimiterUnavailable, TooManyRequests
+from app.services.rate_limits import Quota, RateLimits
+from tests.redis_servers import redis_url
+
+
+def limits(**overrides: object) -> RateLimits:
+    values: dict[str, object] = {
+        "rate_limit_upload": "3/minute",
+        "rate_limit_analyze": "2/minute",
+        "rate_limit_default": "100/minute",
+    }
+    values.update(overrides)
+    return RateLimits(Settings(_env_file=None, **values))  # type: ignore[arg-type]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_quota_headers_follow_the_ietf_draft() -> None:
+    quota = Quota("upload", limit=10, window=60, remaining=7, reset=42)
+    assert quota.headers() == {
+        "RateLimit": '"upload";r=7;t=42',
+        "RateLimit-Policy": '"upload";q=10;w=60',
+    }
+
+
+async def test_a_key_is_refused_once_its_window_is_full() -> None:
+    rl = limits()
+    quotas = [await rl.hit("upload", "user:1") for _ in range(3)]
+    assert [q.remaining for q in quotas if q] == [2, 1, 0]
+    assert all(q is not None and (q.limit, q.window) == (3, 60) and 0 <= q.reset <= 60 for q in quotas)
+    with pytest.raises(TooManyRequests) as caught:
+        await rl.hit("upload", "user:1")
+    assert caught.value.status == 429
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 60
+    assert caught.value.headers["RateLimit-Policy"] == '"upload";q=3;w=60'
+    assert caught.value.headers["RateLimit"].startswith('"upload";r=0;')
+
+
+async def test_keys_and_route_classes_are_counted_apart() -> None:
+    rl = limits()
+    for _ in range(3):
+        await rl.hit("upload", "user:1")
+    assert (await rl.hit("upload", "user:2")) is not None  # another caller
+    assert (await rl.hit("analyze", "user:1")) is not None  # another route class
+    assert (await rl.hit("default", "user:1")) is not None
+
+
+async def test_the_tightest_key_is_reported_and_any_full_key_refuses() -> None:
+    rl = limits()
+    await rl.hit("upload", "addr:10.0.0.1")
+    await rl.hit("upload", "addr:10.0.0.1")
+    quota = await rl.hit("upload", "user:1", "addr:10.0.0.1")
+    assert quota is not None and quota.remaining == 0  # the address's, not the user's 2
+    with pytest.raises(TooManyRequests):
+        await rl.hit("upload", "user:2", "addr:10.0.0.1")
+
+
+async def test_disabled_limits_count_nothing() -> None:
+    rl = limits(rate_limits_enabled=False)
+    for _ in range(10):
+        assert await rl.hit("analyze", "user:1") is None
+
+
+async def test_in_memory_limits_report_no_redis() -> None:
+    assert await limits().available() is None
+
+
+@pytest.fixture
+def redis_limits() -> Callable[..., RateLimits]:
+    return lambda **extra: limits(redis_url=redis_url(), **extra)
+
+
+async def test_limits_in_redis_are_shared_between_instances(redis_limits: Callable[..., RateLimits]) -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    first, second = redis_limits(), redis_limits()
+    assert await first.available() is True
+    await first.hit("analyze", key)
+    quota = await second.hit("analyze", key)
+    assert quota is not None and quota.remaining == 0
+    with pytest.raises(TooManyRequests):
+        await first.hit("analyze", key)
+
+
+async def test_an_unreachable_redis_fails_open_by_default() -> None:
+    rl = limits(redis_url=f"redis://127.0.0.1:{closed_port()}/0", redis_timeout_seconds=1)
+    assert await rl.available() is False
+    for _ in range(5):  # the first call finds it down, the next ones do not wait for it
+        assert await rl.hit("analyze", "user:1") is None
+
+
+async def test_an_unreachable_redis_fails_closed_when_told() -> None:
+    rl = limits(
+        redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+        redis_timeout_seconds=1,
+        redis_outage_policy="fail-closed",
+    )
+    for _ in range(2):
+        with pytest.raises(RateLimiterUnavailable) as caught:
+            await rl.hit("analyze", "user:1")
+        assert caught.value.status == 503
