@@ -35,7 +35,7 @@ from app.core.formats import BY_EXTENSION, FORMATS
 from app.core.security import ANONYMOUS
 from app.core.threads import ThreadPool
 from app.db import images as catalog
-from app.services.image_check import inspect_image
+from app.services.image_check import examine_image
 from app.services.principals import Principal
 from app.storage.atomic import unlink_quietly
 from app.storage.base import ImageStore, ResultStore
@@ -288,7 +288,7 @@ class ImageService:
             try:
                 with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                     sha256 = hashlib.sha256(data).hexdigest()
-                    width, height = inspect_image(data, fmt, self.max_image_pixels)
+                    info = examine_image(data, fmt, self.max_image_pixels)
                     stat = os.fstat(f.fileno())
             except FileNotFoundError:
                 continue
@@ -300,9 +300,10 @@ class ImageService:
                 filename=None,
                 fmt=fmt,
                 size_bytes=stat.st_size,
-                width=width,
-                height=height,
+                width=info.width,
+                height=info.height,
                 sha256=sha256,
                 created_at=stat.st_mtime,
+                upright=(info.upright_width, info.upright_height),
             )
         return None
