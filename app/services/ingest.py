@@ -2,9 +2,11 @@
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
-is checked by Pillow through one read-only mmap, fsynced and renamed into place; then its
-catalog row (metadata and owner) is committed, and only then does the image exist. Any
-failure, or a client hang-up, removes the file: nothing is left in `data/`.
+is checked by Pillow through one read-only mmap (a trailer the photo declares, such as a
+Motion Photo's video, is cut off and the kept bytes' hash resumed from the streaming hash),
+fsynced and renamed into place; then its catalog row (metadata and owner) is committed, and
+only then does the image exist. Any failure, or a client hang-up, removes the file: nothing
+is left in `data/`.
 """
 
 from __future__ import annotations
