@@ -20,20 +20,24 @@ from app.core.formats import enable_heif
 def _open_upright(
     source: Path | bytes, draft_mode: str, draft_size: tuple[int, int] | None, long_side: int | None = None
 ) -> tuple[Image.Image, float]:
-    """Decode `source` and apply its EXIF orientation; JPEGs through `draft(draft_mode, size)`
-    (or a size whose long side is at least `long_side`). Also the draft's integer reduction."""
+    """Decode `source` and apply its EXIF orientation, reduced where the format allows: JPEGs
+    through `draft(draft_mode, size)` (or a size whose long side is at least `long_side`), a
+    HEIC through the smallest embedded thumbnail at least that large (pillow-heif's `draft`),
+    if it holds one. Also the reduction (original pixels per decoded pixel)."""
     enable_heif()
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         width = image.width
-        if image.format == "JPEG":
+        if image.format in ("JPEG", "HEIF"):
             if long_side is not None:
                 s = min(1.0, long_side / max(image.size))
                 draft_size = (math.ceil(image.width * s), math.ceil(image.height * s))
-            image.draft(draft_mode, draft_size or image.size)
+            if draft_size is not None or image.format == "JPEG":
+                image.draft(draft_mode, draft_size or image.size)
         image.load()
-        # A JPEG draft scales by 1/k, k in {1, 2, 4, 8}: decoded pixel i covers [i k, (i + 1) k).
-        k = float(max(1, round(width / image.width)))
+        k = width / image.width
+        if image.format == "JPEG":  # a draft scales by 1/k, k in {1, 2, 4, 8}: pixel i is [i k, (i + 1) k)
+            k = float(max(1, round(k)))
         ImageOps.exif_transpose(image, in_place=True)  # no copy of an upright image
         return image, k
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

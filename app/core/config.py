@@ -45,7 +45,8 @@ class Settings(LoginSettings, ModelSettings):
     max_multipart_overhead_bytes: int = Field(default=64 * 1024, ge=1024)
     max_form_parts: int = Field(default=8, ge=1)
     max_form_field_bytes: int = Field(default=16 * 1024, ge=1)
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # 8192 x 6144: the full resolution of 48-50 MP phone cameras (decoded reduced; see README)
+    max_image_pixels: int = Field(default=50_331_648, ge=1)
     # JPEG check at upload: "structure" (marker walk to EOI, ~1 ms) or "draft" (1/8-scale decode)
     upload_decode_check: Literal["structure", "draft"] = "structure"
     # Wholeness walk at upload (app.services.validation.checks): chunks/segments walked per file; PNG
@@ -60,7 +61,7 @@ class Settings(LoginSettings, ModelSettings):
     image_max_metadata_bytes: int = Field(default=4 * MiB, ge=0)
     jpeg_max_trailing_bytes: int = Field(default=4096, ge=0)
     jpeg_max_images: int = Field(default=4, ge=1)
-    allowed_formats: CommaList = ["jpeg", "png", "webp", "heic"]
+    allowed_formats: CommaList = ["jpeg", "png", "webp", "heic", "avif"]
     max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A request body that sends nothing for this long is cut (408) and its temp file removed
     body_read_timeout_seconds: float = Field(default=15.0, gt=0)

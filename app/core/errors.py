@@ -12,6 +12,7 @@ The tree::
     │   ├── EmptyFile             400 empty_file
     │   ├── UnsupportedMediaType  400 unsupported_media_type
     │   ├── UndecodableImage      400 undecodable_image
+    │   │   └── TrailingData      400 trailing_data
     │   ├── TooManyPixels         400 image_too_large
     │   ├── UnknownAnalyzer       400 unknown_analyzer
     │   ├── UnknownModel          400 unknown_model
@@ -140,6 +141,12 @@ class UnsupportedMediaType(BadRequest):
 
 class UndecodableImage(BadRequest):
     code, default_detail = "undecodable_image", "The image cannot be decoded"
+
+
+class TrailingData(UndecodableImage):
+    """More undeclared bytes after a JPEG's end than `JPEG_MAX_TRAILING_BYTES`."""
+
+    code, default_detail = "trailing_data", "The image has undeclared data after its end"
 
 
 class TooManyPixels(BadRequest):

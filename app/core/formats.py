@@ -24,18 +24,35 @@ FORMATS: dict[str, ImageFormat] = {
     "png": ImageFormat("png", "image/png", "png", "PNG"),
     "webp": ImageFormat("webp", "image/webp", "webp", "WEBP"),
     "heic": ImageFormat("heic", "image/heic", "heic", "HEIF"),
+    "avif": ImageFormat("avif", "image/avif", "avif", "AVIF"),
 }
 
 BY_EXTENSION: dict[str, ImageFormat] = {fmt.extension: fmt for fmt in FORMATS.values()}
 
-# The longest prefix sniff_format needs to decide.
-SNIFF_BYTES = 12
+# The longest prefix sniff_format needs to decide (an ISO-BMFF `ftyp` box's first brands).
+SNIFF_BYTES = 32
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# ISO-BMFF `ftyp` major brands of HEIF images (HEVC-coded ones and the generic image brands).
-_HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
+# ISO-BMFF `ftyp` brands: HEVC-coded HEIF, AV1-coded (AVIF), and the generic image brands,
+# which name the codec only among the compatible brands that follow.
+_HEVC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_GENERIC_BRANDS = frozenset({b"mif1", b"msf1"})
+
+
+def _bmff_format(head: bytes) -> ImageFormat | None:
+    """HEIC or AVIF by the `ftyp` box's major brand; a generic major brand (mif1) is AVIF when
+    the compatible brands within `head` name AV1 and not HEVC, else HEIC."""
+    major = head[8:12]
+    if major in _HEVC_BRANDS:
+        return FORMATS["heic"]
+    if major in _AVIF_BRANDS:
+        return FORMATS["avif"]
+    if major not in _GENERIC_BRANDS:
+        return None
+    box_end = min(len(head), int.from_bytes(head[:4], "big"))
+    compatible = {head[i : i + 4] for i in range(16, box_end - 3, 4)}
+    return FORMATS["avif"] if compatible & _AVIF_BRANDS and not compatible & _HEVC_BRANDS else FORMATS["heic"]
 
 
 def sniff_format(head: bytes) -> ImageFormat | None:
@@ -46,8 +63,8 @@ def sniff_format(head: bytes) -> ImageFormat | None:
         return FORMATS["png"]
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return FORMATS["webp"]
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return FORMATS["heic"]
+    if head[4:8] == b"ftyp":
+        return _bmff_format(head)
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
@@ -24,12 +25,15 @@ _FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
 
 def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
     created = datetime.fromisoformat(meta.created_at)  # "…Z": UTC (fromisoformat is C, strptime is not)
-    return {**meta.model_dump(include=set(_FIELDS)), "owner": owner, "created_ts": created.timestamp()}
+    trailer = None if meta.trailer is None else meta.trailer.model_dump_json()  # a JSON text column
+    values = meta.model_dump(include=set(_FIELDS))
+    return {**values, "trailer": trailer, "owner": owner, "created_ts": created.timestamp()}
 
 
 def to_metadata(row: Image) -> ImageMetadata:
     values = {name: getattr(row, name) for name in _FIELDS}
-    return ImageMetadata.model_validate({**values, "size": human_size(row.size_bytes)})
+    trailer = None if row.trailer is None else json.loads(row.trailer)
+    return ImageMetadata.model_validate({**values, "trailer": trailer, "size": human_size(row.size_bytes)})
 
 
 def row_writer(

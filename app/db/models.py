@@ -161,6 +161,11 @@ class Image(Base):
     created_at: Mapped[str] = mapped_column(String(32))
     # Unix time of created_at, for ordering and pagination.
     created_ts: Mapped[float] = mapped_column(Float)
+    # Displayed size (EXIF orientation applied; NULL in rows from before 0004: the stored size)
+    upright_width: Mapped[int | None] = mapped_column(Integer)
+    upright_height: Mapped[int | None] = mapped_column(Integer)
+    # A declared trailer cut off at upload (RemovedTrailer as JSON), or NULL
+    trailer: Mapped[str | None] = mapped_column(Text)
 
 
 class RequestLog(Base):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.core.formats import FORMATS, ImageFormat
 from app.core.units import human_size
@@ -20,6 +21,22 @@ def utc_timestamp(moment: float | None = None) -> str:
     """An ISO 8601 UTC timestamp with microseconds (`2026-11-23T17:00:00.000000Z`)."""
     when = datetime.now(UTC) if moment is None else datetime.fromtimestamp(moment, UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RemovedTrailer(BaseModel):
+    """What was cut off after a phone photo's JPEG, as the file itself declared it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["motion_photo", "micro_video", "samsung_sef"] = Field(
+        description="The declaration: Google Motion Photo (XMP Container:Directory), MVIMG "
+        "(XMP GCamera:MicroVideoOffset) or Samsung's SEF trailer (SEFH/SEFT directory)"
+    )
+    removed_bytes: int = Field(examples=[2481337], description="Bytes removed from the end of the upload")
+    contents: list[str] = Field(
+        examples=[["MotionPhoto:video/mp4"]],
+        description="What they held: Container items as Semantic:Mime, or SEF block names",
+    )
 
 
 class ImageMetadata(BaseModel):
@@ -37,6 +54,21 @@ class ImageMetadata(BaseModel):
     height: int = Field(examples=[1080])
     sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
     created_at: str = Field(examples=["2026-11-23T17:00:00.000000Z"])
+    upright_width: int = Field(examples=[1080], description="Width as displayed (EXIF orientation applied)")
+    upright_height: int = Field(examples=[1920], description="Height as displayed (EXIF orientation applied)")
+    trailer: RemovedTrailer | None = Field(
+        default=None, description="A declared trailer (Motion Photo video, Samsung SEF data) not stored"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upright_defaults(cls, values: Any) -> Any:
+        """Records from before upright sizes were kept: the stored size."""
+        if isinstance(values, dict):
+            for upright, stored in (("upright_width", "width"), ("upright_height", "height")):
+                if values.get(upright) is None and stored in values:
+                    values = {**values, upright: values[stored]}
+        return values
 
     @classmethod
     def describe(
@@ -50,8 +82,11 @@ class ImageMetadata(BaseModel):
         height: int,
         sha256: str,
         created_at: float | None = None,
+        upright: tuple[int, int] | None = None,
+        trailer: RemovedTrailer | None = None,
     ) -> ImageMetadata:
-        """The metadata of an image with these properties (`created_at`: a Unix time, or now)."""
+        """The metadata of an image with these properties (`created_at`: a Unix time, or now;
+        `upright`: the displayed size, if not the stored one)."""
         return cls(
             image_id=image_id,
             filename=filename,
@@ -63,6 +98,9 @@ class ImageMetadata(BaseModel):
             height=height,
             sha256=sha256,
             created_at=utc_timestamp(created_at),
+            upright_width=(upright or (width, height))[0],
+            upright_height=(upright or (width, height))[1],
+            trailer=trailer,
         )
 
     @property

@@ -1,4 +1,4 @@
-"""WebP and HEIC/HEIF uploads: accepted, stored as uploaded, served with their type."""
+"""WebP, HEIC/HEIF and AVIF uploads: accepted, stored as uploaded, served with their type."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def photo(fmt: str) -> bytes:
 CASES = [
     pytest.param("WEBP", "image/webp", "webp", id="webp"),
     pytest.param("HEIF", "image/heic", "heic", id="heic"),
+    pytest.param("AVIF", "image/avif", "avif", id="avif"),
 ]
 
 
@@ -61,3 +62,15 @@ async def test_formats_can_be_turned_off(make_settings) -> None:
         resp = await c.post("/api/v1/upload", files={"file": ("p.webp", photo("WEBP"), "image/webp")})
     assert resp.status_code == 400
     assert resp.json()["code"] == "unsupported_media_type"
+
+
+def test_avif_is_told_from_heic_by_its_brands() -> None:
+    from app.core.formats import SNIFF_BYTES, sniff_format
+
+    avif, heic = photo("AVIF"), photo("HEIF")
+    assert sniff_format(avif[:SNIFF_BYTES]).name == "avif"  # type: ignore[union-attr]
+    assert sniff_format(heic[:SNIFF_BYTES]).name == "heic"  # type: ignore[union-attr]
+    # A generic major brand (mif1) names the codec among the compatible brands.
+    generic = avif[:8] + b"mif1" + avif[12:]
+    assert b"avif" in generic[16:SNIFF_BYTES]
+    assert sniff_format(generic[:SNIFF_BYTES]).name == "avif"  # type: ignore[union-attr]

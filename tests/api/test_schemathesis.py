@@ -129,7 +129,7 @@ def test_openapi_security_follows_the_settings(
     assert paths["/register"]["post"]["security"][-1] == {}  # credentials optional: only an admin's matter
     assert "security" not in paths["/health"]["get"] and "security" not in paths["/v1/login"]["post"]
     content = paths["/api/v1/images/{image_id}/content"]["get"]["responses"]["200"]["content"]
-    assert set(content) == {"image/jpeg", "image/png", "image/webp", "image/heic"}
+    assert set(content) == {"image/jpeg", "image/png", "image/webp", "image/heic", "image/avif"}
     assert "422" not in paths["/api/v1/images"]["get"]["responses"]
     assert "validation_error" in str(paths["/api/v1/images"]["get"]["responses"]["400"])
     assert "HTTPValidationError" not in str(spec)

@@ -209,14 +209,14 @@ CONTENT_CASES = [
     pytest.param(bmp_bytes(), "application/octet-stream", "unsupported_media_type", id="bmp"),
     pytest.param(tiff_bytes(), "image/jpeg", "unsupported_media_type", id="tiff"),
     pytest.param(bomb_png(10_000, 10_000), "image/png", "image_too_large", id="png-bomb-1bit-100MP"),
-    pytest.param(bomb_png(7_000, 7_000, 8, 3), "image/png", "image_too_large", id="png-bomb-palette-49MP"),
+    pytest.param(bomb_png(7_200, 7_200, 8, 3), "image/png", "image_too_large", id="png-bomb-palette-52MP"),
     pytest.param(bomb_png(30_000, 30_000), "image/png", "image_too_large", id="png-bomb-1bit-900MP"),
     pytest.param(jpeg_claiming_size(65_000, 65_000), "image/jpeg", "image_too_large", id="jpeg-bomb-header"),
 ]
 
 
 # Pillow warns (it does not raise) between its own limit (~89 MP) and twice that; the app's
-# limit (40 MP) is what must refuse these.
+# limit (50.3 MP, 8192 x 6144) is what must refuse these.
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize(("payload", "declared", "code"), CONTENT_CASES)
 async def test_bad_file_is_refused_and_leaves_no_file(
@@ -227,7 +227,7 @@ async def test_bad_file_is_refused_and_leaves_no_file(
     assert_problem(response, 400, code)
     assert files_under(data_dir) == before
     if code == "image_too_large":  # the service's limit, not Pillow's own
-        assert "the limit is 40000000" in response.json()["detail"]
+        assert "the limit is 50331648" in response.json()["detail"]
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

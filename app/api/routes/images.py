@@ -58,7 +58,7 @@ UPLOAD_ERRORS = problem_docs(
     (400, "unsupported_media_type", "The file is not a supported image (JPEG, PNG)"),
     (400, "empty_file", "The uploaded file is empty"),
     (400, "undecodable_image", "The image cannot be decoded (OSError: image file is truncated)"),
-    (400, "image_too_large", "The image has 20000x20000 = 400000000 pixels; the limit is 40000000"),
+    (400, "image_too_large", "The image has 20000x20000 = 400000000 pixels; the limit is 50331648"),
     (400, "missing_file", "The form has no `file` file part"),
     (400, "too_many_files", "Send exactly one file, in the form field `file`"),
     (400, "malformed_multipart", "Expected a multipart/form-data body with a `file` part"),

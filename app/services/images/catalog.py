@@ -40,7 +40,7 @@ from app.core.threads import ThreadPool
 from app.db import images as catalog
 from app.db.engine import is_sqlite
 from app.services.accounts.principals import Principal
-from app.services.validation.checks import inspect_image
+from app.services.validation.checks import examine_image
 from app.storage.atomic import unlink_quietly
 from app.storage.base import ImageStore, ResultStore
 from app.storage.metadata import ImageMetadata, StoredImage
@@ -314,7 +314,7 @@ class ImageService:
             try:
                 with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                     sha256 = hashlib.sha256(data).hexdigest()
-                    width, height = inspect_image(data, fmt, self.max_image_pixels)
+                    info = examine_image(data, fmt, self.max_image_pixels)
                     stat = os.fstat(f.fileno())
             except FileNotFoundError:
                 continue
@@ -326,9 +326,10 @@ class ImageService:
                 filename=None,
                 fmt=fmt,
                 size_bytes=stat.st_size,
-                width=width,
-                height=height,
+                width=info.width,
+                height=info.height,
                 sha256=sha256,
                 created_at=stat.st_mtime,
+                upright=(info.upright_width, info.upright_height),
             )
         return None

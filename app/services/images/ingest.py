@@ -2,9 +2,11 @@
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
-is checked by Pillow through one read-only mmap, fsynced and renamed into place; then its
-catalog row (metadata and owner) is committed, and only then does the image exist. Any
-failure, or a client hang-up, removes the file: nothing is left in `data/`.
+is checked by Pillow through one read-only mmap (a trailer the photo declares, such as a
+Motion Photo's video, is cut off and the kept bytes' hash resumed from the streaming hash),
+fsynced and renamed into place; then its catalog row (metadata and owner) is committed, and
+only then does the image exist. Any failure, or a client hang-up, removes the file: nothing
+is left in `data/`.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ from app.services.multipart.reader import (
     require_file,
     sanitize_filename,
 )
-from app.services.validation.checks import IntegrityLimits, inspect_image
+from app.services.validation.checks import ImageInfo, IntegrityLimits, examine_image
 from app.storage.atomic import unlink_quietly
-from app.storage.metadata import ImageMetadata
+from app.storage.metadata import ImageMetadata, RemovedTrailer
 
 logger = logging.getLogger("app.upload")
 
@@ -167,7 +169,8 @@ class IngestService:
 
     async def check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
         """Validate a received file as an image without publishing it: (format, width, height)."""
-        return await self.pool.run(self._check, received)
+        fmt, info = await self.pool.run(self._check, received)
+        return fmt, info.width, info.height
 
     async def ingest_url(self, url: str, owner: Principal) -> UploadOutcome:
         """Download `url` under the fetch policy (SSRF-safe, size- and time-bounded) and publish it."""
@@ -195,8 +198,9 @@ class IngestService:
         """Bytes into place (worker thread), then the catalog row (with the Idempotency-Key's
         record, in one transaction): the image exists once both are."""
         also: Callable[[AsyncSession], Awaitable[None]] | None = None
+        fingerprint = received.sha256  # of the bytes as sent (a cut-off trailer changes `sha256`)
         if claim is not None and received.size:
-            replayed = await self._replay(claim, received.sha256, owner)
+            replayed = await self._replay(claim, fingerprint, owner)
             if replayed is not None:
                 return replayed
         meta, path = await self.pool.run(self._place, received)
@@ -205,7 +209,7 @@ class IngestService:
         if claim is not None:
 
             async def also(session: AsyncSession) -> None:
-                await self.idempotency.record(session, claim, received.sha256, meta.image_id)
+                await self.idempotency.record(session, claim, fingerprint, meta.image_id)
 
         try:
             await self.images.register(meta, owner.id, path, also)
@@ -224,19 +228,34 @@ class IngestService:
             meta.height,
             received.filename,
         )
+        if meta.trailer is not None:
+            logger.info(
+                "upload image_id=%s: %d bytes of declared trailer not stored (%s: %s)",
+                meta.image_id,
+                meta.trailer.removed_bytes,
+                meta.trailer.kind,
+                ", ".join(meta.trailer.contents),
+            )
         return UploadOutcome(meta)
 
-    def _check(self, received: ReceivedFile) -> tuple[ImageFormat, int, int]:
+    def _check(self, received: ReceivedFile, cut: bool = False) -> tuple[ImageFormat, ImageInfo]:
+        """Validate (worker thread); with `cut`, a declared trailer is cut off the file and
+        `size` and `sha256` become those of the image that remains."""
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
         with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            width, height = inspect_image(
+            info = examine_image(
                 data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check, self.integrity
             )
-        return fmt, width, height
+            if cut and info.trailer is not None:
+                received.sha256 = received.prefix_sha256(data, info.trailer.start)
+        if cut and info.trailer is not None:
+            os.ftruncate(received.file.fileno(), info.trailer.start)
+            received.size = info.trailer.start
+        return fmt, info
 
     def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:
         file = FileIO(path, "rb+")
@@ -261,17 +280,24 @@ class IngestService:
 
     def _place(self, received: ReceivedFile) -> tuple[ImageMetadata, Path]:
         """Worker thread, one hop: validate, fsync, rename into place, close."""
-        fmt, width, height = self._check(received)
+        sent = received.size
+        fmt, info = self._check(received, cut=True)
         assert received.file is not None
         os.fsync(received.file.fileno())
+        trailer = None
+        if info.trailer is not None:
+            removed = {"kind": info.trailer.kind, "contents": info.trailer.contents}
+            trailer = RemovedTrailer.model_validate({**removed, "removed_bytes": sent - received.size})
         meta = ImageMetadata.describe(
             image_id=new_image_id(),
             filename=received.filename,
             fmt=fmt,
             size_bytes=received.size,
-            width=width,
-            height=height,
+            width=info.width,
+            height=info.height,
             sha256=received.sha256,
+            upright=(info.upright_width, info.upright_height),
+            trailer=trailer,
         )
         if self.images.objects is not None:
             received.file.close()  # here, not on the event loop; the temp file is put next

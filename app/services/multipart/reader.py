@@ -8,11 +8,13 @@ no upload is ever held in memory. Every limit is enforced while reading.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from io import FileIO
 from pathlib import Path
+from typing import Any
 
 from python_multipart.multipart import parse_options_header
 
@@ -36,6 +38,8 @@ DECLARED_TYPES = frozenset(
         "image/heif",
         "image/heic-sequence",
         "image/heif-sequence",
+        "image/avif",
+        "image/avif-sequence",
         "application/octet-stream",
     }
 )
@@ -70,6 +74,18 @@ class ReceivedFile:
     file: FileIO | None = None
     sha256: str = ""
     placed: bool = False  # renamed into place (and closed): nothing left to discard
+    # (offset, SHA-256 state of the bytes before it) every ~HASH_CHECKPOINT_BYTES while streaming
+    hash_checkpoints: list[tuple[int, Any]] = field(default_factory=list)
+
+    def prefix_sha256(self, data: bytes | mmap.mmap, end: int) -> str:
+        """SHA-256 of the file's first `end` bytes (`data`: its contents), resumed from the
+        last streaming checkpoint at or before `end`: at most ~HASH_CHECKPOINT_BYTES re-read."""
+        usable = ((o, h) for o, h in self.hash_checkpoints if o <= end)
+        start, state = max(usable, default=(0, None), key=_first)
+        hasher = hashlib.sha256() if state is None else state.copy()
+        with memoryview(data) as view:
+            hasher.update(view[start:end])
+        return hasher.hexdigest()
 
 
 @dataclass
@@ -101,6 +117,13 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary
 
 
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+HASH_CHECKPOINT_BYTES = 256 * 1024
+
+
 class _FileSink:
     """Writes one file part to disk, sniffing, counting and hashing (SHA-256) on the way.
 
@@ -122,6 +145,7 @@ class _FileSink:
         self.file: FileIO | None = None
         self._pending = bytearray()
         self.hasher = hashlib.sha256()
+        self.checkpoints: list[tuple[int, Any]] = []
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
@@ -135,6 +159,8 @@ class _FileSink:
             if len(self.head) >= SNIFF_BYTES:
                 self.decide_format()
         self.hasher.update(data)
+        if self.size // HASH_CHECKPOINT_BYTES != (self.size - len(data)) // HASH_CHECKPOINT_BYTES:
+            self.checkpoints.append((self.size, self.hasher.copy()))  # ~1 us each
         if self.file is not None:
             self.file.write(data)
         else:
@@ -240,6 +266,7 @@ class _FormCollector:
                 sink.decide_format()
             self.form.file.file = sink.opened()
             self.form.file.sha256 = sink.hasher.hexdigest()
+            self.form.file.hash_checkpoints = sink.checkpoints
             self.form.file.size = sink.size
             self.form.file.format = sink.format
             self._file_done = True

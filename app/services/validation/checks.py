@@ -10,13 +10,15 @@ before any pixel is inflated). Every bound is a setting (`IntegrityLimits.from_s
   truncated or foreign stream with right CRCs is refused.
 - JPEG: a walk over every marker segment, scans included (the entropy-coded data is
   skipped by one C-level regex search per scan, ~1 ms per 2 MB): APPn/COM metadata
-  bounded in count and bytes, an end-of-image marker, then at most
-  `jpeg_max_trailing_bytes` (or further whole JPEGs, as MPF files chain: Ultra HDR gain
-  maps, MPO). `draft` also decodes at 1/8 scale, running libjpeg's entropy decoder
-  (~40 ms of CPU for a 5 MB photo, which caps uploads at ~25/s per core).
+  bounded in count and bytes, an end-of-image marker, then further whole JPEGs (MPF: Ultra
+  HDR gain maps, MPO views; chained, or where the MPF index puts them), then a trailer: one
+  the file declares (Motion Photo, MVIMG, Samsung SEF: `jpeg_trailer`) is returned to be cut
+  off, an undeclared one may hold `jpeg_max_trailing_bytes` (else `trailing_data`). `draft`
+  also decodes at 1/8 scale, running libjpeg's entropy decoder (~40 ms of CPU for a 5 MB
+  photo, which caps uploads at ~25/s per core).
 - WebP: the RIFF size covers exactly the file; every chunk (padded to even) within it;
   one image (VP8/VP8L, or ANMF frames after VP8X); ICCP/EXIF/XMP and unknown chunks
-  bounded as metadata. HEIC/HEIF: the top-level ISO-BMFF boxes exactly cover the file.
+  bounded as metadata. HEIC/HEIF and AVIF: the top-level ISO-BMFF boxes exactly cover the file.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from __future__ import annotations
 import io
 import mmap
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Literal, cast
 
 from PIL import Image, UnidentifiedImageError
 
 from app.core.config import Settings
-from app.core.errors import TooManyPixels, UndecodableImage
+from app.core.errors import TooManyPixels, TrailingData, UndecodableImage
 from app.core.formats import ImageFormat, enable_heif
+from app.services.validation.jpeg_trailer import MPF_HEADER, XMP_HEADER, Trailer, declared_trailer, mpf_images
 from app.services.validation.png import check_png_structure
 
 DecodeCheck = Literal["structure", "draft"]
@@ -61,6 +64,7 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 # Inside entropy-coded data 0xFF is followed by 0x00 (stuffing), a restart marker or more
 # 0xFF (fill): anything else is the marker that ends the scan.
+_ORIENTATION = 0x0112  # the EXIF tag
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
@@ -87,28 +91,50 @@ class _Metadata:
             raise UndecodableImage(f"The {self.what}'s metadata holds more than {limit} bytes")
 
 
-def check_jpeg_structure(data: bytes | mmap.mmap, limits: IntegrityLimits = DEFAULT_LIMITS) -> None:
-    """Raise UndecodableImage unless the JPEG is whole: SOI, intact segments, scans, EOI,
-    then nothing beyond `jpeg_max_trailing_bytes` except further whole JPEGs (MPF)."""
-    size, pos, images = len(data), 0, 0
+@dataclass
+class _Found:
+    """Segments of the primary image that declare what follows it: XMP packets, the MPF index."""
+
+    xmp: list[bytes] = field(default_factory=list)
+    mpf: tuple[int, int] | None = None
+
+
+def check_jpeg_structure(data: bytes | mmap.mmap, limits: IntegrityLimits = DEFAULT_LIMITS) -> Trailer | None:
+    """Raise UndecodableImage unless the JPEG is whole: SOI, intact segments, scans, EOI, then
+    further whole JPEGs (MPF: chained, or where its index puts them) and a trailer. The trailer
+    the file declares (`jpeg_trailer`) is returned, to be cut off; an undeclared one may hold
+    at most `jpeg_max_trailing_bytes` (kept), else TrailingData."""
+    size, images = len(data), 1
     budget = _Metadata(limits, "JPEG")
-    while True:
-        pos = _walk_jpeg(data, pos, budget)
+    found = _Found()
+    pos = _walk_jpeg(data, 0, budget, found)
+    declared = mpf_images(data, found.mpf) if found.mpf else []
+    while pos < size and images < limits.jpeg_max_images:
+        start = pos if data[pos : pos + 3] == b"\xff\xd8\xff" else None
+        if start is None:  # an image the MPF index places a little further on
+            start = next((o for o, _ in declared if pos < o <= pos + limits.jpeg_max_trailing_bytes), None)
+            if start is None or data[start : start + 3] != b"\xff\xd8\xff":
+                break
+        pos = _walk_jpeg(data, start, budget)
         images += 1
-        if pos == size:
-            return
-        if data[pos : pos + 3] == b"\xff\xd8\xff" and images < limits.jpeg_max_images:
-            continue
-        if size - pos > limits.jpeg_max_trailing_bytes:
-            raise UndecodableImage(
-                f"The JPEG has {size - pos} bytes after its end-of-image marker; "
-                f"the limit is {limits.jpeg_max_trailing_bytes}"
-            )
-        return
+    if pos == size:
+        return None
+    trailer = declared_trailer(data, pos, found.xmp)
+    undeclared = (trailer.start if trailer is not None else size) - pos
+    if undeclared > limits.jpeg_max_trailing_bytes:
+        what = "" if trailer is None else " that its metadata does not declare"
+        raise TrailingData(
+            f"The JPEG has {undeclared} bytes after its end-of-image marker{what}; "
+            f"the limit is {limits.jpeg_max_trailing_bytes}"
+        )
+    if trailer is None:
+        return None
+    return Trailer(pos, trailer.kind, trailer.contents)  # the gap before it goes with it
 
 
-def _walk_jpeg(data: bytes | mmap.mmap, pos: int, budget: _Metadata) -> int:
-    """The position after the EOI of the JPEG that starts at `pos`."""
+def _walk_jpeg(data: bytes | mmap.mmap, pos: int, budget: _Metadata, found: _Found | None = None) -> int:
+    """The position after the EOI of the JPEG that starts at `pos` (its XMP and MPF segments
+    into `found`, if given)."""
     size = len(data)
     if data[pos : pos + 2] != b"\xff\xd8":
         raise UndecodableImage("The JPEG has no start-of-image marker")
@@ -141,13 +167,23 @@ def _walk_jpeg(data: bytes | mmap.mmap, pos: int, budget: _Metadata) -> int:
             raise UndecodableImage("The JPEG is truncated or corrupt (segment runs past the end)")
         if 0xE0 <= marker <= 0xEF or marker == _COM:
             budget.add(length - 2)
+            if found is not None and marker in (0xE1, 0xE2):
+                _declaration(data, marker, pos + 4, end, found)
         if marker == _SOS:
-            found = _SCAN_END.search(data, end)
-            if found is None:
+            scan_end = _SCAN_END.search(data, end)
+            if scan_end is None:
                 raise UndecodableImage("The JPEG is truncated (no end-of-image marker)")
             scanned = True
-            end = found.start()
+            end = scan_end.start()
         pos = end
+
+
+def _declaration(data: bytes | mmap.mmap, marker: int, start: int, end: int, found: _Found) -> None:
+    """Keep an APP1 XMP packet or the APP2 MPF index (payload data[start:end])."""
+    if marker == 0xE1 and data[start : start + len(XMP_HEADER)] == XMP_HEADER:
+        found.xmp.append(bytes(data[start + len(XMP_HEADER) : end]))
+    elif marker == 0xE2 and found.mpf is None and data[start : start + 4] == MPF_HEADER:
+        found.mpf = (start, end)
 
 
 _IMAGE_CHUNKS = frozenset({b"VP8 ", b"VP8L"})
@@ -237,16 +273,30 @@ def check_bmff_structure(data: bytes | mmap.mmap) -> None:
 
 def check_structure(
     data: bytes | mmap.mmap, fmt: ImageFormat, limits: IntegrityLimits = DEFAULT_LIMITS
-) -> None:
-    """The structure walk of `fmt` (no pixels decoded, nothing inflated)."""
+) -> Trailer | None:
+    """The structure walk of `fmt` (no pixels decoded, nothing inflated); a JPEG's declared
+    trailer, which is not part of the image."""
     if fmt.pillow == "PNG":
         check_png_structure(data, limits)
     elif fmt.pillow == "JPEG":
-        check_jpeg_structure(data, limits)
+        return check_jpeg_structure(data, limits)
     elif fmt.pillow == "WEBP":
         check_riff_structure(data, limits)
-    elif fmt.pillow == "HEIF":
+    elif fmt.pillow in ("HEIF", "AVIF"):
         check_bmff_structure(data)
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the checks found: stored and upright (EXIF orientation 5-8 swaps) size, and the
+    declared trailer to cut off (None: keep every byte)."""
+
+    width: int
+    height: int
+    upright_width: int
+    upright_height: int
+    trailer: Trailer | None = None
 
 
 def inspect_image(
@@ -256,12 +306,24 @@ def inspect_image(
     decode_check: DecodeCheck = "structure",
     limits: IntegrityLimits = DEFAULT_LIMITS,
 ) -> tuple[int, int]:
-    """(width, height) of an upload's bytes, after checking they really are a whole `fmt` image.
+    """(width, height) of an upload's bytes, after checking they really are a whole `fmt` image."""
+    info = examine_image(data, fmt, max_pixels, decode_check, limits)
+    return info.width, info.height
+
+
+def examine_image(
+    data: mmap.mmap | bytes,
+    fmt: ImageFormat,
+    max_pixels: int,
+    decode_check: DecodeCheck = "structure",
+    limits: IntegrityLimits = DEFAULT_LIMITS,
+) -> ImageInfo:
+    """Check that `data` really is a whole `fmt` image; its sizes and declared trailer.
 
     `data` is usually a read-only mmap of the temp file: one mapping serves the hash,
     the structure walk and Pillow, with no copy of the upload in memory.
     """
-    check_structure(data, fmt, limits)
+    trailer = check_structure(data, fmt, limits)
     if fmt.name == "heic":
         enable_heif()
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
@@ -274,6 +336,7 @@ def inspect_image(
                 raise TooManyPixels(
                     f"The image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
                 )
+            orientation = im.getexif().get(_ORIENTATION, 1)
             if fmt.pillow == "JPEG" and decode_check == "draft":
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
@@ -285,4 +348,5 @@ def inspect_image(
         raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
     if width < 1 or height < 1:
         raise UndecodableImage("The image has no pixels")
-    return width, height
+    swapped = orientation in (5, 6, 7, 8)  # transposed or rotated by 90 degrees
+    return ImageInfo(width, height, *((height, width) if swapped else (width, height)), trailer)

@@ -137,3 +137,35 @@ async def test_a_trickled_file_gets_its_temp_file_only_after_16_kib(tmp_path: Pa
     assert seen[:15] == [0] * 15 and seen[-1] == 1
     assert form.file is not None and form.file.path.read_bytes() == image
     assert form.file.sha256 == hashlib.sha256(image).hexdigest()
+
+
+async def test_prefix_hash_resumes_from_a_streaming_checkpoint(tmp_path: Path) -> None:
+    # A declared trailer is cut off after streaming: the kept prefix's SHA-256 comes from the
+    # checkpoint before the cut, plus the bytes after it (never more than ~256 KiB re-read).
+    image = jpeg_bytes() + bytes(range(256)) * 4096  # ~1 MB: three checkpoints
+
+    async def chunks_of_64k() -> AsyncIterator[bytes]:
+        data = body(part("file", image, "a.jpg", "image/jpeg"))
+        for i in range(0, len(data), 65_536):
+            yield data[i : i + 65_536]
+
+    limits = FormLimits(
+        max_file_bytes=2_000_000,
+        max_body_bytes=3_000_000,
+        max_parts=3,
+        max_field_bytes=100,
+        allowed_formats=frozenset({"jpeg"}),
+    )
+    form = await receive_form(
+        content_type=CT,
+        chunks=chunks_of_64k(),
+        file_field="file",
+        new_temp=lambda: temp_path_for(tmp_path),
+        limits=limits,
+    )
+    received = form.file
+    assert received is not None and received.file is not None
+    assert len(received.hash_checkpoints) >= 3
+    for cut in (0, 1, 262_143, 262_144, 600_001, len(image)):
+        assert received.prefix_sha256(image, cut) == hashlib.sha256(image[:cut]).hexdigest(), cut
+    received.file.close()
