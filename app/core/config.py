@@ -185,10 +185,12 @@ class Settings(LoginSettings, ModelSettings):
     skin_max_outside_fraction: float = Field(default=0.0, ge=0, le=1)  # face_out_of_frame
     skin_max_yaw_degrees: float = Field(default=25.0, gt=0, le=90)  # head_turned
     skin_max_pitch_degrees: float = Field(default=25.0, gt=0, le=90)  # head_turned
-    skin_min_sharpness: float = Field(default=5.0, ge=0)  # image_blurred (Laplacian variance)
-    skin_min_brightness: float = Field(default=30.0, ge=0, le=100)  # image_too_dark (median L*)
-    skin_max_brightness: float = Field(default=90.0, ge=0, le=100)  # image_overexposed (median L*)
-    skin_max_clipped_fraction: float = Field(default=0.1, ge=0, le=1)  # image_overexposed
+    skin_min_sharpness: float = Field(default=40.0, ge=0)  # image_blurred (Laplacian var., eyes+brows)
+    # Exposure is judged from what does not depend on the skin's colour (issue 17, part 3):
+    skin_min_highlight_l: float = Field(default=45.0, ge=0, le=100)  # image_too_dark (photo's p99 L*)
+    skin_min_eye_white_l: float = Field(default=45.0, ge=0, le=100)  # image_too_dark (eye whites' L*)
+    skin_max_eye_white_l: float = Field(default=90.0, ge=0, le=100)  # image_overexposed (eye whites' L*)
+    skin_max_clipped_fraction: float = Field(default=0.5, ge=0, le=1)  # image_overexposed (face px)
     skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
     # Catalog entries kept in memory (owner + metadata, ~2.5 KB each) so that a cache hit

@@ -36,7 +36,7 @@ from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.face.mesh_regions import head_pose, polygons
 from app.analyzers.face.regions import HeadPose
 from app.analyzers.skin_measure.color import srgb_to_lab, white_balance
-from app.analyzers.skin_measure.frame import canonical_frame, region_masks
+from app.analyzers.skin_measure.frame import canonical_frame, eye_masks, region_masks
 from app.analyzers.skin_measure.metrics import (
     dark_circles,
     prepare,
@@ -114,11 +114,15 @@ def overlay(mesh: np.ndarray, size: tuple[int, int]) -> str:
     return svg_document(width, height, paths, stroke_width=stroke, region_attrs=attrs)
 
 
-def _white_balance(decoded: DecodedImage) -> WhiteBalance:
+def photo_lab(decoded: DecodedImage) -> np.ndarray:
+    """CIELAB of every k-th pixel of the photo (k = long side // 128): enough for its percentiles."""
     image = decoded.image
     k = max(1, max(image.size) // 128)
-    small = np.asarray(image, dtype=np.uint8)[::k, ::k]  # every k-th pixel: enough for a median
-    status, a, b = white_balance(srgb_to_lab(small), MAX_CAST)
+    return srgb_to_lab(np.asarray(image, dtype=np.uint8)[::k, ::k])
+
+
+def _white_balance(lab: np.ndarray) -> WhiteBalance:
+    status, a, b = white_balance(lab, MAX_CAST)
     return WhiteBalance(
         status=status, a=None if a is None else round(a, 2), b=None if b is None else round(b, 2)
     )
@@ -128,7 +132,7 @@ class SkinMeasureAnalyzer:
     """The `skin-measure` analyzer (model-backed: the face mesh)."""
 
     name: ClassVar[str] = "skin-measure"
-    version: ClassVar[str] = "mesh468-skin-1"
+    version: ClassVar[str] = "mesh468-skin-2"
     description: ClassVar[str] = (
         "Measured skin analysis per face-mesh region (CIELAB): tone (ITA°, Monk), redness, shine, "
         "texture, dark circles, spots; refuses photos it cannot judge (quality gate)"
@@ -160,8 +164,9 @@ class SkinMeasureAnalyzer:
         mesh = face.mesh / decoded.scale  # decoded pixels
         frame = canonical_frame(decoded.image, mesh)
         masks = region_masks(frame, mesh)
-        sharpness, brightness, clipped = self.gate.check_pixels(frame, masks)
-        wb = _white_balance(decoded)
+        photo = photo_lab(decoded)
+        q = self.gate.check_pixels(frame, masks, eye_masks(frame, mesh), photo)
+        wb = _white_balance(photo)
         skin = prepare(frame, masks)
         metrics = SkinMetrics(
             tone=tone(skin),
@@ -175,9 +180,11 @@ class SkinMeasureAnalyzer:
         quality = ImageQuality(
             face_px=round(face.size_px),
             head_pose=pose,
-            sharpness=round(sharpness, 2),
-            brightness=round(brightness, 2),
-            clipped_fraction=round(clipped, 4),
+            sharpness=round(q.sharpness, 2),
+            brightness=round(q.brightness, 2),
+            clipped_fraction=round(q.clipped, 4),
+            highlights=round(q.highlights, 2),
+            eye_white=None if q.eye_white is None else round(q.eye_white, 2),
             white_balance=wb,
         )
         return SkinMeasureResult(

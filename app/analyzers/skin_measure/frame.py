@@ -6,8 +6,8 @@ Every measurement runs on the face resampled to one scale and orientation: a squ
 thereby normalised by face scale (1 canonical pixel = IOD / 80 of the subject's face, about
 0.8 mm for an adult's ~63 mm), and an in-plane rotation (EXIF or head roll) changes nothing.
 The crop is taken as the mesh crop is (`facemesh.warp_roi`: integer box reduction, then a
-bilinear warp), so it is deterministic. Region masks are the mesh polygons mapped into
-the frame and filled with Pillow (`ImageDraw.polygon`).
+bilinear warp), so it is deterministic. Region masks (and the eye masks of the quality gate)
+are the mesh polygons mapped into the frame and filled with Pillow (`ImageDraw.polygon`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,18 @@ def region_masks(frame: Frame, mesh: np.ndarray) -> dict[str, np.ndarray]:
         excluded |= polygon_mask(frame.to_frame(mesh[list(indices)]))
     excluded = dilate(excluded, 2)
     return {name: polygon_mask(frame.to_frame(poly)) & ~excluded for name, poly in polygons(mesh).items()}
+
+
+def eye_masks(frame: Frame, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the eye openings, the eyes and brows grown by 3 px) as (SIZE, SIZE) masks in the frame."""
+    openings = np.zeros((SIZE, SIZE), dtype=bool)
+    features = np.zeros((SIZE, SIZE), dtype=bool)
+    for name in ("right_eye", "left_eye", "right_eyebrow", "left_eyebrow"):
+        mask = polygon_mask(frame.to_frame(mesh[list(EXCLUDED[name])]))
+        features |= mask
+        if name.endswith("_eye"):
+            openings |= mask
+    return openings, dilate(features, 3)
 
 
 # -- filters (numpy only, deterministic) ---------------------------------------------------------

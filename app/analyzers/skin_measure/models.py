@@ -91,9 +91,15 @@ class ImageQuality(BaseModel):
 
     face_px: int
     head_pose: HeadPose
-    sharpness: float = Field(description="Variance of the Laplacian of the face (canonical frame, 0-255)")
-    brightness: float = Field(description="Median L* of the face regions")
+    sharpness: float = Field(
+        description="Variance of the Laplacian of the luma (0-255) of the eyes and brows (canonical frame)"
+    )
+    brightness: float = Field(description="Median L* of the face regions (the skin's own; not gated)")
     clipped_fraction: float = Field(description="Share of face-region pixels with a channel >= 250")
+    highlights: float = Field(description="99th percentile L* of the whole photo")
+    eye_white: float | None = Field(
+        description="90th percentile L* inside the eye openings (their whites); null when the eyes are closed"
+    )
     white_balance: WhiteBalance
 
 

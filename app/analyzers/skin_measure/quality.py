@@ -8,28 +8,38 @@ Checked in this order, each with its own stable code and a threshold from the se
 - `face_out_of_frame`: the share of the measured regions' mesh points outside the image is
   above SKIN_MAX_OUTSIDE_FRACTION (0);
 - `head_turned`: abs(yaw) > SKIN_MAX_YAW_DEGREES or abs(pitch) > SKIN_MAX_PITCH_DEGREES (25);
-- `image_too_dark`: the median L* of the face regions < SKIN_MIN_BRIGHTNESS (30);
-- `image_overexposed`: that median > SKIN_MAX_BRIGHTNESS (90), or the share of face pixels
-  with a channel >= 250 above SKIN_MAX_CLIPPED_FRACTION (0.1);
-- `image_blurred`: the variance of the Laplacian of the face's luma (0-255) is below
-  SKIN_MIN_SHARPNESS (5).
+- `image_too_dark`: the photo's highlights (99th percentile L* of the whole photo) are below
+  SKIN_MIN_HIGHLIGHT_L (45): nothing in it is bright; or the eyes' whites (90th percentile L*
+  inside the eye openings, when they are open) are below SKIN_MIN_EYE_WHITE_L (45): the face
+  is in shadow or the photo under-exposed;
+- `image_overexposed`: the eyes' whites are above SKIN_MAX_EYE_WHITE_L (90), or the share of
+  face pixels with a channel >= 250 is above SKIN_MAX_CLIPPED_FRACTION (0.5: the median skin
+  colour would be clipped);
+- `image_blurred`: the variance of the Laplacian of the luma (0-255) of the eyes and brows
+  (grown by 3 px) is below SKIN_MIN_SHARPNESS (40).
 
-Brightness, clipping and sharpness are measured on the canonical frame (`skin_frame`), so the
-sharpness threshold means the same for every face size (Pech-Pacheco et al. 2000 use the
-variance of the Laplacian as a focus measure). Exposure is checked before sharpness: a dark
-photo also has a weak Laplacian.
+Exposure and sharpness are judged from what does not depend on the skin's own colour: the
+skin's lightness *is* what is measured, so a gate on it (the median L* of the face) refused the
+darkest Monk tones (L* 15-21) as "too dark" and the lightest (L* 92-94) as "overexposed", and
+a Laplacian of skin texture reads 5x lower on Monk 10 than on Monk 5 at the same focus. The
+eyes' whites are lit like the skin but are near-white on every face (a white reference the
+subject brings along); the photo's highlights say whether anything in it is bright; the edges of eyes,
+lashes and brows have high contrast on every skin tone. Measured on the canonical frame
+(`skin_frame`), so the thresholds mean the same for every face size (Pech-Pacheco et al. 2000
+use the variance of the Laplacian as a focus measure). Exposure is checked before sharpness: a
+dark photo also has a weak Laplacian.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from app.analyzers.face.mesh_backend import MeshFace
 from app.analyzers.face.mesh_regions import polygons
 from app.analyzers.skin_measure.color import srgb_to_lab
-from app.analyzers.skin_measure.frame import Frame, erode, laplacian
+from app.analyzers.skin_measure.frame import Frame, laplacian
 from app.core.config import Settings
 from app.core.errors import (
     FaceOutOfFrame,
@@ -39,6 +49,19 @@ from app.core.errors import (
     ImageTooDark,
     MultipleFaces,
 )
+
+MIN_EYE_PIXELS = 60  # canonical pixels of both eye openings (~600 when open) to read their whites
+
+
+@dataclass(frozen=True)
+class PixelQuality:
+    """What the gate measured on the pixels (each passed its threshold)."""
+
+    sharpness: float
+    brightness: float  # median L* of the face regions (reported, not gated)
+    clipped: float  # share of face-region pixels with a channel >= 250
+    highlights: float  # 99th percentile L* of the whole photo
+    eye_white: float | None  # 90th percentile L* inside the eye openings; None: eyes closed
 
 
 @dataclass(frozen=True)
@@ -50,10 +73,11 @@ class QualityGate:
     max_outside_fraction: float = 0.0
     max_yaw: float = 25.0
     max_pitch: float = 25.0
-    min_brightness: float = 30.0
-    max_brightness: float = 90.0
-    max_clipped_fraction: float = 0.1
-    min_sharpness: float = 5.0
+    min_highlight_l: float = 45.0
+    min_eye_white_l: float = 45.0
+    max_eye_white_l: float = 90.0
+    max_clipped_fraction: float = 0.5
+    min_sharpness: float = 40.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityGate:
@@ -64,8 +88,9 @@ class QualityGate:
             max_outside_fraction=settings.skin_max_outside_fraction,
             max_yaw=settings.skin_max_yaw_degrees,
             max_pitch=settings.skin_max_pitch_degrees,
-            min_brightness=settings.skin_min_brightness,
-            max_brightness=settings.skin_max_brightness,
+            min_highlight_l=settings.skin_min_highlight_l,
+            min_eye_white_l=settings.skin_min_eye_white_l,
+            max_eye_white_l=settings.skin_max_eye_white_l,
             max_clipped_fraction=settings.skin_max_clipped_fraction,
             min_sharpness=settings.skin_min_sharpness,
         )
@@ -97,32 +122,62 @@ class QualityGate:
                 extra={"yaw": round(yaw, 1), "pitch": round(pitch, 1)},
             )
 
-    def check_pixels(self, frame: Frame, regions: dict[str, np.ndarray]) -> tuple[float, float, float]:
-        """Exposure, then sharpness, of the face regions; (sharpness, brightness, clipped fraction)."""
+    def check_pixels(
+        self,
+        frame: Frame,
+        regions: dict[str, np.ndarray],
+        eyes: tuple[np.ndarray, np.ndarray],
+        photo: np.ndarray,
+    ) -> PixelQuality:
+        """Exposure, then sharpness; `eyes` from `eye_masks`, `photo` the whole photo's Lab (..., 3)."""
         area = np.zeros(frame.rgb.shape[:2], dtype=bool)
         for mask in regions.values():
             area |= mask
         if not area.any():
             raise FaceOutOfFrame("No measurable skin is inside the image")
         px = frame.rgb[area]
-        brightness = float(np.median(srgb_to_lab(px)[:, 0]))
-        clipped = float(np.mean(px.max(axis=1) >= 250))
-        if brightness < self.min_brightness:
+        q = PixelQuality(
+            sharpness=0.0,
+            brightness=float(np.median(srgb_to_lab(px)[:, 0])),
+            clipped=float(np.mean(px.max(axis=1) >= 250)),
+            highlights=float(np.percentile(photo[..., 0], 99)),
+            eye_white=eye_white(frame, eyes[0]),
+        )
+        if q.highlights < self.min_highlight_l:
             raise ImageTooDark(
-                f"The face's median L* is {brightness:.0f}, below {self.min_brightness:.0f}",
-                extra={"brightness": round(brightness, 1), "min_brightness": self.min_brightness},
+                f"The photo is too dark: its highlights reach L* {q.highlights:.0f}, below "
+                f"{self.min_highlight_l:.0f}",
+                extra={"highlights": round(q.highlights, 1), "min_highlight_l": self.min_highlight_l},
             )
-        if brightness > self.max_brightness or clipped > self.max_clipped_fraction:
+        if q.eye_white is not None and q.eye_white < self.min_eye_white_l:
+            raise ImageTooDark(
+                f"The face is too dark: the eyes' whites reach L* {q.eye_white:.0f}, below "
+                f"{self.min_eye_white_l:.0f}",
+                extra={"eye_white": round(q.eye_white, 1), "min_eye_white_l": self.min_eye_white_l},
+            )
+        bright_eyes = q.eye_white is not None and q.eye_white > self.max_eye_white_l
+        if bright_eyes or q.clipped > self.max_clipped_fraction:
             raise ImageOverexposed(
-                f"The face is overexposed (median L* {brightness:.0f}, {clipped:.0%} of it clipped)",
-                extra={"brightness": round(brightness, 1), "clipped_fraction": round(clipped, 3)},
+                f"The face is overexposed (eyes' whites at L* {q.eye_white or 0:.0f}, {q.clipped:.0%} of the "
+                f"skin clipped; limits {self.max_eye_white_l:.0f} and {self.max_clipped_fraction:.0%})",
+                extra={
+                    "eye_white": None if q.eye_white is None else round(q.eye_white, 1),
+                    "clipped_fraction": round(q.clipped, 3),
+                },
             )
         luma = frame.rgb @ np.array([0.299, 0.587, 0.114])
-        inner = erode(area, 2)
-        sharpness = float(np.var(laplacian(luma)[inner])) if inner.any() else 0.0
+        sharpness = float(np.var(laplacian(luma)[eyes[1]])) if eyes[1].any() else 0.0
         if sharpness < self.min_sharpness:
             raise ImageBlurred(
                 f"The face is blurred (Laplacian variance {sharpness:.1f}, minimum {self.min_sharpness:g})",
                 extra={"sharpness": round(sharpness, 1), "min_sharpness": self.min_sharpness},
             )
-        return sharpness, brightness, clipped
+        return replace(q, sharpness=sharpness)
+
+
+def eye_white(frame: Frame, openings: np.ndarray) -> float | None:
+    """The eyes' whites: the 90th percentile L* inside the eye openings of the frame; None when
+    they hold fewer than MIN_EYE_PIXELS pixels (eyes closed or hidden)."""
+    if int(openings.sum()) < MIN_EYE_PIXELS:
+        return None
+    return float(np.percentile(srgb_to_lab(frame.rgb[openings])[:, 0], 90))

@@ -283,7 +283,7 @@ def test_registry_loads_it_beside_the_mock_and_shares_the_mesh() -> None:
     assert not registry.unavailable
     measure, face, mock = registry.get("skin-measure"), registry.get("face"), registry.get("skin")
     assert isinstance(measure, SkinMeasureAnalyzer) and isinstance(face, FaceAnalyzer)
-    assert measure.model_backed and not mock.model_backed and measure.version == "mesh468-skin-1"
+    assert measure.model_backed and not mock.model_backed and measure.version == "mesh468-skin-2"
     assert measure.mesh is face._mesh  # one set of ONNX sessions
     schema = measure.params_model.model_json_schema()
     assert (
@@ -291,7 +291,7 @@ def test_registry_loads_it_beside_the_mock_and_shares_the_mesh() -> None:
         and schema["additionalProperties"] is False
     )
     gate = measure.gate
-    assert (gate.min_face_px, gate.max_yaw, gate.min_sharpness) == (80, 25.0, 5.0)
+    assert (gate.min_face_px, gate.max_yaw, gate.min_sharpness) == (80, 25.0, 40.0)
 
 
 def test_settings_configure_the_gate_and_the_backend() -> None:
