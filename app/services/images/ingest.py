@@ -49,7 +49,8 @@ from app.services.multipart.reader import (
     require_file,
     sanitize_filename,
 )
-from app.services.validation.checks import ImageInfo, IntegrityLimits, examine_image
+from app.services.validation.checks import ImageInfo, examine_image
+from app.services.validation.limits import IntegrityLimits
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata, RemovedTrailer
 

@@ -47,7 +47,8 @@ from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.jobs.records import Job, JobStatus
-from app.services.validation.checks import IntegrityLimits, inspect_image
+from app.services.validation.checks import inspect_image
+from app.services.validation.limits import IntegrityLimits
 from app.storage.objects import ObjectStore
 
 LANDMARK_COUNT = 68

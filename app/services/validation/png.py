@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from app.core.errors import UndecodableImage
 
 if TYPE_CHECKING:
-    from app.services.validation.checks import IntegrityLimits
+    from app.services.validation.limits import IntegrityLimits
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})

@@ -22,15 +22,11 @@ from skimage import data
 from app.core.config import Settings
 from app.core.errors import TooManyPixels, UndecodableImage
 from app.core.formats import FORMATS
-from app.services.validation.checks import (
-    DEFAULT_LIMITS,
-    IntegrityLimits,
-    check_jpeg_structure,
-    check_riff_structure,
-    check_structure,
-    inspect_image,
-)
+from app.services.validation.checks import check_structure, inspect_image
+from app.services.validation.jpeg import check_jpeg_structure
+from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits
 from app.services.validation.png import DEFLATE_MAX_RATIO, check_png_structure
+from app.services.validation.webp import check_webp_structure
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -458,10 +454,10 @@ def test_hostile_webp_is_refused(name: str, body: bytes) -> None:
 
 def test_ordinary_webps_pass() -> None:
     for name, body in webp_ok().items():
-        check_riff_structure(body)
+        check_webp_structure(body)
         assert inspect_image(body, FORMATS["webp"], 40_000_000)[0] > 0, name
     with pytest.raises(UndecodableImage, match="more than 1 metadata"):
-        check_riff_structure(webp_ok()["exif-icc"], limits(image_max_metadata_segments=1))
+        check_webp_structure(webp_ok()["exif-icc"], limits(image_max_metadata_segments=1))
 
 
 # --- Settings --------------------------------------------------------------------------------------

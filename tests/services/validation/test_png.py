@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 from app.core.errors import UndecodableImage
-from app.services.validation.checks import DEFAULT_LIMITS, IntegrityLimits
+from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits
 from app.services.validation.png import (
     DEFLATE_MAX_RATIO,
     IMAGE_DATA_CHECK_BYTES,
