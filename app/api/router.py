@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from app.api.routes import admin, analyses, auth, classify, contours, forward, health, images
+from app.api.routes import admin, analyses, auth, classify, contours, forward, health, images, previews, web
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -15,6 +15,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     contours.router,
     auth.router,
     admin.router,
+    previews.router,
+    web.router,
 )
 
 

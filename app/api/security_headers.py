@@ -14,7 +14,8 @@ work from the service's own assets only: their inline scripts are allowed by SHA
 (the pages are rendered from the app's configuration, and the hashes are taken from what
 was rendered, once per distinct page), inline styles are allowed (ReDoc's styled-components
 inject `<style>` elements), images and fonts from `'self'` and `data:`, ReDoc's search
-worker from `blob:`, fetches to `'self'` only.
+worker from `blob:`, fetches to `'self'` only. The web page (`/`, `app.web`) gets its own
+(`page_policy`): scripts and styles from its own files only, images also from `blob:`.
 """
 
 from __future__ import annotations
@@ -89,6 +90,24 @@ def docs_policy(script_hashes: list[str]) -> bytes:
         .worker_src("'self'", "blob:")
         .base_uri("'none'")
         .form_action("'self'")
+        .frame_ancestors("'none'")
+    )
+    return _encode(Secure(csp=csp))[0][1]
+
+
+def page_policy() -> bytes:
+    """The CSP of the web page at `/` (`app.web`): its own script and style files only (no
+    inline script or style), the photo shown from a `blob:` URL or the service, fetches to the
+    service only; nothing from another origin, no framing."""
+    csp = (
+        ContentSecurityPolicy()
+        .default_src("'none'")
+        .script_src("'self'")
+        .style_src("'self'")
+        .img_src("'self'", "blob:", "data:")
+        .connect_src("'self'")
+        .base_uri("'none'")
+        .form_action("'none'")
         .frame_ancestors("'none'")
     )
     return _encode(Secure(csp=csp))[0][1]

@@ -1,0 +1,153 @@
+"""Image previews: a resized JPEG of a stored image, computed once and cached like an analysis.
+
+A preview is a pure function of the image's bytes, its width (one of `PREVIEW_WIDTHS`, never
+wider than the upright image) and the JPEG quality, so it is cached as an analysis result
+is: the exact bytes under a name in the image's own result folder (`{image_id}/preview-
+w{width}-q{quality}-v1.jpg`, which `app.storage.base.result_key`'s rule "every key of an image
+starts with its id" covers), so a DELETE of the image removes its previews with its
+analyses; published atomically, first writer wins (`ResultStore.create`; with object storage
+`If-None-Match: *`, `app.storage.objects.publish`); concurrent first requests in a process
+share one computation. Decoding runs on the analysis lane under the key `preview` (bounded
+queue and wait: 503 `queue_full` rather than an unbounded backlog), a JPEG reduced while it is
+decoded (`draft`), so that a 48 MP photo's 256-pixel preview costs a fraction of its decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from app.analyzers.imaging import load_rgb
+from app.core.errors import ImageNotFound, ValidationFailed
+from app.core.threads import ThreadPool
+from app.services.analysis.scheduler import Lane
+from app.services.images.catalog import ImageService
+from app.storage.metadata import StoredImage
+
+logger = logging.getLogger("app.previews")
+
+PREVIEW_VERSION = 1  # part of the cache name: a new rendering makes new entries
+LANE_KEY = "preview"
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A preview's JPEG bytes, its entity tag, and whether it came from the cache."""
+
+    body: bytes
+    etag: str
+    cached: bool
+
+
+def preview_name(image_id: str, width: int, quality: int) -> str:
+    """The cache name of one preview of an image (in the image's result folder)."""
+    return f"{image_id}/preview-w{width}-q{quality}-v{PREVIEW_VERSION}.jpg"
+
+
+def render_preview(path: Path, width: int, quality: int) -> bytes:
+    """The upright image at most `width` pixels wide (never enlarged), as a baseline JPEG."""
+    image = load_rgb(path, min_size=(width, width))  # a JPEG decodes at 1/2-1/8 when it can
+    if image.width > width:
+        height = max(1, round(image.height * width / image.width))
+        image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def is_whole_jpeg(raw: bytes | None) -> bool:
+    """A cached preview that starts and ends as a JPEG does (else it is rendered again)."""
+    return raw is not None and raw.startswith(_JPEG_START) and raw.endswith(_JPEG_END)
+
+
+class PreviewService:
+    """Previews of the images a caller may see (see the module)."""
+
+    def __init__(
+        self, images: ImageService, lane: Lane, io_pool: ThreadPool, widths: list[int], quality: int
+    ) -> None:
+        self.images = images
+        self.lane = lane
+        self.io_pool = io_pool
+        self.widths = widths
+        self.quality = quality
+        self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+
+    def check_width(self, width: int) -> None:
+        """ValidationFailed (400) for a width that is not one of `PREVIEW_WIDTHS`."""
+        if width not in self.widths:
+            allowed = ", ".join(str(w) for w in self.widths)
+            message = f"must be one of {allowed} (PREVIEW_WIDTHS)"
+            raise ValidationFailed.from_errors([{"loc": ("query", "width"), "msg": message, "type": "enum"}])
+
+    async def preview(self, image: StoredImage, width: int) -> Preview:
+        """The preview of a stored image (one `ImageService.get` gave, visibility checked) at
+        `width` (ValidationFailed unless one of `PREVIEW_WIDTHS`), rendered at most once."""
+        self.check_width(width)
+        meta = image.metadata
+        # The upright width is the stored width or height: never cache wider than both.
+        width = min(width, max(meta.width, meta.height))
+        name = preview_name(meta.image_id, width, self.quality)
+        task = self._in_flight.get(name)
+        leader = task is None
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(image, width, name))
+            self._in_flight[name] = task
+            task.add_done_callback(lambda done: self._in_flight.pop(name, None))
+        body, computed = await asyncio.shield(task)
+        return Preview(body, self.etag_of(image, width), cached=not (leader and computed))
+
+    def etag_of(self, image: StoredImage, width: int) -> str:
+        """The entity tag a preview of `image` at `width` has (known before it is rendered)."""
+        meta = image.metadata
+        width = min(width, max(meta.width, meta.height))
+        return f'"{meta.sha256[:40]}-w{width}-q{self.quality}-v{PREVIEW_VERSION}"'
+
+    async def _resolve(self, image: StoredImage, width: int, name: str) -> tuple[bytes, bool]:
+        objects = self.images.objects
+        meta = image.metadata
+        if objects is None:
+            raw = await self.io_pool.run(self.images.results.read, name)
+        else:
+            raw = await objects.read_result(name)
+        if is_whole_jpeg(raw):
+            assert raw is not None
+            return raw, False
+        if raw is not None:
+            logger.warning("cached preview %s is not a whole JPEG; rendering it again", name)
+        if objects is None:
+            body = await self.lane.run(LANE_KEY, render_preview, image.path, width, self.quality)
+            return await self.io_pool.run(self._publish, image, name, body), True
+        async with objects.local_copy(meta) as copy:
+            if copy is None:
+                raise ImageNotFound(f"Image {meta.image_id} not found")
+            body = await self.lane.run(LANE_KEY, render_preview, copy, width, self.quality)
+        winner = await objects.publish_result(name, body, is_whole_jpeg)
+        if not await objects.has_image(meta.image_id):  # deleted meanwhile: leave nothing behind
+            await objects.remove(meta.image_id)
+            raise ImageNotFound(f"Image {meta.image_id} not found")
+        return winner, True
+
+    def _publish(self, image: StoredImage, name: str, body: bytes) -> bytes:
+        """Store a fresh preview (first writer wins; a broken entry is replaced); the bytes to
+        serve. ImageNotFound if the image was deleted while it was rendered (a delete unlinks
+        the bytes before the results: checked after creating ours, nothing stays behind)."""
+        results = self.images.results
+        image_id = image.metadata.image_id
+        published = results.create(name, body)
+        if not image.path.exists():
+            results.delete_for_image(image_id)
+            raise ImageNotFound(f"Image {image_id} not found")
+        if not published:
+            winner = results.read(name)
+            if is_whole_jpeg(winner):
+                assert winner is not None
+                return winner
+            results.replace(name, body)
+        return body
