@@ -1,12 +1,20 @@
-"""The service container: every service one running app shares, built once at start-up."""
+"""The service container: every service one running app shares, built once at start-up.
+
+Each service gets its own settings section (`IngestSettings`, `JobSettings`, ...), cut from
+`Settings` here; routes receive the services they use by type (`provider`, through
+`app.api.deps`), never the container.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
+from typing import TypeVar, cast, get_type_hints
 
 import anyio.to_thread
 from sqlalchemy import text
@@ -22,8 +30,12 @@ from app.db.engine import create_engine, is_outage, is_sqlite, session_factory
 from app.db.migrate import upgrade
 from app.services.accounts.credits import CreditService
 from app.services.accounts.erasure import AccountEraser
+from app.services.accounts.logins import Logins
 from app.services.accounts.principals import PrincipalResolver, UserDirectory
+from app.services.accounts.refills import Refills
 from app.services.accounts.service import AccountService
+from app.services.accounts.settings import AccessSettings, AccountSettings, DeviceCookieSettings
+from app.services.analysis.classify import ClassifyImages
 from app.services.analysis.forms import FormClassifier
 from app.services.analysis.scheduler import LaneClient, Lanes
 from app.services.analysis.service import AnalysisService
@@ -31,14 +43,20 @@ from app.services.history import HistoryService
 from app.services.images.catalog import ImageService
 from app.services.images.idempotency import IdempotencyStore
 from app.services.images.ingest import IngestService
+from app.services.images.previews import PreviewService
+from app.services.images.settings import IngestSettings
 from app.services.jobs.contours import ContourJobService
-from app.services.rate_limits import RateLimits
+from app.services.jobs.settings import JobSettings
+from app.services.metrics_export import MetricsExport
+from app.services.rate_limits import RateLimits, RateLimitSettings
+from app.services.readiness import Readiness, ReadinessSettings
 from app.storage.local import LocalImageStore, LocalResultStore
 from app.storage.object_images import ObjectImages
 
 logger = logging.getLogger("app")
 
 DATABASE_RETRY_SECONDS = 2.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,15 +68,20 @@ class ServiceContainer:
     engine: AsyncEngine
     principals: PrincipalResolver
     accounts: AccountService
+    logins: Logins
     credits: CreditService
+    refills: Refills
     eraser: AccountEraser
     history: HistoryService
     rate_limits: RateLimits
     images: ImageService
+    previews: PreviewService
     ingest: IngestService
     analysis: AnalysisService
+    classify: ClassifyImages
     forms: FormClassifier
     contour_jobs: ContourJobService
+    metrics: MetricsExport
     io_pool: ThreadPool
     lanes: Lanes
     idempotency: IdempotencyStore
@@ -66,6 +89,19 @@ class ServiceContainer:
     # False until the database start-up steps are done (PostgreSQL may be down at boot).
     database_ready: bool = False
     _database_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    readiness: Readiness = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(
+            ReadinessSettings.from_settings(self.settings),
+            self.registry,
+            self.io_pool,
+            self.engine,
+            self.rate_limits,
+            lambda: self.database_ready,
+            self.images.objects,
+            self.contour_jobs.queue,
+        )
 
     async def start(self) -> None:
         """Migrate the database, repair what a crash left, start background work.
@@ -146,6 +182,15 @@ class ServiceContainer:
         self.lanes.shutdown()
 
 
+def provider(kind: type[T]) -> Callable[[ServiceContainer], T]:
+    """How to get the one service of type `kind` from a container (TypeError if none is)."""
+    hints = get_type_hints(ServiceContainer)
+    names = [f.name for f in fields(ServiceContainer) if hints[f.name] is kind]
+    if len(names) != 1:
+        raise TypeError(f"the container holds no single {kind.__name__}")
+    return cast(Callable[[ServiceContainer], T], attrgetter(names[0]))
+
+
 def object_images(settings: Settings) -> ObjectImages | None:
     """The object store of `STORAGE_URL=s3://bucket/prefix` (None: the data dir)."""
     if settings.storage_url is None:
@@ -206,7 +251,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     registry = registry or build_registry(settings)
     credits = CreditService(sessions, lease_seconds=settings.credit_hold_lease_seconds)
     history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
-    ingest = IngestService(settings, images, idempotency, io_pool)
+    ingest = IngestService(IngestSettings.from_settings(settings), images, idempotency, io_pool)
     analysis = AnalysisService(
         registry,
         images,
@@ -217,28 +262,37 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits=credits,
     )
     contour_jobs = ContourJobService(
-        settings,
+        JobSettings.from_settings(settings),
         registry,
         io_pool,
         LaneClient(lanes.heavy, "contour-jobs"),
         credits,
         objects=images.objects.store if images.objects is not None else None,
     )
+    accounts = AccountService(AccountSettings.from_settings(settings), sessions, jwt_config, users)
+    rate_limits = RateLimits(RateLimitSettings.from_settings(settings))
     return ServiceContainer(
         settings=settings,
         registry=registry,
         engine=engine,
-        principals=PrincipalResolver(settings, jwt_config, users),
-        accounts=AccountService(settings, sessions, jwt_config, users),
+        principals=PrincipalResolver(AccessSettings.from_settings(settings), jwt_config, users),
+        accounts=accounts,
+        logins=Logins(accounts, rate_limits, DeviceCookieSettings.from_settings(settings)),
         credits=credits,
+        refills=Refills(accounts, credits, settings.token_refill_amount),
         eraser=AccountEraser(sessions, images, contour_jobs, history, users, idempotency),
         history=history,
-        rate_limits=RateLimits(settings),
+        rate_limits=rate_limits,
         images=images,
+        previews=PreviewService(
+            images, lanes.heavy, io_pool, settings.preview_widths, settings.preview_jpeg_quality
+        ),
         ingest=ingest,
         analysis=analysis,
+        classify=ClassifyImages(registry, analysis, ingest, images, credits, settings.max_json_body_bytes),
         forms=FormClassifier(ingest, analysis, credits),
         contour_jobs=contour_jobs,
+        metrics=MetricsExport(settings.metrics_enabled, settings.metrics_token, io_pool),
         io_pool=io_pool,
         lanes=lanes,
         idempotency=idempotency,

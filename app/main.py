@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         deadline=settings.request_body_deadline_seconds,
     )
     register_exception_handlers(app)
-    include_routes(app)
+    include_routes(app, web_page=settings.web_page_enabled)
     install_openapi(app, settings)
     # Every layer a request passes, in one place (app.api.pipeline): request id and log,
     # security, CORS and RateLimit headers, admission, the route's policy (body cap,

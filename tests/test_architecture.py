@@ -73,3 +73,21 @@ def test_imports_point_downward(path: Path) -> None:
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(APP)))
 def test_no_god_modules(path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+ROUTES = sorted((APP / "api" / "routes").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", ROUTES, ids=lambda p: p.name)
+def test_routes_take_typed_services_never_the_container(path: Path) -> None:
+    """A route names the services it uses (`app.api.deps` aliases, or typed lean handler
+    parameters): it never reaches the container, through an import, `Call.services` or app.state."""
+    tree = ast.parse(path.read_text())
+    assert not any(name == "app.composition" for name in _imports(path))
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not attributes & {"services", "state"}  # Call.services, request.app.state
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    names |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    assert not names & {"ServiceContainer", "container_of", "ContainerDep", "Settings"}

@@ -46,7 +46,8 @@ class Call:
 
     @property
     def services(self) -> ServiceContainer:
-        """The app's services (see `container_of`)."""
+        """The app's services (see `container_of`), for the pipeline and `bind_services`: a
+        route receives the services it declared, never the container."""
         return container_of(self.request)
 
     def sent_credentials(self) -> bool:

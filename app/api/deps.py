@@ -1,26 +1,37 @@
 """FastAPI dependencies, each with an `Annotated` alias that routes list by type.
 
-The caller comes from the request's `Call` (`app.api.calls`), resolved once, by the pipeline
-when the route declared it (`app.api.routing.Policy`) or here on first use; these
-dependencies also declare the security schemes in the OpenAPI. Rate limits are declared
-with the route and counted by the pipeline, not here.
+A route names exactly the services it uses, typed (`ImagesDep`, `AccountsDep`, ...; see
+`service`): no route reads the service container. The caller comes from the request's `Call`
+(`app.api.calls`), resolved once, by the pipeline when the route declared it
+(`app.api.routing.Policy`) or here on first use; these dependencies also declare the security
+schemes in the OpenAPI. Rate limits are declared with the route and counted by the pipeline.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
+from app.analyzers.registry import AnalyzerRegistry
 from app.api.calls import call_of, container_of
-from app.composition import ServiceContainer
+from app.composition import provider
 from app.core.errors import Forbidden, Unauthorized
-from app.core.security import secrets_equal
-from app.services.accounts.principals import Principal
-from app.services.analysis.service import AnalysisService
+from app.services.accounts.erasure import AccountEraser
+from app.services.accounts.logins import Logins
+from app.services.accounts.principals import Principal, PrincipalResolver
+from app.services.accounts.refills import Refills
+from app.services.accounts.service import AccountService
+from app.services.history import HistoryService
 from app.services.images.catalog import ImageService
-from app.services.images.ingest import IngestService
+from app.services.images.previews import PreviewService
+from app.services.jobs.contours import ContourJobService
+from app.services.metrics_export import MetricsExport
+from app.services.readiness import Readiness
+
+T = TypeVar("T")
 
 api_key_header = APIKeyHeader(
     name="X-API-KEY",
@@ -39,10 +50,18 @@ async def principal_of(request: Request) -> Principal:
     return await call_of(request).caller()
 
 
-# Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
-async def get_container(request: Request) -> ServiceContainer:
-    """The app's services (built by the lifespan)."""
-    return container_of(request)
+def service(kind: type[T], *, need_database: bool = True) -> Callable[[Request], Awaitable[T]]:
+    """A dependency giving the app's one `kind` service: ServiceUnavailable (503) before the
+    lifespan built the services, DatabaseUnavailable (503) while the database start-up waits for
+    an unreachable server (unless `need_database` is False: readiness, metrics)."""
+    get = provider(kind)
+
+    # Dependencies are `async def`: FastAPI runs plain `def` ones in the thread pool.
+    async def dependency(request: Request) -> T:
+        return get(container_of(request, need_database=need_database))
+
+    dependency.__name__ = f"get_{kind.__name__}"
+    return dependency
 
 
 async def current_principal(
@@ -64,13 +83,6 @@ async def optional_principal(
     return await call.caller() if call.sent_credentials() else None
 
 
-async def get_container_any_state(request: Request) -> ServiceContainer:
-    """The app's services, even while the database is not reachable yet (readiness, metrics)."""
-    return container_of(request, need_database=False)
-
-
-ContainerDep = Annotated[ServiceContainer, Depends(get_container)]
-AnyStateContainerDep = Annotated[ServiceContainer, Depends(get_container_any_state)]
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
@@ -99,13 +111,15 @@ async def current_admin(principal: CurrentPrincipal) -> Principal:
     return require_admin(principal)
 
 
-async def history_admin(request: Request, _token: Annotated[str | None, Security(bearer_token)]) -> None:
+async def history_admin(
+    request: Request,
+    principals: Annotated[PrincipalResolver, Depends(service(PrincipalResolver))],
+    _token: Annotated[str | None, Security(bearer_token)],
+) -> None:
     """An admin, or seed 003's static ADMIN_TOKEN in `Authorization: Bearer`."""
-    configured = container_of(request).settings.admin_token
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if configured is not None and scheme.lower() == "bearer" and token:
-        if secrets_equal(token.strip(), configured.get_secret_value()):
-            return
+    if scheme.lower() == "bearer" and token.strip() and principals.is_admin_token(token.strip()):
+        return
     require_admin(await principal_of(request))
 
 
@@ -114,18 +128,15 @@ AdminPrincipal = Annotated[Principal, Depends(current_admin)]
 HistoryAdmin = Annotated[None, Depends(history_admin)]
 
 
-async def get_images(container: ContainerDep) -> ImageService:
-    return container.images
-
-
-async def get_ingest(container: ContainerDep) -> IngestService:
-    return container.ingest
-
-
-async def get_analysis(container: ContainerDep) -> AnalysisService:
-    return container.analysis
-
-
-ImagesDep = Annotated[ImageService, Depends(get_images)]
-IngestDep = Annotated[IngestService, Depends(get_ingest)]
-AnalysisDep = Annotated[AnalysisService, Depends(get_analysis)]
+AccountsDep = Annotated[AccountService, Depends(service(AccountService))]
+LoginsDep = Annotated[Logins, Depends(service(Logins))]
+RefillsDep = Annotated[Refills, Depends(service(Refills))]
+EraserDep = Annotated[AccountEraser, Depends(service(AccountEraser))]
+HistoryDep = Annotated[HistoryService, Depends(service(HistoryService))]
+ImagesDep = Annotated[ImageService, Depends(service(ImageService))]
+PreviewsDep = Annotated[PreviewService, Depends(service(PreviewService))]
+AnalyzersDep = Annotated[AnalyzerRegistry, Depends(service(AnalyzerRegistry))]
+ContourJobsDep = Annotated[ContourJobService, Depends(service(ContourJobService))]
+# Served while the database is still unreachable (they report it)
+ReadinessDep = Annotated[Readiness, Depends(service(Readiness, need_database=False))]
+MetricsDep = Annotated[MetricsExport, Depends(service(MetricsExport, need_database=False))]

@@ -20,7 +20,8 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
-def include_routes(app: FastAPI) -> None:
-    """Add every router to the app."""
+def include_routes(app: FastAPI, *, web_page: bool = True) -> None:
+    """Add every router to the app (the web page's only if `web_page`)."""
     for router in ROUTERS:
-        app.include_router(router)
+        if router is not web.router or web_page:
+            app.include_router(router)

@@ -10,10 +10,13 @@ whether its requests go into the history (seed 003). A router declares its route
 Routes are ordinary FastAPI routes with `Annotated` dependencies, except the hot paths and
 the recorded ones, declared with `@lean_route`: FastAPI documents them from a generated
 endpoint (security, headers, query, request body, responses), but the pipeline calls the
-handler itself, `async (Call) -> Reply`, skipping routing, dependency injection and the
-response-model pass, which cost more than the work of a cached analysis or a small upload
+handler itself, `async (Call, *services) -> Reply`, skipping routing, dependency injection and
+the response-model pass, which cost more than the work of a cached analysis or a small upload
 (see README, Benchmark). That is their one dispatch path: the generated endpoint is never
-called. Both kinds raise the same domain errors, mapped in one place (`app.api.problems`).
+called. A lean handler declares the services it uses as typed parameters after the `Call`
+(`ingest: IngestService`), looked up once at registration (`bind_services`), as ordinary
+routes declare them with `app.api.deps`' aliases. Both kinds raise the same domain errors,
+mapped in one place (`app.api.problems`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import copy
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel
@@ -33,6 +36,7 @@ from starlette.responses import Response
 from app.api.calls import Call
 from app.api.deps import CurrentPrincipal
 from app.api.stalls import BodyStream
+from app.composition import provider
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
@@ -60,6 +64,7 @@ class Reply:
 
 
 LeanHandler = Callable[[Call], Awaitable[Reply]]
+ServiceHandler = Callable[..., Awaitable[Reply]]  # async (Call, *services) -> Reply
 Describe = Callable[[Request], Described]
 
 
@@ -127,8 +132,26 @@ def content_length(request: Request) -> int | None:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
+def bind_services(handler: ServiceHandler) -> LeanHandler:
+    """`handler` as the pipeline calls it, `(Call) -> Reply`: each parameter after the `Call` gets
+    the app's service of its annotated type (TypeError at registration for a type no service has)."""
+    hints = get_type_hints(handler)
+    names = list(inspect.signature(handler).parameters)[1:]
+    getters = tuple(provider(hints[name]) for name in names)
+    if not getters:
+        return handler
+
+    def served(call: Call) -> Awaitable[Reply]:
+        services = call.services
+        return handler(call, *[get(services) for get in getters])
+
+    served.__name__ = handler.__name__
+    served.__doc__ = handler.__doc__
+    return served
+
+
 def _documented_endpoint(
-    handler: LeanHandler,
+    handler: ServiceHandler,
     body: type[BaseModel] | None,
     headers: Mapping[str, str],
     query: Mapping[str, tuple[Any, Any]],
@@ -169,9 +192,9 @@ def lean_route(
     headers: Mapping[str, str] | None = None,
     query: Mapping[str, tuple[Any, Any]] | None = None,
     **route_options: Any,
-) -> Callable[[LeanHandler], LeanHandler]:
+) -> Callable[[ServiceHandler], ServiceHandler]:
     """Serve `handler` at each (path, summary, operation_id) under `policy`, documented as if
-    FastAPI served it.
+    FastAPI served it, its services given by type (`bind_services`).
 
     `body`: the JSON request model to document (a buffered body is in `Call.body`, parsed
     by the handler); `headers`: request headers to document (name -> description); `query`:
@@ -179,9 +202,9 @@ def lean_route(
     (status_code, response_model, responses, tags, openapi_extra) are `add_api_route`'s.
     """
 
-    def register(handler: LeanHandler) -> LeanHandler:
+    def register(handler: ServiceHandler) -> ServiceHandler:
         endpoint = _documented_endpoint(handler, body, headers or {}, query or {})
-        endpoint.__lean_handler__ = handler  # type: ignore[attr-defined]
+        endpoint.__lean_handler__ = bind_services(handler)  # type: ignore[attr-defined]
         declare(policy)(endpoint)
         for path, summary, operation_id in paths:
             router.add_api_route(

@@ -16,6 +16,7 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-def match_api_key(candidate: str | None, keys: list[str]) -> str | None:
+def match_api_key(candidate: str | None, keys: Sequence[str]) -> str | None:
     """The principal for `candidate` if it is one of `keys`, else None.
 
     Comparing fixed-length digests with `hmac.compare_digest`, over every key, keeps the

@@ -33,6 +33,7 @@ from limits.storage import storage_from_string
 from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import RateLimiterUnavailable, TooManyRequests
+from app.core.redis_settings import RedisSettings
 
 logger = logging.getLogger("app.rate_limits")
 
@@ -60,31 +61,46 @@ class Quota:
         }
 
 
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """RATE_LIMITS_ENABLED, the limit of each route class (RATE_LIMIT_*), the shared Redis."""
+
+    enabled: bool
+    limits: dict[str, str]  # route class -> "<count>/<unit>"
+    redis: RedisSettings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimitSettings:
+        limits = {
+            "upload": settings.rate_limit_upload,
+            "analyze": settings.rate_limit_analyze,
+            "auth": settings.rate_limit_auth,
+            "default": settings.rate_limit_default,
+            "login": settings.rate_limit_login_username,
+        }
+        return cls(settings.rate_limits_enabled, limits, RedisSettings.from_settings(settings))
+
+
 class RateLimits:
     """Moving-window limits per (route class, caller) and (route class, address)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.redis = settings.redis_url is not None
-        self.timeout = settings.redis_timeout_seconds
-        self.fail_open = settings.redis_outage_policy == "fail-open"
+    def __init__(self, settings: RateLimitSettings) -> None:
+        redis = settings.redis
+        self.redis = redis.redis_url is not None
+        self.timeout = redis.redis_timeout_seconds
+        self.fail_open = redis.redis_outage_policy == "fail-open"
         self._down_until = 0.0  # monotonic time before which Redis is not tried again
         self._warned_at = -math.inf
-        if settings.redis_url:
+        if redis.redis_url:
             timeouts = {"connect_timeout": self.timeout, "stream_timeout": self.timeout}
-            storage = storage_from_string(f"async+{settings.redis_url}", wrap_exceptions=True, **timeouts)
+            storage = storage_from_string(f"async+{redis.redis_url}", wrap_exceptions=True, **timeouts)
         else:
             storage = storage_from_string("async+memory://")
         # An "async+" URL gives an asyncio storage (the factory is typed as giving either kind).
         self.storage = cast(AsyncStorage, storage)
         self.limiter = MovingWindowRateLimiter(self.storage)
-        self.enabled = settings.rate_limits_enabled
-        self.items: dict[str, RateLimitItem] = {
-            "upload": parse(settings.rate_limit_upload),
-            "analyze": parse(settings.rate_limit_analyze),
-            "auth": parse(settings.rate_limit_auth),
-            "default": parse(settings.rate_limit_default),
-            "login": parse(settings.rate_limit_login_username),
-        }
+        self.enabled = settings.enabled
+        self.items: dict[str, RateLimitItem] = {name: parse(limit) for name, limit in settings.limits.items()}
 
     async def hit(self, route_class: str, *keys: str) -> Quota | None:
         """Count one request against each key's window; TooManyRequests (429) if any is full.

@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,11 +24,30 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.core.errors import StorageUnavailable
+from app.core.threads import ThreadPool
 from app.db.engine import is_sqlite
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.rate_limits import RateLimits
 from app.storage.object_images import ObjectImages
+
+
+@dataclass(frozen=True)
+class ReadinessSettings:
+    """What readiness checks (a section of `Settings`): the data dirs and disk floor, the database
+    and its timeout, the Redis outage policy."""
+
+    data_dir: Path
+    images_dir: Path
+    analysis_dir: Path
+    min_free_disk_bytes: int
+    database: str
+    database_connect_timeout_seconds: float
+    redis_outage_policy: Literal["fail-open", "fail-closed"]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadinessSettings:
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -38,7 +60,7 @@ class Check:
     required: bool = True
 
 
-def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Check]:
+def readiness_checks(settings: ReadinessSettings, registry: AnalyzerRegistry) -> list[Check]:
     """Every local readiness check (blocking: a few `stat`s; call it from a thread)."""
     dirs = (settings.images_dir, settings.analysis_dir)
     writable = all(os.access(d, os.W_OK) for d in dirs)
@@ -60,7 +82,7 @@ def readiness_checks(settings: Settings, registry: AnalyzerRegistry) -> list[Che
 
 
 async def dependency_checks(
-    settings: Settings,
+    settings: ReadinessSettings,
     engine: AsyncEngine,
     rate_limits: RateLimits,
     database_ready: bool,
@@ -86,6 +108,38 @@ async def dependency_checks(
         detail = f"{'reachable' if redis else 'unreachable'} (REDIS_OUTAGE_POLICY={policy}{effect})"
         checks.append(Check("redis", redis, detail, required=policy == "fail-closed"))
     return checks
+
+
+class Readiness:
+    """This process's readiness, every check run (`/readyz`); the database counts as reachable
+    only once its start-up steps are done (`database_ready`)."""
+
+    def __init__(
+        self,
+        settings: ReadinessSettings,
+        registry: AnalyzerRegistry,
+        pool: ThreadPool,
+        engine: AsyncEngine,
+        rate_limits: RateLimits,
+        database_ready: Callable[[], bool],
+        objects: ObjectImages | None = None,
+        jobs: JobQueue | ProcrastinateJobQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pool = pool
+        self.engine = engine
+        self.rate_limits = rate_limits
+        self.database_ready = database_ready
+        self.objects = objects
+        self.jobs = jobs
+
+    async def checks(self) -> list[Check]:
+        """The local checks (in the pool: they `stat`), then the servers'."""
+        found = await self.pool.run(readiness_checks, self.settings, self.registry)
+        return found + await dependency_checks(
+            self.settings, self.engine, self.rate_limits, self.database_ready(), self.objects, self.jobs
+        )
 
 
 async def _storage_check(objects: ObjectImages) -> Check:

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import RateLimiterUnavailable, TooManyRequests
-from app.services.rate_limits import Quota, RateLimits
+from app.services.rate_limits import Quota, RateLimits, RateLimitSettings
 from tests.redis_servers import redis_url
 
 
@@ -22,7 +22,7 @@ def limits(**overrides: object) -> RateLimits:
         "rate_limit_default": "100/minute",
     }
     values.update(overrides)
-    return RateLimits(Settings(_env_file=None, **values))  # type: ignore[arg-type]
+    return RateLimits(RateLimitSettings.from_settings(Settings(_env_file=None, **values)))  # type: ignore[arg-type]
 
 
 def closed_port() -> int:

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
-from app.api.deps import AdminPrincipal, ContainerDep, HistoryAdmin, OptionalPrincipal
+from app.api.deps import AdminPrincipal, HistoryAdmin, HistoryDep, OptionalPrincipal, RefillsDep
 from app.api.routing import DeclaredRouter, Policy
-from app.core.errors import Forbidden, Unauthorized, UserNotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.db.history import HistoryFilter
 from app.schemas.auth import RefillRead, RefillRequest
 from app.schemas.history import HistoryItem, HistoryPage, StatsRead
@@ -62,24 +62,18 @@ Filter = Annotated[HistoryFilter, Depends(history_filter)]
     ),
 )
 async def refill(
-    request: Request, body: RefillRequest, container: ContainerDep, caller: OptionalPrincipal
+    request: Request, body: RefillRequest, refills: RefillsDep, caller: OptionalPrincipal
 ) -> RefillRead:
     """An admin's token, or `admin_password` checked against ADMIN_PW_HASH (as seed 000 does),
     adds `amount` (default TOKEN_REFILL_AMOUNT) credits."""
-    allowed = caller is not None and caller.is_admin
-    if not allowed and body.admin_password is not None:
-        address = request.client.host if request.client else None
-        allowed = await container.accounts.admin_password_matches(body.admin_password, address=address)
-    if not allowed:
-        if caller is None and body.admin_password is None:
-            raise Unauthorized("An admin token or the admin password is required")
-        raise Forbidden("This needs an admin")
-    user = await container.accounts.find(body.username)
-    if user is None:
-        raise UserNotFound(f"No user {body.username!r}")
-    amount = body.amount or container.settings.token_refill_amount
-    balance = await container.credits.refill(user.id, amount)
-    return RefillRead(username=user.username, credits=balance, added=amount)
+    done = await refills.refill(
+        caller,
+        body.username,
+        body.amount,
+        admin_password=body.admin_password,
+        address=request.client.host if request.client else None,
+    )
+    return RefillRead(username=done.username, credits=done.balance, added=done.added)
 
 
 @router.get(
@@ -87,13 +81,13 @@ async def refill(
 )
 async def read_history(
     _: AdminPrincipal,
-    container: ContainerDep,
+    history: HistoryDep,
     filter: Filter,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
 ) -> HistoryPage:
     """Every analysis request, newest first: `{"total", "items"}`."""
-    total, rows = await container.history.page(filter, limit, offset)
+    total, rows = await history.page(filter, limit, offset)
     return HistoryPage(
         total=total, items=[HistoryItem.model_validate(row, from_attributes=True) for row in rows]
     )
@@ -106,14 +100,14 @@ async def read_history(
     summary="Delete history (seed 003)",
     responses=ADMIN_ONLY,
 )
-async def delete_history(_: HistoryAdmin, container: ContainerDep, filter: Filter) -> Response:
+async def delete_history(_: HistoryAdmin, history: HistoryDep, filter: Filter) -> Response:
     """Delete the (matching) history; an admin's token or ADMIN_TOKEN as the bearer."""
-    await container.history.delete(filter)
+    await history.delete(filter)
     return Response(status_code=204)
 
 
 @router.get("/stats", response_model=StatsRead, summary="Request statistics (seed 003)", responses=ADMIN_ONLY)
-async def read_stats(_: AdminPrincipal, container: ContainerDep, filter: Filter) -> StatsRead:
+async def read_stats(_: AdminPrincipal, history: HistoryDep, filter: Filter) -> StatsRead:
     """Count, mean, median, 95th and 99th percentile processing time (seconds; NumPy's linear
     interpolation), average input size and image size of the matching requests."""
-    return StatsRead(**asdict(await container.history.stats(filter)))
+    return StatsRead(**asdict(await history.stats(filter)))

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from app.api.calls import Call
-from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.deps import AnalyzersDep, CurrentPrincipal
 from app.api.routing import (
     DeclaredRouter,
     Described,
@@ -20,6 +20,8 @@ from app.core.errors import ValidationFailed
 from app.schemas.analyses import AnalyzeRequest, SkinAnalysis
 from app.schemas.analyzers import AnalyzerRead
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
+from app.services.analysis.service import AnalysisService
+from app.services.images.catalog import ImageService
 
 router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["analyses"])
 
@@ -54,7 +56,7 @@ _MISS = {"X-Cache": "MISS"}
     response_model=SkinAnalysis,
     responses=ANALYZE_RESPONSES,
 )
-async def analyze_image(call: Call) -> Reply:
+async def analyze_image(call: Call, analysis: AnalysisService, images: ImageService) -> Reply:
     """Analyze an uploaded image; idempotent, cached in `data/analysis/`.
 
     A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
@@ -65,8 +67,6 @@ async def analyze_image(call: Call) -> Reply:
         body = AnalyzeRequest.model_validate_json(call.body or b"")
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-    container = call.services
-    analysis = container.analysis
     outcome = analysis.hit(body.image_id, principal, body.analyzer, body.params)
     if outcome is None:
         await call.limit("analyze")
@@ -74,7 +74,7 @@ async def analyze_image(call: Call) -> Reply:
             call.request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
         )
     response = Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
-    image = container.images.cached(body.image_id)
+    image = images.cached(body.image_id)
     if image is None:
         return Reply(response, Described())
     meta = image.metadata
@@ -87,10 +87,9 @@ async def analyze_image(call: Call) -> Reply:
     summary="List analyzers",
     responses=problem_docs(UNAUTHORIZED),
 )
-async def list_analyzers(container: ContainerDep, _: CurrentPrincipal) -> list[AnalyzerRead]:
+async def list_analyzers(registry: AnalyzersDep, _: CurrentPrincipal) -> list[AnalyzerRead]:
     """Every analyzer with its version and the JSON Schema of its params; ones that failed to
     load are listed with `available: false` and the reason."""
-    registry = container.registry
     rows = [
         AnalyzerRead(
             name=analyzer.name,

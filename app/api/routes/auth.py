@@ -12,9 +12,8 @@ from typing import Annotated
 from fastapi import Form, Request
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, OptionalPrincipal, UserPrincipal
+from app.api.deps import AccountsDep, EraserDep, LoginsDep, OptionalPrincipal, UserPrincipal
 from app.api.routing import DeclaredRouter, Policy
-from app.composition import ServiceContainer
 from app.db.models import User
 from app.schemas.auth import (
     Credentials,
@@ -26,8 +25,8 @@ from app.schemas.auth import (
     UserRead,
 )
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.accounts.service import SignIn, TokenPair
-from app.services.accounts.usernames import username_key
+from app.services.accounts.logins import Logins
+from app.services.accounts.service import TokenPair
 
 # Per client address: the caller is not known yet (logins are also limited per username)
 router = DeclaredRouter(Policy(rate_limit="auth", per_caller=False), tags=["accounts"])
@@ -55,30 +54,24 @@ def _tokens(pair: TokenPair, response: Response) -> TokenRead:
 
 
 async def _login(
-    container: ServiceContainer, request: Request, response: Response, username: str, password: str
+    logins: Logins, request: Request, response: Response, username: str, password: str
 ) -> TokenRead:
-    """Log in and set a new device cookie. Without a valid device cookie for this username the
-    login is also rate-limited per username (password guessing spread over many addresses);
-    with one, the device has its own allowance, whatever others send for the username."""
-    settings = container.settings
-    device = container.accounts.device(request.cookies.get(settings.login_device_cookie_name), username)
-    if device is None:
-        await container.rate_limits.hit("login", f"u:{username_key(username)}")
-    address = request.client.host if request.client else None
-    signed_in: SignIn = await container.accounts.login(
-        username=username, password=password, address=address, device=device
+    """Log in (see `Logins.sign_in`) and set the new device cookie."""
+    cookie = logins.cookie
+    signed_in = await logins.sign_in(
+        username,
+        password,
+        address=request.client.host if request.client else None,
+        device_cookie=request.cookies.get(cookie.name),
     )
-    secure = settings.login_device_cookie_secure
-    if secure is None:
-        secure = request.url.scheme == "https" or settings.environment == "production"
     response.set_cookie(
-        settings.login_device_cookie_name,
+        cookie.name,
         signed_in.device_cookie,
         max_age=signed_in.max_age,
         path="/",
-        secure=secure,
+        secure=cookie.secure_for(request.url.scheme),
         httponly=True,
-        samesite=settings.login_device_cookie_samesite,
+        samesite=cookie.samesite,
     )
     return _tokens(signed_in.tokens, response)
 
@@ -90,9 +83,9 @@ async def _login(
     summary="Register (seed 000)",
     responses=REGISTER_ERRORS,
 )
-async def register_v1(body: Credentials, container: ContainerDep) -> UserRead:
+async def register_v1(body: Credentials, accounts: AccountsDep) -> UserRead:
     """A new user with INITIAL_CREDITS credits."""
-    return _user(await container.accounts.register(username=body.username, password=body.password))
+    return _user(await accounts.register(username=body.username, password=body.password))
 
 
 @router.post(
@@ -103,11 +96,11 @@ async def register_v1(body: Credentials, container: ContainerDep) -> UserRead:
     responses=REGISTER_ERRORS,
 )
 async def register_seed003(
-    body: RegisterWithRole, container: ContainerDep, caller: OptionalPrincipal
+    body: RegisterWithRole, accounts: AccountsDep, caller: OptionalPrincipal
 ) -> UserRead:
     """`is_admin: true` needs an admin's token, or is the first admin while none exists
     (ADMIN_BOOTSTRAP, on by default outside production): the seed let anyone become admin."""
-    user = await container.accounts.register(
+    user = await accounts.register(
         username=body.username, password=body.password, is_admin=body.is_admin, requested_by=caller
     )
     return _user(user)
@@ -120,11 +113,9 @@ async def register_seed003(
     summary="Register (seed 004)",
     responses=REGISTER_ERRORS,
 )
-async def register_seed004(body: RegisterWithName, container: ContainerDep) -> UserRead:
+async def register_seed004(body: RegisterWithName, accounts: AccountsDep) -> UserRead:
     """A new user (the username may be an e-mail address)."""
-    user = await container.accounts.register(
-        username=body.username, password=body.password, full_name=body.full_name
-    )
+    user = await accounts.register(username=body.username, password=body.password, full_name=body.full_name)
     return _user(user)
 
 
@@ -142,11 +133,9 @@ async def register_seed004(body: RegisterWithName, container: ContainerDep) -> U
     operation_id="login_seed004",
     responses=LOGIN_ERRORS,
 )
-async def login(
-    body: Credentials, request: Request, response: Response, container: ContainerDep
-) -> TokenRead:
+async def login(body: Credentials, request: Request, response: Response, logins: LoginsDep) -> TokenRead:
     """An access token and a refresh token (and a device cookie, see README, Accounts)."""
-    return await _login(container, request, response, body.username, body.password)
+    return await _login(logins, request, response, body.username, body.password)
 
 
 @router.post(
@@ -160,10 +149,10 @@ async def token(
     password: Annotated[str, Form(max_length=4096)],
     request: Request,
     response: Response,
-    container: ContainerDep,
+    logins: LoginsDep,
 ) -> TokenRead:
     """The OAuth2 password flow (Swagger UI's *Authorize* uses it); sets a device cookie too."""
-    return await _login(container, request, response, username, password)
+    return await _login(logins, request, response, username, password)
 
 
 @router.post(
@@ -172,10 +161,10 @@ async def token(
     summary="Rotate a refresh token",
     responses=problem_docs(UNAUTHORIZED),
 )
-async def refresh(body: RefreshRequest, response: Response, container: ContainerDep) -> TokenRead:
+async def refresh(body: RefreshRequest, response: Response, accounts: AccountsDep) -> TokenRead:
     """A new token pair; the refresh token sent is used up. Sending a used one again revokes
     its whole family (someone else has a copy)."""
-    return _tokens(await container.accounts.refresh(body.refresh_token), response)
+    return _tokens(await accounts.refresh(body.refresh_token), response)
 
 
 @router.post(
@@ -186,10 +175,10 @@ async def refresh(body: RefreshRequest, response: Response, container: Container
     responses=problem_docs(UNAUTHORIZED),
 )
 async def logout(
-    principal: UserPrincipal, container: ContainerDep, body: LogoutRequest | None = None
+    principal: UserPrincipal, accounts: AccountsDep, body: LogoutRequest | None = None
 ) -> Response:
     """Revoke the access token sent (and the refresh token's family, if one is given)."""
-    await container.accounts.logout(principal, body.refresh_token if body else None)
+    await accounts.logout(principal, body.refresh_token if body else None)
     return Response(status_code=204, headers=NO_STORE)
 
 
@@ -199,11 +188,11 @@ async def logout(
     summary="Your profile and credits",
     responses=problem_docs(UNAUTHORIZED),
 )
-async def me(principal: UserPrincipal, container: ContainerDep, response: Response) -> UserRead:
+async def me(principal: UserPrincipal, accounts: AccountsDep, response: Response) -> UserRead:
     """Who you are and your credit balance."""
     assert principal.user_id is not None
     response.headers.update(NO_STORE)
-    return _user(await container.accounts.profile(principal.user_id))
+    return _user(await accounts.profile(principal.user_id))
 
 
 @router.delete(
@@ -213,8 +202,8 @@ async def me(principal: UserPrincipal, container: ContainerDep, response: Respon
     summary="Delete your account",
     responses=problem_docs(UNAUTHORIZED),
 )
-async def delete_me(principal: UserPrincipal, container: ContainerDep) -> Response:
+async def delete_me(principal: UserPrincipal, eraser: EraserDep) -> Response:
     """Delete the account and everything it uploaded (images, analyses, jobs); its request
     history is kept without the link to you."""
-    await container.eraser.erase(principal)
+    await eraser.erase(principal)
     return Response(status_code=204)

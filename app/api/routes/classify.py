@@ -4,7 +4,7 @@ result cached like any analysis."""
 
 from __future__ import annotations
 
-import contextlib
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -26,11 +26,10 @@ from app.api.routing import (
     streamed,
     until_disconnected,
 )
-from app.composition import ServiceContainer
-from app.core.errors import AppError, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.schemas.classify import ClassifyUrlRequest
 from app.schemas.problems import UNAUTHORIZED, problem_docs
-from app.services.accounts.principals import Principal
+from app.services.analysis.classify import ClassifyImages, ClassifyInput, UploadedImage, UrlImage
 
 router = APIRouter(tags=["seed 000"])
 
@@ -93,65 +92,34 @@ def _query(request: Request, name: str, adapter: TypeAdapter[Any], default: Any)
     responses=CLASSIFY_RESPONSES,
     openapi_extra={"requestBody": CLASSIFY_BODY},
 )
-async def classify(call: Call) -> Reply:
+async def classify(call: Call, classifier: ClassifyImages) -> Reply:
     """Classify an image with the default model (EfficientNet-Lite0, ImageNet-1k, unless
     MODEL_PATH names another): multipart `file`, or JSON
     `{"url": "https://…", "top_k": 5}` fetched safely (public addresses only, ≤ 3 redirects,
     size-limited). `model` (query, or in the JSON) picks a classifier named in MODELS. The image
     is stored like an upload; the result is cached per image. If the classification fails, the
     image is removed again (the client never learned its id)."""
-    top_k: int = _query(call.request, "top_k", _TOP_K, 5)
-    model: str | None = _query(call.request, "model", _MODEL, None)
-    container = call.services
-    principal = await call.caller()
-    # 503 before anything is stored if the model is not loaded (400 if there is no such model)
-    container.analysis.parse_params(container.registry.get("classify"), _model(model))
-    # A classification that could not run soon is refused before its upload is read (503 +
-    # Retry-After): an upload is never a cache hit, the image would only be stored to be deleted.
-    # Admitted, it holds a place in the queue while its body is read.
-    with container.analysis.reserve("classify"):
-        return await _classify(call.request, container, principal, top_k, model)
+    request = call.request
+    top_k: int = _query(request, "top_k", _TOP_K, 5)
+    model: str | None = _query(request, "model", _MODEL, None)
 
-
-async def _classify(
-    request: Request, container: ServiceContainer, principal: Principal, top_k: int, model: str | None
-) -> Reply:
-    await container.credits.check(principal)
-    content_type = request.headers.get("content-type", "")
-    if content_type.lower().startswith("application/json"):
-        raw = await read_body(request, container.settings.max_json_body_bytes)
+    async def receive() -> ClassifyInput:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("application/json"):
+            return UploadedImage(content_type, content_length(request), body_stream(request), top_k, model)
+        raw = await read_body(request, classifier.max_json_bytes)
         try:
             body = ClassifyUrlRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-        top_k, model = body.top_k, body.model
-        container.analysis.parse_params(container.registry.get("classify"), _model(model))
-        request_type = "url"
-        outcome = await container.ingest.ingest_url(body.url, principal)
-    else:
-        request_type = "image"
-        outcome = await container.ingest.upload(
-            content_type=content_type,
-            content_length=content_length(request),
-            chunks=body_stream(request),
-            owner=principal,
-        )
-    meta = outcome.metadata
-    described = Described(request_type, meta.size_bytes, meta.width, meta.height)
-    params: dict[str, Any] = {"top_k": top_k, **(_model(model) or {})}
-    try:
-        result = await until_disconnected(
-            request, container.analysis.analyze(outcome.image_id, principal, "classify", params)
-        )
-    except Exception:
-        # The client never learns the id of an image whose classification failed: remove it.
-        with contextlib.suppress(AppError):
-            await container.images.delete(outcome.image_id, principal)
-        raise
-    response = Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
-    return Reply(response, described)
+        return UrlImage(body.url, body.top_k, body.model)
 
-
-def _model(model: str | None) -> dict[str, Any] | None:
-    """The params that pick `model` (None: the default model's, no params)."""
-    return None if model is None else {"model": model}
+    done = await classifier.classify(
+        await call.caller(), model, receive, partial(until_disconnected, request)
+    )
+    meta = done.metadata
+    outcome = done.outcome
+    response = Response(
+        outcome.body, 200, {"X-Cache": "HIT" if outcome.cached else "MISS"}, "application/json"
+    )
+    return Reply(response, Described(done.source, meta.size_bytes, meta.width, meta.height))

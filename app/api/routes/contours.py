@@ -9,7 +9,7 @@ from fastapi import Path, Request
 from starlette.responses import Response
 
 from app.api.calls import Call
-from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.deps import ContourJobsDep, CurrentPrincipal
 from app.api.routing import (
     DeclaredRouter,
     Described,
@@ -21,10 +21,10 @@ from app.api.routing import (
     read_body,
     streamed,
 )
-from app.core.config import Settings
 from app.core.ids import UUID4_PATTERN
 from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
 from app.schemas.problems import UNAUTHORIZED, problem_docs
+from app.services.jobs.contours import ContourJobService
 
 router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["seed 004"])
 
@@ -37,11 +37,6 @@ SUBMIT_RESPONSES = problem_docs(
     (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
     (503, "queue_full", "100 jobs are already waiting; try again later"),
 )
-
-
-def submit_body_limit(settings: Settings) -> int:
-    """A job carries its image (and label image) base64-encoded in JSON."""
-    return 2 * (4 * (settings.max_upload_bytes // 3 + 1)) + settings.max_json_body_bytes
 
 
 def _described(request: Request) -> Described:
@@ -58,7 +53,7 @@ def _described(request: Request) -> Described:
             "submit_crop",
         )
     ],
-    # The body is read by the handler, once the queue has room (capped at submit_body_limit)
+    # The body is read by the handler, once the queue has room (capped at its max_submit_bytes)
     policy=Policy(authenticate=True, rate_limit="analyze", body_limit=streamed, history=_described),
     status_code=202,
     response_model=JobAccepted,
@@ -70,17 +65,16 @@ def _described(request: Request) -> Described:
         }
     },
 )
-async def submit_crop(call: Call) -> Reply:
+async def submit_crop(call: Call, jobs: ContourJobService) -> Reply:
     """Accept a contour job (persisted before the answer: it survives a restart). Without
     landmarks the face is detected; with 68 landmarks detection is skipped; with a
     segmentation map the contours are traced from its labels. The same inputs share one
     computation. The body (up to ~14 MB) is parsed off the event loop; while the job queue
     is full a submit is refused (503 with Retry-After) before its body is read."""
-    container = call.services
     principal = await call.caller()
-    await container.contour_jobs.admit()
-    body = await read_body(call.request, submit_body_limit(container.settings))
-    job = await container.contour_jobs.submit(body, principal)
+    await jobs.admit()
+    body = await read_body(call.request, jobs.settings.max_submit_bytes)
+    job = await jobs.submit(body, principal)
     accepted = JobAccepted(job_id=job.job_id, status=str(job.status))
     response = Response(accepted.model_dump_json(), 202, media_type="application/json")
     return Reply(response, Described("json", len(body)))
@@ -97,11 +91,11 @@ async def submit_crop(call: Call) -> Reply:
     ),
 )
 async def crop_status(
-    job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], container: ContainerDep, principal: CurrentPrincipal
+    job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], jobs: ContourJobsDep, principal: CurrentPrincipal
 ) -> JobStatusRead:
     """`pending`, `running`, `completed` (with `result`: the SVG document, base64) or `failed`
     (with `error` and `error_code`, e.g. `no_face_detected`)."""
-    state = await container.contour_jobs.status(job_id.lower(), principal)
+    state = await jobs.status(job_id.lower(), principal)
     return JobStatusRead(
         job_id=state.job_id,
         status=str(state.status),

@@ -33,6 +33,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.schemas.problems import problem_docs
+from app.services.analysis.forms import FormClassifier
 
 router = APIRouter(tags=["seed 003"])
 
@@ -131,7 +132,7 @@ def _described(request: Request) -> Described:
     responses=FORWARD_RESPONSES,
     openapi_extra={"requestBody": FORWARD_BODY},
 )
-async def forward(call: Call) -> Reply:
+async def forward(call: Call, forms: FormClassifier) -> Reply:
     """Run an image through the ImageNet classifier (multipart `image`), or process JSON text
     (form field `data`, a JSON object). Neither, or a `data` that is not a JSON object (with
     or without an image): 400 `{"detail": "bad request"}`; an image the model cannot process:
@@ -140,7 +141,7 @@ async def forward(call: Call) -> Reply:
     principal = await call.caller()
     size = content_length(request)
     try:
-        outcome = await call.services.forms.process(
+        outcome = await forms.process(
             content_type=request.headers.get("content-type"),
             content_length=size,
             chunks=body_stream(request),

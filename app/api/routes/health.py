@@ -8,12 +8,8 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
-from app.api.deps import AnyStateContainerDep
-from app.core import metrics
-from app.core.errors import NotFound, Unauthorized
-from app.core.security import secrets_equal
+from app.api.deps import MetricsDep, ReadinessDep
 from app.schemas.health import Health, Readiness, ReadinessCheck
-from app.services.readiness import dependency_checks, readiness_checks
 
 router = APIRouter(tags=["health"])
 
@@ -36,19 +32,10 @@ async def healthz() -> dict[str, str]:
     summary="Readiness probe",
     responses={503: {"model": Readiness, "description": "A check failed"}},
 )
-async def readyz(container: AnyStateContainerDep) -> JSONResponse:
+async def readyz(readiness: ReadinessDep) -> JSONResponse:
     """Ready when the data dir is writable, disk space is above the floor, analyzers are loaded
     and the database server (PostgreSQL) answers; Redis down is `degraded` unless fail-closed."""
-    found = await container.io_pool.run(readiness_checks, container.settings, container.registry)
-    found += await dependency_checks(
-        container.settings,
-        container.engine,
-        container.rate_limits,
-        container.database_ready,
-        container.images.objects,
-        container.contour_jobs.queue,
-    )
-    checks = [ReadinessCheck(**asdict(check)) for check in found]
+    checks = [ReadinessCheck(**asdict(check)) for check in await readiness.checks()]
     ready = all(c.ok for c in checks if c.required)
     status = "not ready" if not ready else "ready" if all(c.ok for c in checks) else "degraded"
     body = Readiness(status=status, checks=checks)
@@ -61,16 +48,8 @@ async def readyz(container: AnyStateContainerDep) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def prometheus_metrics(container: AnyStateContainerDep, request: Request) -> Response:
+async def prometheus_metrics(export: MetricsDep, request: Request) -> Response:
     """Every worker's metrics (METRICS_ENABLED; METRICS_TOKEN, when set, as a bearer token)."""
-    settings = container.settings
-    if not settings.metrics_enabled:
-        raise NotFound("Metrics are disabled")
-    if settings.metrics_token is not None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets_equal(
-            token.strip(), settings.metrics_token.get_secret_value()
-        ):
-            raise Unauthorized("The metrics token is required", headers={"WWW-Authenticate": "Bearer"})
-    body = await container.io_pool.run(metrics.exposition)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    return Response(await export.exposition(bearer), media_type=CONTENT_TYPE_LATEST)

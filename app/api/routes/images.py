@@ -28,6 +28,7 @@ from app.core.formats import FORMATS
 from app.core.ids import UUID4_PATTERN
 from app.schemas.images import ImagePage
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
+from app.services.images.ingest import IngestService
 from app.storage.metadata import ImageMetadata
 from app.storage.object_images import ObjectImages
 from app.storage.objects import ObjectStream
@@ -92,7 +93,7 @@ def image_location(image_id: str) -> str:
     responses=UPLOAD_ERRORS,
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
-async def upload_image(call: Call) -> Reply:
+async def upload_image(call: Call, ingest: IngestService) -> Reply:
     """Upload one image as multipart field `file`; the body streams straight to disk.
 
     Returns 201 with the image's metadata and a `Location` header. The type is read from
@@ -101,7 +102,7 @@ async def upload_image(call: Call) -> Reply:
     """
     request = call.request
     headers = request.headers
-    outcome = await call.services.ingest.upload(
+    outcome = await ingest.upload(
         content_type=headers.get("content-type"),
         content_length=content_length(request),
         chunks=body_stream(request),

@@ -5,38 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Header, Query
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep, CurrentPrincipal
+from app.api.deps import CurrentPrincipal, PreviewsDep
 from app.api.routes.images import BINARY, ImageIdPath
 from app.api.routing import DeclaredRouter, Policy
 from app.api.security_headers import IMAGE_CONTENT_CSP
 from app.schemas.problems import BAD_IMAGE_ID, IMAGE_NOT_FOUND, UNAUTHORIZED, problem_docs
-from app.services.images.previews import PreviewService
 
 router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["images"])
 
 
-async def get_previews(request: Request, container: ContainerDep) -> PreviewService:
-    """The app's preview service (made on first use, over the container's images and lane)."""
-    state = request.app.state
-    service: PreviewService | None = getattr(state, "previews", None)
-    if service is None or service.images is not container.images:
-        settings = container.settings
-        service = PreviewService(
-            container.images,
-            container.lanes.heavy,
-            container.io_pool,
-            settings.preview_widths,
-            settings.preview_jpeg_quality,
-        )
-        state.previews = service
-    return service
-
-
 WIDTH_DOC = "Pixels; one of PREVIEW_WIDTHS (default 64, 128, 256, 512, 1024)"
-PreviewsDep = Annotated[PreviewService, Depends(get_previews)]
 
 
 @router.get(

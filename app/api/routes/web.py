@@ -4,7 +4,7 @@ The files are read once, at import, and served from memory with an ETag (their S
 `Cache-Control: no-cache` (a browser revalidates: 304). The page has its own CSP
 (`security_headers.page_policy`: its own files only, no inline script); the assets get the
 API's (`default-src 'none'`), which does not apply to a script or style sheet loaded by the
-page. `WEB_PAGE_ENABLED=false` makes all of them 404s.
+page. With `WEB_PAGE_ENABLED=false` this router is not included (`app.api.router`): 404s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from fastapi import APIRouter, Header
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
-from app.api.deps import AnyStateContainerDep
 from app.api.security_headers import page_policy
 from app.core.errors import NotFound
 
@@ -65,23 +64,18 @@ def _serve(asset: Asset, if_none_match: str | None, extra: dict[str, str] | None
 
 
 @router.get("/")
-async def page(
-    container: AnyStateContainerDep, if_none_match: Annotated[str | None, Header()] = None
-) -> Response:
+async def page(if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The page to try the service (`index.html`) under its own CSP."""
-    if not container.settings.web_page_enabled:
-        raise NotFound("Not Found")
     return _serve(ASSETS["index.html"], if_none_match, {"Content-Security-Policy": PAGE_CSP})
 
 
 @router.get("/web/{name}")
 async def asset(
     name: Annotated[str, PathParam(max_length=64)],
-    container: AnyStateContainerDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The page's script, style sheet and icon (`index.html` itself only at `/`)."""
     found = ASSETS.get(name)
-    if found is None or name == "index.html" or not container.settings.web_page_enabled:
+    if found is None or name == "index.html":
         raise NotFound("Not Found")
     return _serve(found, if_none_match)

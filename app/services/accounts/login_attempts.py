@@ -30,8 +30,8 @@ from coredis.retry import NoRetryPolicy
 from coredis.typing import ValueT
 
 from app.core import metrics
-from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
+from app.core.redis_settings import RedisSettings
 
 logger = logging.getLogger("app.login_throttle")
 
@@ -211,7 +211,7 @@ class RedisAttempts:
         await self.fallback.close()
 
 
-def attempt_store(settings: Settings) -> AttemptStore:
+def attempt_store(settings: RedisSettings) -> AttemptStore:
     """Redis when REDIS_URL is set (shared by every worker and replica), else this process's memory."""
     if settings.redis_url:
         timeout = settings.redis_timeout_seconds

@@ -18,10 +18,10 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
 from app.core.errors import Unauthorized
-from app.core.security import ANONYMOUS, JwtConfig, TokenClaims, decode_token, match_api_key
+from app.core.security import ANONYMOUS, JwtConfig, TokenClaims, decode_token, match_api_key, secrets_equal
 from app.db import accounts
+from app.services.accounts.settings import AccessSettings
 
 PrincipalKind = Literal["anonymous", "api_key", "user", "admin"]
 _BEARER = {"WWW-Authenticate": "Bearer"}
@@ -109,7 +109,7 @@ class UserDirectory:
 class PrincipalResolver:
     """Turns request credentials into a Principal (Unauthorized for bad ones)."""
 
-    def __init__(self, settings: Settings, jwt_config: JwtConfig, users: UserDirectory) -> None:
+    def __init__(self, settings: AccessSettings, jwt_config: JwtConfig, users: UserDirectory) -> None:
         self.settings = settings
         self.jwt = jwt_config
         self.users = users
@@ -133,6 +133,11 @@ class PrincipalResolver:
             "Credentials are required: an X-API-KEY header or a bearer token",
             headers={"WWW-Authenticate": "Bearer, ApiKey"},
         )
+
+    def is_admin_token(self, token: str) -> bool:
+        """Whether `token` is seed 003's static ADMIN_TOKEN (False when it is not set)."""
+        configured = self.settings.admin_token
+        return configured is not None and secrets_equal(token, configured.get_secret_value())
 
     async def from_token(self, token: str) -> Principal:
         """The user an access token names, if the token and the user are both still valid."""

@@ -24,7 +24,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import metrics
-from app.core.config import Settings
 from app.core.device_cookies import Device, DeviceCookies
 from app.core.errors import Forbidden, Unauthorized, UsernameTaken
 from app.core.security import JwtConfig, decode_token, issue_token
@@ -34,6 +33,7 @@ from app.services.accounts.login_attempts import attempt_store
 from app.services.accounts.login_throttle import LoginLimits, LoginThrottle
 from app.services.accounts.password_hasher import PasswordHasher
 from app.services.accounts.principals import Principal, UserDirectory
+from app.services.accounts.settings import AccountSettings
 from app.services.accounts.usernames import (
     check_full_name,
     check_password,
@@ -74,7 +74,7 @@ class AccountService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: AccountSettings,
         sessions: async_sessionmaker[AsyncSession],
         jwt_config: JwtConfig,
         users: UserDirectory,
@@ -83,7 +83,7 @@ class AccountService:
         self.sessions = sessions
         self.jwt = jwt_config
         self.users = users
-        self.devices = DeviceCookies(lambda: jwt_config.key, settings.login_device_cookie_days * 86400)
+        self.devices = DeviceCookies(lambda: jwt_config.key, settings.device_cookie.days * 86400)
         limits = LoginLimits(
             free=settings.login_failures_before_delay,
             window=settings.login_failure_window_seconds,
@@ -92,7 +92,7 @@ class AccountService:
             device=settings.login_device_limit,
             address=settings.login_address_limit,
         )
-        self.throttle = LoginThrottle(attempt_store(settings), limits)
+        self.throttle = LoginThrottle(attempt_store(settings.redis), limits)
         self.hasher = PasswordHasher(
             settings.password_hash_concurrency,
             settings.password_hash_queue_limit,

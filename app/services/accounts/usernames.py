@@ -4,8 +4,8 @@ username, password and full name are (a ValidationFailed naming the field otherw
 from __future__ import annotations
 
 import unicodedata
+from typing import Protocol
 
-from app.core.config import Settings
 from app.core.errors import ValidationFailed
 
 USERNAME_CHARS = frozenset("._@+-")
@@ -42,7 +42,17 @@ def check_username(raw: str) -> str:
     return username
 
 
-def check_password(password: str, settings: Settings) -> None:
+class PasswordBounds(Protocol):
+    """The password length settings (Settings, or a section that carries them)."""
+
+    @property
+    def password_min_length(self) -> int: ...
+
+    @property
+    def password_max_length(self) -> int: ...
+
+
+def check_password(password: str, settings: PasswordBounds) -> None:
     """Nothing for a password of the configured length that is not all blanks, else ValidationFailed."""
     low, high = settings.password_min_length, settings.password_max_length
     if not low <= len(password) <= high or not password.strip():

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
-from app.core.config import Settings
 from app.core.errors import (
     EmptyFile,
     IdempotencyMismatch,
@@ -38,9 +37,9 @@ from app.core.ids import new_image_id
 from app.core.threads import ThreadPool
 from app.services.accounts.principals import Principal
 from app.services.fetch.download import download
-from app.services.fetch.url_policy import UrlPolicy
 from app.services.images.catalog import ImageService
 from app.services.images.idempotency import Claim, IdempotencyStore
+from app.services.images.settings import IngestSettings
 from app.services.multipart.reader import (
     FormLimits,
     ReceivedFile,
@@ -50,7 +49,6 @@ from app.services.multipart.reader import (
     sanitize_filename,
 )
 from app.services.validation.checks import ImageInfo, examine_image
-from app.services.validation.limits import IntegrityLimits
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata, RemovedTrailer
 
@@ -69,37 +67,25 @@ class UploadOutcome:
         return self.metadata.image_id
 
 
-def url_policy(settings: Settings) -> UrlPolicy:
-    """The URL fetch policy from settings (the size limit is the upload limit)."""
-    return UrlPolicy(
-        max_redirects=settings.url_fetch_max_redirects,
-        connect_timeout=settings.url_fetch_connect_timeout,
-        read_timeout=settings.url_fetch_read_timeout,
-        total_timeout=settings.url_fetch_total_timeout,
-        max_bytes=settings.max_upload_bytes,
-        allow_loopback=settings.url_fetch_allow_loopback,
-    )
-
-
 class IngestService:
     """Receive, validate and publish images: multipart uploads and URL downloads."""
 
     def __init__(
-        self, settings: Settings, images: ImageService, idempotency: IdempotencyStore, pool: ThreadPool
+        self, settings: IngestSettings, images: ImageService, idempotency: IdempotencyStore, pool: ThreadPool
     ) -> None:
         self.settings = settings
         self.images = images
         self.store = images.store
         self.idempotency = idempotency
         self.pool = pool
-        self.url_policy = url_policy(settings)
-        self.integrity = IntegrityLimits.from_settings(settings)
+        self.url_policy = settings.url_policy
+        self.integrity = settings.integrity
         self.limits = FormLimits(
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_request_body_bytes,
             max_parts=settings.max_form_parts,
             max_field_bytes=settings.max_form_field_bytes,
-            allowed_formats=frozenset(settings.allowed_formats),
+            allowed_formats=settings.allowed_formats,
         )
 
     async def receive(

@@ -25,7 +25,6 @@ from app.analyzers.face.analyzer import FaceAnalyzer, FaceParams
 from app.analyzers.face.regions import face_contours
 from app.analyzers.face.segmentation import LABEL_MODES, segmentation_contours
 from app.analyzers.registry import AnalyzerRegistry
-from app.core.config import Settings
 from app.core.errors import (
     AnalyzerUnavailable,
     BadRequest,
@@ -47,8 +46,8 @@ from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.jobs.records import Job, JobStatus
+from app.services.jobs.settings import JobSettings
 from app.services.validation.checks import inspect_image
-from app.services.validation.limits import IntegrityLimits
 from app.storage.objects import ObjectStore
 
 LANDMARK_COUNT = 68
@@ -129,7 +128,7 @@ class ContourJobService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: JobSettings,
         registry: AnalyzerRegistry,
         pool: ThreadPool,
         analysis_pool: ThreadPool | LaneClient,
@@ -148,7 +147,7 @@ class ContourJobService:
             )
             return
         self.queue = JobQueue(
-            settings.data_dir / "jobs",
+            settings.jobs_dir,
             pool,
             self._run,
             run_pool=analysis_pool,
@@ -222,7 +221,7 @@ class ContourJobService:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
         fmt = accepted_format(raw[:SNIFF_BYTES], formats or self.settings.allowed_formats, f"`{field}`")
         width, height = inspect_image(
-            raw, fmt, self.settings.max_image_pixels, limits=IntegrityLimits.from_settings(self.settings)
+            raw, fmt, self.settings.max_image_pixels, limits=self.settings.integrity
         )
         return _Checked(raw, (width, height))
 

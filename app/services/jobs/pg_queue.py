@@ -36,13 +36,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from app.core.config import Settings
 from app.core.errors import AppError, DatabaseUnavailable, JobNotFound, QueueFull
 from app.core.ids import is_uuid4
 from app.core.threads import ThreadPool
 from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_store import worker_id
 from app.services.jobs.records import INTERNAL_ERROR_DETAIL, Job, JobError, JobStatus
+from app.services.jobs.settings import JobSettings
 from app.storage.objects import ObjectStore, job_key
 
 logger = logging.getLogger("app.jobs")
@@ -88,7 +88,7 @@ class ProcrastinateJobQueue:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: JobSettings,
         store: ObjectStore,
         runner: Callable[[bytes], bytes],
         *,

@@ -20,6 +20,7 @@ from app.services.accounts.principals import (
     UserDirectory,
     user_principal_id,
 )
+from app.services.accounts.settings import AccessSettings
 from tests.db.users import add_user
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -33,7 +34,8 @@ def access(subject: str, **kwargs: object) -> str:
 @pytest.fixture
 def resolver(sessions: Sessions) -> Callable[..., PrincipalResolver]:
     def _make(ttl: float = 0.0, **settings: object) -> PrincipalResolver:
-        return PrincipalResolver(Settings(_env_file=None, **settings), JWT, UserDirectory(sessions, ttl))  # type: ignore[arg-type]
+        access = AccessSettings.from_settings(Settings(_env_file=None, **settings))  # type: ignore[arg-type]
+        return PrincipalResolver(access, JWT, UserDirectory(sessions, ttl))
 
     return _make
 

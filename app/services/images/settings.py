@@ -1,0 +1,55 @@
+"""The images domain's settings section for ingest, cut from `Settings` in the composition root.
+
+Field names are the settings' own (env var names in lower case); the URL fetch policy and the
+structure walk's bounds are built here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from app.core.config import Settings
+from app.services.fetch.url_policy import UrlPolicy
+from app.services.validation.limits import IntegrityLimits
+
+
+def url_policy(settings: Settings) -> UrlPolicy:
+    """The URL fetch policy from settings (the size limit is the upload limit)."""
+    return UrlPolicy(
+        max_redirects=settings.url_fetch_max_redirects,
+        connect_timeout=settings.url_fetch_connect_timeout,
+        read_timeout=settings.url_fetch_read_timeout,
+        total_timeout=settings.url_fetch_total_timeout,
+        max_bytes=settings.max_upload_bytes,
+        allow_loopback=settings.url_fetch_allow_loopback,
+    )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Uploads and URL downloads (`IngestService`): sizes, form shape, formats, checks."""
+
+    max_upload_bytes: int
+    max_request_body_bytes: int  # the file plus multipart framing
+    max_form_parts: int
+    max_form_field_bytes: int
+    allowed_formats: frozenset[str]
+    max_image_pixels: int
+    upload_decode_check: Literal["structure", "draft"]
+    integrity: IntegrityLimits
+    url_policy: UrlPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestSettings:
+        return cls(
+            max_upload_bytes=settings.max_upload_bytes,
+            max_request_body_bytes=settings.max_request_body_bytes,
+            max_form_parts=settings.max_form_parts,
+            max_form_field_bytes=settings.max_form_field_bytes,
+            allowed_formats=frozenset(settings.allowed_formats),
+            max_image_pixels=settings.max_image_pixels,
+            upload_decode_check=settings.upload_decode_check,
+            integrity=IntegrityLimits.from_settings(settings),
+            url_policy=url_policy(settings),
+        )
