@@ -33,6 +33,7 @@ from app.services.images.idempotency import IdempotencyStore
 from app.services.images.ingest import IngestService
 from app.services.jobs.contours import ContourJobService
 from app.services.rate_limits import RateLimits
+from app.services.webhooks.service import WebhookService
 from app.storage.local import LocalImageStore, LocalResultStore
 from app.storage.object_images import ObjectImages
 
@@ -59,6 +60,7 @@ class ServiceContainer:
     analysis: AnalysisService
     forms: FormClassifier
     contour_jobs: ContourJobService
+    webhooks: WebhookService
     io_pool: ThreadPool
     lanes: Lanes
     idempotency: IdempotencyStore
@@ -87,6 +89,9 @@ class ServiceContainer:
             self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
         await self.history.start()
         await self.contour_jobs.start()
+        # Deliveries run where the job engine's workers run (scale-out: JOB_WORKER_IN_PROCESS, app.worker)
+        if getattr(self.contour_jobs.queue, "run_worker", True):
+            await self.webhooks.start()
 
     async def _start_database(self) -> None:
         async with self.engine.connect() as connection:  # DatabaseUnavailable if it cannot connect
@@ -130,6 +135,7 @@ class ServiceContainer:
             self._database_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._database_task
+        await self.webhooks.stop()
         await self.contour_jobs.stop()
         await self.idempotency.close()
         await self.history.stop()
@@ -216,6 +222,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
     )
+    webhooks = WebhookService(settings, sessions)
     contour_jobs = ContourJobService(
         settings,
         registry,
@@ -223,6 +230,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         LaneClient(lanes.heavy, "contour-jobs"),
         credits,
         objects=images.objects.store if images.objects is not None else None,
+        webhooks=webhooks,
     )
     return ServiceContainer(
         settings=settings,
@@ -239,6 +247,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         analysis=analysis,
         forms=FormClassifier(ingest, analysis, credits),
         contour_jobs=contour_jobs,
+        webhooks=webhooks,
         io_pool=io_pool,
         lanes=lanes,
         idempotency=idempotency,

@@ -16,6 +16,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.core.login_settings import LoginSettings
 from app.core.model_settings import ModelSettings
+from app.core.webhook_settings import WebhookSettings
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -32,7 +33,7 @@ def _split_commas(value: object) -> object:
     return value
 
 
-class Settings(LoginSettings, ModelSettings):
+class Settings(LoginSettings, ModelSettings, WebhookSettings):
     """All configuration of the service; env var names are the field names in upper case."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
