@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import anyio
@@ -64,10 +66,13 @@ async def deliveries(client: httpx.AsyncClient, headers: dict[str, str] = KEY) -
 
 
 async def wait_deliveries(
-    client: httpx.AsyncClient, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    client: httpx.AsyncClient,
+    done: Callable[[list[dict[str, Any]]], bool],
+    headers: dict[str, str] = KEY,
+    timeout: float = 30,
 ) -> list[dict[str, Any]]:
     with anyio.fail_after(timeout):
-        while not done(rows := await deliveries(client)):
+        while not done(rows := await deliveries(client, headers)):
             await anyio.sleep(0.05)
     return rows
 
@@ -237,7 +242,10 @@ async def test_deliveries_survive_a_restart_and_the_url_is_checked_again(
         refusing = hook_settings(url_fetch_allow_loopback=False, **hourly)
         await make_due(refusing)
         async with serve(refusing) as client:
-            (again,) = await wait_deliveries(client, lambda rows: rows[0]["attempts"] == 2)
+            # (attempts counts a claimed attempt; its outcome is written when it ends)
+            (again,) = await wait_deliveries(
+                client, lambda rows: rows[0]["attempts"] == 2 and rows[0]["last_status_code"] is None
+            )
             assert (again["id"], again["status"], again["last_status_code"]) == (row["id"], "pending", None)
             assert "loopback" in again["last_error"]
         assert len(down.requests) == 1
@@ -250,3 +258,21 @@ async def test_deliveries_survive_a_restart_and_the_url_is_checked_again(
             assert done["attempts"] == 3
         assert [r.headers["webhook-id"] for r in down.requests] == [row["id"]] * 2
         assert down.requests[0].body == down.requests[1].body
+
+
+async def test_a_user_gets_callbacks_and_erasure_forgets_its_secret_and_deliveries(
+    hook_settings: Callable[..., Settings], data_dir: Any
+) -> None:
+    async with receiver() as hook, serve(hook_settings(api_keys=[], initial_credits=5)) as client:
+        body = {"username": "hooked", "password": "correct horse battery"}
+        assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
+        token = (await client.post("/api/v1/auth/login", json=body)).json()["access_token"]
+        me = {"Authorization": f"Bearer {token}"}
+        await submit(client, job_body(callback_url=hook.url), headers=me)
+        await hook.wait_for(lambda r: r.delivered())
+        Webhook(await secret(client, me)).verify(hook.requests[0].body, hook.requests[0].headers)
+        await wait_deliveries(client, lambda rows: [r["status"] for r in rows] == ["delivered"], me)
+        assert (await client.delete("/api/v1/auth/me", headers=me)).status_code == 204
+    with closing(sqlite3.connect(data_dir / "service.db")) as db:
+        for table in ("webhook_deliveries", "webhook_secrets"):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
