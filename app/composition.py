@@ -50,6 +50,7 @@ from app.services.jobs.settings import JobSettings
 from app.services.metrics_export import MetricsExport
 from app.services.rate_limits import RateLimits, RateLimitSettings
 from app.services.readiness import Readiness, ReadinessSettings
+from app.services.webhooks.service import WebhookService
 from app.storage.local import LocalImageStore, LocalResultStore
 from app.storage.object_images import ObjectImages
 
@@ -82,6 +83,7 @@ class ServiceContainer:
     forms: FormClassifier
     contour_jobs: ContourJobService
     metrics: MetricsExport
+    webhooks: WebhookService
     io_pool: ThreadPool
     lanes: Lanes
     idempotency: IdempotencyStore
@@ -123,6 +125,9 @@ class ServiceContainer:
             self._database_task = asyncio.create_task(self._retry_database(), name="database-start")
         await self.history.start()
         await self.contour_jobs.start()
+        # Deliveries run where the job engine's workers run (scale-out: JOB_WORKER_IN_PROCESS, app.worker)
+        if getattr(self.contour_jobs.queue, "run_worker", True):
+            await self.webhooks.start()
 
     async def _start_database(self) -> None:
         async with self.engine.connect() as connection:  # DatabaseUnavailable if it cannot connect
@@ -166,6 +171,7 @@ class ServiceContainer:
             self._database_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._database_task
+        await self.webhooks.stop()
         await self.contour_jobs.stop()
         await self.idempotency.close()
         await self.history.stop()
@@ -261,6 +267,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
     )
+    webhooks = WebhookService(settings, sessions)
     contour_jobs = ContourJobService(
         JobSettings.from_settings(settings),
         registry,
@@ -268,6 +275,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         LaneClient(lanes.heavy, "contour-jobs"),
         credits,
         objects=images.objects.store if images.objects is not None else None,
+        webhooks=webhooks,
     )
     accounts = AccountService(AccountSettings.from_settings(settings), sessions, jwt_config, users)
     rate_limits = RateLimits(RateLimitSettings.from_settings(settings))
@@ -293,6 +301,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         forms=FormClassifier(ingest, analysis, credits),
         contour_jobs=contour_jobs,
         metrics=MetricsExport(settings.metrics_enabled, settings.metrics_token, io_pool),
+        webhooks=webhooks,
         io_pool=io_pool,
         lanes=lanes,
         idempotency=idempotency,

@@ -52,6 +52,7 @@ TAGS = [
     {"name": "health", "description": "Liveness and readiness (never need a key)"},
     {"name": "accounts", "description": "Registration, tokens, profile, erasure"},
     {"name": "admin", "description": "Credits refill, request history and statistics (admins)"},
+    {"name": "webhooks", "description": "Signed callbacks (`callback_url`): your secret and deliveries"},
 ]
 
 

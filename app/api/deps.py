@@ -30,6 +30,7 @@ from app.services.images.previews import PreviewService
 from app.services.jobs.contours import ContourJobService
 from app.services.metrics_export import MetricsExport
 from app.services.readiness import Readiness
+from app.services.webhooks.service import WebhookService
 
 T = TypeVar("T")
 
@@ -137,6 +138,7 @@ ImagesDep = Annotated[ImageService, Depends(service(ImageService))]
 PreviewsDep = Annotated[PreviewService, Depends(service(PreviewService))]
 AnalyzersDep = Annotated[AnalyzerRegistry, Depends(service(AnalyzerRegistry))]
 ContourJobsDep = Annotated[ContourJobService, Depends(service(ContourJobService))]
+WebhooksDep = Annotated[WebhookService, Depends(service(WebhookService))]
 # Served while the database is still unreachable (they report it)
 ReadinessDep = Annotated[Readiness, Depends(service(Readiness, need_database=False))]
 MetricsDep = Annotated[MetricsExport, Depends(service(MetricsExport, need_database=False))]

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from app.api.routes import admin, analyses, auth, classify, contours, forward, health, images, previews, web
+from app.api.routes import (
+    admin,
+    analyses,
+    auth,
+    classify,
+    contours,
+    forward,
+    health,
+    images,
+    previews,
+    web,
+    webhooks,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     classify.router,
     forward.router,
     contours.router,
+    webhooks.router,
     auth.router,
     admin.router,
     previews.router,

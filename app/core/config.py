@@ -17,6 +17,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from app.core.login_settings import LoginSettings
 from app.core.model_settings import ModelSettings
 from app.core.web_settings import WebSettings
+from app.core.webhook_settings import WebhookSettings
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -33,7 +34,7 @@ def _split_commas(value: object) -> object:
     return value
 
 
-class Settings(LoginSettings, ModelSettings, WebSettings):
+class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     """All configuration of the service; env var names are the field names in upper case."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")

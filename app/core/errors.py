@@ -24,6 +24,7 @@ The tree::
     ├── Unauthorized              401 unauthorized
     ├── InsufficientCredits       402 insufficient_credits
     ├── Forbidden                 403 forbidden
+    │   └── CallbackNeedsCredentials 403 callback_needs_credentials
     ├── ModelFailed               403 model_failed (seed 003's text)
     ├── NotFound                  404 not_found
     │   ├── ImageNotFound         404 image_not_found
@@ -320,3 +321,10 @@ class RateLimiterUnavailable(DependencyUnavailable):
 
 class StorageUnavailable(DependencyUnavailable):
     code, default_detail = "storage_unavailable", "The object storage cannot be reached; try again later"
+
+
+class CallbackNeedsCredentials(Forbidden):
+    code, default_detail = (
+        "callback_needs_credentials",
+        "Webhooks need an API key or a user token: anonymous callers cannot have a signing secret",
+    )

@@ -243,3 +243,45 @@ class ContourJobRecord(Base):
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WebhookSecret(Base):
+    """A principal's webhook signing secret (`whsec_...`) and, for a while after a rotation,
+    the previous one (deliveries carry both signatures until `previous_until`)."""
+
+    __tablename__ = "webhook_secrets"
+
+    principal: Mapped[str] = mapped_column(String(255), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    previous: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one callback URL (`app.services.webhooks`): `awaiting` its event (the job
+    is not finished), `pending` (tried at `next_attempt_at`; a claim pushes that forward by a
+    lease), `delivered` or `failed` (given up). `id` is the stable `webhook-id`."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_principal_created", "principal", "created_at"),
+        Index("ix_webhook_deliveries_subject", "subject"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(64))  # e.g. the job id
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)  # the exact body sent
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -16,7 +16,7 @@ from app.db.engine import create_engine
 from app.db.models import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0005"
+HEAD = "0006"
 
 
 async def _inspect(url: str, look: Any) -> Any:
@@ -152,5 +152,17 @@ async def test_downgrade_0004_drops_the_status_index_then_upgrade_again(empty_da
     await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0003")
     assert index not in (await _inspect(empty_database_url, _schema))["indexes"]["contour_jobs"]
     assert await _inspect(empty_database_url, _version) == ["0003"]
+    await _upgrade(empty_database_url)
+    assert await _inspect(empty_database_url, _diff) == []
+
+
+async def test_downgrade_0006_drops_the_webhook_tables_then_upgrade_again(empty_database_url: str) -> None:
+    """0006 -> 0005 drops webhook secrets and deliveries, and upgrading restores them."""
+    await _upgrade(empty_database_url)
+    tables = {"webhook_secrets", "webhook_deliveries"}
+    assert tables <= (await _inspect(empty_database_url, _schema))["tables"]
+    await anyio.to_thread.run_sync(migrate.downgrade, empty_database_url, "0005")
+    assert not tables & (await _inspect(empty_database_url, _schema))["tables"]
+    assert await _inspect(empty_database_url, _version) == ["0005"]
     await _upgrade(empty_database_url)
     assert await _inspect(empty_database_url, _diff) == []

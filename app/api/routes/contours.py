@@ -32,8 +32,10 @@ SUBMIT_RESPONSES = problem_docs(
     (400, "invalid_base64", "`image` is not valid base64"),
     (400, "invalid_landmarks", "Expected 68 points with finite x and y, got 5"),
     (400, "unsupported_media_type", "`image` is not a supported image (HEIC, JPEG, PNG, WEBP)"),
+    (400, "url_not_allowed", "The callback URL is not allowed: its host is a private-network address"),
     UNAUTHORIZED,
     (402, "insufficient_credits", "No credits left: ask an admin for a refill (POST /v1/refill)"),
+    (403, "callback_needs_credentials", "Webhooks need an API key or a user token"),
     (413, "payload_too_large", "`image` decodes to more than 5242880 bytes"),
     (503, "queue_full", "100 jobs are already waiting; try again later"),
 )

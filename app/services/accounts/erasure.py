@@ -46,6 +46,8 @@ class AccountEraser:
             raise Unauthorized("Only an account can be deleted (log in first)")
         images = await self.images.delete_owned(principal.id)
         jobs = await self.jobs.queue.erase_owner(principal.id)
+        if self.jobs.webhooks is not None:  # its secret and deliveries (callback URLs)
+            await self.jobs.webhooks.erase(principal.id)
         keys = await self.idempotency.erase_scope(principal.id, images)
         rows = await self.history.erase(principal.id)
         async with self.sessions.begin() as session:

@@ -45,9 +45,10 @@ from app.services.accounts.principals import Principal
 from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
-from app.services.jobs.records import Job, JobStatus
+from app.services.jobs.records import FINISHED, Job, JobStatus
 from app.services.jobs.settings import JobSettings
 from app.services.validation.checks import inspect_image
+from app.services.webhooks.service import WebhookEvent, WebhookService
 from app.storage.objects import ObjectStore
 
 LANDMARK_COUNT = 68
@@ -79,6 +80,11 @@ class ContourJobRequest(BaseModel):
         default=None,
         description="A label image (PNG, one channel, same size, 0 = background, <= 256 labels) as base64: "
         "contours are traced from it",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        description="Called (signed POST, Standard Webhooks) when the job completes or fails; "
+        "needs an API key or a user token (README, Webhooks)",
     )
 
 
@@ -134,16 +140,20 @@ class ContourJobService:
         analysis_pool: ThreadPool | LaneClient,
         credits: CreditService | None = None,
         objects: ObjectStore | None = None,
+        webhooks: WebhookService | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.pool = pool
         self.credits = credits
+        self.webhooks = webhooks
+        if webhooks is not None:
+            webhooks.set_source(self.event_of)
         self.queue: JobQueue | ProcrastinateJobQueue
         if objects is not None and not is_sqlite(settings.database):
             # Scale-out mode: records in PostgreSQL, bytes in the object store, runs on procrastinate
             self.queue = ProcrastinateJobQueue(
-                settings, objects, self._run, run_pool=analysis_pool, on_finished=self._settle
+                settings, objects, self._run, run_pool=analysis_pool, on_finished=self._finished
             )
             return
         self.queue = JobQueue(
@@ -154,7 +164,7 @@ class ContourJobService:
             workers=settings.job_workers,
             max_pending=settings.job_max_pending,
             max_age_seconds=settings.job_retention_seconds,
-            on_finished=self._settle,
+            on_finished=self._finished,
         )
 
     async def start(self) -> None:
@@ -180,6 +190,10 @@ class ContourJobService:
         request, job_input = await self.pool.run(self._parse_and_check, body)
         if request.landmarks is None and request.segmentation_map is None:
             self._face()  # detection needs the model: refuse now (503) rather than fail later
+        if request.callback_url is not None:
+            if self.webhooks is None:
+                raise BadRequest("Callbacks are not available on this server")
+            await self.webhooks.check_callback(request.callback_url, owner)
         hold_id = await self.credits.hold(owner) if self.credits is not None else None
         try:
             job = await self.queue.submit(job_input, owner=owner.id, hold_id=hold_id)
@@ -188,7 +202,29 @@ class ContourJobService:
             raise
         if hold_id is not None and job.hold_id != hold_id:  # cached, or joined in-flight work: free
             await self._release(owner, hold_id)
+        if request.callback_url is not None and self.webhooks is not None:
+            await self.webhooks.register(owner, job.job_id, request.callback_url)
+            # It may have finished before the callback was recorded (a cached job is born so)
+            event = await self.event_of(job.job_id)
+            if event is not None:
+                await self.webhooks.fire(job.job_id, event)
         return job
+
+    async def event_of(self, job_id: str) -> WebhookEvent | None:
+        """The webhook event of a finished job; None while it runs; LookupError if it is gone."""
+        try:
+            job = await self.queue.get(job_id)
+        except JobNotFound:
+            raise LookupError(job_id) from None
+        return _event(job) if job.status in FINISHED else None
+
+    async def _finished(self, job: Job) -> None:
+        """A job finished (or will run free): settle its credit, then fire its webhooks."""
+        try:
+            await self._settle(job)
+        finally:
+            if self.webhooks is not None and job.status in FINISHED:
+                await self.webhooks.fire(job.job_id, _event(job))
 
     async def _release(self, owner: Principal, hold_id: str | None) -> None:
         if self.credits is not None:
@@ -313,3 +349,19 @@ class ContourJobService:
             error=job.error.detail if job.error else None,
             error_code=job.error.code if job.error else None,
         )
+
+
+def _event(job: Job) -> WebhookEvent:
+    """`contour_job.completed` or `contour_job.failed`: the job's status, not its SVG (the
+    receiver reads that from the status route)."""
+    return WebhookEvent(
+        type=f"contour_job.{job.status.value}",
+        timestamp=job.updated_at,
+        data={
+            "job_id": job.job_id,
+            "status": job.status.value,
+            "error": job.error.detail if job.error else None,
+            "error_code": job.error.code if job.error else None,
+            "status_url": f"/api/v1/frontal/crop/status/{job.job_id}",
+        },
+    )

@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks): callback registration, signing, durable delivery."""
