@@ -150,6 +150,8 @@ class JobQueue:
         now = datetime.now(UTC)
         job_id = str(uuid.uuid4())
         work = self._work.get(key)
+        if work is None and not cached and self.store.has_result(key):
+            cached = True  # work for this content finished while its input was being stored
         if work is not None:
             status, how = work.status, "joined in-flight work"
         elif cached:

@@ -583,3 +583,30 @@ async def test_erasure_waits_for_a_running_job_of_the_owner_and_leaves_nothing(h
     assert files_of(harness.root) == kept
     with pytest.raises(JobNotFound):
         await queue.get(mine.job_id)
+
+
+async def test_a_submit_whose_content_finished_while_it_stored_the_input_is_born_completed(
+    harness: Harness,
+) -> None:
+    """Two submits of one content: the second stores its input while the first one's work runs
+    and finishes. It must see the published result (completed, no second run), not queue anew."""
+    queue, runner = harness.queue(Runner())
+    await queue.start()
+    store_input = queue.store.store_input
+    first_done = threading.Event()
+    calls: list[str] = []
+
+    def slow_second_store(key: str, data: bytes) -> None:
+        calls.append(key)
+        if len(calls) == 2:  # the second submit: held until the first one's work is over
+            assert first_done.wait(10)
+        store_input(key, data)
+
+    queue.store.store_input = slow_second_store  # type: ignore[method-assign]
+    first = await queue.submit(b"same")
+    second = asyncio.ensure_future(queue.submit(b"same"))
+    await wait_for(queue, first.job_id, *DONE)
+    first_done.set()
+    job = await asyncio.wait_for(second, 10)
+    assert job.status == JobStatus.COMPLETED
+    assert len(runner.calls) == 1
