@@ -11,7 +11,8 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import RateLimiterUnavailable, TooManyRequests
-from app.services.rate_limits import Quota, RateLimits, RateLimitSettings
+from app.services import rate_limits
+from app.services.rate_limits import MovingWindowMemory, Quota, RateLimits, RateLimitSettings
 from tests.redis_servers import redis_url
 
 
@@ -80,6 +81,46 @@ async def test_disabled_limits_count_nothing() -> None:
 
 async def test_in_memory_limits_report_no_redis() -> None:
     assert await limits().available() is None
+
+
+class Clock:
+    """`time.time` of the rate-limit module, moved by the test."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1_000_000.0
+        monkeypatch.setattr(rate_limits.time, "time", lambda: self.now)
+
+
+async def test_hits_leave_the_moving_window_as_it_slides(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    rl = limits()  # upload: 3 per minute
+    for _ in range(3):  # at 0, 20 and 40 s
+        await rl.hit("upload", "user:1")
+        clock.now += 20
+    clock.now -= 20
+    with pytest.raises(TooManyRequests) as caught:
+        await rl.hit("upload", "user:1")
+    assert caught.value.headers["Retry-After"] == "20"  # the first hit leaves the window in 20 s
+    clock.now += 20.5  # the first hit has left; the refused one was never counted
+    quota = await rl.hit("upload", "user:1")
+    assert quota is not None and (quota.remaining, quota.reset) == (0, 20)  # the hit at 20 s is next
+    clock.now += 60.5  # every hit has left
+    assert [(await rl.hit("upload", "user:1")).remaining for _ in range(3)] == [2, 1, 0]  # type: ignore[union-attr]
+
+
+async def test_memory_windows_forget_idle_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    storage = MovingWindowMemory()
+    assert await storage.acquire_entry("idle", limit=5, expiry=60)
+    assert await storage.acquire_entry("busy", limit=5, expiry=600)
+    assert await storage.get_moving_window("idle", 5, 60) == (clock.now, 1)
+    clock.now += 61 + MovingWindowMemory.SWEEP_SECONDS
+    assert await storage.acquire_entry("other", limit=5, expiry=60)  # a hit sweeps
+    assert set(storage.windows) == {"busy", "other"}
+    assert await storage.get_moving_window("idle", 5, 60) == (clock.now, 0)
+    assert not await storage.acquire_entry("busy", limit=5, expiry=600, amount=6)  # more than the limit
+    await storage.clear("busy")
+    assert await storage.get_moving_window("busy", 5, 600) == (clock.now, 0)
 
 
 @pytest.fixture

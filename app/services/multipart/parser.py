@@ -54,9 +54,31 @@ class MultipartStream:
         self.state = "preamble"
 
     def write(self, chunk: bytes) -> None:
+        if self.state == "data" and len(self.buffer) < len(self.delimiter):
+            chunk = self._pass_through(chunk)
+            if not chunk:
+                return
         self.buffer += chunk
         while self._step():
             pass
+
+    def _pass_through(self, chunk: bytes) -> bytes:
+        """Inside a part's data, hand its bytes on straight from `chunk`, without copying them
+        into the buffer first, when no delimiter starts in the held-back bytes or in `chunk`;
+        returns what must be parsed the usual way (nothing, or all of `chunk`)."""
+        keep = len(self.delimiter) - 1
+        if self.buffer:  # a delimiter starting in the held-back bytes ends within `keep` of chunk
+            if len(chunk) < keep or (bytes(self.buffer) + chunk[:keep]).find(self.delimiter) >= 0:
+                return chunk
+            self._emit(len(self.buffer))
+        if chunk.find(self.delimiter) >= 0:
+            return chunk
+        cut = len(chunk) - keep
+        if cut > 0:
+            with memoryview(chunk) as view, view[:cut] as part:
+                self.handler.part_data(part)
+        self.buffer += chunk[max(cut, 0) :]
+        return b""
 
     def finalize(self) -> None:
         if self.state != "end":
