@@ -45,6 +45,9 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     # Upload limits
     max_upload_bytes: int = Field(default=5 * MiB, ge=1)
     max_multipart_overhead_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A phone photo's declared trailer (Motion Photo video, Samsung SEF) may come on top of
+    # MAX_UPLOAD_BYTES; it is cut off, and the image stored must stay within MAX_UPLOAD_BYTES
+    max_declared_trailer_bytes: int = Field(default=8 * MiB, ge=0)
     max_form_parts: int = Field(default=8, ge=1)
     max_form_field_bytes: int = Field(default=16 * 1024, ge=1)
     # 8192 x 6144: the full resolution of 48-50 MP phone cameras (decoded reduced; see README)
@@ -364,8 +367,9 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
 
     @property
     def max_request_body_bytes(self) -> int:
-        """The most bytes an upload request body may carry: the file plus multipart framing."""
-        return self.max_upload_bytes + self.max_multipart_overhead_bytes
+        """The most bytes an upload request body may carry: the file (its declared trailer
+        included) plus multipart framing."""
+        return self.max_upload_bytes + self.max_declared_trailer_bytes + self.max_multipart_overhead_bytes
 
 
 @lru_cache

@@ -196,3 +196,28 @@ async def test_over_the_pixel_limit_is_refused(client: httpx.AsyncClient, data_d
     resp = await client.post(UPLOAD, files={"file": ("big.jpg", buf.getvalue(), "image/jpeg")})
     assert resp.status_code == 400 and resp.json()["code"] == "image_too_large"
     assert images_in(data_dir) == []
+
+
+async def test_a_declared_trailer_may_come_on_top_of_the_upload_limit(make_settings, data_dir: Path) -> None:
+    """MAX_UPLOAD_BYTES bounds the image stored; a declared video may add up to
+    MAX_DECLARED_TRAILER_BYTES to the upload. A file over the limit without one stays 413."""
+    from tests.conftest import serve
+
+    image = phone.motion_photo(video=b"")  # the image part alone, to size the limit
+    body = phone.motion_photo(video=phone.mp4(200_000))
+    limit = len(image) + 1000
+    assert len(body) > limit
+    settings = make_settings(max_upload_bytes=limit, max_declared_trailer_bytes=300_000)
+    async with serve(settings) as c:
+        ok = await c.post(UPLOAD, files={"file": ("motion.jpg", body, "image/jpeg")})
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["size_bytes"] <= limit and ok.json()["trailer"]["kind"] == "motion_photo"
+
+        plain = phone.photo(size=(640, 480)) + b"\0" * (limit - 1000)  # over the limit, nothing declared
+        too_big = await c.post(UPLOAD, files={"file": ("big.jpg", plain, "image/jpeg")})
+        assert too_big.status_code == 413, too_big.text
+        assert too_big.json()["code"] == "payload_too_large"
+    async with serve(make_settings(max_upload_bytes=limit, max_declared_trailer_bytes=0)) as c:
+        refused = await c.post(UPLOAD, files={"file": ("motion.jpg", body, "image/jpeg")})
+        assert refused.status_code == 413
+    assert len(images_in(data_dir)) == 1  # the refused files left nothing

@@ -30,6 +30,7 @@ from app.core.errors import (
     IdempotencyMismatch,
     ImageNotFound,
     PayloadTooLarge,
+    UndecodableImage,
     UnsupportedMediaType,
 )
 from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
@@ -49,6 +50,7 @@ from app.services.multipart.reader import (
     sanitize_filename,
 )
 from app.services.validation.checks import ImageInfo, examine_image
+from app.services.validation.jpeg import check_jpeg_structure
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata, RemovedTrailer
 
@@ -81,7 +83,7 @@ class IngestService:
         self.url_policy = settings.url_policy
         self.integrity = settings.integrity
         self.limits = FormLimits(
-            max_file_bytes=settings.max_upload_bytes,
+            max_file_bytes=settings.max_upload_bytes + settings.max_declared_trailer_bytes,
             max_body_bytes=settings.max_request_body_bytes,
             max_parts=settings.max_form_parts,
             max_field_bytes=settings.max_form_field_bytes,
@@ -234,6 +236,8 @@ class IngestService:
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
         with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if received.size > self.settings.max_upload_bytes:
+                self._check_image_fits(data, fmt)
             info = examine_image(
                 data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check, self.integrity
             )
@@ -243,6 +247,19 @@ class IngestService:
             os.ftruncate(received.file.fileno(), info.trailer.start)
             received.size = info.trailer.start
         return fmt, info
+
+    def _check_image_fits(self, data: mmap.mmap, fmt: ImageFormat) -> None:
+        """PayloadTooLarge unless a file over MAX_UPLOAD_BYTES is a JPEG whose declared trailer
+        (cut off before it is stored) brings the image within it."""
+        limit = self.settings.max_upload_bytes
+        if fmt.pillow == "JPEG":
+            try:
+                trailer = check_jpeg_structure(data, self.integrity)
+            except UndecodableImage:
+                trailer = None
+            if trailer is not None and trailer.start <= limit:
+                return
+        raise PayloadTooLarge(f"The file exceeds the limit of {limit} bytes")
 
     def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:
         file = FileIO(path, "rb+")

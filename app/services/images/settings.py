@@ -31,7 +31,8 @@ class IngestSettings:
     """Uploads and URL downloads (`IngestService`): sizes, form shape, formats, checks."""
 
     max_upload_bytes: int
-    max_request_body_bytes: int  # the file plus multipart framing
+    max_declared_trailer_bytes: int  # a phone photo's declared trailer may come on top
+    max_request_body_bytes: int  # the file, its trailer and multipart framing
     max_form_parts: int
     max_form_field_bytes: int
     allowed_formats: frozenset[str]
@@ -44,6 +45,7 @@ class IngestSettings:
     def from_settings(cls, settings: Settings) -> IngestSettings:
         return cls(
             max_upload_bytes=settings.max_upload_bytes,
+            max_declared_trailer_bytes=settings.max_declared_trailer_bytes,
             max_request_body_bytes=settings.max_request_body_bytes,
             max_form_parts=settings.max_form_parts,
             max_form_field_bytes=settings.max_form_field_bytes,
