@@ -25,6 +25,7 @@ from app.services.accounts.erasure import AccountEraser
 from app.services.accounts.principals import PrincipalResolver, UserDirectory
 from app.services.accounts.service import AccountService
 from app.services.analysis.forms import FormClassifier
+from app.services.analysis.reuse import perceptual_reuse
 from app.services.analysis.scheduler import LaneClient, Lanes
 from app.services.analysis.service import AnalysisService
 from app.services.history import HistoryService
@@ -215,6 +216,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
+        reuse=perceptual_reuse(settings, images, io_pool),
     )
     contour_jobs = ContourJobService(
         settings,

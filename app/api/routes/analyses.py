@@ -25,8 +25,9 @@ router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["
 
 ANALYZE_RESPONSES = {
     200: {
-        "description": "The analysis; a repeat returns the same bytes (`X-Cache: HIT`)",
-        "headers": {"X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}},
+        "description": "The analysis; a repeat returns the same bytes (`X-Cache: HIT`); a near-duplicate's "
+        "result says `reused_from` (`X-Cache: REUSED`)",
+        "headers": {"X-Cache": {"description": "HIT, MISS or REUSED", "schema": {"type": "string"}}},
     },
     **problem_docs(
         BAD_IMAGE_ID,
@@ -39,6 +40,7 @@ ANALYZE_RESPONSES = {
 
 _HIT = {"X-Cache": "HIT"}
 _MISS = {"X-Cache": "MISS"}
+_REUSED = {"X-Cache": "REUSED"}
 
 
 @lean_route(
@@ -67,13 +69,21 @@ async def analyze_image(call: Call) -> Reply:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
     container = call.services
     analysis = container.analysis
+    analysis.reuse_threshold(body.analyzer, body.reuse, body.reuse_distance)  # 400 before a hit, too
     outcome = analysis.hit(body.image_id, principal, body.analyzer, body.params)
     if outcome is None:
         await call.limit("analyze")
-        outcome = await until_disconnected(
-            call.request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+        work = analysis.analyze(
+            body.image_id,
+            principal,
+            body.analyzer,
+            body.params,
+            reuse=body.reuse,
+            reuse_distance=body.reuse_distance,
         )
-    response = Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
+        outcome = await until_disconnected(call.request, work)
+    headers = _REUSED if outcome.reused else _HIT if outcome.cached else _MISS
+    response = Response(outcome.body, 200, headers, "application/json")
     image = container.images.cached(body.image_id)
     if image is None:
         return Reply(response, Described())

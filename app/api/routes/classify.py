@@ -148,7 +148,12 @@ async def _classify(
         with contextlib.suppress(AppError):
             await container.images.delete(outcome.image_id, principal)
         raise
-    response = Response(result.body, 200, {"X-Cache": "HIT" if result.cached else "MISS"}, "application/json")
+    response = Response(
+        result.body,
+        200,
+        {"X-Cache": "REUSED" if result.reused else "HIT" if result.cached else "MISS"},
+        "application/json",
+    )
     return Reply(response, described)
 
 
