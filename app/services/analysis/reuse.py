@@ -15,6 +15,8 @@ import json
 import logging
 from dataclasses import dataclass
 
+from PIL import Image
+
 from app.analyzers.base import Analyzer, reuse_scope
 from app.core.config import Settings
 from app.core.errors import ValidationFailed
@@ -113,13 +115,18 @@ class PerceptualReuse:
         if meta.perceptual_hash is not None:
             return meta.perceptual_hash
         objects = self.images.objects
-        if objects is None:
-            computed = await self.pool.run(hash_image, image.path, meta.image_format.pillow)
-        else:
-            async with objects.local_copy(meta) as copy:
-                if copy is None:
-                    return None
-                computed = await self.pool.run(hash_image, copy, meta.image_format.pillow)
+        try:
+            if objects is None:
+                computed = await self.pool.run(hash_image, image.path, meta.image_format.pillow)
+            else:
+                async with objects.local_copy(meta) as copy:
+                    if copy is None:
+                        return None
+                    computed = await self.pool.run(hash_image, copy, meta.image_format.pillow)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # pixels that will not decode: no reuse; the analyzer reports its own error
+            logger.info("no perceptual hash for image_id=%s (%s)", meta.image_id, exc)
+            return None
         if computed.quality < MIN_QUALITY:
             return None  # too flat to say (computed again next time: rare, and cheap)
         async with self.images.sessions.begin() as session:
