@@ -196,8 +196,9 @@ class Settings(LoginSettings, ModelSettings):
     # Perceptual reuse (issue 18): a result of a near-duplicate image (PDQ Hamming distance at
     # most this, of 256 bits; 0: off) answers for an analyzer that declares it may; only among
     # the owner's images ("owner") or anyone's ("any"); the hash computed at upload, or at the
-    # first analysis that may reuse (false: no decode on the upload path); candidates checked
-    perceptual_reuse_distance: int = Field(default=16, ge=0, le=31)
+    # first analysis that may reuse (false: no decode on the upload path); candidates checked.
+    # Up to 15 each band's index is probed for one value; 16-31: 17 values (17x the candidates)
+    perceptual_reuse_distance: int = Field(default=15, ge=0, le=31)
     perceptual_reuse_scope: Literal["owner", "any"] = "owner"
     perceptual_hash_at_upload: bool = True
     perceptual_reuse_max_candidates: int = Field(default=8, ge=1)

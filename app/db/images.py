@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
@@ -143,9 +144,24 @@ async def set_perceptual_hash(session: AsyncSession, *, image_id: str, perceptua
     )
 
 
+class NearDuplicate(NamedTuple):
+    """What a near-duplicate lookup needs of a candidate row."""
+
+    image_id: str
+    perceptual_hash: str | None
+    width: int
+    height: int
+    upright_width: int | None
+    upright_height: int | None
+    created_ts: float
+
+
+_CANDIDATE = tuple(getattr(Image, name) for name in NearDuplicate._fields)
+
+
 async def near_duplicates(
     session: AsyncSession, *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
-) -> list[Image]:
+) -> list[NearDuplicate]:
     """Rows with at least one band among its probed values (`probes[band]`: the values to look
     up in that band's index), of `owner` (any owner when None), other than `exclude`; the
     caller checks the full Hamming distance of these candidates."""
@@ -155,6 +171,7 @@ async def near_duplicates(
         for column, values in zip(columns, probes, strict=True)
     ]
     where = [or_(*matches), Image.image_id != exclude]
-    if owner is not None:
-        where.append(Image.owner == owner)
-    return list((await session.execute(select(Image).where(*where))).scalars())
+    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
+        where.append(Image.owner.concat("") == owner)
+    rows = await session.execute(select(*_CANDIDATE).where(*where))
+    return [NearDuplicate(*row) for row in rows]
