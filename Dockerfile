@@ -3,7 +3,9 @@
 FROM python:3.11-slim AS model
 WORKDIR /build
 COPY requirements.txt requirements-model.txt ./
-RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir -r requirements.txt -r requirements-model.txt
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /venv && /venv/bin/pip install --no-cache-dir -r requirements.txt -r requirements-model.txt
 COPY app ./app
 COPY scripts ./scripts
 RUN /venv/bin/python scripts/export_classifier.py --model-dir /build/models \
@@ -22,7 +24,11 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --home-dir /app app
 
 COPY requirements.txt .
-RUN python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir -r requirements.txt
+# pdqhash is an sdist (C++): a compiler while installing, removed in the same layer
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir -r requirements.txt \
+    && apt-get purge -y g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 COPY app ./app
 COPY --from=model /build/models ./models

@@ -37,6 +37,7 @@ from app.services.accounts.service import AccountService
 from app.services.accounts.settings import AccessSettings, AccountSettings, DeviceCookieSettings
 from app.services.analysis.classify import ClassifyImages
 from app.services.analysis.forms import FormClassifier
+from app.services.analysis.reuse import perceptual_reuse
 from app.services.analysis.scheduler import LaneClient, Lanes
 from app.services.analysis.service import AnalysisService
 from app.services.history import HistoryService
@@ -266,6 +267,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
+        reuse=perceptual_reuse(settings, images, io_pool),
     )
     webhooks = WebhookService(settings, sessions)
     contour_jobs = ContourJobService(

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from app.analyzers.base import ImageSource, NoParams
+from app.analyzers.base import ImageSource, NoParams, ReuseScope
 
 SKIN_TYPES: tuple[str, ...] = ("Normal", "Dry", "Oily", "Combination", "Sensitive")
 SKIN_ISSUES: tuple[str, ...] = (
@@ -59,6 +59,7 @@ class SkinAnalyzer:
     description: ClassVar[str] = "Deterministic mock skin analysis seeded by SHA-256 of the image id"
     params_model: ClassVar[type[BaseModel]] = NoParams
     model_backed: ClassVar[bool] = False
+    reuse: ClassVar[ReuseScope] = "none"  # the seeds seed the result by the image id
     result_model: ClassVar[type[BaseModel]] = SkinResult
 
     def analyze(self, source: ImageSource, params: BaseModel) -> BaseModel:

@@ -198,6 +198,15 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     skin_max_clipped_fraction: float = Field(default=0.5, ge=0, le=1)  # image_overexposed (face px)
     skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
+    # Perceptual reuse (issue 18): a result of a near-duplicate image (PDQ Hamming distance at
+    # most this, of 256 bits; 0: off) answers for an analyzer that declares it may; only among
+    # the owner's images ("owner") or anyone's ("any"); the hash computed at upload, or at the
+    # first analysis that may reuse (false: no decode on the upload path); candidates checked.
+    # Up to 15 each band's index is probed for one value; 16-31: 17 values (17x the candidates)
+    perceptual_reuse_distance: int = Field(default=15, ge=0, le=31)
+    perceptual_reuse_scope: Literal["owner", "any"] = "owner"
+    perceptual_hash_at_upload: bool = True
+    perceptual_reuse_max_candidates: int = Field(default=8, ge=1)
     # Catalog entries kept in memory (owner + metadata, ~2.5 KB each) so that a cache hit
     # needs no database round trip; a miss reads one row
     image_cache_entries: int = Field(default=10_000, ge=0)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.units import human_size
 from app.db.engine import is_sqlite, rowcount
 from app.db.group_commit import GroupCommit
-from app.db.models import Image
+from app.db.models import PERCEPTUAL_BANDS, Image
 from app.db.sqlite_writer import SqliteBatchWriter
 from app.storage.metadata import ImageMetadata
 
@@ -23,11 +24,21 @@ _OWNER = select(Image.owner).where(Image.image_id == bindparam("image_id"))
 _FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
 
 
+def _bands(perceptual_hash: str | None) -> dict[str, int | None]:
+    """The band columns of a hash (all NULL without one)."""
+    step = len(perceptual_hash) // PERCEPTUAL_BANDS if perceptual_hash else 0
+    return {
+        f"pdq_{band}": int(perceptual_hash[band * step : (band + 1) * step], 16) if perceptual_hash else None
+        for band in range(PERCEPTUAL_BANDS)
+    }
+
+
 def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
     created = datetime.fromisoformat(meta.created_at)  # "…Z": UTC (fromisoformat is C, strptime is not)
     trailer = None if meta.trailer is None else meta.trailer.model_dump_json()  # a JSON text column
     values = meta.model_dump(include=set(_FIELDS))
-    return {**values, "trailer": trailer, "owner": owner, "created_ts": created.timestamp()}
+    bands = _bands(meta.perceptual_hash)
+    return {**values, **bands, "trailer": trailer, "owner": owner, "created_ts": created.timestamp()}
 
 
 def to_metadata(row: Image) -> ImageMetadata:
@@ -122,3 +133,45 @@ async def known_ids(session: AsyncSession, *, image_ids: Sequence[str]) -> set[s
         rows = await session.execute(select(Image.image_id).where(Image.image_id.in_(chunk)))
         found.update(rows.scalars())
     return found
+
+
+async def set_perceptual_hash(session: AsyncSession, *, image_id: str, perceptual_hash: str) -> None:
+    """Store the hash of an image whose row has none yet (computed after its upload)."""
+    await session.execute(
+        update(Image)
+        .where(Image.image_id == image_id, Image.perceptual_hash.is_(None))
+        .values(perceptual_hash=perceptual_hash, **_bands(perceptual_hash))
+    )
+
+
+class NearDuplicate(NamedTuple):
+    """What a near-duplicate lookup needs of a candidate row."""
+
+    image_id: str
+    perceptual_hash: str | None
+    width: int
+    height: int
+    upright_width: int | None
+    upright_height: int | None
+    created_ts: float
+
+
+_CANDIDATE = tuple(getattr(Image, name) for name in NearDuplicate._fields)
+
+
+async def near_duplicates(
+    session: AsyncSession, *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
+) -> list[NearDuplicate]:
+    """Rows with at least one band among its probed values (`probes[band]`: the values to look
+    up in that band's index), of `owner` (any owner when None), other than `exclude`; the
+    caller checks the full Hamming distance of these candidates."""
+    columns = [getattr(Image, f"pdq_{band}") for band in range(PERCEPTUAL_BANDS)]
+    matches = [
+        column.in_(values) if len(values) > 1 else column == values[0]
+        for column, values in zip(columns, probes, strict=True)
+    ]
+    where = [or_(*matches), Image.image_id != exclude]
+    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
+        where.append(Image.owner.concat("") == owner)
+    rows = await session.execute(select(*_CANDIDATE).where(*where))
+    return [NearDuplicate(*row) for row in rows]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -143,11 +144,24 @@ class CreditHold(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+PERCEPTUAL_BANDS = 16  # 16-bit bands of the 256-bit PDQ hash (app.services.images.perceptual)
+
+
+def _band_index(band: int) -> Index:
+    """Exact-match index of one band, over the rows that have a hash."""
+    column = f"pdq_{band}"
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_images_pdq_{band}", column, sqlite_where=where, postgresql_where=where)
+
+
 class Image(Base):
     """A stored image's metadata and its owner (the bytes are in the image store)."""
 
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_owner_created", "owner", "created_ts"),)
+    __table_args__ = (
+        Index("ix_images_owner_created", "owner", "created_ts"),
+        *(_band_index(band) for band in range(PERCEPTUAL_BANDS)),
+    )
 
     image_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
@@ -166,6 +180,25 @@ class Image(Base):
     upright_height: Mapped[int | None] = mapped_column(Integer)
     # A declared trailer cut off at upload (RemovedTrailer as JSON), or NULL
     trailer: Mapped[str | None] = mapped_column(Text)
+    # PDQ hash (64 hex digits; NULL: not computed, or the image is too flat to say) and its
+    # bands, each indexed: a near-duplicate lookup probes the bands, then checks the distance
+    perceptual_hash: Mapped[str | None] = mapped_column(String(64))
+    pdq_0: Mapped[int | None] = mapped_column(Integer)
+    pdq_1: Mapped[int | None] = mapped_column(Integer)
+    pdq_2: Mapped[int | None] = mapped_column(Integer)
+    pdq_3: Mapped[int | None] = mapped_column(Integer)
+    pdq_4: Mapped[int | None] = mapped_column(Integer)
+    pdq_5: Mapped[int | None] = mapped_column(Integer)
+    pdq_6: Mapped[int | None] = mapped_column(Integer)
+    pdq_7: Mapped[int | None] = mapped_column(Integer)
+    pdq_8: Mapped[int | None] = mapped_column(Integer)
+    pdq_9: Mapped[int | None] = mapped_column(Integer)
+    pdq_10: Mapped[int | None] = mapped_column(Integer)
+    pdq_11: Mapped[int | None] = mapped_column(Integer)
+    pdq_12: Mapped[int | None] = mapped_column(Integer)
+    pdq_13: Mapped[int | None] = mapped_column(Integer)
+    pdq_14: Mapped[int | None] = mapped_column(Integer)
+    pdq_15: Mapped[int | None] = mapped_column(Integer)
 
 
 class RequestLog(Base):

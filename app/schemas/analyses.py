@@ -23,6 +23,16 @@ class AnalyzeRequest(BaseModel):
     image_id: ImageId
     analyzer: str = Field(default="skin", examples=["skin"], max_length=64)
     params: dict[str, Any] = Field(default_factory=dict, description="Analyzer parameters")
+    reuse: bool = Field(
+        default=True,
+        description="Let the result of a near-duplicate image answer (`reused_from`, `X-Cache: REUSED`)",
+    )
+    reuse_distance: int | None = Field(
+        default=None,
+        ge=0,
+        le=31,
+        description="A tighter PDQ distance for this request (at most PERCEPTUAL_REUSE_DISTANCE)",
+    )
 
 
 class SkinAnalysis(BaseModel):

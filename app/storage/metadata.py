@@ -59,6 +59,11 @@ class ImageMetadata(BaseModel):
     trailer: RemovedTrailer | None = Field(
         default=None, description="A declared trailer (Motion Photo video, Samsung SEF data) not stored"
     )
+    perceptual_hash: str | None = Field(
+        default=None,
+        examples=["f8f8e0c0" * 8],
+        description="PDQ hash of the pixels (64 hex digits; null: not computed, or too flat to say)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +89,7 @@ class ImageMetadata(BaseModel):
         created_at: float | None = None,
         upright: tuple[int, int] | None = None,
         trailer: RemovedTrailer | None = None,
+        perceptual_hash: str | None = None,
     ) -> ImageMetadata:
         """The metadata of an image with these properties (`created_at`: a Unix time, or now;
         `upright`: the displayed size, if not the stored one)."""
@@ -101,6 +107,7 @@ class ImageMetadata(BaseModel):
             upright_width=(upright or (width, height))[0],
             upright_height=(upright or (width, height))[1],
             trailer=trailer,
+            perceptual_hash=perceptual_hash,
         )
 
     @property

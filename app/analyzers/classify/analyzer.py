@@ -33,7 +33,7 @@ from pydantic import (
     model_serializer,
 )
 
-from app.analyzers.base import ImageSource
+from app.analyzers.base import ImageSource, ReuseScope
 from app.analyzers.classify.model_spec import FittedModel, ModelMismatch, ModelSpec, check_scores, fit_input
 from app.analyzers.imaging import load_rgb
 from app.core.errors import ModelUnavailable, UnknownModel
@@ -171,6 +171,7 @@ class OnnxClassifier:
     description: ClassVar[str] = "ImageNet-1k classification (EfficientNet-Lite0, ONNX Runtime)"
     params_model: ClassVar[type[BaseModel]] = ClassifyParams
     model_backed: ClassVar[bool] = True
+    reuse: ClassVar[ReuseScope] = "any_size"  # labels do not depend on the pixel size
     result_model: ClassVar[type[BaseModel]] = ClassifyResult
 
     def __init__(
@@ -272,6 +273,7 @@ class Classifiers:
     description: ClassVar[str] = "Image classification on ONNX Runtime"
     params_model: ClassVar[type[BaseModel]] = ClassifyParams
     model_backed: ClassVar[bool] = True
+    reuse: ClassVar[ReuseScope] = "any_size"  # labels do not depend on the pixel size
     result_model: ClassVar[type[BaseModel]] = ClassifyResult
 
     def __init__(self, models: dict[str, OnnxClassifier], unavailable: dict[str, str] | None = None) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.analyzers.base import ImageSource
+from app.analyzers.base import ImageSource, ReuseScope
 from app.analyzers.face.mesh_backend import MeshFace, decode, find_face
 from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.face.mesh_regions import head_pose, polygons, to_68
@@ -76,6 +76,7 @@ class FaceAnalyzer:
     )
     params_model: ClassVar[type[BaseModel]] = FaceParams
     model_backed: ClassVar[bool] = True
+    reuse: ClassVar[ReuseScope] = "same_size"  # contours are pixel coordinates
     result_model: ClassVar[type[BaseModel]] = FaceResult
 
     def __init__(

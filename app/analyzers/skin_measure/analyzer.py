@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from app.analyzers.base import ImageSource
+from app.analyzers.base import ImageSource, ReuseScope
 from app.analyzers.face.mesh_backend import DecodedImage, decode, find_face
 from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.face.mesh_regions import head_pose, polygons
@@ -139,6 +139,7 @@ class SkinMeasureAnalyzer:
     )
     params_model: ClassVar[type[BaseModel]] = SkinMeasureParams
     model_backed: ClassVar[bool] = True
+    reuse: ClassVar[ReuseScope] = "none"  # measured from these pixels, behind a quality gate
     result_model: ClassVar[type[BaseModel]] = SkinMeasureResult
 
     def __init__(self, mesh: FaceMesh, gate: QualityGate | None = None) -> None:

@@ -27,8 +27,9 @@ router = DeclaredRouter(Policy(authenticate=True, rate_limit="default"), tags=["
 
 ANALYZE_RESPONSES = {
     200: {
-        "description": "The analysis; a repeat returns the same bytes (`X-Cache: HIT`)",
-        "headers": {"X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}},
+        "description": "The analysis; a repeat returns the same bytes (`X-Cache: HIT`); a near-duplicate's "
+        "result says `reused_from` (`X-Cache: REUSED`)",
+        "headers": {"X-Cache": {"description": "HIT, MISS or REUSED", "schema": {"type": "string"}}},
     },
     **problem_docs(
         BAD_IMAGE_ID,
@@ -41,6 +42,7 @@ ANALYZE_RESPONSES = {
 
 _HIT = {"X-Cache": "HIT"}
 _MISS = {"X-Cache": "MISS"}
+_REUSED = {"X-Cache": "REUSED"}
 
 
 @lean_route(
@@ -60,20 +62,29 @@ async def analyze_image(call: Call, analysis: AnalysisService, images: ImageServ
     """Analyze an uploaded image; idempotent, cached in `data/analysis/`.
 
     A repeat returns byte-identical JSON with `X-Cache: HIT`; concurrent first requests
-    share one computation.
+    share one computation. A near-duplicate's result may answer (`X-Cache: REUSED`, the
+    body's `reused_from`) unless `reuse` is false.
     """
     principal = await call.caller()
     try:
         body = AnalyzeRequest.model_validate_json(call.body or b"")
     except ValidationError as exc:
         raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
+    analysis.reuse_threshold(body.analyzer, body.reuse, body.reuse_distance)  # 400 before a hit, too
     outcome = analysis.hit(body.image_id, principal, body.analyzer, body.params)
     if outcome is None:
         await call.limit("analyze")
-        outcome = await until_disconnected(
-            call.request, analysis.analyze(body.image_id, principal, body.analyzer, body.params)
+        work = analysis.analyze(
+            body.image_id,
+            principal,
+            body.analyzer,
+            body.params,
+            reuse=body.reuse,
+            reuse_distance=body.reuse_distance,
         )
-    response = Response(outcome.body, 200, _HIT if outcome.cached else _MISS, "application/json")
+        outcome = await until_disconnected(call.request, work)
+    headers = _REUSED if outcome.reused else _HIT if outcome.cached else _MISS
+    response = Response(outcome.body, 200, headers, "application/json")
     image = images.cached(body.image_id)
     if image is None:
         return Reply(response, Described())

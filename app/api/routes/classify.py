@@ -119,7 +119,6 @@ async def classify(call: Call, classifier: ClassifyImages) -> Reply:
     )
     meta = done.metadata
     outcome = done.outcome
-    response = Response(
-        outcome.body, 200, {"X-Cache": "HIT" if outcome.cached else "MISS"}, "application/json"
-    )
+    cache = "REUSED" if outcome.reused else "HIT" if outcome.cached else "MISS"
+    response = Response(outcome.body, 200, {"X-Cache": cache}, "application/json")
     return Reply(response, Described(done.source, meta.size_bytes, meta.width, meta.height))

@@ -38,6 +38,7 @@ from app.core.errors import ImageNotFound, ValidationFailed
 from app.core.threads import ThreadPool
 from app.services.accounts.credits import CreditService
 from app.services.accounts.principals import Principal
+from app.services.analysis.reuse import PerceptualReuse, Reuse, reused_body
 from app.services.analysis.scheduler import Abandoned, Lanes
 from app.services.images.catalog import ImageService
 from app.storage.base import ResultStore, result_key
@@ -46,12 +47,17 @@ from app.storage.metadata import StoredImage
 logger = logging.getLogger("app.analysis")
 
 
+_FRESH = "\0fresh"  # suffix of the in-flight key of a request that opted out of reuse
+
+
 @dataclass(frozen=True)
 class AnalysisOutcome:
-    """A result body (exact bytes) and whether it came from the cache."""
+    """A result body (exact bytes), whether it came from the cache, and the near-duplicate
+    image whose result answered (`reused`), if one did."""
 
     body: bytes
     cached: bool
+    reused: Reuse | None = None
 
 
 def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
@@ -108,8 +114,10 @@ class AnalysisService:
         lanes: Lanes,
         memory_entries: int,
         credits: CreditService | None = None,
+        reuse: PerceptualReuse | None = None,
     ) -> None:
         self.registry = registry
+        self.reuse = reuse
         self.credits = credits
         self.images = images
         self.results = results
@@ -117,7 +125,7 @@ class AnalysisService:
         self._lanes = lanes
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_entries = memory_entries
-        self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+        self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool, Reuse | None]]] = {}
         self._waiters: dict[str, int] = {}  # clients waiting on each in-flight result
 
     def parse_params(self, analyzer: Analyzer, params: dict[str, Any] | None) -> BaseModel:
@@ -138,43 +146,63 @@ class AnalysisService:
         viewer: Principal,
         analyzer_name: str = DEFAULT_ANALYZER,
         params: dict[str, Any] | None = None,
+        *,
+        reuse: bool = True,
+        reuse_distance: int | None = None,
     ) -> AnalysisOutcome:
         """The result of one analyzer on an image `viewer` may see, computed at most once.
 
         A model-backed analysis computed for a metered caller costs one credit, charged only
-        when it succeeds; a cached result is free.
+        when it succeeds; a cached result is free. Without a result of its own, the result of a
+        near-duplicate image may answer (`reused`; see `app.services.analysis.reuse`) unless
+        `reuse` is false; `reuse_distance` may tighten the server's threshold.
         """
+        max_distance = self.reuse_threshold(analyzer_name, reuse, reuse_distance)
+        analyzer = self.registry.get(analyzer_name)
         hit = self.hit(image_id, viewer, analyzer_name, params)
         if hit is not None:
             return hit
-        analyzer = self.registry.get(analyzer_name)
         parsed = self.parse_params(analyzer, params)
         name = result_name(image_id, analyzer, parsed)
+        flight = name if max_distance else name + _FRESH
         image = await self.images.get(image_id, viewer)
         while True:
-            task = self._in_flight.get(name)
+            task = self._in_flight.get(flight)
             leader = task is None
             if task is None:
-                task = asyncio.ensure_future(self._resolve(image, analyzer, parsed, name, viewer))
-                self._in_flight[name] = task
-                task.add_done_callback(partial(self._finished, name))
-            self._waiters[name] = self._waiters.get(name, 0) + 1
+                task = asyncio.ensure_future(
+                    self._resolve(image, analyzer, parsed, name, viewer, max_distance)
+                )
+                self._in_flight[flight] = task
+                task.add_done_callback(partial(self._finished, flight))
+            self._waiters[flight] = self._waiters.get(flight, 0) + 1
             try:
                 # shield: a client that hangs up must not cancel the work others wait on; when
                 # every client has hung up, queued work is dropped before it starts (`wanted`).
-                body, computed = await asyncio.shield(task)
+                body, computed, reused = await asyncio.shield(task)
                 break
             except Abandoned:
                 # Dropped for want of clients just before this one joined: start it afresh.
-                if self._in_flight.get(name) is task:
-                    del self._in_flight[name]
+                if self._in_flight.get(flight) is task:
+                    del self._in_flight[flight]
             finally:
-                self._waiters[name] -= 1
-                if not self._waiters[name]:
-                    del self._waiters[name]
-        cached = not (leader and computed)
-        metrics.ANALYSES.labels(analyzer.name, "cached" if cached else "computed").inc()
-        return AnalysisOutcome(body, cached=cached)
+                self._waiters[flight] -= 1
+                if not self._waiters[flight]:
+                    del self._waiters[flight]
+        cached = not (leader and computed) and reused is None
+        state = "reused" if reused is not None else "cached" if cached else "computed"
+        metrics.ANALYSES.labels(analyzer.name, state).inc()
+        return AnalysisOutcome(body, cached=cached, reused=reused)
+
+    def reuse_threshold(
+        self, analyzer_name: str, reuse: bool = True, reuse_distance: int | None = None
+    ) -> int:
+        """The perceptual-reuse threshold of one request (0: none); ValidationFailed (400) for a
+        `reuse_distance` wider than the server's."""
+        if self.reuse is None:
+            return 0
+        threshold = self.reuse.max_distance(self.registry.get(analyzer_name), reuse_distance)
+        return threshold if reuse else 0
 
     def hit(
         self,
@@ -202,7 +230,7 @@ class AnalysisService:
         analyzer = self.registry.get(analyzer_name)
         return self._lanes.of(analyzer).reserve(analyzer.name)
 
-    def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool]]) -> None:
+    def _finished(self, name: str, task: asyncio.Task[tuple[bytes, bool, Reuse | None]]) -> None:
         if self._in_flight.get(name) is task:
             del self._in_flight[name]
         if not task.cancelled() and isinstance(task.exception(), Abandoned):
@@ -218,8 +246,14 @@ class AnalysisService:
         return await self._lanes.of(analyzer).run(analyzer.name, analyzer.analyze, source, parsed)
 
     async def _resolve(
-        self, image: StoredImage, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
-    ) -> tuple[bytes, bool]:
+        self,
+        image: StoredImage,
+        analyzer: Analyzer,
+        params: BaseModel,
+        name: str,
+        viewer: Principal,
+        max_distance: int = 0,
+    ) -> tuple[bytes, bool, Reuse | None]:
         started = time.perf_counter()
         image_id = image.metadata.image_id
         objects = self.images.objects
@@ -231,6 +265,18 @@ class AnalysisService:
                 raw = await objects.read_result(name)
                 body = self._validated(raw, image_id, analyzer, params, name)
         computed = body is None
+        if body is None and max_distance:
+            found = await self._reuse(image, analyzer, params, max_distance)
+            if found is not None:
+                logger.info(
+                    "analysis image_id=%s analyzer=%s reused from image_id=%s (distance %d) in %.1f ms",
+                    image_id,
+                    analyzer.name,
+                    found[1].image_id,
+                    found[1].distance,
+                    (time.perf_counter() - started) * 1000,
+                )
+                return found[0], False, found[1]
         if body is None and objects is None:
             body = await self._compute_metered(
                 ImageSource(image_id, image.path), analyzer, params, name, viewer
@@ -251,7 +297,28 @@ class AnalysisService:
             "computed" if computed else "cached",
             (time.perf_counter() - started) * 1000,
         )
-        return body, computed
+        return body, computed, None
+
+    async def _reuse(
+        self, image: StoredImage, analyzer: Analyzer, params: BaseModel, max_distance: int
+    ) -> tuple[bytes, Reuse] | None:
+        """The stored, current result of the nearest near-duplicate that has one, as this
+        image's answer (`reused_from` in the body), or None."""
+        assert self.reuse is not None
+        for candidate in await self.reuse.candidates(image, analyzer, max_distance):
+            other = result_name(candidate.image_id, analyzer, params)
+            objects = self.images.objects
+            if objects is None:  # the file, not memory: it goes when its image is deleted
+                raw = await self._io_pool.run(self._read_cached, candidate.image_id, analyzer, params, other)
+            else:  # the candidate's row was there just now: a result kept in memory is valid
+                raw = self._memory.get(other)
+                if raw is None:
+                    fetched = await objects.read_result(other)
+                    raw = self._validated(fetched, candidate.image_id, analyzer, params, other)
+            if raw is not None:
+                reuse = Reuse(candidate.image_id, candidate.distance)
+                return reused_body(raw, image.metadata.image_id, reuse), reuse
+        return None
 
     async def _compute_metered(
         self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
@@ -268,7 +335,12 @@ class AnalysisService:
         self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str
     ) -> bytes:
         fresh = await self._lanes.of(analyzer).run(
-            analyzer.name, self._compute, source, analyzer, params, wanted=lambda: name in self._waiters
+            analyzer.name,
+            self._compute,
+            source,
+            analyzer,
+            params,
+            wanted=lambda: name in self._waiters or name + _FRESH in self._waiters,
         )
         objects = self.images.objects
         if objects is not None:

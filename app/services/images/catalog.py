@@ -91,6 +91,10 @@ class ImageService:
             return None
         return image
 
+    def forget(self, image_id: str) -> None:
+        """Drop an image's cached catalog entry (its row changed): the next `get` reads it."""
+        self._cache.pop(image_id, None)
+
     def cached(self, image_id: str) -> StoredImage | None:
         """The cached catalog entry of an image, unchecked (for describing a request)."""
         return self._cache.get(image_id)

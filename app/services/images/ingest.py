@@ -22,6 +22,7 @@ from io import FileIO
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
@@ -40,6 +41,7 @@ from app.services.accounts.principals import Principal
 from app.services.fetch.download import download
 from app.services.images.catalog import ImageService
 from app.services.images.idempotency import Claim, IdempotencyStore
+from app.services.images.perceptual import MIN_QUALITY, hash_image
 from app.services.images.settings import IngestSettings
 from app.services.multipart.reader import (
     FormLimits,
@@ -82,6 +84,7 @@ class IngestService:
         self.pool = pool
         self.url_policy = settings.url_policy
         self.integrity = settings.integrity
+        self.hash_at_upload = settings.perceptual_hash_at_upload and settings.perceptual_reuse_distance > 0
         self.limits = FormLimits(
             max_file_bytes=settings.max_upload_bytes + settings.max_declared_trailer_bytes,
             max_body_bytes=settings.max_request_body_bytes,
@@ -287,6 +290,7 @@ class IngestService:
         sent = received.size
         fmt, info = self._check(received, cut=True)
         assert received.file is not None
+        perceptual = self._perceptual_hash(received.file, fmt)
         os.fsync(received.file.fileno())
         trailer = None
         if info.trailer is not None:
@@ -302,6 +306,7 @@ class IngestService:
             sha256=received.sha256,
             upright=(info.upright_width, info.upright_height),
             trailer=trailer,
+            perceptual_hash=perceptual,
         )
         if self.images.objects is not None:
             received.file.close()  # here, not on the event loop; the temp file is put next
@@ -310,6 +315,20 @@ class IngestService:
         received.file.close()  # here, not on the event loop
         received.placed = True
         return meta, path
+
+    def _perceptual_hash(self, file: FileIO, fmt: ImageFormat) -> str | None:
+        """The PDQ hash of a validated upload (worker thread), if perceptual reuse hashes at
+        upload; None when it does not, or when the image is too flat to say or will not decode
+        (validation decides about the image, not this)."""
+        if not self.hash_at_upload:
+            return None
+        try:
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                found = hash_image(data, fmt.pillow)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            logger.info("upload: no perceptual hash (%s)", exc)
+            return None
+        return found.hex if found.quality >= MIN_QUALITY else None
 
     async def _replay(self, claim: Claim, sha256: str, owner: Principal) -> UploadOutcome | None:
         """The image an earlier request with this key created, or None to upload afresh (no

@@ -40,6 +40,8 @@ class IngestSettings:
     upload_decode_check: Literal["structure", "draft"]
     integrity: IntegrityLimits
     url_policy: UrlPolicy
+    perceptual_hash_at_upload: bool
+    perceptual_reuse_distance: int  # 0: no reuse, so no hash either
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestSettings:
@@ -54,4 +56,6 @@ class IngestSettings:
             upload_decode_check=settings.upload_decode_check,
             integrity=IntegrityLimits.from_settings(settings),
             url_policy=url_policy(settings),
+            perceptual_hash_at_upload=settings.perceptual_hash_at_upload,
+            perceptual_reuse_distance=settings.perceptual_reuse_distance,
         )
