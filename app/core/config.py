@@ -205,7 +205,7 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     # Up to 15 each band's index is probed for one value; 16-31: 17 values (17x the candidates)
     perceptual_reuse_distance: int = Field(default=15, ge=0, le=31)
     perceptual_reuse_scope: Literal["owner", "any"] = "owner"
-    perceptual_hash_at_upload: bool = True
+    perceptual_hash_at_upload: bool = False
     perceptual_reuse_max_candidates: int = Field(default=8, ge=1)
     # Catalog entries kept in memory (owner + metadata, ~2.5 KB each) so that a cache hit
     # needs no database round trip; a miss reads one row

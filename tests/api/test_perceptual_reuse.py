@@ -45,7 +45,7 @@ async def analyze(
 
 
 async def test_upload_stores_a_pdq_hash_near_for_a_reencoding_far_for_another_photo(make_settings) -> None:
-    async with serve(make_settings()) as client:
+    async with serve(make_settings(perceptual_hash_at_upload=True)) as client:
         a, b, c = [await upload(client, body) for body in (ORIGINAL, REENCODED, OTHER)]
         listed = await client.get(f"/api/v1/images/{b['image_id']}")
     for meta in (a, b, c):
@@ -124,8 +124,8 @@ async def test_distance_zero_turns_it_off_and_hashes_nothing(make_settings) -> N
         assert resp.headers["x-cache"] == "MISS"
 
 
-async def test_hash_computed_at_first_analysis_when_not_at_upload(make_settings) -> None:
-    async with serve(make_settings(perceptual_hash_at_upload=False)) as client:
+async def test_hash_computed_at_first_analysis_by_default(make_settings) -> None:
+    async with serve(make_settings()) as client:  # PERCEPTUAL_HASH_AT_UPLOAD is false by default
         first = await upload(client, ORIGINAL)
         assert first["perceptual_hash"] is None
         await analyze(client, first["image_id"], analyzer="classify")
