@@ -1,24 +1,34 @@
-"""The most confident face of an image by BlazeFace + Face Mesh, in original pixels.
+"""The faces of an image by BlazeFace (full range) + Face Mesh, in original pixels.
 
-Images are decoded with `load_rgb_reduced(source, DECODE_LONG_SIDE)` (960): a 4000x3000 JPEG is
-decoded at 1/4 (1000x750), which keeps a face big enough for the 128-px detector and the
-192-px mesh crop while decoding 3-4x faster; points are then scaled back by the reduction.
+Detection runs on the image decoded with `load_rgb_reduced(source, DECODE_LONG_SIDE)` (960):
+a 4000x3000 JPEG is decoded at 1/4 (1000x750), enough for the 192-px detector on the whole
+image and on tiles of 0.45 of the long side (a face of 5 % of the long side is ~21 px in a
+tile's input), and 3-4x faster to decode than full size. The face chosen is the largest
+found; `other_sizes` lists the others, so that a group photo is counted.
+
+The mesh wants its region of interest (1.5x the face box) at no less than 192 px: where the
+reduced decode gives it fewer (a small face in a big JPEG), the image is decoded again at the
+reduction that does (`mesh_image`), up to full resolution, and the mesh runs on a crop of
+that; its points are then scaled back to original pixels like the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from app.analyzers.face.mesh_models import MIN_PRESENCE, FaceMesh
+from app.analyzers.face.mesh_models import MESH_SIZE, MIN_PRESENCE, ROI_SCALE, Detection, FaceMesh
 from app.analyzers.face.regions import FaceBox
 from app.analyzers.imaging import load_rgb_reduced, to_rgb
 from app.core.errors import FaceTooSmall, NoFaceDetected
 
 DECODE_LONG_SIDE = 960
+Scan = Literal["all", "auto"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +44,12 @@ class MeshFace:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright RGB image and its reduction (original pixels per decoded pixel)."""
+    """An upright RGB image, its reduction (original pixels per decoded pixel) and, for a
+    finer decode of a small face, the stored image it came from (None: the image as given)."""
 
     image: Image.Image
     scale: float
+    source: Path | bytes | None = None
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -45,28 +57,64 @@ class DecodedImage:
         return round(self.image.width * self.scale), round(self.image.height * self.scale)
 
 
-def decode(source: Path | bytes | Image.Image) -> DecodedImage:
+def decode(source: Path | bytes | Image.Image, long_side: int = DECODE_LONG_SIDE) -> DecodedImage:
     """A stored image (path or bytes) decoded for the face models, or an image as it is."""
     if isinstance(source, Image.Image):
         return DecodedImage(to_rgb(source), 1.0)
-    image, scale = load_rgb_reduced(source, DECODE_LONG_SIDE)
-    return DecodedImage(image, scale)
+    image, scale = load_rgb_reduced(source, long_side)
+    return DecodedImage(image, scale, source)
 
 
-def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int) -> MeshFace:
-    """The most confident face and its mesh; NoFaceDetected or FaceTooSmall (with `face_px`)."""
-    detections = mesh.detect(decoded.image)
+def mesh_image(decoded: DecodedImage, det: Detection) -> tuple[DecodedImage, Detection]:
+    """The decode the mesh should run on for `det` (its ROI at >= 192 px where the stored image
+    has the pixels), and `det` in that decode's pixels."""
+    box = det.box
+    roi_px = float(max(box[2] - box[0], box[3] - box[1])) * ROI_SCALE  # decoded pixels
+    if decoded.source is None or decoded.scale <= 1 or roi_px >= MESH_SIZE:
+        return decoded, det
+    long_side = max(decoded.original_size) * MESH_SIZE / (roi_px * decoded.scale)
+    finer = decode(decoded.source, math.ceil(long_side))
+    if finer.scale >= decoded.scale:
+        return decoded, det
+    f = decoded.scale / finer.scale
+    return finer, replace(det, box=det.box * f, keypoints=det.keypoints * f)
+
+
+def find_faces(
+    mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all"
+) -> list[Detection]:
+    """The faces of `decoded`, largest first. `scan="all"`: the whole image and the tiles;
+    `"auto"`: the tiles only when the whole image shows no face of `min_face_px` (in
+    original pixels) or more."""
+    if scan == "auto":
+        found = mesh.detect(decoded.image)
+        if not any(_short_side(d) * decoded.scale >= min_face_px for d in found):
+            found = mesh.detect(decoded.image, tiles=True)
+    else:
+        found = mesh.detect(decoded.image, tiles=True)
+    return sorted(found, key=lambda d: -_short_side(d))
+
+
+def _short_side(det: Detection) -> float:
+    return float(min(det.box[2] - det.box[0], det.box[3] - det.box[1]))
+
+
+def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all") -> MeshFace:
+    """The largest face and its mesh, with the sizes of the others (`find_faces`);
+    NoFaceDetected, or FaceTooSmall (with `face_px` and `min_face_px`)."""
+    detections = find_faces(mesh, decoded, min_face_px, scan)
     if not detections:
         raise NoFaceDetected()
     k = decoded.scale
-    sizes = [float(min(d.box[2] - d.box[0], d.box[3] - d.box[1])) * k for d in detections]
+    sizes = [_short_side(d) * k for d in detections]
     best = detections[0]
     if sizes[0] < min_face_px:
         raise FaceTooSmall(
             f"The face is {sizes[0]:.0f} px, smaller than the minimum of {min_face_px} px",
             extra={"face_px": round(sizes[0]), "min_face_px": min_face_px},
         )
-    points, presence = mesh.landmarks(decoded.image, best)
+    fine, fine_det = mesh_image(decoded, best)
+    points, presence = mesh.landmarks(fine.image, fine_det)
     if presence < MIN_PRESENCE:
         raise NoFaceDetected()
     w, h = decoded.original_size
@@ -74,4 +122,4 @@ def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int) -> MeshFa
     bx0, by0 = min(w, max(0, round(x0))), min(h, max(0, round(y0)))
     bx1, by1 = min(w, max(0, round(x1))), min(h, max(0, round(y1)))
     box = FaceBox(x=bx0, y=by0, width=max(0, bx1 - bx0), height=max(0, by1 - by0))
-    return MeshFace(box, sizes[0], best.score, points * k, tuple(sizes[1:]))
+    return MeshFace(box, sizes[0], best.score, points * fine.scale, tuple(sizes[1:]))
