@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 MODEL  := $(MODEL_DIR)/efficientnet_lite0.onnx
 # A second classifier (MODELS=lite2=models/efficientnet_lite2.onnx): built for the tests only
 MODEL_LITE2 := $(MODEL_DIR)/efficientnet_lite2.onnx
-MESH_MODELS := $(MODEL_DIR)/face_detection_short_range.onnx $(MODEL_DIR)/face_landmark.onnx
+MESH_MODELS := $(MODEL_DIR)/face_detection_full_range.onnx $(MODEL_DIR)/face_landmark.onnx
 
 .PHONY: run test test-fast lint typecheck bench install install-dev model-lite2 clean
 

@@ -1,15 +1,19 @@
 """Face mesh and skin-measure benchmark, in process: p50 on a 12 MP JPEG, and RSS at start.
 
 1. `face` p50 on bench/photos.py's 12 MP astronaut JPEG (4000x3000, one ~700 px face), the
-   mesh backend (default) beside dlib's; target < 60 ms.
+   mesh backend (default: BlazeFace full range, whole image then tiles only when needed)
+   beside the old mesh backend (BlazeFace short range, the code of `--old-ref`, default the
+   merge base with main, in a git worktree and its own process, same photo, same run) and
+   dlib's; target < 80 ms.
 2. `skin-measure` p50 end to end (decode, mesh, gate, measurements, overlay) on the same
    photo; target < 120 ms.
 3. RSS at start: a fresh process that builds the registry (models loaded) with the default
    ANALYZERS (classify, face, skin-measure; mesh), beside the former default (classify, face
    on dlib); target: no higher than ~210 MB.
 Wall and CPU time are both reported: on a shared 2-core machine the wall time includes
-waiting for the CPU. Usage: `.venv/bin/python bench/face.py [--runs 30]`; ONNX Runtime uses
-ONNX_THREADS (default 1).
+waiting for the CPU. Usage: `.venv/bin/python bench/face.py [--runs 30] [--old-ref REF]`;
+ONNX Runtime uses ONNX_THREADS (default 1). The old backend needs
+face_detection_short_range.onnx in models/ (`git show REF:scripts/fetch_face_mesh.py`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,43 @@ def p50_ms(fn, runs: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+OLD_PROBE = """
+import json, statistics, sys, time
+from pathlib import Path
+from app.analyzers.base import ImageSource
+from app.analyzers.face.analyzer import FaceAnalyzer, FaceParams
+from app.analyzers.face.mesh_models import FaceMesh
+path, model_dir, runs, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+face = FaceAnalyzer(mesh=FaceMesh(model_dir, threads))
+source, params = ImageSource("bench", path), FaceParams()
+face.analyze(source, params)
+wall, cpu = [], []
+for _ in range(runs):
+    t, c = time.perf_counter(), time.process_time()
+    face.analyze(source, params)
+    wall.append((time.perf_counter() - t) * 1000)
+    cpu.append((time.process_time() - c) * 1000)
+print(json.dumps([statistics.median(wall), statistics.median(cpu)]))
+"""
+
+
+def old_backend_p50(ref: str, photo: Path, runs: int, threads: int) -> tuple[float, float]:
+    """`face` p50 (wall, CPU ms) of the code at `ref`, in its own process (same photo)."""
+    from harness import checkout
+
+    with checkout(ref) as path:
+        out = subprocess.run(
+            [sys.executable, "-c", OLD_PROBE, str(photo), str(ROOT / "models"), str(runs), str(threads)],
+            cwd=path,
+            env={**os.environ, "PYTHONPATH": path},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
 def rss_at_start(**env: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", RSS_PROBE],
@@ -64,6 +105,9 @@ def rss_at_start(**env: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--old-ref", default="", help="the old backend's commit (default: merge base with main)"
+    )
     args = parser.parse_args()
     from photos import face_photo
 
@@ -81,7 +125,17 @@ def main() -> int:
     rows = {
         "face p50, mesh, 12 MP JPEG (ms)": (
             p50_ms(lambda: face.analyze(source, face_params), args.runs),
-            "< 60",
+            "< 80",
+        ),
+        "face p50, old mesh (short range), 12 MP JPEG (ms)": (
+            old_backend_p50(
+                args.old_ref
+                or subprocess.check_output(["git", "merge-base", "HEAD", "main"], text=True).strip(),
+                face_photo(),
+                args.runs,
+                threads,
+            ),
+            "(former backend)",
         ),
         "face p50, dlib, 12 MP JPEG (ms)": (
             p50_ms(lambda: dlib.analyze(source, face_params), max(5, args.runs // 3)),

@@ -1,4 +1,4 @@
-"""Set up the face mesh models: MediaPipe's BlazeFace short range and Face Mesh, as ONNX files.
+"""Set up the face mesh models: MediaPipe's BlazeFace full range and Face Mesh, as ONNX files.
 
 Usage (from the repository root):
 `python scripts/fetch_face_mesh.py [--model-dir DIR] [--cache-dir DIR] [--wheel WHEEL]`.
@@ -40,8 +40,8 @@ WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 # wheel member -> sha256 (checked against the pin and the wheel's RECORD)
 MEMBERS = {
-    "mediapipe/modules/face_detection/face_detection_short_range.tflite": (
-        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
+    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": (
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"
     ),
     "mediapipe/modules/face_landmark/face_landmark.tflite": (
         "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
@@ -50,9 +50,9 @@ MEMBERS = {
 }
 # published file -> (wheel member, sha256 of the published bytes; ONNX with onnx==1.23.2)
 OUTPUTS = {
-    "face_detection_short_range.onnx": (
-        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
-        "c6759bdb1ee07b24f5bbc8da442a25a54c36505fd024efdd0beb2c4b0751f0ce",
+    "face_detection_full_range.onnx": (
+        "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+        "e6f9e43ced2646622ba873cde54c6d9c6021c86d5b316897ec628869a95d1a37",
     ),
     "face_landmark.onnx": (
         "mediapipe/modules/face_landmark/face_landmark.tflite",

@@ -1,12 +1,14 @@
-"""A minimal TFLite -> ONNX converter for MediaPipe's BlazeFace short range and Face Mesh.
+"""A minimal TFLite -> ONNX converter for MediaPipe's BlazeFace (short and full range) and Face Mesh.
 
 Set-up only (`scripts/fetch_face_mesh.py` runs it); needs `onnx` and `tflite` (the pure-Python
 flatbuffer schema bindings, no TensorFlow), both in requirements-model.txt.
 
-Ops supported, exactly those the two graphs use: DEQUANTIZE (fp16 constant weights, folded
-to fp32), CONV_2D, DEPTHWISE_CONV_2D, ADD, RELU, PRELU, PAD, MAX_POOL_2D, RESHAPE,
-CONCATENATION (with fused RELU/RELU6). Anything else raises NotImplementedError, so that a
-model update can never silently give a wrong graph. PRELU becomes Relu(x) + alpha * Min(x, 0)
+Ops supported, exactly those the three graphs use: DEQUANTIZE (fp16 constant weights, folded
+to fp32), DENSIFY (sparse constant weights in TFLite's CSR format, folded to dense), CONV_2D,
+DEPTHWISE_CONV_2D, ADD, RELU, PRELU, PAD, MAX_POOL_2D, RESHAPE, CONCATENATION (with fused
+RELU/RELU6), RESIZE_BILINEAR (ONNX Resize, linear, with TFLite's coordinate convention) and
+DEPTH_TO_SPACE (TensorFlow's order is ONNX's DCR). Anything else raises NotImplementedError,
+so that a model update can never silently give a wrong graph. PRELU becomes Relu(x) + alpha * Min(x, 0)
 (the same values; it keeps ONNX Runtime's NCHWc layout optimisation: the mesh runs ~1.7x
 faster than with a PRelu node).
 
@@ -39,6 +41,16 @@ _NP = {
     TensorType.INT8: np.int8,
 }
 NHWC2NCHW = [0, 3, 1, 2]
+_INDEX_VECTORS = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}
+
+
+def _index_vector(kind: int, table: Any) -> np.ndarray:
+    """The values of a sparse tensor's segments or indices vector (a flatbuffer union)."""
+    vec = _INDEX_VECTORS[kind]()
+    vec.Init(table.Bytes, table.Pos)
+    return vec.ValuesAsNumpy().astype(np.int64)
+
+
 NCHW2NHWC = [0, 2, 3, 1]
 
 
@@ -56,12 +68,16 @@ class Converter:
         self.const: dict[int, np.ndarray] = {}  # tensor index -> constant value (TFLite layout)
         self.name: dict[int, str] = {}  # tensor index -> ONNX value name (activation)
         self.nchw: dict[int, bool] = {}  # activation stored as NCHW?
+        self.sparse: dict[int, np.ndarray] = {}  # tensor index -> stored values of a sparse constant
         self._uid = 0
         for i in range(self.g.TensorsLength()):
             t = self.g.Tensors(i)
             b = self.m.Buffers(t.Buffer())
             if b is not None and b.DataLength() > 0:
                 arr = np.frombuffer(b.DataAsNumpy().tobytes(), dtype=_NP[t.Type()])
+                if t.Sparsity() is not None:  # the non-zero values only: DENSIFY folds it
+                    self.sparse[i] = arr
+                    continue
                 self.const[i] = arr.reshape(self.shape(i)) if self.shape(i) else arr
 
     # -- helpers ---------------------------------------------------------------------------
@@ -142,6 +158,58 @@ class Converter:
         o.Init(t.Bytes, t.Pos)
         return o
 
+    def densify(self, i: int) -> np.ndarray:
+        """The dense value of sparse constant `i` (TFLite's FormatConverter::SparseToDense).
+
+        The stored values are visited in traversal order over the expanded dimensions (the
+        tensor's own, then one per block); a DENSE level runs over `dense_size` indices, a
+        SPARSE_CSR level over `array_indices[segments[p]:segments[p + 1]]` of its parent p."""
+        sp = self.g.Tensors(i).Sparsity()
+        shape = self.shape(i)
+        rank = len(shape)
+        order = [int(v) for v in sp.TraversalOrderAsNumpy()]
+        block_map = [int(v) for v in sp.BlockMapAsNumpy()] if sp.BlockMapLength() else []
+        levels: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
+        for d in range(sp.DimMetadataLength()):
+            dm = sp.DimMetadata(d)
+            if dm.Format() == 0:  # DENSE
+                levels.append((int(dm.DenseSize()), None, None))
+            else:  # SPARSE_CSR
+                segments = _index_vector(dm.ArraySegmentsType(), dm.ArraySegments())
+                levels.append((0, segments, _index_vector(dm.ArrayIndicesType(), dm.ArrayIndices())))
+        block_size = {bm: levels[order.index(rank + k)][0] for k, bm in enumerate(block_map)}
+        values = self.sparse[i]
+        dense = np.zeros(shape, values.dtype)
+        coords = [0] * len(order)
+        pos = 0
+
+        def visit(level: int, parent: int) -> None:
+            nonlocal pos
+            if level == len(order):
+                expanded = [0] * len(order)
+                for lv, dim in enumerate(order):
+                    expanded[dim] = coords[lv]
+                orig = [expanded[d] * block_size.get(d, 1) for d in range(rank)]
+                for k, bm in enumerate(block_map):
+                    orig[bm] += expanded[rank + k]
+                dense[tuple(orig)] = values[pos]
+                pos += 1
+                return
+            size, segments, indices = levels[level]
+            if segments is None or indices is None:
+                for j in range(size):
+                    coords[level] = j
+                    visit(level + 1, parent * size + j)
+            else:
+                for j in range(int(segments[parent]), int(segments[parent + 1])):
+                    coords[level] = int(indices[j])
+                    visit(level + 1, j)
+
+        visit(0, 0)
+        if pos != values.size:
+            raise ValueError(f"sparse tensor {self.tname(i)}: {pos} of {values.size} values placed")
+        return dense
+
     # -- conversion ------------------------------------------------------------------------
 
     def _conv(self, op: Any, code: int, ins: list[int], out: int) -> None:
@@ -190,7 +258,11 @@ class Converter:
         self.set_out(out, y, True)
 
     def _op(self, op: Any, code: int, ins: list[int], out: int) -> None:  # noqa: C901
-        if code == Op.DEQUANTIZE:
+        if code == Op.DENSIFY:
+            if ins[0] not in self.sparse:
+                raise NotImplementedError("DENSIFY of a non-constant")
+            self.const[out] = self.densify(ins[0])
+        elif code == Op.DEQUANTIZE:
             if ins[0] not in self.const:
                 raise NotImplementedError("DEQUANTIZE of a non-constant")
             self.const[out] = self.const[ins[0]].astype(np.float32)
@@ -233,6 +305,27 @@ class Converter:
                 axis = NHWC2NCHW.index(axis)
             y = self.node("Concat", [self.act_in(i, rank == 4) for i in ins], axis=axis)
             self.set_out(out, self.fused(y, o.FusedActivationFunction()), rank == 4)
+        elif code == Op.RESIZE_BILINEAR:
+            o = self.opts(op, tflite.ResizeBilinearOptions)
+            if o.AlignCorners():
+                mode = "align_corners"
+            elif o.HalfPixelCenters():
+                mode = "half_pixel"
+            else:
+                mode = "asymmetric"  # TFLite's default: in = out * in_size / out_size
+            n, h, w, c = self.shape(out)
+            sizes = self.init(np.array([n, c, h, w], np.int64), "sizes")
+            y = self.node(
+                "Resize",
+                [self.act_in(ins[0]), "", "", sizes],
+                mode="linear",
+                coordinate_transformation_mode=mode,
+            )
+            self.set_out(out, y, True)
+        elif code == Op.DEPTH_TO_SPACE:
+            o = self.opts(op, tflite.DepthToSpaceOptions)
+            y = self.node("DepthToSpace", [self.act_in(ins[0])], blocksize=o.BlockSize(), mode="DCR")
+            self.set_out(out, y, True)
         else:
             names = {v: k for k, v in Op.__dict__.items() if not k.startswith("_")}
             raise NotImplementedError(f"TFLite op {names.get(code, code)}")

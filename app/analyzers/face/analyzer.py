@@ -2,13 +2,14 @@
 
 Two backends, chosen by the `FACE_BACKEND` setting:
 
-- `mesh` (default, licence-clean: Apache-2.0): MediaPipe's BlazeFace short-range detector
-  and 468-point Face Mesh on ONNX Runtime (`facemesh`, `mesh_face`). The 68 iBUG 300-W
+- `mesh` (default, licence-clean: Apache-2.0): MediaPipe's BlazeFace full-range detector
+  and 468-point Face Mesh on ONNX Runtime (`mesh_models`, `mesh_backend`). The 68 iBUG 300-W
   points are derived from the mesh by the documented index map `mesh_regions.MESH_TO_68`,
   so the regions and the SVG are those of the dlib backend; the mesh adds finer regions
   (`mesh_regions`: forehead, cheeks, under-eye, chin, nose bridge) and the head pose. The
-  short-range detector finds faces whose box is at least ~1/6 of the image's long side
-  (portraits, selfies); smaller ones are `no_face_detected`.
+  whole image is searched first, then (when it shows no face of `min_face_px`) overlapping
+  tiles, which find faces down to ~5 % of the long side; the largest face is outlined, a
+  found face below `min_face_px` is `face_too_small` (with its size and the minimum).
 - `dlib`: HOG detection and the 68-point shape predictor (`face_dlib`; the 68-point
   model's iBUG 300-W licence excludes commercial use), or `landmarks_model="5"` (alignment
   only, no regions).
@@ -49,7 +50,7 @@ __all__ = ["REGION_NAMES", "FaceAnalyzer", "FaceBox", "FaceParams", "FaceResult"
 FaceBackend = Literal["mesh", "dlib"]
 LandmarksModel = Literal["68", "5"]
 # Part of the cache key: a different model or result shape is a different version.
-VERSIONS = {"mesh": "mesh468-1", "dlib68": "dlib68-2", "dlib5": "dlib5-2"}
+VERSIONS = {"mesh": "mesh468-2", "dlib68": "dlib68-2", "dlib5": "dlib5-2"}
 
 
 class FaceParams(BaseModel):
@@ -116,7 +117,7 @@ class FaceAnalyzer:
         """Decode (a path or bytes; an image is used as it is), detect and outline the face."""
         if self._mesh is not None:
             decoded = decode(source)
-            face = find_face(self._mesh, decoded, min_face_px)
+            face = find_face(self._mesh, decoded, min_face_px, scan="auto")
             return self._mesh_contours(decoded.original_size, face, margin)
         image = source if isinstance(source, Image.Image) else load_gray(source)
         box, points = self.detect_landmarks(image, min_face_px)
@@ -133,10 +134,10 @@ class FaceAnalyzer:
     # -- detection ---------------------------------------------------------------------
 
     def detect_mesh(self, image: Image.Image | Path | bytes, min_face_px: int = 80) -> MeshFace:
-        """The most confident face and its 468-point mesh (mesh backend only)."""
+        """The largest face and its 468-point mesh (mesh backend only)."""
         if self._mesh is None:
             raise RuntimeError("detect_mesh needs the mesh backend")
-        return find_face(self._mesh, decode(image), min_face_px)
+        return find_face(self._mesh, decode(image), min_face_px, scan="auto")
 
     def detect_box(self, image: Image.Image, min_face_px: int = 80) -> FaceBox:
         """The most confident face's box in original pixels, or NoFaceDetected / FaceTooSmall."""

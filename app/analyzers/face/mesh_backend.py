@@ -1,24 +1,36 @@
-"""The most confident face of an image by BlazeFace + Face Mesh, in original pixels.
+"""The faces of an image by BlazeFace (full range) + Face Mesh, in original pixels.
 
-Images are decoded with `load_rgb_reduced(source, DECODE_LONG_SIDE)` (960): a 4000x3000 JPEG is
-decoded at 1/4 (1000x750), which keeps a face big enough for the 128-px detector and the
-192-px mesh crop while decoding 3-4x faster; points are then scaled back by the reduction.
+Detection runs on the image decoded with `load_rgb_reduced(source, DECODE_LONG_SIDE)` (960):
+a 4000x3000 JPEG is decoded at 1/4 (1000x750), enough for the 192-px detector on the whole
+image and on tiles of 0.45 of the long side (a face of 5 % of the long side is ~21 px in a
+tile's input), and 3-4x faster to decode than full size. Every detection is confirmed by
+the mesh's face-presence score (the detector's rare false faces on textures score < 0.05
+there, real faces ~1.0). The face chosen is the largest; `other_sizes` lists the others, so
+that a group photo is counted.
+
+The mesh wants its region of interest (1.5x the face box) at no less than 192 px: where the
+reduced decode gives it fewer (a small face in a big JPEG), the image is decoded again at the
+reduction that does (`mesh_image`), up to full resolution, and the mesh runs on a crop of
+that; its points are then scaled back to original pixels like the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from app.analyzers.face.mesh_models import MIN_PRESENCE, FaceMesh
+from app.analyzers.face.mesh_models import MESH_SIZE, MIN_PRESENCE, ROI_SCALE, Detection, FaceMesh
 from app.analyzers.face.regions import FaceBox
 from app.analyzers.imaging import load_rgb_reduced, to_rgb
 from app.core.errors import FaceTooSmall, NoFaceDetected
 
 DECODE_LONG_SIDE = 960
+Scan = Literal["all", "auto"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +46,12 @@ class MeshFace:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright RGB image and its reduction (original pixels per decoded pixel)."""
+    """An upright RGB image, its reduction (original pixels per decoded pixel) and, for a
+    finer decode of a small face, the stored image it came from (None: the image as given)."""
 
     image: Image.Image
     scale: float
+    source: Path | bytes | None = None
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -45,33 +59,92 @@ class DecodedImage:
         return round(self.image.width * self.scale), round(self.image.height * self.scale)
 
 
-def decode(source: Path | bytes | Image.Image) -> DecodedImage:
+def decode(source: Path | bytes | Image.Image, long_side: int = DECODE_LONG_SIDE) -> DecodedImage:
     """A stored image (path or bytes) decoded for the face models, or an image as it is."""
     if isinstance(source, Image.Image):
         return DecodedImage(to_rgb(source), 1.0)
-    image, scale = load_rgb_reduced(source, DECODE_LONG_SIDE)
-    return DecodedImage(image, scale)
+    image, scale = load_rgb_reduced(source, long_side)
+    return DecodedImage(image, scale, source)
 
 
-def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int) -> MeshFace:
-    """The most confident face and its mesh; NoFaceDetected or FaceTooSmall (with `face_px`)."""
-    detections = mesh.detect(decoded.image)
-    if not detections:
+def mesh_image(
+    decoded: DecodedImage, det: Detection, cache: dict[float, DecodedImage] | None = None
+) -> tuple[DecodedImage, Detection]:
+    """The decode the mesh should run on for `det` (its ROI at >= 192 px where the stored image
+    has the pixels), and `det` in that decode's pixels; `cache` keeps finer decodes by long side."""
+    box = det.box
+    roi_px = float(max(box[2] - box[0], box[3] - box[1])) * ROI_SCALE  # decoded pixels
+    if decoded.source is None or decoded.scale <= 1 or roi_px >= MESH_SIZE:
+        return decoded, det
+    long_side = math.ceil(max(decoded.original_size) * MESH_SIZE / (roi_px * decoded.scale))
+    cache = {} if cache is None else cache
+    # Decodes come in steps of 2: key by the step so that faces of a group share one.
+    step = 2 ** max(0, math.floor(math.log2(max(decoded.original_size) / long_side)))
+    if step not in cache:
+        cache[step] = decode(decoded.source, math.ceil(max(decoded.original_size) / step))
+    finer = cache[step]
+    if finer.scale >= decoded.scale:
+        return decoded, det
+    f = decoded.scale / finer.scale
+    return finer, replace(det, box=det.box * f, keypoints=det.keypoints * f)
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    """A detection the mesh confirmed: the detection (decoded pixels), its size (shorter side,
+    original pixels) and its 468 mesh points (original pixels)."""
+
+    detection: Detection
+    size_px: float
+    mesh: np.ndarray
+
+
+def find_faces(
+    mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all"
+) -> list[FoundFace]:
+    """The faces of `decoded`, largest first: each detection is confirmed by the mesh's face
+    presence (>= 0.5; on photos without a face, the detector's rare false faces score < 0.05).
+    `scan="all"`: the whole image and the tiles; `"auto"`: the tiles only when the whole image
+    shows no face of `min_face_px` (original pixels) or more."""
+    cache: dict[float, DecodedImage] = {}
+
+    def confirmed(dets: list[Detection]) -> list[FoundFace]:
+        out = []
+        for d in dets:
+            fine, fine_det = mesh_image(decoded, d, cache)
+            points, presence = mesh.landmarks(fine.image, fine_det)
+            if presence >= MIN_PRESENCE:
+                out.append(FoundFace(d, _short_side(d) * decoded.scale, points * fine.scale))
+        return sorted(out, key=lambda f: -f.size_px)
+
+    if scan == "auto":
+        found = confirmed(mesh.detect(decoded.image))
+        if found and found[0].size_px >= min_face_px:
+            return found
+    return confirmed(mesh.detect(decoded.image, tiles=True))
+
+
+def _short_side(det: Detection) -> float:
+    return float(min(det.box[2] - det.box[0], det.box[3] - det.box[1]))
+
+
+def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all") -> MeshFace:
+    """The largest face and its mesh, with the sizes of the others (`find_faces`);
+    NoFaceDetected, or FaceTooSmall (with `face_px` and `min_face_px`)."""
+    faces = find_faces(mesh, decoded, min_face_px, scan)
+    if not faces:
         raise NoFaceDetected()
-    k = decoded.scale
-    sizes = [float(min(d.box[2] - d.box[0], d.box[3] - d.box[1])) * k for d in detections]
-    best = detections[0]
-    if sizes[0] < min_face_px:
+    best = faces[0]
+    if best.size_px < min_face_px:
         raise FaceTooSmall(
-            f"The face is {sizes[0]:.0f} px, smaller than the minimum of {min_face_px} px",
-            extra={"face_px": round(sizes[0]), "min_face_px": min_face_px},
+            f"The face is {best.size_px:.0f} px, smaller than the minimum of {min_face_px} px",
+            extra={"face_px": round(best.size_px), "min_face_px": min_face_px},
         )
-    points, presence = mesh.landmarks(decoded.image, best)
-    if presence < MIN_PRESENCE:
-        raise NoFaceDetected()
+    k = decoded.scale
     w, h = decoded.original_size
-    x0, y0, x1, y1 = (float(v) * k for v in best.box)
+    x0, y0, x1, y1 = (float(v) * k for v in best.detection.box)
     bx0, by0 = min(w, max(0, round(x0))), min(h, max(0, round(y0)))
     bx1, by1 = min(w, max(0, round(x1))), min(h, max(0, round(y1)))
     box = FaceBox(x=bx0, y=by0, width=max(0, bx1 - bx0), height=max(0, by1 - by0))
-    return MeshFace(box, sizes[0], best.score, points * k, tuple(sizes[1:]))
+    others = tuple(f.size_px for f in faces[1:])
+    return MeshFace(box, best.size_px, best.detection.score, best.mesh, others)

@@ -1,16 +1,23 @@
-"""MediaPipe BlazeFace (short range) + Face Mesh (468 points) on ONNX Runtime, without mediapipe.
+"""MediaPipe BlazeFace (full range) + Face Mesh (468 points) on ONNX Runtime, without mediapipe.
 
 The two models come from the PyPI wheel `mediapipe==0.10.21`, converted to ONNX at set-up
 (`scripts/fetch_face_mesh.py`); this module only loads them. The pre- and post-processing
 follows the wheel's own FaceLandmarkFrontCpu graph (its expanded CalculatorGraphConfig):
 
-- detection: the whole image letterboxed (aspect kept, centred, zero border) to 128x128,
-  RGB in [-1, 1]; 896 SSD anchors (strides 8, 16, 16, 16; 2 + 6 per cell, fixed size); 16
-  regressors per anchor (box centre and size, 6 keypoints: eyes, nose tip, mouth, ears) in
-  128-px units; score = sigmoid(clip(logit, +-100)) >= 0.5; weighted non-maximum
-  suppression at IoU 0.3 (a box is the score-weighted mean of those it absorbs).
-  The short-range model finds faces whose box is at least ~1/6 of the image's long side
-  (selfies, portraits, ID photos); smaller faces are not detected;
+- detection (`face_detection_full_range_common.pbtxt`): a square of the image letterboxed
+  (aspect kept, centred, zero border) to 192x192, RGB in [-1, 1]; 2304 SSD anchors (one
+  layer of 48x48 cells, stride 4, one fixed-size anchor per cell); 16 regressors per anchor
+  (box centre and size, 6 keypoints: eyes, nose tip, mouth, ears) in 192-px units; score =
+  sigmoid(clip(logit, +-100)) >= 0.6; weighted non-maximum suppression at IoU 0.3 (a box
+  is the score-weighted mean of those it absorbs). On its own (the whole image at once) it
+  finds faces down to ~10 % of the image's long side (a face of ~19 px in the 192-px input);
+- tiles (`detect(..., tiles=True)`): the whole image, then overlapping square tiles of
+  TILE_FRACTION (0.45) of the long side, each overlapping the next by TILE_OVERLAP (0.15)
+  of it, so that a face of 5 % of the long side is ~21 px in a tile's input and every face
+  the whole-image pass can miss lies whole in one tile. A tile's detection that touches a
+  tile edge inside the image is dropped (that face is whole in another tile or the whole
+  image); the rest are merged by the same weighted NMS, in image pixels. Tiles smaller than
+  the 192-px input are not run (they would only be magnified);
 - region of interest: the detection box made square on its long side, scaled by 1.5, rotated
   so that the eye keypoints are level;
 - mesh: that rotated square resampled to 192x192 (bilinear after an integer box reduction,
@@ -31,25 +38,29 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-DETECTOR_FILE = "face_detection_short_range.onnx"
+DETECTOR_FILE = "face_detection_full_range.onnx"
 MESH_FILE = "face_landmark.onnx"
-DET_SIZE = 128
+DET_SIZE = 192
 MESH_SIZE = 192
-MIN_SCORE = 0.5
+MIN_SCORE = 0.6
 NMS_IOU = 0.3
 ROI_SCALE = 1.5
 MIN_PRESENCE = 0.5
+TILE_FRACTION = 0.45  # tile side / the image's long side
+TILE_OVERLAP = 0.15  # overlap of neighbouring tiles / the image's long side
+EDGE_MARGIN = 0.02  # a tile's detection this close to an inner tile edge (share of the tile) is cut
 
 
-def _anchors(strides: tuple[int, ...] = (8, 16, 16, 16)) -> np.ndarray:
-    """SSD anchor centres (fixed size), in the order of MediaPipe's SsdAnchorsCalculator."""
+def _anchors(strides: tuple[int, ...] = (4,), per_layer: int = 1) -> np.ndarray:
+    """SSD anchor centres (fixed size), in the order of MediaPipe's SsdAnchorsCalculator
+    (`per_layer` anchors per cell and layer: 1 without an interpolated scale, else 2)."""
     out: list[tuple[float, float]] = []
     i = 0
     while i < len(strides):
         j = i
         while j < len(strides) and strides[j] == strides[i]:
             j += 1
-        per_cell = 2 * (j - i)  # one anchor + one interpolated-scale anchor per layer
+        per_cell = per_layer * (j - i)
         fm = math.ceil(DET_SIZE / strides[i])
         out += [
             ((x + 0.5) / fm, (y + 0.5) / fm) for y in range(fm) for x in range(fm) for _ in range(per_cell)
@@ -80,16 +91,42 @@ class Roi:
     rotation: float
 
 
-def letterbox(image: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """The detector input (1, 128, 128, 3) in [-1, 1] and the map back (sx, sy, ox, oy)."""
-    w, h = image.size
+def letterbox(
+    image: Image.Image, box: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The detector input (1, 192, 192, 3) in [-1, 1] of `image` (or of its region `box`,
+    x0, y0, x1, y1) and the map back to the region's pixels (sx, sy, ox, oy)."""
+    x0, y0, x1, y1 = box or (0, 0, *image.size)
+    w, h = x1 - x0, y1 - y0
     s = DET_SIZE / max(w, h)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    small = image.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    small = image.resize((nw, nh), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1), reducing_gap=3.0)
     ox, oy = (DET_SIZE - nw) // 2, (DET_SIZE - nh) // 2
     canvas = np.zeros((DET_SIZE, DET_SIZE, 3), np.float32)
     canvas[oy : oy + nh, ox : ox + nw] = np.asarray(small, np.float32)
     return (canvas * (2.0 / 255.0) - 1.0)[None], (w / nw, h / nh, ox, oy)
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    """Tile origins covering [0, length): evenly spread, none further apart than `step`."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / step) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def tile_boxes(
+    size: tuple[int, int], fraction: float = TILE_FRACTION, overlap: float = TILE_OVERLAP
+) -> list[tuple[int, int, int, int]]:
+    """Square tiles (x0, y0, x1, y1) of `fraction` of the long side (at most the short side),
+    overlapping by at least `overlap` of it, covering an image of `size`. None where a tile
+    would be smaller than the detector's input (it would only be magnified)."""
+    w, h = size
+    side = min(round(fraction * max(w, h)), w, h)
+    if fraction >= 1 or side < DET_SIZE:
+        return []
+    step = max(1, side - round(overlap * max(w, h)))
+    return [(x, y, x + side, y + side) for y in _starts(h, side, step) for x in _starts(w, side, step)]
 
 
 def _iou(b: np.ndarray, bs: np.ndarray) -> np.ndarray:
@@ -104,14 +141,21 @@ def decode_detections(
     regressors: np.ndarray, logits: np.ndarray, min_score: float = MIN_SCORE
 ) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """(score, box xyxy, keypoints (6, 2)) per face in [0, 1] letterbox units, best first."""
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100.0, 100.0)))
+    with np.errstate(over="ignore"):
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100.0, 100.0)))
     keep = np.nonzero(scores >= min_score)[0]
     r = regressors.reshape(-1, 16)[keep].astype(np.float64) / DET_SIZE
     a = ANCHORS[keep]
     xc, yc, w, h = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1], r[:, 2], r[:, 3]
     boxes = np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], 1)
     kps = r[:, 4:].reshape(-1, 6, 2) + a[:, None, :]
-    scores = scores[keep]
+    return weighted_nms(scores[keep], boxes, kps)
+
+
+def weighted_nms(
+    scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """MediaPipe's weighted non-maximum suppression at NMS_IOU; (score, box, keypoints), best first."""
     order = np.argsort(-scores, kind="stable")
     out = []
     while order.size:  # weighted NMS: the top box absorbs every box overlapping it by > 0.3
@@ -219,17 +263,57 @@ class FaceMesh:
             o.name for o in sorted(self._mesh.get_outputs(), key=lambda o: -int(np.prod(o.shape)))
         ]
 
-    def detect(self, image: Image.Image, min_score: float = MIN_SCORE) -> list[Detection]:
-        """Faces of an RGB image in image pixels, most confident first."""
-        x, (sx, sy, ox, oy) = letterbox(image)
+    def _detect_region(
+        self, image: Image.Image, region: tuple[int, int, int, int], min_score: float
+    ) -> list[Detection]:
+        """Faces found in `region` of `image` (one model run), in image pixels."""
+        x, (sx, sy, ox, oy) = letterbox(image, region)
         reg, logits = self._det.run(self._det_out, {self._det_in: x})
         out = []
         for score, box, kp in decode_detections(reg, logits, min_score):
             b, k = box * DET_SIZE, kp * DET_SIZE
             b = np.array([(b[0] - ox) * sx, (b[1] - oy) * sy, (b[2] - ox) * sx, (b[3] - oy) * sy])
             k = np.stack([(k[:, 0] - ox) * sx, (k[:, 1] - oy) * sy], 1)
-            out.append(Detection(score, b, k))
+            dx, dy = region[0], region[1]
+            out.append(Detection(score, b + [dx, dy, dx, dy], k + [dx, dy]))
         return out
+
+    def detect(
+        self,
+        image: Image.Image,
+        min_score: float = MIN_SCORE,
+        *,
+        tiles: bool = False,
+        tile_fraction: float = TILE_FRACTION,
+        tile_overlap: float = TILE_OVERLAP,
+    ) -> list[Detection]:
+        """Faces of an RGB image in image pixels, most confident first: the whole image, and
+        with `tiles` also overlapping tiles (smaller faces; see the module docstring)."""
+        whole = self._detect_region(image, (0, 0, *image.size), min_score)
+        if not tiles:
+            return whole
+        found = list(whole)
+        w, h = image.size
+        for t in tile_boxes(image.size, tile_fraction, tile_overlap):
+            m = EDGE_MARGIN * (t[2] - t[0])
+            for d in self._detect_region(image, t, min_score):
+                x0, y0, x1, y1 = d.box
+                cut = (
+                    (t[0] > 0 and x0 < t[0] + m)
+                    or (t[1] > 0 and y0 < t[1] + m)
+                    or (t[2] < w and x1 > t[2] - m)
+                    or (t[3] < h and y1 > t[3] - m)
+                )
+                if not cut:
+                    found.append(d)
+        if len(found) <= 1:
+            return found
+        merged = weighted_nms(
+            np.array([d.score for d in found]),
+            np.stack([d.box for d in found]),
+            np.stack([d.keypoints for d in found]),
+        )
+        return [Detection(score, box, kp) for score, box, kp in merged]
 
     def landmarks(self, image: Image.Image, det: Detection) -> tuple[np.ndarray, float]:
         """The 468 mesh points (468, 3) of a detected face, in image pixels, and face presence."""

@@ -62,11 +62,11 @@ def test_missing_models_say_how_to_make_them(tmp_path: Path) -> None:
 
 
 def test_anchors_and_detection(mesh: FaceMesh) -> None:
-    assert ANCHORS.shape == (896, 2)
+    assert ANCHORS.shape == (2304, 2)  # one layer of 48x48 cells, one anchor each
     faces = mesh.detect(astronaut())
-    assert len(faces) == 1 and faces[0].score > 0.9
+    assert len(faces) == 1 and faces[0].score > 0.85
     x0, y0, x1, y1 = faces[0].box
-    assert 165 < x0 < 190 and 70 < y0 < 95 and 80 < x1 - x0 < 110
+    assert 160 < x0 < 185 and 55 < y0 < 80 and 90 < x1 - x0 < 120
     assert mesh.detect(Image.fromarray(data.coffee())) == []
     assert mesh.detect(Image.new("RGB", (300, 200), (128, 128, 128))) == []
 

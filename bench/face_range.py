@@ -1,0 +1,94 @@
+"""Face detection by size: the share of faces found, per face size and background photo.
+
+Each cell pastes the astronaut's face (bench/face_scenes.py) at `--runs` seeded random places
+on a scikit-image photo of 4000x3000 (the face box a given share of the long side), encodes
+it as a JPEG and runs the `face` pipeline's detection (`mesh_backend.decode` + `find_faces`:
+whole image and tiles, each face confirmed by the mesh) on the bytes. A face counts as
+found when a detection's centre lies in the true face box and its size is within 0.5-2x.
+Also: false faces on every bundled non-face photo (at 2000 px and as it is); a group photo.
+Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--old]` (`--old`: the full-range
+detector alone on the whole image, no tiles and no mesh check, as a reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from face_scenes import BACKGROUNDS, NON_FACE, background, jpeg, scene  # noqa: E402
+
+from app.analyzers.face.mesh_backend import decode, find_faces  # noqa: E402
+from app.analyzers.face.mesh_models import FaceMesh  # noqa: E402
+
+SIZES = (0.03, 0.04, 0.05, 0.06, 0.08, 0.12, 0.2, 0.4)
+
+
+def matched(dets: list, box: tuple[float, float, float, float], scale: float) -> bool:
+    """Whether one of `dets` (decoded pixels) is the face `box` (original pixels)."""
+    x0, y0, x1, y1 = box
+    for d in dets:
+        bx = getattr(d, "detection", d).box * scale
+        cx, cy = (bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2
+        ratio = (bx[2] - bx[0]) / (x1 - x0)
+        if x0 <= cx <= x1 and y0 <= cy <= y1 and 0.5 <= ratio <= 2:
+            return True
+    return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--size", default="4000x3000")
+    parser.add_argument("--old", action="store_true", help="whole image only (no tiles)")
+    args = parser.parse_args()
+    w, h = map(int, args.size.split("x"))
+    mesh = FaceMesh(ROOT / "models")
+
+    def detect(data: bytes) -> tuple[list, float]:
+        decoded = decode(data)
+        if args.old:
+            return mesh.detect(decoded.image), decoded.scale
+        return find_faces(mesh, decoded, 1), decoded.scale
+
+    print(f"| face / long side | {' | '.join(BACKGROUNDS)} | all |")
+    print("|---" * (len(BACKGROUNDS) + 2) + "|")
+    for frac in SIZES:
+        cells, total = [], 0
+        for bg in BACKGROUNDS:
+            hits = 0
+            for seed in range(args.runs):
+                image, boxes = scene(bg, (w, h), 1, frac, seed)
+                dets, k = detect(jpeg(image, seed=seed))
+                hits += matched(dets, boxes[0], k)
+            cells.append(f"{hits}/{args.runs}")
+            total += hits
+        n = args.runs * len(BACKGROUNDS)
+        print(f"| {frac:.0%} ({frac * max(w, h):.0f} px) | {' | '.join(cells)} | {total / n:.0%} |")
+    group = []
+    for bg in BACKGROUNDS:
+        image, boxes = scene(bg, (1600, 900), 4, 150 / 1600, 7)
+        dets, k = detect(jpeg(image, seed=7))
+        group.append(f"{sum(matched(dets, b, k) for b in boxes)}/4 ({len(dets)} found)")
+    print(f"| group, 4 faces of 150 px in 1600x900 | {' | '.join(group)} | |")
+    false = []
+    for name in NON_FACE:
+        for size in ((2000, 1500), None):
+            img = background(name, size) if size else None
+            data = jpeg(img) if img is not None else None
+            if data is None:
+                from face_scenes import photo
+
+                data = jpeg(photo(name))
+            dets, _ = detect(data)
+            if dets:
+                false.append(f"{name}{'@2000' if size else ''}: {len(dets)}")
+    print(f"\nfalse faces on {len(NON_FACE)} non-face photos (x2 sizes): {false or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
