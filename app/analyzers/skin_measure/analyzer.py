@@ -56,6 +56,7 @@ from app.analyzers.skin_measure.models import (
 )
 from app.analyzers.skin_measure.quality import QualityGate
 from app.analyzers.svg import closed_path, svg_document
+from app.core.errors import NoFaceDetected
 
 MAX_CAST = 6.0  # a*b* distance of the neutral pixels' median from neutral still called "ok"
 REGION_COLOURS = {
@@ -158,7 +159,11 @@ class SkinMeasureAnalyzer:
     def measure(self, source: Path | bytes | Image.Image, params: SkinMeasureParams) -> SkinMeasureResult:
         """Measure the skin of the most confident face (a path, bytes, or an image as it is)."""
         decoded = decode(source)
-        face = find_face(self.mesh, decoded, self.gate.min_face_px)
+        try:
+            face = find_face(self.mesh, decoded, self.gate.min_face_px)
+        except NoFaceDetected:
+            self.gate.check_photo_exposure(photo_lab(decoded))
+            raise
         yaw, pitch, roll = head_pose(face.mesh)
         pose = HeadPose(yaw=round(yaw, 2) + 0.0, pitch=round(pitch, 2) + 0.0, roll=round(roll, 2) + 0.0)
         self.gate.check_face(face, decoded.original_size, (yaw, pitch, roll))

@@ -9,11 +9,12 @@ Checked in this order, each with its own stable code and a threshold from the se
   above SKIN_MAX_OUTSIDE_FRACTION (0);
 - `head_turned`: abs(yaw) > SKIN_MAX_YAW_DEGREES or abs(pitch) > SKIN_MAX_PITCH_DEGREES (25);
 - `image_too_dark`: the photo's highlights (99th percentile L* of the whole photo) are below
-  SKIN_MIN_HIGHLIGHT_L (45): nothing in it is bright; or the eyes' whites (90th percentile L*
+  SKIN_MIN_HIGHLIGHT_L (45): nothing in it is bright (also asked when no face is found, so
+  that a dark photo gets this rather than `no_face_detected`); or the eyes' whites (90th percentile L*
   inside the eye openings, when they are open) are below SKIN_MIN_EYE_WHITE_L (45): the face
   is in shadow or the photo under-exposed;
 - `image_overexposed`: the eyes' whites are above SKIN_MAX_EYE_WHITE_L (90), or the share of
-  face pixels with a channel >= 250 is above SKIN_MAX_CLIPPED_FRACTION (0.5: the median skin
+  face pixels with a channel >= 250 is above SKIN_MAX_CLIPPED_FRACTION (0.6: the median skin
   colour would be clipped);
 - `image_blurred`: the variance of the Laplacian of the luma (0-255) of the eyes and brows
   (grown by 3 px) is below SKIN_MIN_SHARPNESS (40).
@@ -122,6 +123,18 @@ class QualityGate:
                 extra={"yaw": round(yaw, 1), "pitch": round(pitch, 1)},
             )
 
+    def check_photo_exposure(self, photo: np.ndarray) -> None:
+        """ImageTooDark if nothing in the photo is bright (its highlights, the 99th percentile
+        L* of `photo`, the whole photo's Lab): asked when no face was found, so that an
+        under-exposed photo is told "more light", not "no face"."""
+        highlights = float(np.percentile(photo[..., 0], 99))
+        if highlights < self.min_highlight_l:
+            raise ImageTooDark(
+                f"The photo is too dark: its highlights reach L* {highlights:.0f}, below "
+                f"{self.min_highlight_l:.0f}",
+                extra={"highlights": round(highlights, 1), "min_highlight_l": self.min_highlight_l},
+            )
+
     def check_pixels(
         self,
         frame: Frame,
@@ -143,12 +156,7 @@ class QualityGate:
             highlights=float(np.percentile(photo[..., 0], 99)),
             eye_white=eye_white(frame, eyes[0]),
         )
-        if q.highlights < self.min_highlight_l:
-            raise ImageTooDark(
-                f"The photo is too dark: its highlights reach L* {q.highlights:.0f}, below "
-                f"{self.min_highlight_l:.0f}",
-                extra={"highlights": round(q.highlights, 1), "min_highlight_l": self.min_highlight_l},
-            )
+        self.check_photo_exposure(photo)
         if q.eye_white is not None and q.eye_white < self.min_eye_white_l:
             raise ImageTooDark(
                 f"The face is too dark: the eyes' whites reach L* {q.eye_white:.0f}, below "
