@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--size", default="4000x3000")
     parser.add_argument("--old", action="store_true", help="whole image only (no tiles)")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="face / long side, comma-separated"
+    )
     args = parser.parse_args()
     w, h = map(int, args.size.split("x"))
     mesh = FaceMesh(ROOT / "models")
@@ -56,7 +59,7 @@ def main() -> int:
 
     print(f"| face / long side | {' | '.join(BACKGROUNDS)} | all |")
     print("|---" * (len(BACKGROUNDS) + 2) + "|")
-    for frac in SIZES:
+    for frac in map(float, args.sizes.split(",")):
         cells, total = [], 0
         for bg in BACKGROUNDS:
             hits = 0
@@ -67,7 +70,9 @@ def main() -> int:
             cells.append(f"{hits}/{args.runs}")
             total += hits
         n = args.runs * len(BACKGROUNDS)
-        print(f"| {frac:.0%} ({frac * max(w, h):.0f} px) | {' | '.join(cells)} | {total / n:.0%} |")
+        print(
+            f"| {frac:.0%} ({frac * max(w, h):.0f} px) | {' | '.join(cells)} | {total / n:.0%} |", flush=True
+        )
     group = []
     for bg in BACKGROUNDS:
         image, boxes = scene(bg, (1600, 900), 4, 150 / 1600, 7)
