@@ -77,7 +77,7 @@ class QualityGate:
     min_highlight_l: float = 45.0
     min_eye_white_l: float = 45.0
     max_eye_white_l: float = 90.0
-    max_clipped_fraction: float = 0.5
+    max_clipped_fraction: float = 0.6
     min_sharpness: float = 40.0
 
     @classmethod
