@@ -59,6 +59,10 @@ def test_the_json_is_compact_ordered_and_round_trips() -> None:
         "height",
         "sha256",
         "created_at",
+        "upright_width",
+        "upright_height",
+        "trailer",
+        "perceptual_hash",
     ]
     assert b": " not in raw and b", " not in raw
     assert ImageMetadata.model_validate_json(raw) == meta

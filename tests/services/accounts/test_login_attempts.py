@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from app.services.accounts import login_attempts
 from app.services.accounts.login_attempts import AttemptStore, Counter, MemoryAttempts, RedisAttempts
 from tests.logins import PASSWORD, SMALL, client_from, login, register, running
 from tests.redis_servers import RedisServer, redis_url
@@ -98,8 +99,13 @@ def dependency_errors(metrics_text: str) -> float:
 
 
 async def test_a_redis_outage_fails_open_by_default_with_a_warning_and_a_metric(
-    make_settings: Callable[..., Settings], own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+    make_settings: Callable[..., Settings],
+    own_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # One warning per interval: an interval longer than the test, however slow the machine.
+    monkeypatch.setattr(login_attempts, "OUTAGE_WARNING_SECONDS", 3600.0)
     # Rate limits off: this is the login throttle's outage alone (rate limits have their own).
     settings = make_settings(**SMALL, redis_url=own_redis.url, rate_limits_enabled=False)
     assert settings.redis_outage_policy == "fail-open"
