@@ -4,7 +4,6 @@ determinism, params, summary rules and the overlay."""
 from __future__ import annotations
 
 import io
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -34,24 +33,9 @@ from app.core.errors import (
     MultipleFaces,
     NoFaceDetected,
 )
+from tests.conftest import MODEL_DIR
 
-MODEL_DIR = Path(os.environ.get("MODEL_DIR", Path(__file__).resolve().parents[3] / "models"))
 PARAMS = SkinMeasureParams()
-
-
-@pytest.fixture(scope="module")
-def mesh() -> FaceMesh:
-    return FaceMesh(MODEL_DIR)
-
-
-@pytest.fixture(scope="module")
-def analyzer(mesh: FaceMesh) -> SkinMeasureAnalyzer:
-    return SkinMeasureAnalyzer(mesh)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="module")

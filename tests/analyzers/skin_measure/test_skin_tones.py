@@ -5,14 +5,10 @@ blurred is still refused, whatever the skin's tone."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
-from skimage import data
 
 from app.analyzers.face.mesh_backend import decode, find_face
 from app.analyzers.face.mesh_models import FaceMesh
@@ -25,24 +21,8 @@ from app.core.errors import ImageBlurred, ImageOverexposed, ImageTooDark
 from tests.analyzers.skin_measure.monk_faces import monk_face
 from tests.factories import encode
 
-MODEL_DIR = Path(os.environ.get("MODEL_DIR", Path(__file__).resolve().parents[3] / "models"))
 PARAMS = SkinMeasureParams(overlay=False)
 SWATCHES = range(1, 11)
-
-
-@pytest.fixture(scope="module")
-def mesh() -> FaceMesh:
-    return FaceMesh(MODEL_DIR)
-
-
-@pytest.fixture(scope="module")
-def analyzer(mesh: FaceMesh) -> SkinMeasureAnalyzer:
-    return SkinMeasureAnalyzer(mesh)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="module")
