@@ -26,43 +26,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """One `python -m uvicorn app.main:app` process over `data_dir`."""
+class ChildProcess:
+    """A `python ...` child of the tests, run from the repo root with this process's environment
+    (less its metrics dir: a child writes its own) plus `env`, its output in `log_path`."""
 
-    def __init__(
-        self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
-    ) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+    stop_grace = 5.0  # seconds between SIGTERM and SIGKILL in `stop`
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # closed in stop()
-        # As a server is started for real: its metrics go to DATA_DIR/metrics (this test process
-        # set PROMETHEUS_MULTIPROC_DIR for itself when it imported the app).
         inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        env = {
-            **inherited,
-            "DATA_DIR": str(data_dir),
-            "API_KEYS": "",
-            "ENVIRONMENT": "test",
-            "LOG_LEVEL": "WARNING",
-            # Limits on, far above what a test sends: no test depends on the defaults.
-            **{name.upper(): value for name, value in TEST_RATE_LIMITS.items()},
-            **(env or {}),
-        }
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                *args,
-            ],
-            env=env,
+            [sys.executable, *argv],
+            env={**inherited, **env},
             cwd=REPO_ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -71,6 +47,47 @@ class Server:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL, then reap (a zombie would still look alive to the start-up sweep)."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.stop_grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+class Server(ChildProcess):
+    """One `python -m uvicorn app.main:app` process over `data_dir`."""
+
+    def __init__(
+        self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        # As a server is started for real: its metrics go to DATA_DIR/metrics.
+        server_env = {
+            "DATA_DIR": str(data_dir),
+            "API_KEYS": "",
+            "ENVIRONMENT": "test",
+            "LOG_LEVEL": "WARNING",
+            # Limits on, far above what a test sends: no test depends on the defaults.
+            **{name.upper(): value for name, value in TEST_RATE_LIMITS.items()},
+            **(env or {}),
+        }
+        argv = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__([*argv, "--no-access-log", *args], server_env, log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -83,44 +100,14 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"server not ready after {timeout}s:\n{self.logs()}")
 
-    def kill(self) -> None:
-        """SIGKILL, then reap (a zombie would still look alive to the start-up sweep)."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-
-class Worker:
+class Worker(ChildProcess):
     """One `python -m app.worker` process (scale-out mode: the job worker on its own)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # closed in stop()
-        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.worker"],
-            env={**inherited, **env},
-            cwd=REPO_ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+    stop_grace = 10.0
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(["-m", "app.worker"], env, log_path)
 
     def wait_started(self, timeout: float = 60.0) -> None:
         """Until its log says the worker started (it logs at INFO: `LOG_LEVEL=INFO`)."""
@@ -132,26 +119,6 @@ class Worker:
                 return
             time.sleep(0.1)
         raise AssertionError(f"worker not started after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def kill(self) -> None:
-        """SIGKILL, then reap."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 def start_server(
