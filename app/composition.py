@@ -21,8 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.core.config import Settings
-from app.core.scale_out import check_scale_out
+from app.core.scale_out import ScaleOutSettings, check_scale_out
 from app.core.security import SECRET_NAME, JwtConfig, new_secret
 from app.core.threads import ThreadPool
 from app.db import secrets as shared_secrets
@@ -40,6 +41,7 @@ from app.services.analysis.forms import FormClassifier
 from app.services.analysis.reuse import perceptual_reuse
 from app.services.analysis.scheduler import LaneClient, Lanes
 from app.services.analysis.service import AnalysisService
+from app.services.analysis.settings import ReuseSettings
 from app.services.history import HistoryService
 from app.services.images.catalog import ImageService
 from app.services.images.idempotency import IdempotencyStore
@@ -49,9 +51,12 @@ from app.services.images.settings import IngestSettings
 from app.services.jobs.contours import ContourJobService
 from app.services.jobs.settings import JobSettings
 from app.services.metrics_export import MetricsExport
-from app.services.rate_limits import RateLimits, RateLimitSettings
-from app.services.readiness import Readiness, ReadinessSettings
+from app.services.rate_limit_settings import RateLimitSettings
+from app.services.rate_limits import RateLimits
+from app.services.readiness import Readiness
+from app.services.readiness_settings import ReadinessSettings
 from app.services.webhooks.service import WebhookService
+from app.services.webhooks.settings import DeliverySettings
 from app.storage.local import LocalImageStore, LocalResultStore
 from app.storage.object_images import ObjectImages
 
@@ -224,7 +229,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     """
     if settings.environment == "production" and settings.secret_key is None:
         raise RuntimeError("SECRET_KEY must be set in production")
-    check_scale_out(settings)
+    check_scale_out(ScaleOutSettings.from_settings(settings))
     io_pool = ThreadPool("io", settings.io_threads)
     lanes = Lanes(
         settings.analysis_threads, settings.analysis_queue_limit, settings.analysis_max_queue_wait_seconds
@@ -255,7 +260,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         settings.idempotency_lease_seconds,
         legacy_root=settings.idempotency_dir,
     )
-    registry = registry or build_registry(settings)
+    registry = registry or build_registry(AnalyzerSettings.from_settings(settings))
     credits = CreditService(sessions, lease_seconds=settings.credit_hold_lease_seconds)
     history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
     ingest = IngestService(IngestSettings.from_settings(settings), images, idempotency, io_pool)
@@ -267,9 +272,9 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
-        reuse=perceptual_reuse(settings, images, io_pool),
+        reuse=perceptual_reuse(ReuseSettings.from_settings(settings), images, io_pool),
     )
-    webhooks = WebhookService(settings, sessions)
+    webhooks = WebhookService(DeliverySettings.from_settings(settings), sessions)
     contour_jobs = ContourJobService(
         JobSettings.from_settings(settings),
         registry,

@@ -23,6 +23,7 @@ from app.api.openapi import install_openapi
 from app.api.pipeline import RequestPipeline
 from app.api.problems import register_exception_handlers
 from app.api.router import ROUTERS, include_routes
+from app.api.settings import ConnectionLimits, DocsSettings, PipelineSettings
 from app.api.stalls import StallGuard
 from app.composition import build_container
 from app.core import metrics
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     )
     app.state.settings = settings
     app.state.registry = registry
-    connections.install(settings)  # uvicorn's protocols: head timeout, connections per address
+    # uvicorn's protocols: head timeout, connections per address
+    connections.install(ConnectionLimits.from_settings(settings))
     app.state.stalls = StallGuard(
         settings.body_read_timeout_seconds,
         min_rate_bytes=settings.body_min_rate_bytes,
@@ -105,11 +107,16 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
     )
     register_exception_handlers(app)
     include_routes(app, web_page=settings.web_page_enabled)
-    install_openapi(app, settings)
+    install_openapi(app, DocsSettings.from_settings(settings))
     # Every layer a request passes, in one place (app.api.pipeline): request id and log,
     # security, CORS and RateLimit headers, admission, the route's policy (body cap,
     # caller, rate limit), lean dispatch, history; FastAPI's router behind it.
-    app.add_middleware(RequestPipeline, settings=settings, routers=ROUTERS, stalls=app.state.stalls)
+    app.add_middleware(
+        RequestPipeline,
+        settings=PipelineSettings.from_settings(settings),
+        routers=ROUTERS,
+        stalls=app.state.stalls,
+    )
     return app
 
 

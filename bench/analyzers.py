@@ -74,9 +74,10 @@ def main() -> int:
     os.environ.update(env, MODEL_DIR=str(h.MODEL_DIR))  # the same settings in the service and here
     sys.path.insert(0, str(h.REPO_ROOT))
     from app.analyzers import ImageSource, build_registry
+    from app.analyzers.settings import AnalyzerSettings
     from app.core.config import Settings
 
-    registry = build_registry(Settings(_env_file=None))  # type: ignore[call-arg]
+    registry = build_registry(AnalyzerSettings.from_settings(Settings(_env_file=None)))  # type: ignore[call-arg]
     classify, face = registry.get("classify"), registry.get("face")
     photos, face_jpeg = distinct_photos(args.count), face_photo()
     bodies, face_body = [h.multipart(path) for path in photos], h.multipart(face_jpeg)

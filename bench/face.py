@@ -34,8 +34,9 @@ RSS_PROBE = """
 import json, re, sys
 from pathlib import Path
 from app.analyzers.registry import build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.core.config import Settings
-registry = build_registry(Settings(_env_file=None))
+registry = build_registry(AnalyzerSettings.from_settings(Settings(_env_file=None)))
 assert not registry.unavailable, registry.unavailable
 rss = int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) / 1024
 print(json.dumps({"analyzers": registry.names(), "rss_mib": round(rss, 1)}))

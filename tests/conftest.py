@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.analyzers.registry import AnalyzerRegistry, build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.core.config import Settings
 from app.main import create_app
 from tests.factories import TEST_RATE_LIMITS
@@ -67,7 +68,9 @@ MODEL_DIR = Path(os.environ.get("MODEL_DIR", Path(__file__).resolve().parents[1]
 @cache
 def shared_registry() -> AnalyzerRegistry:
     """The real analyzers, models loaded once per test session (`make test` builds the model)."""
-    registry = build_registry(Settings(_env_file=None, model_dir=MODEL_DIR, onnx_threads=1))
+    registry = build_registry(
+        AnalyzerSettings.from_settings(Settings(_env_file=None, model_dir=MODEL_DIR, onnx_threads=1))
+    )
     assert not registry.unavailable, f"analyzers failed to load: {registry.unavailable}"
     return registry
 

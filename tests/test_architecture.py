@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings
+
+from app.core import config
 
 APP = Path(__file__).resolve().parents[1] / "app"
 
@@ -91,3 +95,53 @@ def test_routes_take_typed_services_never_the_container(path: Path) -> None:
         alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
     }
     assert not names & {"ServiceContainer", "container_of", "ContainerDep", "Settings"}
+
+
+# Services, analyzers, storage and the HTTP layer see their own settings section (a frozen
+# dataclass of the fields they use), never the whole `Settings` nor one of its pydantic parts:
+# the sections are cut in `*settings.py` builders, called by the composition root.
+SECTIONED_LAYERS = ("services", "analyzers", "storage", "api")
+
+
+def _sectioned_modules() -> list[Path]:
+    return [
+        path
+        for path in _modules()
+        if path.relative_to(APP).parts[0] in SECTIONED_LAYERS and not path.name.endswith("settings.py")
+    ]
+
+
+def _whole_settings_imports(path: Path) -> list[str]:
+    """The names `path` imports that are the settings object (or a pydantic part of it)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name == "app.core.config"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("app"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                value = getattr(module, alias.name, None)
+                if value is config or alias.name == "get_settings":
+                    found.append(f"{node.module}.{alias.name}")
+                elif isinstance(value, type) and issubclass(value, BaseSettings):
+                    found.append(f"{node.module}.{alias.name}")
+    return found
+
+
+@pytest.mark.parametrize("path", _sectioned_modules(), ids=lambda p: str(p.relative_to(APP)))
+def test_services_see_their_settings_section_never_the_whole_settings(path: Path) -> None:
+    assert _whole_settings_imports(path) == []
+
+
+def test_the_settings_check_sees_a_whole_settings_import(tmp_path: Path) -> None:
+    module = tmp_path / "module.py"
+    module.write_text(
+        "from app.core.config import Settings\nfrom app.core import config\n"
+        "from app.core.model_settings import ModelSettings, DEFAULT_MODEL\nimport app.core.config\n"
+    )
+    assert _whole_settings_imports(module) == [
+        "app.core.config.Settings",
+        "app.core.config",
+        "app.core.model_settings.ModelSettings",
+        "app.core.config",
+    ]

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from app.analyzers.base import Analyzer
 from app.analyzers.skin import SkinAnalyzer
-from app.core.config import Settings
 from app.core.errors import AnalyzerUnavailable, UnknownAnalyzer
 
 if TYPE_CHECKING:
     from app.analyzers.face.mesh_models import FaceMesh
+    from app.analyzers.settings import AnalyzerSettings
 
 logger = logging.getLogger("app.analyzers")
 
@@ -55,7 +55,7 @@ class AnalyzerRegistry:
 class _Models:
     """Models that several analyzers share, loaded once per registry on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AnalyzerSettings) -> None:
         self.settings = settings
         self._mesh: FaceMesh | None = None
         # Parts of a loaded analyzer that did not load (e.g. "classify:lite2" -> why)
@@ -75,22 +75,21 @@ def _load_classifier(models: _Models) -> Analyzer:
     fit is left out and reported as `classify:<name>` (failing /readyz; 503 model_unavailable
     when asked for); only when none loads is `classify` itself unavailable."""
     from app.analyzers.classify.analyzer import Classifiers, OnnxClassifier, find_model
-    from app.analyzers.classify.model_spec import ModelMismatch, ModelSpec
+    from app.analyzers.classify.model_spec import ModelMismatch
     from app.core.model_settings import DEFAULT_MODEL
 
-    settings = models.settings
-    defaults = ModelSpec.from_settings(settings)
+    settings = models.settings.classify
     paths: dict[str, Path | None] = {DEFAULT_MODEL: settings.model_path, **settings.models}
     loaded: dict[str, OnnxClassifier] = {}
     failed: dict[str, str] = {}
     for name, path in paths.items():
         try:
-            path = path or find_model(settings.model_dir)
+            path = path or find_model(models.settings.model_dir)
             loaded[name] = OnnxClassifier(
                 path,
-                intra_op_threads=settings.onnx_intra_op_threads,
+                intra_op_threads=models.settings.onnx_intra_op_threads,
                 labels_path=settings.model_labels if name == DEFAULT_MODEL else None,
-                defaults=defaults,
+                defaults=settings.defaults,
             )
         except FileNotFoundError as exc:
             failed[name] = str(exc) if path is None else f"model file {path} not found"
@@ -109,7 +108,7 @@ def _load_classifier(models: _Models) -> Analyzer:
 def _load_face(models: _Models) -> Analyzer:
     from app.analyzers.face.analyzer import FaceAnalyzer
 
-    settings = models.settings
+    settings = models.settings.face
     if settings.face_backend == "dlib":
         return FaceAnalyzer(
             "dlib", landmarks_model=settings.face_landmarks, detect_max_side=settings.face_detect_max_side
@@ -119,9 +118,8 @@ def _load_face(models: _Models) -> Analyzer:
 
 def _load_skin_measure(models: _Models) -> Analyzer:
     from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
-    from app.analyzers.skin_measure.quality import QualityGate
 
-    return SkinMeasureAnalyzer(models.mesh(), QualityGate.from_settings(models.settings))
+    return SkinMeasureAnalyzer(models.mesh(), models.settings.skin_measure)
 
 
 _LOADERS: dict[str, Callable[[_Models], Analyzer]] = {
@@ -131,7 +129,7 @@ _LOADERS: dict[str, Callable[[_Models], Analyzer]] = {
 }
 
 
-def build_registry(settings: Settings) -> AnalyzerRegistry:
+def build_registry(settings: AnalyzerSettings) -> AnalyzerRegistry:
     """Every analyzer, models loaded once (call at start-up, in a thread).
 
     Only the model-backed analyzers named in `settings.analyzers` are loaded. One whose

@@ -43,8 +43,8 @@ from importlib import import_module
 from typing import Any
 
 from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body
+from app.api.settings import ConnectionLimits
 from app.core import metrics
-from app.core.config import Settings
 
 logger = logging.getLogger("app.connections")
 
@@ -204,7 +204,7 @@ def _guarded(cls: type[Any]) -> None:
     setattr(cls, _WRAPPED, True)
 
 
-def install(settings: Settings) -> ConnectionGuard:
+def install(settings: ConnectionLimits) -> ConnectionGuard:
     """Put the guard into uvicorn's HTTP/1.1 protocols (idempotent) with `settings`' limits."""
     GUARD.configure(settings.header_read_timeout_seconds, settings.max_connections_per_address)
     for module_name, class_name in PROTOCOLS:

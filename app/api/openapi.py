@@ -30,8 +30,8 @@ from fastapi.routing import RouteContext, iter_route_contexts
 
 from app.api import deps
 from app.api.problems import PROBLEM_MEDIA_TYPE as PROBLEM
+from app.api.settings import DocsSettings
 from app.api.traffic import EXEMPT
-from app.core.config import Settings
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 
 API_KEY = "APIKeyHeader"
@@ -53,7 +53,7 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _calls(sub)
 
 
-def operation_security(route: RouteContext, settings: Settings) -> list[dict[str, list[str]]] | None:
+def operation_security(route: RouteContext, settings: DocsSettings) -> list[dict[str, list[str]]] | None:
     """The security requirements of a route (its router's dependencies included) under `settings`
     (None: it reads no credentials)."""
     calls = set(_calls(route.dependant))
@@ -62,7 +62,7 @@ def operation_security(route: RouteContext, settings: Settings) -> list[dict[str
     any_caller = deps.current_principal in calls
     if not any_caller and deps.optional_principal not in calls:
         return None
-    requirements: list[dict[str, list[str]]] = [{API_KEY: []}] if settings.api_keys else []
+    requirements: list[dict[str, list[str]]] = [{API_KEY: []}] if settings.api_keys_set else []
     requirements.append({BEARER: []})
     if not any_caller or settings.anonymous_allowed:
         requirements.append({})
@@ -89,7 +89,7 @@ def _validation_as_400(operation: dict[str, Any]) -> None:
 
 
 def _document_operation(
-    operation: dict[str, Any], path: str, security: list[dict[str, list[str]]] | None, settings: Settings
+    operation: dict[str, Any], path: str, security: list[dict[str, list[str]]] | None, settings: DocsSettings
 ) -> None:
     operation.pop("security", None)
     if security is not None:
@@ -103,7 +103,7 @@ def _document_operation(
     operation["responses"] = dict(sorted(operation["responses"].items()))
 
 
-def honest_openapi(schema: dict[str, Any], app: FastAPI, settings: Settings) -> dict[str, Any]:
+def honest_openapi(schema: dict[str, Any], app: FastAPI, settings: DocsSettings) -> dict[str, Any]:
     """Rewrite a generated document in place (see the module's docstring) and return it."""
     schemes: dict[str, Any] = schema.setdefault("components", {}).setdefault("securitySchemes", {})
     paths: dict[str, dict[str, Any]] = schema.get("paths", {})
@@ -117,7 +117,7 @@ def honest_openapi(schema: dict[str, Any], app: FastAPI, settings: Settings) -> 
             if operation is not None:
                 _document_operation(operation, path, security, settings)
     metrics = paths.get("/metrics", {}).get("get")
-    if metrics is not None and settings.metrics_token is not None:
+    if metrics is not None and settings.metrics_token_set:
         schemes[METRICS_TOKEN] = {
             "type": "http",
             "scheme": "bearer",
@@ -131,7 +131,7 @@ def honest_openapi(schema: dict[str, Any], app: FastAPI, settings: Settings) -> 
     return schema
 
 
-def install_openapi(app: FastAPI, settings: Settings) -> None:
+def install_openapi(app: FastAPI, settings: DocsSettings) -> None:
     """Serve `honest_openapi` of FastAPI's generated document (built once, on first request)."""
     generate = app.openapi
 

@@ -49,10 +49,10 @@ from app.api.calls import SCOPE_KEY, Call
 from app.api.problems import problem_for
 from app.api.routing import OPEN, DeclaredRouter, Described, LeanHandler, Policy, lean_handler_of, policy_of
 from app.api.security_headers import DOCS_PAGES, SecurityHeaders
+from app.api.settings import PipelineSettings
 from app.api.stalls import StallGuard
 from app.api.traffic import Admission
 from app.core import metrics
-from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 from app.core.logging import request_id_var
 
@@ -96,7 +96,7 @@ class RouteEntry:
 
     __slots__ = ("route", "methods", "policy", "body_limit", "handler")
 
-    def __init__(self, route: APIRoute, policy: Policy, settings: Settings) -> None:
+    def __init__(self, route: APIRoute, policy: Policy, settings: PipelineSettings) -> None:
         self.route = route
         self.methods = frozenset(route.methods or ())
         self.policy = policy
@@ -107,7 +107,7 @@ class RouteEntry:
 class RouteTable:
     """Every declared route by path: exact paths by dict, paths with parameters by pattern."""
 
-    def __init__(self, routers: Iterable[APIRouter], settings: Settings) -> None:
+    def __init__(self, routers: Iterable[APIRouter], settings: PipelineSettings) -> None:
         self.exact: dict[str, list[RouteEntry]] = {}
         self.patterns: list[RouteEntry] = []
         for router in routers:
@@ -138,7 +138,7 @@ class RequestPipeline:
     """The one ASGI layer in front of FastAPI's router (see the module for its steps)."""
 
     def __init__(
-        self, app: ASGIApp, *, settings: Settings, routers: Iterable[APIRouter], stalls: StallGuard
+        self, app: ASGIApp, *, settings: PipelineSettings, routers: Iterable[APIRouter], stalls: StallGuard
     ) -> None:
         self.app = app
         self.stalls = stalls

@@ -35,12 +35,12 @@ from starlette.responses import Response
 
 from app.api.calls import Call
 from app.api.deps import CurrentPrincipal
+from app.api.settings import PipelineSettings
 from app.api.stalls import BodyStream
 from app.composition import provider
-from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 
-BodyLimit = Callable[[Settings], int | None]
+BodyLimit = Callable[[PipelineSettings], int | None]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -68,12 +68,12 @@ ServiceHandler = Callable[..., Awaitable[Reply]]  # async (Call, *services) -> R
 Describe = Callable[[Request], Described]
 
 
-def json_body_limit(settings: Settings) -> int | None:
+def json_body_limit(settings: PipelineSettings) -> int | None:
     """The default: a body is read into memory up to MAX_JSON_BODY_BYTES."""
     return settings.max_json_body_bytes
 
 
-def streamed(_settings: Settings) -> int | None:
+def streamed(_settings: PipelineSettings) -> int | None:
     """The route streams its body (`body_stream`) and enforces its own limits."""
     return None
 

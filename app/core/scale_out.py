@@ -8,14 +8,30 @@ Redis for rate limits and the login throttle (in memory they multiply by the rep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from app.core.config import Settings
+
+
+@dataclass(frozen=True)
+class ScaleOutSettings:
+    """What the check reads (a section of `Settings`): the storage, the database, Redis."""
+
+    storage_url: str | None
+    scale_out_checks: bool
+    database: str  # the SQLAlchemy URL (DATABASE_URL, else the SQLite file in DATA_DIR)
+    redis_url: str | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScaleOutSettings:
+        return cls(settings.storage_url, settings.scale_out_checks, settings.database, settings.redis_url)
 
 
 class ScaleOutMisconfigured(RuntimeError):
     """Scale-out mode without the shared engines it needs: the service refuses to start."""
 
 
-def scale_out_problems(settings: Settings) -> list[str]:
+def scale_out_problems(settings: ScaleOutSettings) -> list[str]:
     """What scale-out mode lacks under `settings` (empty: fine, or not scale-out mode)."""
     if settings.storage_url is None or not settings.scale_out_checks:
         return []
@@ -33,7 +49,7 @@ def scale_out_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def check_scale_out(settings: Settings) -> None:
+def check_scale_out(settings: ScaleOutSettings) -> None:
     """Raise ScaleOutMisconfigured, naming every missing setting, if scale-out mode lacks one."""
     problems = scale_out_problems(settings)
     if problems:

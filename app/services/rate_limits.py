@@ -34,9 +34,8 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from app.core import metrics
-from app.core.config import Settings
 from app.core.errors import RateLimiterUnavailable, TooManyRequests
-from app.core.redis_settings import RedisSettings
+from app.services.rate_limit_settings import RateLimitSettings
 
 logger = logging.getLogger("app.rate_limits")
 
@@ -62,26 +61,6 @@ class Quota:
             "RateLimit": f'"{self.name}";r={self.remaining};t={self.reset}',
             "RateLimit-Policy": f'"{self.name}";q={self.limit};w={self.window}',
         }
-
-
-@dataclass(frozen=True)
-class RateLimitSettings:
-    """RATE_LIMITS_ENABLED, the limit of each route class (RATE_LIMIT_*), the shared Redis."""
-
-    enabled: bool
-    limits: dict[str, str]  # route class -> "<count>/<unit>"
-    redis: RedisSettings
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimitSettings:
-        limits = {
-            "upload": settings.rate_limit_upload,
-            "analyze": settings.rate_limit_analyze,
-            "auth": settings.rate_limit_auth,
-            "default": settings.rate_limit_default,
-            "login": settings.rate_limit_login_username,
-        }
-        return cls(settings.rate_limits_enabled, limits, RedisSettings.from_settings(settings))
 
 
 class RateLimits:

@@ -15,39 +15,19 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analyzers.registry import AnalyzerRegistry
-from app.core.config import Settings
 from app.core.errors import StorageUnavailable
 from app.core.threads import ThreadPool
 from app.db.engine import is_sqlite
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.rate_limits import RateLimits
+from app.services.readiness_settings import ReadinessSettings
 from app.storage.object_images import ObjectImages
-
-
-@dataclass(frozen=True)
-class ReadinessSettings:
-    """What readiness checks (a section of `Settings`): the data dirs and disk floor, the database
-    and its timeout, the Redis outage policy."""
-
-    data_dir: Path
-    images_dir: Path
-    analysis_dir: Path
-    min_free_disk_bytes: int
-    database: str
-    database_connect_timeout_seconds: float
-    redis_outage_policy: Literal["fail-open", "fail-closed"]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReadinessSettings:
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

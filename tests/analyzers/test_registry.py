@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.analyzers.registry import DEFAULT_ANALYZER, AnalyzerRegistry, build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.analyzers.skin import SkinAnalyzer
 from app.core.config import Settings
 from app.core.errors import AnalyzerUnavailable, UnknownAnalyzer
@@ -40,12 +41,18 @@ def test_a_known_analyzer_that_failed_to_load_is_503_with_the_reason() -> None:
 
 
 def test_only_skin_is_built_when_no_model_backed_analyzer_is_asked_for(tmp_path: Path) -> None:
-    registry = build_registry(Settings(_env_file=None, model_dir=tmp_path, analyzers=[]))
+    registry = build_registry(
+        AnalyzerSettings.from_settings(Settings(_env_file=None, model_dir=tmp_path, analyzers=[]))
+    )
     assert registry.names() == ["skin"] and registry.unavailable == {}
 
 
 def test_a_missing_model_makes_its_analyzer_unavailable_not_the_service(tmp_path: Path) -> None:
-    registry = build_registry(Settings(_env_file=None, model_dir=tmp_path / "empty", analyzers=["classify"]))
+    registry = build_registry(
+        AnalyzerSettings.from_settings(
+            Settings(_env_file=None, model_dir=tmp_path / "empty", analyzers=["classify"])
+        )
+    )
     assert registry.names() == ["skin"]
     assert set(registry.unavailable) == {"classify"} and registry.unavailable["classify"]
     with pytest.raises(AnalyzerUnavailable):

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from app.analyzers.registry import build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.core.config import Settings  # noqa: F401  (make_settings builds them)
 from tests.conftest import files_under, serve
 from tests.factories import encode
@@ -65,7 +66,7 @@ async def test_model_path_and_labels_replace_the_classifier(
 ) -> None:
     labels = labels_file(tmp_path / "names.txt", ["rouge", "vert", "bleu"])  # MODEL_LABELS wins
     settings = app_settings(make_settings, model_path=tiny, model_labels=labels)
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         assert (await c.get("/readyz")).status_code == 200
         resp = await c.post("/v1/classify?top_k=2", files={"file": ("r.png", red_png(), "image/png")})
         assert resp.status_code == 200, resp.text
@@ -78,14 +79,14 @@ async def test_model_path_and_labels_replace_the_classifier(
 
 async def test_a_swapped_model_never_serves_the_old_result(make_settings, tiny: Path, data_dir: Path) -> None:
     settings = app_settings(make_settings, model_path=tiny)
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         image_id = await upload(c)
         first = await classify(c, image_id)
         assert first.headers["X-Cache"] == "MISS" and first.json()["predictions"][0]["label"] == "red"
         assert (await classify(c, image_id)).headers["X-Cache"] == "HIT"
     old_version = sha256(tiny)
     tiny_classifier(tiny, weights=ROTATED)  # the same path, another model
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         swapped = await classify(c, image_id)
         assert swapped.status_code == 200 and swapped.headers["X-Cache"] == "MISS"
         assert swapped.json()["predictions"][0]["label"] == "green"
@@ -101,7 +102,7 @@ async def test_named_models_are_picked_by_the_model_param(
     rotated = tiny_classifier(tmp_path / "models" / "rotated.onnx", weights=ROTATED)
     labels_file(tmp_path / "models" / "rotated.labels.txt", RGB)
     settings = app_settings(make_settings, model_path=tiny, models=f"rot={rotated}")
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         assert (await c.get("/readyz")).status_code == 200
         image_id = await upload(c)
         default = await classify(c, image_id)
@@ -121,7 +122,7 @@ async def test_named_models_are_picked_by_the_model_param(
 
 async def test_unknown_model_is_400_and_stores_nothing(make_settings, tiny: Path, data_dir: Path) -> None:
     settings = app_settings(make_settings, model_path=tiny)
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         image_id = await upload(c)
         before = files_under(data_dir / "images")
         resp = await classify(c, image_id, model="nope")
@@ -143,7 +144,7 @@ async def test_a_model_that_does_not_fit_fails_readiness_and_nothing_else(
 ) -> None:
     bad = tiny_classifier(tmp_path / "two-inputs.onnx", second_input=True)
     settings = make_settings(analyzers=["classify", "face"], model_path=tiny, models=f"bad={bad}")
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         ready = await c.get("/readyz")
         assert ready.status_code == 503
         check = {row["name"]: row for row in ready.json()["checks"]}["analyzers_loaded"]
@@ -167,7 +168,7 @@ async def test_a_default_model_that_does_not_fit(
     path = tiny if problem == "labels" else tmp_path / "gone.onnx"
     labels = labels_file(tmp_path / "four.txt", [*RGB, "black"])
     settings = app_settings(make_settings, model_path=path, model_labels=labels)
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         ready = await c.get("/readyz")
         assert ready.status_code == 503
         why = "3] for one image: 4 class scores" if problem == "labels" else f"model file {path} not found"
@@ -184,7 +185,7 @@ async def test_named_models_serve_when_the_default_does_not(
 ) -> None:
     gone = tmp_path / "gone.onnx"
     settings = app_settings(make_settings, model_path=gone, models=f"tiny={tiny}")
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         assert (await c.get("/readyz")).status_code == 503
         resp = await c.post("/v1/classify", files={"file": ("r.png", red_png(), "image/png")})
         assert resp.status_code == 503 and resp.json()["code"] == "model_unavailable"

@@ -273,8 +273,9 @@ async def test_two_step_face(client: httpx.AsyncClient, data_dir) -> None:
 
 async def test_model_analyzers_can_be_turned_off(make_settings) -> None:
     from app.analyzers.registry import build_registry
+    from app.analyzers.settings import AnalyzerSettings
 
-    registry = build_registry(make_settings(analyzers=["skin"]))
+    registry = build_registry(AnalyzerSettings.from_settings(make_settings(analyzers=["skin"])))
     assert registry.names() == ["skin"] and not registry.unavailable
     with pytest.raises(ValueError):
         make_settings(analyzers=["tarot"])

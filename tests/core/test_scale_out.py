@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.core.config import Settings
-from app.core.scale_out import ScaleOutMisconfigured, check_scale_out, scale_out_problems
+from app.core.scale_out import ScaleOutMisconfigured, ScaleOutSettings, check_scale_out, scale_out_problems
 from app.main import create_app
 from tests.processes import REPO_ROOT
 
@@ -23,13 +23,17 @@ def settings(tmp_path: Path, **values: Any) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, environment="test", api_keys=[], **values)
 
 
+def section(tmp_path: Path, **values: Any) -> ScaleOutSettings:
+    return ScaleOutSettings.from_settings(settings(tmp_path, **values))
+
+
 def test_the_embedded_default_needs_no_shared_engine(tmp_path: Path) -> None:
-    assert scale_out_problems(settings(tmp_path)) == []
-    check_scale_out(settings(tmp_path))
+    assert scale_out_problems(section(tmp_path)) == []
+    check_scale_out(section(tmp_path))
 
 
 def test_s3_storage_with_postgresql_and_redis_starts(tmp_path: Path) -> None:
-    check_scale_out(settings(tmp_path, storage_url="s3://b/p", database_url=PG, redis_url=REDIS))
+    check_scale_out(section(tmp_path, storage_url="s3://b/p", database_url=PG, redis_url=REDIS))
 
 
 @pytest.mark.parametrize(
@@ -45,14 +49,14 @@ def test_s3_storage_without_a_shared_engine_is_refused(
     tmp_path: Path, values: dict[str, Any], named: list[str]
 ) -> None:
     with pytest.raises(ScaleOutMisconfigured) as raised:
-        check_scale_out(settings(tmp_path, storage_url="s3://b/p", **values))
+        check_scale_out(section(tmp_path, storage_url="s3://b/p", **values))
     message = str(raised.value)
     assert "STORAGE_URL" in message
     assert [name for name in ("DATABASE_URL", "REDIS_URL") if name in message] == named
 
 
 def test_the_check_can_be_lifted_for_a_single_host(tmp_path: Path) -> None:
-    check_scale_out(settings(tmp_path, storage_url="s3://b/p", scale_out_checks=False))
+    check_scale_out(section(tmp_path, storage_url="s3://b/p", scale_out_checks=False))
 
 
 async def test_the_app_does_not_start(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 from app.core.config import Settings
 from app.core.errors import RateLimiterUnavailable, TooManyRequests
 from app.services import rate_limits
-from app.services.rate_limits import MovingWindowMemory, Quota, RateLimits, RateLimitSettings
+from app.services.rate_limit_settings import RateLimitSettings
+from app.services.rate_limits import MovingWindowMemory, Quota, RateLimits
 from tests.redis_servers import redis_url
 
 

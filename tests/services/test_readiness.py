@@ -5,7 +5,8 @@ from __future__ import annotations
 from app.analyzers.registry import AnalyzerRegistry
 from app.analyzers.skin import SkinAnalyzer
 from app.composition import build_container
-from app.services.readiness import ReadinessSettings, readiness_checks
+from app.services.readiness import readiness_checks
+from app.services.readiness_settings import ReadinessSettings
 
 
 def test_ready_when_everything_is_in_place(settings) -> None:

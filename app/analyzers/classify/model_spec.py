@@ -25,8 +25,6 @@ from typing import Literal, cast
 import numpy as np
 from PIL import Image
 
-from app.core.model_settings import ModelSettings
-
 METADATA_KEYS = ("input_size", "resize", "crop_fraction", "mean", "std", "channels", "layout", "output")
 
 Dim = int | str | None  # an ONNX Runtime shape entry: a size, a symbolic name, or unknown
@@ -49,21 +47,6 @@ class ModelSpec:
     channels: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     output: Literal["logits", "probabilities"] = "logits"
-
-    @classmethod
-    def from_settings(cls, settings: ModelSettings) -> ModelSpec:
-        """The spec the MODEL_* settings describe (used where a model's metadata is silent)."""
-        return cls(
-            height=settings.model_input_size,
-            width=settings.model_input_size,
-            resize=settings.model_resize,
-            crop_fraction=settings.model_crop_fraction,
-            mean=settings.model_mean,
-            std=settings.model_std,
-            channels=settings.model_channels,
-            layout=settings.model_layout,
-            output=settings.model_output,
-        )
 
     def metadata(self) -> dict[str, str]:
         """This spec as ONNX metadata_props (what an exporter writes into the model)."""

@@ -41,7 +41,6 @@ from app.analyzers.face.mesh_backend import MeshFace
 from app.analyzers.face.mesh_regions import polygons
 from app.analyzers.skin_measure.color import srgb_to_lab
 from app.analyzers.skin_measure.frame import Frame, laplacian
-from app.core.config import Settings
 from app.core.errors import (
     FaceOutOfFrame,
     HeadTurned,
@@ -67,7 +66,8 @@ class PixelQuality:
 
 @dataclass(frozen=True)
 class QualityGate:
-    """Thresholds of the quality gate (defaults: the settings' defaults)."""
+    """Thresholds of the quality gate (defaults: the settings' defaults; `app.analyzers.settings`
+    builds it from the SKIN_* settings)."""
 
     min_face_px: int = 80
     max_faces: int = 1
@@ -79,22 +79,6 @@ class QualityGate:
     max_eye_white_l: float = 90.0
     max_clipped_fraction: float = 0.6
     min_sharpness: float = 40.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QualityGate:
-        """The gate configured by the SKIN_* settings."""
-        return cls(
-            min_face_px=settings.skin_min_face_px,
-            max_faces=settings.skin_max_faces,
-            max_outside_fraction=settings.skin_max_outside_fraction,
-            max_yaw=settings.skin_max_yaw_degrees,
-            max_pitch=settings.skin_max_pitch_degrees,
-            min_highlight_l=settings.skin_min_highlight_l,
-            min_eye_white_l=settings.skin_min_eye_white_l,
-            max_eye_white_l=settings.skin_max_eye_white_l,
-            max_clipped_fraction=settings.skin_max_clipped_fraction,
-            min_sharpness=settings.skin_min_sharpness,
-        )
 
     def check_face(self, face: MeshFace, size: tuple[int, int], pose: tuple[float, float, float]) -> None:
         """Other faces, framing and head pose (the face's size is checked by `find_face`)."""

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from app.analyzers.base import Analyzer, reuse_scope
-from app.core.config import Settings
 from app.core.errors import ValidationFailed
 from app.core.threads import ThreadPool
 from app.db import images as catalog
+from app.services.analysis.settings import ReuseSettings
 from app.services.images.catalog import ImageService
 from app.services.images.perceptual import MIN_QUALITY, bands, distance, hash_image, probe_radius, probes
 from app.storage.metadata import StoredImage
@@ -136,7 +136,9 @@ class PerceptualReuse:
         return computed.hex
 
 
-def perceptual_reuse(settings: Settings, images: ImageService, pool: ThreadPool) -> PerceptualReuse | None:
+def perceptual_reuse(
+    settings: ReuseSettings, images: ImageService, pool: ThreadPool
+) -> PerceptualReuse | None:
     """The reuse policy from settings; None when `PERCEPTUAL_REUSE_DISTANCE` is 0 (off)."""
     if settings.perceptual_reuse_distance == 0:
         return None

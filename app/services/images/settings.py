@@ -12,6 +12,7 @@ from typing import Literal
 from app.core.config import Settings
 from app.services.fetch.url_policy import UrlPolicy
 from app.services.validation.limits import IntegrityLimits
+from app.services.validation.settings import integrity_limits
 
 
 def url_policy(settings: Settings) -> UrlPolicy:
@@ -54,7 +55,7 @@ class IngestSettings:
             allowed_formats=frozenset(settings.allowed_formats),
             max_image_pixels=settings.max_image_pixels,
             upload_decode_check=settings.upload_decode_check,
-            integrity=IntegrityLimits.from_settings(settings),
+            integrity=integrity_limits(settings),
             url_policy=url_policy(settings),
             perceptual_hash_at_upload=settings.perceptual_hash_at_upload,
             perceptual_reuse_distance=settings.perceptual_reuse_distance,

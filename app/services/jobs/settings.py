@@ -10,6 +10,7 @@ from pathlib import Path
 
 from app.core.config import Settings
 from app.services.validation.limits import IntegrityLimits
+from app.services.validation.settings import integrity_limits
 
 
 def submit_body_limit(settings: Settings) -> int:
@@ -49,6 +50,6 @@ class JobSettings:
             jobs_dir=settings.data_dir / "jobs",
             max_submit_bytes=submit_body_limit(settings),
             allowed_formats=tuple(settings.allowed_formats),
-            integrity=IntegrityLimits.from_settings(settings),
+            integrity=integrity_limits(settings),
             **named,
         )

@@ -22,8 +22,9 @@ from app.core.formats import ImageFormat, enable_heif
 from app.services.validation.heif import check_heif_structure
 from app.services.validation.jpeg import check_jpeg_structure
 from app.services.validation.jpeg_trailer import Trailer
-from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits
+from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import check_png_structure
+from app.services.validation.settings import DEFAULT_LIMITS
 from app.services.validation.webp import check_webp_structure
 
 DecodeCheck = Literal["structure", "draft"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from app.core.errors import TrailingData, UndecodableImage
 from app.services.validation.jpeg_trailer import MPF_HEADER, XMP_HEADER, Trailer, declared_trailer, mpf_images
-from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits, MetadataBudget
+from app.services.validation.limits import IntegrityLimits, MetadataBudget
+from app.services.validation.settings import DEFAULT_LIMITS
 
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE

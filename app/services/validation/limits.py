@@ -1,6 +1,6 @@
 """The bounds of an upload's structure walk, and the metadata budget every format's walk keeps.
 
-Every bound is the setting of the same name (`IntegrityLimits.from_settings`); the walks of
+Every bound is the setting of the same name (`app.services.validation.settings`); the walks of
 `app.services.validation.{jpeg,png,webp,heif}` take them.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.config import Settings
 from app.core.errors import UndecodableImage
 
 
@@ -24,13 +23,6 @@ class IntegrityLimits:
     image_max_metadata_bytes: int
     jpeg_max_trailing_bytes: int
     jpeg_max_images: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> IntegrityLimits:
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
-
-
-DEFAULT_LIMITS = IntegrityLimits.from_settings(Settings.model_construct())
 
 
 class MetadataBudget:

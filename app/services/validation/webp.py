@@ -7,7 +7,8 @@ from __future__ import annotations
 import mmap
 
 from app.core.errors import UndecodableImage
-from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits, MetadataBudget
+from app.services.validation.limits import IntegrityLimits, MetadataBudget
+from app.services.validation.settings import DEFAULT_LIMITS
 
 _IMAGE_CHUNKS = frozenset({b"VP8 ", b"VP8L"})
 _STRUCTURE_CHUNKS = frozenset({b"ANIM", b"ALPH"})

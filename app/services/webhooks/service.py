@@ -33,7 +33,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
 from app.core.errors import CallbackNeedsCredentials
 from app.db import webhooks as rows
 from app.db.models import WebhookDelivery, WebhookSecret
@@ -41,6 +40,7 @@ from app.services.accounts.principals import Principal
 from app.services.fetch.url_policy import UrlPolicy, not_allowed
 from app.services.webhooks import sender, signing
 from app.services.webhooks.schedule import next_attempt
+from app.services.webhooks.settings import DeliverySettings
 
 logger = logging.getLogger("app.webhooks")
 
@@ -71,7 +71,7 @@ class SecretView:
     previous_valid_until: datetime | None
 
 
-def webhook_policy(settings: Settings) -> UrlPolicy:
+def webhook_policy(settings: DeliverySettings) -> UrlPolicy:
     """The URL-fetch policy (addresses, loopback for tests) with the webhook timeouts."""
     return UrlPolicy(
         max_redirects=0,
@@ -85,7 +85,7 @@ def webhook_policy(settings: Settings) -> UrlPolicy:
 class WebhookService:
     """Registers callbacks, fires events, delivers them (see the module docstring)."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, settings: DeliverySettings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
         self.sessions = sessions
         self.policy = webhook_policy(settings)

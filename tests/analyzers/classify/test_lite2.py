@@ -23,6 +23,7 @@ from app.analyzers.base import ImageSource
 from app.analyzers.classify.analyzer import ClassifyParams, ClassifyResult, OnnxClassifier
 from app.analyzers.classify.model_spec import ModelSpec
 from app.analyzers.registry import build_registry
+from app.analyzers.settings import AnalyzerSettings
 from tests.conftest import MODEL_DIR, serve
 from tests.factories import encode
 
@@ -100,7 +101,7 @@ def test_onnx_matches_torch_on_real_photos(lite2_path: Path) -> None:
 
 async def test_served_beside_the_default_model(make_settings, lite2_path: Path) -> None:
     settings = make_settings(analyzers=["classify"], models=f"lite2={lite2_path}", onnx_threads=1)
-    async with serve(settings, build_registry(settings)) as c:
+    async with serve(settings, build_registry(AnalyzerSettings.from_settings(settings))) as c:
         assert (await c.get("/readyz")).status_code == 200
         chelsea = encode(photo("chelsea"), "JPEG", quality=92)
         default = await c.post("/v1/classify", files={"file": ("cat.jpg", chelsea, "image/jpeg")})

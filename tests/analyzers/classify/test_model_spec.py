@@ -19,6 +19,7 @@ from PIL import Image
 from app.analyzers.base import ImageSource
 from app.analyzers.classify.analyzer import ClassifyParams, ClassifyResult, OnnxClassifier
 from app.analyzers.classify.model_spec import ModelMismatch, ModelSpec
+from app.analyzers.settings import model_spec
 from app.core.config import Settings
 from tests.tiny_models import labels_file, tiny_classifier
 
@@ -91,7 +92,7 @@ def test_nhwc_from_the_static_shape_and_from_metadata(tmp_path: Path) -> None:
 def test_dynamic_size_from_metadata_else_settings(tmp_path: Path) -> None:
     labels = labels_file(tmp_path / "l.txt", RGB)
     settings = Settings(_env_file=None, model_input_size=16, model_resize="stretch", model_mean="0.25")
-    defaults = ModelSpec.from_settings(settings)
+    defaults = model_spec(settings)
     dynamic = tiny_classifier(tmp_path / "a.onnx", size="s")
     plain = OnnxClassifier(dynamic, labels_path=labels, defaults=defaults)
     assert plain.spec == ModelSpec(height=16, width=16, resize="stretch", mean=(0.25, 0.25, 0.25))

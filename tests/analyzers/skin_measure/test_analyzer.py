@@ -18,6 +18,7 @@ from app.analyzers.face.mesh_backend import decode, find_face
 from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.face.mesh_regions import MESH_REGION_NAMES, polygons
 from app.analyzers.registry import build_registry
+from app.analyzers.settings import AnalyzerSettings
 from app.analyzers.skin import SKIN_ISSUES, SKIN_TYPES
 from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer, summarize
 from app.analyzers.skin_measure.models import SkinMeasureParams, SkinMeasureResult
@@ -263,7 +264,7 @@ def test_summary_rules(base: SkinMeasureResult) -> None:
 def test_registry_loads_it_beside_the_mock_and_shares_the_mesh() -> None:
     settings = Settings(_env_file=None, model_dir=MODEL_DIR, onnx_threads=1)
     assert settings.analyzers == ["classify", "face", "skin-measure"] and settings.face_backend == "mesh"
-    registry = build_registry(settings)
+    registry = build_registry(AnalyzerSettings.from_settings(settings))
     assert not registry.unavailable
     measure, face, mock = registry.get("skin-measure"), registry.get("face"), registry.get("skin")
     assert isinstance(measure, SkinMeasureAnalyzer) and isinstance(face, FaceAnalyzer)
@@ -287,10 +288,10 @@ def test_settings_configure_the_gate_and_the_backend() -> None:
         skin_min_face_px=120,
         skin_max_yaw_degrees=10,
     )
-    registry = build_registry(settings)
+    registry = build_registry(AnalyzerSettings.from_settings(settings))
     assert registry.names() == ["face", "skin", "skin-measure"]
     assert registry.get("face").version == "dlib68-2"
-    gate = QualityGate.from_settings(settings)
+    gate = AnalyzerSettings.from_settings(settings).skin_measure
     assert gate.min_face_px == 120 and gate.max_yaw == 10
     with pytest.raises(ValidationError):
         Settings(_env_file=None, analyzers="skin-measure,skin-guess")

@@ -24,8 +24,9 @@ from app.core.errors import TooManyPixels, UndecodableImage
 from app.core.formats import FORMATS
 from app.services.validation.checks import check_structure, inspect_image
 from app.services.validation.jpeg import check_jpeg_structure
-from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits
+from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import DEFLATE_MAX_RATIO, check_png_structure
+from app.services.validation.settings import DEFAULT_LIMITS, integrity_limits
 from app.services.validation.webp import check_webp_structure
 
 
@@ -464,8 +465,8 @@ def test_ordinary_webps_pass() -> None:
 
 
 def test_limits_come_from_settings() -> None:
-    assert DEFAULT_LIMITS == IntegrityLimits.from_settings(Settings(_env_file=None))
-    tight = IntegrityLimits.from_settings(Settings(_env_file=None, png_max_text_chunks=1, jpeg_max_images=1))
+    assert DEFAULT_LIMITS == integrity_limits(Settings(_env_file=None))
+    tight = integrity_limits(Settings(_env_file=None, png_max_text_chunks=1, jpeg_max_images=1))
     assert (tight.png_max_text_chunks, tight.jpeg_max_images) == (1, 1)
     with pytest.raises(UndecodableImage):
         check_structure(png_with_text(), FORMATS["png"], tight)

@@ -10,13 +10,14 @@ import zlib
 import pytest
 
 from app.core.errors import UndecodableImage
-from app.services.validation.limits import DEFAULT_LIMITS, IntegrityLimits
+from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import (
     DEFLATE_MAX_RATIO,
     IMAGE_DATA_CHECK_BYTES,
     SIGNATURE,
     check_png_structure,
 )
+from app.services.validation.settings import DEFAULT_LIMITS
 
 
 def chunk(kind: bytes, payload: bytes = b"") -> bytes:
