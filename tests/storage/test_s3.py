@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from app.core.errors import RangeNotSatisfiable, StorageUnavailable
@@ -28,8 +27,7 @@ from app.storage.objects import (
     publish,
     result_key,
 )
-from app.storage.s3 import S3ObjectStore, parse_storage_url
-from tests.processes import free_port
+from app.storage.s3 import S3ObjectStore
 
 
 @pytest.fixture
@@ -215,71 +213,6 @@ async def test_ranged_reads_serve_the_bytes_asked_for_with_the_etag(
     assert await store.stat(image_key(new_image_id(), "webp")) is None
 
 
-async def test_an_unreachable_endpoint_is_storage_unavailable_at_once(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens there: connections are refused
-    upload = tmp_path / "upload"
-    upload.write_bytes(b"bytes")
-    async with S3ObjectStore(
-        bucket="b",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        access_key_id="k",
-        secret_access_key="s",
-        connect_timeout=0.5,
-        read_timeout=0.5,
-        max_attempts=2,
-        retry_after=7,
-    ) as store:
-        calls: list[Callable[[], Awaitable[Any]]] = [
-            store.check,
-            lambda: store.create("k", b"x"),
-            lambda: store.replace("k", b"x", '"e"'),
-            lambda: store.read("k"),
-            lambda: store.stat("k"),
-            lambda: store.open("k", 1, 2),
-            lambda: store.delete("k"),
-            lambda: store.delete_prefix("images/x/"),
-            lambda: store.put_file("k", upload, sha256=hashlib.sha256(b"bytes").hexdigest()),
-        ]
-        for call in calls:
-            # Bounded by the timeouts and attempts above, far below botocore's defaults (minutes).
-            with anyio.fail_after(30), pytest.raises(StorageUnavailable) as failed:
-                await call()
-            assert failed.value.status == 503 and failed.value.code == "storage_unavailable"
-            assert failed.value.headers["Retry-After"] == "7"
-        with anyio.fail_after(30), pytest.raises(StorageUnavailable):
-            [o async for o in store.list("")]
-
-
-async def test_a_server_that_never_answers_is_storage_unavailable_after_the_read_timeout(
-    tmp_path: Path,
-) -> None:
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(-1)  # accepts the request and never answers
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with S3ObjectStore(
-            bucket="b",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            access_key_id="k",
-            secret_access_key="s",
-            read_timeout=0.5,
-            max_attempts=1,
-        ) as store:
-            with anyio.fail_after(30), pytest.raises(StorageUnavailable):
-                await store.read("k")
-            # Writes too: no `Expect: 100-continue` wait, which aiohttp would never time out.
-            with anyio.fail_after(30), pytest.raises(StorageUnavailable):
-                await store.create("k", b"x")
-            upload = tmp_path / "upload"
-            upload.write_bytes(b"bytes")
-            with anyio.fail_after(30), pytest.raises(StorageUnavailable):
-                await store.put_file("k", upload, sha256=hashlib.sha256(b"bytes").hexdigest())
-    finally:
-        server.close()
-
-
 async def test_a_wrong_bucket_or_wrong_credentials_fail_the_readiness_check(
     make_store: Callable[..., Awaitable[S3ObjectStore]],
 ) -> None:
@@ -291,12 +224,3 @@ async def test_a_wrong_bucket_or_wrong_credentials_fail_the_readiness_check(
         await wrong_key.check()
     with pytest.raises(StorageUnavailable):
         await wrong_key.create(job_key("inputs", "x"), b"x")
-
-
-def test_storage_urls_name_a_bucket_and_a_prefix() -> None:
-    assert parse_storage_url("s3://bucket") == ("bucket", "")
-    assert parse_storage_url("s3://bucket/a/b/") == ("bucket", "a/b")
-    for bad in ("bucket/prefix", "s3:///prefix", "http://bucket/prefix"):
-        with pytest.raises(ValueError):
-            parse_storage_url(bad)
-    assert S3ObjectStore.from_url("s3://bucket/a/b/").prefix == "a/b/"

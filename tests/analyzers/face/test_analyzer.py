@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from pydantic import ValidationError
 from skimage import data
 
@@ -23,7 +22,6 @@ from app.analyzers.face.analyzer import (
     FaceResult,
 )
 from app.analyzers.face.mesh_regions import MESH_REGION_NAMES
-from app.analyzers.face.segmentation import trace_boundaries
 from app.analyzers.imaging import load_gray, load_rgb
 from app.analyzers.svg import SVG_NAMESPACE
 from app.core.errors import FaceTooSmall, NoFaceDetected, UndecodableImage
@@ -270,13 +268,6 @@ def test_client_landmarks_give_the_same_regions(analyzer: FaceAnalyzer, astronau
     assert result.face_box.width > 0 and result.face_box.height > 0
 
 
-def test_client_landmarks_are_checked(analyzer: FaceAnalyzer) -> None:
-    with pytest.raises(ValueError):
-        analyzer.contours_from_landmarks((100, 100), [(1.0, 2.0)] * 10)
-    with pytest.raises(ValueError):
-        analyzer.contours_from_landmarks((100, 100), [(math.nan, 2.0)] * 68)
-
-
 def test_five_point_model_aligns_without_regions(dlib_analyzer: FaceAnalyzer, astronaut: Image.Image) -> None:
     five = FaceAnalyzer("dlib", landmarks_model="5")
     assert len({five.version, dlib_analyzer.version, FaceAnalyzer.version}) == 3
@@ -320,55 +311,6 @@ def test_mesh_adds_finer_regions_and_head_pose(astronaut_result: FaceResult) -> 
     assert r.head_pose is not None
     assert abs(r.head_pose.yaw) < 8 and -25 < r.head_pose.pitch < 0 and abs(r.head_pose.roll) < 8
     assert "forehead" not in r.svg  # the SVG keeps the contract's regions
-
-
-# -- segmentation -----------------------------------------------------------------------------
-
-
-def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def test_segmentation_gives_one_closed_path_per_label(analyzer: FaceAnalyzer) -> None:
-    label = Image.new("L", (200, 150), 0)
-    draw = ImageDraw.Draw(label)
-    draw.rectangle((20, 30, 89, 69), fill=1)
-    draw.ellipse((100, 40, 179, 129), fill=2)
-    result = analyzer.contours_from_segmentation(label)
-    assert list(result.regions) == ["label_1", "label_2"]
-    assert (result.size.width, result.size.height) == (200, 150)
-    labels = np.asarray(label)
-    for value in (1, 2):
-        d = result.regions[f"label_{value}"]
-        assert d.startswith("M") and d.endswith(" Z") and d.count("M") == 1
-        assert _bbox(d) == _mask_bbox(labels == value)
-    assert result.regions["label_1"] == "M20,30 L90,30 L90,70 L20,70 Z"
-    paths = ET.fromstring(result.svg).findall("svg:path", NS)
-    assert [p.get("id") for p in paths] == ["label_1", "label_2"]
-
-
-def test_segmentation_names_holes_and_modes(analyzer: FaceAnalyzer) -> None:
-    ring = np.zeros((40, 40), dtype=np.uint8)
-    ring[5:35, 5:35] = 3
-    ring[15:25, 15:25] = 0
-    palette = Image.fromarray(ring, mode="L").convert("P")
-    result = analyzer.contours_from_segmentation(palette, {3: "skin"})
-    assert list(result.regions) == ["skin"]
-    assert result.regions["skin"] == "M5,5 L35,5 L35,35 L5,35 Z M15,15 L15,25 L25,25 L25,15 Z"
-    with pytest.raises(ValueError):
-        analyzer.contours_from_segmentation(Image.new("RGB", (4, 4)))
-    assert analyzer.contours_from_segmentation(Image.new("L", (4, 4))).regions == {}
-
-
-def test_trace_boundaries_separates_diagonal_neighbours() -> None:
-    mask = np.zeros((4, 4), dtype=bool)
-    mask[0, 0] = mask[1, 1] = True
-    loops = trace_boundaries(mask)
-    assert loops == [[(0, 0), (1, 0), (1, 1), (0, 1)], [(1, 1), (2, 1), (2, 2), (1, 2)]]
-    assert trace_boundaries(np.zeros((3, 3), dtype=bool)) == []
-    full = trace_boundaries(np.ones((2, 3), dtype=bool))
-    assert full == [[(0, 0), (3, 0), (3, 2), (0, 2)]]
 
 
 def test_12mp_jpeg_is_found_at_full_resolution(

@@ -15,7 +15,7 @@ import pytest
 
 from app.analyzers.face.analyzer import FaceAnalyzer
 from app.analyzers.face.mesh_backend import decode, find_faces
-from app.analyzers.face.mesh_models import FaceMesh, tile_boxes
+from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
 from app.analyzers.skin_measure.models import SkinMeasureParams
 from app.core.errors import FaceTooSmall, MultipleFaces, NoFaceDetected
@@ -34,18 +34,6 @@ def mesh() -> FaceMesh:
 
 def _inside(point: tuple[float, float], box: tuple[float, float, float, float]) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
-
-
-def test_tiles_overlap_and_cover_the_image() -> None:
-    tiles = tile_boxes((1000, 750))
-    assert len(tiles) == 6 and all(t[2] - t[0] == t[3] - t[1] == 450 for t in tiles)
-    covered = np.zeros((750, 1000), bool)
-    for x0, y0, x1, y1 in tiles:
-        covered[y0:y1, x0:x1] = True
-    assert covered.all()
-    xs = sorted({t[0] for t in tiles})
-    assert all(b - a <= 450 - 150 for a, b in zip(xs, xs[1:], strict=False))  # overlap >= 0.15 L
-    assert tile_boxes((300, 200)) == []  # a tile would be smaller than the 192-px input
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.08])
