@@ -1,4 +1,4 @@
-"""Idempotency-Key records in the database (each back-end): claims, leases, records, expiry,
+"""The Idempotency-Key store over the database (each back-end): claims, leases, records, expiry,
 erasure, and the import of an earlier version's record files."""
 
 from __future__ import annotations
