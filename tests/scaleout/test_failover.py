@@ -25,8 +25,8 @@ from app.storage.s3 import S3ObjectStore
 from tests.conftest import files_under
 from tests.factories import jpeg_bytes, photo_jpeg
 from tests.scaleout.cluster import Cluster, fetch, start_cluster
+from tests.services.jobs.test_pg_queue import STATUS, SUBMIT, landmark_job, pg_worker, wait_finished
 from tests.storage.test_s3_app import wait_for
-from tests.storage.test_s3_jobs import STATUS, SUBMIT, landmark_job, pg_worker, wait_finished
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: dict[str, Any])
         S3_MAX_ATTEMPTS="1",
         S3_RETRY_AFTER_SECONDS=S3_RETRY_AFTER,
         DATABASE_CONNECT_TIMEOUT_SECONDS="2",
-        # Jobs slowed, and a dead worker noticed within seconds (as tests/storage/test_s3_jobs.py)
+        # Jobs slowed, and a dead worker noticed within seconds (as tests/services/jobs/test_pg_queue.py)
         INITIAL_CREDITS="5",
         USER_CACHE_SECONDS="0",
         JOB_RUN_DELAY_SECONDS=str(JOB_RUN_DELAY),

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 
 from app.core.config import Settings
 from tests.conftest import serve
-from tests.storage.test_s3_jobs import SUBMIT, landmark_job, login, pg_url, replica_env  # noqa: F401
+from tests.services.jobs.test_pg_queue import SUBMIT, landmark_job, login, pg_url, replica_env  # noqa: F401
 from tests.webhook_receiver import receiver
 
 

@@ -1,4 +1,5 @@
-"""Seed 004 contour jobs in scale-out mode (S3 + PostgreSQL): procrastinate, shared records.
+"""The scale-out job engine (`app.services.jobs.pg_queue`): seed 004 contour jobs on
+procrastinate, records in PostgreSQL, bytes in S3.
 
 Replicas with separate data dirs share one PostgreSQL database and one bucket prefix. A job
 submitted to one replica is read from every replica; the same content is computed once and
