@@ -19,14 +19,13 @@ import pytest
 from PIL import Image, PngImagePlugin
 from skimage import data
 
-from app.core.config import Settings
 from app.core.errors import TooManyPixels, UndecodableImage
 from app.core.formats import FORMATS
-from app.services.validation.checks import check_structure, inspect_image
+from app.services.validation.checks import inspect_image
 from app.services.validation.jpeg import check_jpeg_structure
 from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import DEFLATE_MAX_RATIO, check_png_structure
-from app.services.validation.settings import DEFAULT_LIMITS, integrity_limits
+from app.services.validation.settings import DEFAULT_LIMITS
 from app.services.validation.webp import check_webp_structure
 
 
@@ -459,16 +458,3 @@ def test_ordinary_webps_pass() -> None:
         assert inspect_image(body, FORMATS["webp"], 40_000_000)[0] > 0, name
     with pytest.raises(UndecodableImage, match="more than 1 metadata"):
         check_webp_structure(webp_ok()["exif-icc"], limits(image_max_metadata_segments=1))
-
-
-# --- Settings --------------------------------------------------------------------------------------
-
-
-def test_limits_come_from_settings() -> None:
-    assert DEFAULT_LIMITS == integrity_limits(Settings(_env_file=None))
-    tight = integrity_limits(Settings(_env_file=None, png_max_text_chunks=1, jpeg_max_images=1))
-    assert (tight.png_max_text_chunks, tight.jpeg_max_images) == (1, 1)
-    with pytest.raises(UndecodableImage):
-        check_structure(png_with_text(), FORMATS["png"], tight)
-    with pytest.raises(UndecodableImage):
-        inspect_image(mpo(), FORMATS["jpeg"], 40_000_000, limits=tight)
