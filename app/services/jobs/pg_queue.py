@@ -57,7 +57,8 @@ RETRY_SECONDS = 2.0
 RUN_ATTEMPTS = 10
 RUN_RETRY_WAIT_SECONDS = 2
 COLUMNS = (
-    "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at"
+    "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at,"
+    " reused_from, reused_distance"
 )
 
 
@@ -68,7 +69,7 @@ def libpq_url(url: str) -> str:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    job_id, status, key, owner, hold_id, code, detail, worker, created, updated = row
+    job_id, status, key, owner, hold_id, code, detail, worker, created, updated, reused, distance = row
     error = JobError(code=code, detail=detail or "") if code else None
     return Job(
         job_id=job_id,
@@ -80,6 +81,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         worker=worker,
         created_at=created,
         updated_at=updated,
+        reused_from=reused,
+        reused_distance=distance,
     )
 
 
@@ -343,7 +346,8 @@ class ProcrastinateJobQueue:
                 worker=None,
             )
             await conn.execute(
-                f"INSERT INTO contour_jobs ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s)",
+                f"INSERT INTO contour_jobs ({COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, NULL, NULL)",
                 (job_id, status.value, key, owner, job.hold_id, now, now),
             )
         if lead:
@@ -358,6 +362,47 @@ class ProcrastinateJobQueue:
                 raise
         logger.info("job %s %s (key %s)", job_id, how, key[:12])
         return job
+
+    async def known(self, data: bytes) -> bool:
+        """Whether the content `data` has a published result or an unfinished job."""
+        key = hashlib.sha256(bytes(data)).hexdigest()
+        if await self.store.stat(job_key("results", key)) is not None:
+            return True
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM contour_jobs WHERE content_key = %s"
+                " AND status IN ('pending', 'running') LIMIT 1",
+                (key,),
+            )
+            return await cursor.fetchone() is not None
+
+    async def adopt(self, key: str, *, owner: str, reused_from: str, distance: int) -> Job | None:
+        """A job born completed with the published output of content `key` (perceptual reuse:
+        `reused_from` and `distance` say whose and how near), recorded on return; None when
+        `key` has no output (still running, failed, or removed by retention)."""
+        now = datetime.now(UTC)
+        job_id = str(uuid.uuid4())
+        async with self.connection() as conn:
+            # Under the key's lock: retention and erasure remove its objects under it too
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+            if await self.store.stat(job_key("results", key)) is None:
+                return None
+            await conn.execute(
+                f"INSERT INTO contour_jobs ({COLUMNS})"
+                " VALUES (%s, 'completed', %s, %s, NULL, NULL, NULL, NULL, %s, %s, %s, %s)",
+                (job_id, key, owner, now, now, reused_from, distance),
+            )
+        logger.info("job %s reused key %s (job %s, distance %d)", job_id, key[:12], reused_from, distance)
+        return Job(
+            job_id=job_id,
+            status=JobStatus.COMPLETED,
+            created_at=now,
+            updated_at=now,
+            content_key=key,
+            owner=owner,
+            reused_from=reused_from,
+            reused_distance=distance,
+        )
 
     async def defer(self, job_id: str, key: str) -> bool:
         """Queue the run of `key` led by `job_id` (`queueing_lock` = job id: never queued twice
@@ -402,7 +447,7 @@ class ProcrastinateJobQueue:
                     " FROM contour_jobs WHERE job_id = %s FOR UPDATE) old"
                     " WHERE c.job_id = old.job_id AND old.hold_id IS NOT NULL"
                     " RETURNING c.job_id, c.status, c.content_key, c.owner, old.hold_id, c.error_code,"
-                    " c.error_detail, c.worker, c.created_at, c.updated_at",
+                    " c.error_detail, c.worker, c.created_at, c.updated_at, c.reused_from, c.reused_distance",
                     (job_id,),
                 )
             ).fetchone()
