@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import anyio
 import httpx
@@ -109,9 +112,25 @@ async def check_reuse(client: httpx.AsyncClient) -> None:
     assert wide.status_code == 400 and wide.json()["code"] == "validation_error", wide.text
 
 
-async def test_a_reencoded_photo_reuses_the_earlier_contour_job(make_settings) -> None:
+async def test_a_reencoded_photo_reuses_the_earlier_contour_job(make_settings, data_dir: Path) -> None:
     async with serve(make_settings(initial_credits=5, rate_limits_enabled=False)) as client:
         await check_reuse(client)
+        owners = "SELECT DISTINCT owner FROM contour_job_hashes ORDER BY owner"
+        assert hashed(data_dir, owners) == [("user:1",), ("user:2",)]
+        carol = await relogin(client, "carol")
+        assert (await client.delete("/api/v1/auth/me", headers=carol)).status_code == 204
+        assert hashed(data_dir, owners) == [("user:2",)]  # her photos' hashes went with her
+
+
+def hashed(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(data_dir / "service.db")) as db:
+        return list(db.execute(sql))
+
+
+async def relogin(client: httpx.AsyncClient, username: str) -> dict[str, str]:
+    user = {"username": username, "password": PASSWORD}
+    token = (await client.post("/api/v1/auth/login", json=user)).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_reuse_off_computes_every_job(make_settings) -> None:
