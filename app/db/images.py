@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -172,14 +172,21 @@ def band_match(table: Any, probes: Sequence[Sequence[int]]) -> ColumnElement[boo
     )
 
 
+def near_duplicates_query(
+    *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
+) -> Select[tuple[Any, ...]]:
+    """The lookup `near_duplicates` runs (also what `bench/perceptual_lookup.py` EXPLAINs)."""
+    where = [band_match(Image, probes), Image.image_id != exclude]
+    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
+        where.append(Image.owner.concat("") == owner)
+    return select(*_CANDIDATE).where(*where)
+
+
 async def near_duplicates(
     session: AsyncSession, *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
 ) -> list[NearDuplicate]:
     """Rows with at least one band among its probed values (`probes[band]`: the values to look
     up in that band's index), of `owner` (any owner when None), other than `exclude`; the
     caller checks the full Hamming distance of these candidates."""
-    where = [band_match(Image, probes), Image.image_id != exclude]
-    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
-        where.append(Image.owner.concat("") == owner)
-    rows = await session.execute(select(*_CANDIDATE).where(*where))
+    rows = await session.execute(near_duplicates_query(probes=probes, owner=owner, exclude=exclude))
     return [NearDuplicate(*row) for row in rows]
