@@ -182,6 +182,8 @@ class ContourJobService:
             self.queue = ProcrastinateJobQueue(
                 settings, objects, self._run, run_pool=analysis_pool, on_finished=self._finished
             )
+            if webhooks is not None:  # attempts become the job engine's tasks
+                webhooks.use_engine(self.queue.app, self.queue.add_queue)
             return
         self.queue = JobQueue(
             settings.jobs_dir,

@@ -126,6 +126,13 @@ class ProcrastinateJobQueue:
         self.app.task(name=TASK, queue=QUEUE, retry=retry)(self._body)
         self._task: asyncio.Task[None] | None = None
         self._opened = False
+        self._extra_queues: dict[str, int] = {}  # further queues this process works: concurrency
+
+    def add_queue(self, queue: str, concurrency: int) -> None:
+        """Work `queue` too, wherever this process runs a worker: a worker of its own with its own
+        `concurrency`, so that its tasks never wait behind contour jobs (nor hold them up).
+        Call before `start`."""
+        self._extra_queues[queue] = concurrency
 
     async def start(self) -> None:
         """Open the pool and, in the background (the database may be down), apply the engine's
@@ -168,6 +175,8 @@ class ProcrastinateJobQueue:
             name="procrastinate-maintenance",
         )
         loops = [maintainer]
+        for queue, concurrency in self._extra_queues.items() if self.run_worker else ():
+            loops.append(asyncio.create_task(self._work(queue, concurrency), name=f"procrastinate-{queue}"))
         if self.run_worker:
             loops.append(
                 asyncio.create_task(
@@ -181,28 +190,33 @@ class ProcrastinateJobQueue:
                 )
             )
         try:
-            while self.run_worker:
-                try:
-                    await self.app.run_worker_async(
-                        queues=[QUEUE],
-                        name=self.worker,
-                        concurrency=self.settings.job_workers,
-                        update_heartbeat_interval=self.settings.job_heartbeat_seconds,
-                        stalled_worker_timeout=self.settings.job_stalled_after_seconds,
-                        fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
-                        install_signal_handlers=False,  # a stop waits for the running jobs (threads)
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the database went away: start again once it is back
-                    logger.warning("job worker stopped (%s: %s); restarting", type(exc).__name__, exc)
-                await asyncio.sleep(RETRY_SECONDS)
+            if self.run_worker:
+                await self._work(QUEUE, self.settings.job_workers)
             await asyncio.gather(*loops)  # until stopped
         finally:
             for task in loops:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _work(self, queue: str, concurrency: int) -> None:
+        """A procrastinate worker on `queue` (restarted when the database comes back) until cancelled."""
+        while True:
+            try:
+                await self.app.run_worker_async(
+                    queues=[queue],
+                    name=self.worker if queue == QUEUE else f"{self.worker}/{queue}",
+                    concurrency=concurrency,
+                    update_heartbeat_interval=self.settings.job_heartbeat_seconds,
+                    stalled_worker_timeout=self.settings.job_stalled_after_seconds,
+                    fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
+                    install_signal_handlers=False,  # a stop waits for the running jobs (threads)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: start again once it is back
+                logger.warning("%s worker stopped (%s: %s); restarting", queue, type(exc).__name__, exc)
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def _ensure_schema(self) -> None:
         """Apply procrastinate's schema once per database (replicas race: an advisory lock)."""
