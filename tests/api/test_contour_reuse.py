@@ -65,8 +65,13 @@ async def finished(client: httpx.AsyncClient, job_id: str, who: dict[str, str]) 
             await anyio.sleep(0.05)
 
 
-async def credits(client: httpx.AsyncClient, who: dict[str, str]) -> int:
-    return (await client.get("/v1/me", headers=who)).json()["credits"]
+async def credits(client: httpx.AsyncClient, who: dict[str, str], expected: int) -> int:
+    """The balance once it is `expected` (a job's charge is settled just after its record says
+    completed), else what it is after a while."""
+    with anyio.move_on_after(10):
+        while (balance := (await client.get("/v1/me", headers=who)).json()["credits"]) != expected:
+            await anyio.sleep(0.05)
+    return int(balance)
 
 
 def test_the_photos_are_near_duplicates_only_of_each_other() -> None:
@@ -82,7 +87,7 @@ async def check_reuse(client: httpx.AsyncClient) -> None:
     assert "x-cache" not in first.headers
     computed = await finished(client, first.json()["job_id"], carol)
     assert computed["status"] == "completed" and computed["reused_from"] is None, computed
-    assert await credits(client, carol) == 4
+    assert await credits(client, carol, 4) == 4
 
     again = await submit(client, REENCODED, carol)
     assert again.headers["x-cache"] == "REUSED" and again.json()["status"] == "completed"
@@ -91,14 +96,14 @@ async def check_reuse(client: httpx.AsyncClient) -> None:
     assert reused["reused_from"]["job_id"] == first.json()["job_id"]
     assert 0 <= reused["reused_from"]["distance"] <= 15
     assert {k for k in reused if k != "reused_from"} == {k for k in computed if k != "reused_from"}
-    assert await credits(client, carol) == 4  # free, like a cache hit
+    assert await credits(client, carol, 4) == 4  # free, like a cache hit
 
     # reuse_distance=0 (no reuse for this job), then the opt-out: the photo's own job, charged once
     tight = await submit(client, REENCODED, carol, reuse_distance=0)
     assert "x-cache" not in tight.headers
     own = await finished(client, tight.json()["job_id"], carol)
     assert own["status"] == "completed" and own["reused_from"] is None and own["result"]
-    assert await credits(client, carol) == 3
+    assert await credits(client, carol, 3) == 3
     opted_out = await submit(client, REENCODED, carol, reuse=False)  # the same content: its cache
     assert (await finished(client, opted_out.json()["job_id"], carol))["result"] == own["result"]
 
