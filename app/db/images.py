@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -160,26 +160,24 @@ class NearDuplicate(NamedTuple):
 _CANDIDATE = tuple(getattr(Image, name) for name in NearDuplicate._fields)
 
 
-def band_match(table: Any, probes: Sequence[Sequence[int]]) -> ColumnElement[bool]:
-    """Rows of `table` (its `pdq_0`... columns, each indexed) with at least one band among its
-    probed values (`probes[band]`: the values to look up in that band's index)."""
+def band_match(table: Any, probes: Sequence[Sequence[int]], owner: str | None = None) -> ColumnElement[bool]:
+    """Rows of `table` (its `pdq_0`... columns, each indexed with the owner after it) with at
+    least one band among its probed values (`probes[band]`: the values to look up in that
+    band's index), of `owner` if given: the owner is part of every branch, so that each
+    branch is one probe of one (band, owner) index and another owner's rows are never read."""
     columns = [getattr(table, f"pdq_{band}") for band in range(PERCEPTUAL_BANDS)]
-    return or_(
-        *(
-            column.in_(values) if len(values) > 1 else column == values[0]
-            for column, values in zip(columns, probes, strict=True)
-        )
-    )
+    branches = []
+    for column, values in zip(columns, probes, strict=True):
+        match = column.in_(values) if len(values) > 1 else column == values[0]
+        branches.append(match if owner is None else and_(match, table.owner == owner))
+    return or_(*branches)
 
 
 def near_duplicates_query(
     *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
 ) -> Select[tuple[Any, ...]]:
     """The lookup `near_duplicates` runs (also what `bench/perceptual_lookup.py` EXPLAINs)."""
-    where = [band_match(Image, probes), Image.image_id != exclude]
-    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
-        where.append(Image.owner.concat("") == owner)
-    return select(*_CANDIDATE).where(*where)
+    return select(*_CANDIDATE).where(band_match(Image, probes, owner), Image.image_id != exclude)
 
 
 async def near_duplicates(

@@ -66,14 +66,12 @@ async def near_duplicate_jobs(
     checks the full Hamming distance."""
     table = ContourJobHash
     where = [
-        band_match(table, probes),
+        band_match(table, probes, owner),
         table.content_key != exclude,
         table.variant == variant,
         table.width == size[0],
         table.height == size[1],
     ]
-    if owner is not None:  # an expression: the planners must take the bands' indexes
-        where.append(table.owner.concat("") == owner)
     rows = await session.execute(
         select(table.content_key, table.job_id, table.perceptual_hash)
         .where(*where)

@@ -148,10 +148,11 @@ PERCEPTUAL_BANDS = 16  # 16-bit bands of the 256-bit PDQ hash (app.services.imag
 
 
 def _band_index(band: int) -> Index:
-    """Exact-match index of one band, over the rows that have a hash."""
+    """Exact-match index of one band and the owner (a lookup in the owner's images reads only
+    theirs), over the rows that have a hash (migration 0009)."""
     column = f"pdq_{band}"
     where = text(f"{column} IS NOT NULL")
-    return Index(f"ix_images_pdq_{band}", column, sqlite_where=where, postgresql_where=where)
+    return Index(f"ix_images_pdq_{band}", column, "owner", sqlite_where=where, postgresql_where=where)
 
 
 class Image(Base):
@@ -288,7 +289,10 @@ class ContourJobHash(Base):
     __tablename__ = "contour_job_hashes"
     __table_args__ = (
         Index("ix_contour_job_hashes_owner", "owner"),
-        *(Index(f"ix_contour_job_hashes_pdq_{band}", f"pdq_{band}") for band in range(PERCEPTUAL_BANDS)),
+        *(
+            Index(f"ix_contour_job_hashes_pdq_{band}", f"pdq_{band}", "owner")
+            for band in range(PERCEPTUAL_BANDS)
+        ),
     )
 
     content_key: Mapped[str] = mapped_column(String(64), primary_key=True)

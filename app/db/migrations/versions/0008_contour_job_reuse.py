@@ -34,7 +34,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_contour_job_hashes_owner", "contour_job_hashes", ["owner"])
     for band in range(BANDS):
-        op.create_index(f"ix_contour_job_hashes_pdq_{band}", "contour_job_hashes", [f"pdq_{band}"])
+        op.create_index(f"ix_contour_job_hashes_pdq_{band}", "contour_job_hashes", [f"pdq_{band}", "owner"])
     with op.batch_alter_table("contour_jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("reused_from", sa.String(length=36), nullable=True))
         batch_op.add_column(sa.Column("reused_distance", sa.Integer(), nullable=True))
