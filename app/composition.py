@@ -49,6 +49,7 @@ from app.services.images.ingest import IngestService
 from app.services.images.previews import PreviewService
 from app.services.images.settings import IngestSettings
 from app.services.jobs.contours import ContourJobService
+from app.services.jobs.reuse import contour_reuse
 from app.services.jobs.settings import JobSettings
 from app.services.metrics_export import MetricsExport
 from app.services.rate_limit_settings import RateLimitSettings
@@ -283,6 +284,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits,
         objects=images.objects.store if images.objects is not None else None,
         webhooks=webhooks,
+        reuse=contour_reuse(settings, sessions),
     )
     accounts = AccountService(AccountSettings.from_settings(settings), sessions, jwt_config, users)
     rate_limits = RateLimits(RateLimitSettings.from_settings(settings))

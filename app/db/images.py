@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.units import human_size
 from app.db.engine import is_sqlite, rowcount
@@ -24,7 +25,7 @@ _OWNER = select(Image.owner).where(Image.image_id == bindparam("image_id"))
 _FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
 
 
-def _bands(perceptual_hash: str | None) -> dict[str, int | None]:
+def band_columns(perceptual_hash: str | None) -> dict[str, int | None]:
     """The band columns of a hash (all NULL without one)."""
     step = len(perceptual_hash) // PERCEPTUAL_BANDS if perceptual_hash else 0
     return {
@@ -37,7 +38,7 @@ def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
     created = datetime.fromisoformat(meta.created_at)  # "…Z": UTC (fromisoformat is C, strptime is not)
     trailer = None if meta.trailer is None else meta.trailer.model_dump_json()  # a JSON text column
     values = meta.model_dump(include=set(_FIELDS))
-    bands = _bands(meta.perceptual_hash)
+    bands = band_columns(meta.perceptual_hash)
     return {**values, **bands, "trailer": trailer, "owner": owner, "created_ts": created.timestamp()}
 
 
@@ -140,7 +141,7 @@ async def set_perceptual_hash(session: AsyncSession, *, image_id: str, perceptua
     await session.execute(
         update(Image)
         .where(Image.image_id == image_id, Image.perceptual_hash.is_(None))
-        .values(perceptual_hash=perceptual_hash, **_bands(perceptual_hash))
+        .values(perceptual_hash=perceptual_hash, **band_columns(perceptual_hash))
     )
 
 
@@ -159,19 +160,31 @@ class NearDuplicate(NamedTuple):
 _CANDIDATE = tuple(getattr(Image, name) for name in NearDuplicate._fields)
 
 
+def band_match(table: Any, probes: Sequence[Sequence[int]], owner: str | None = None) -> ColumnElement[bool]:
+    """Rows of `table` (its `pdq_0`... columns, each indexed with the owner after it) with at
+    least one band among its probed values (`probes[band]`: the values to look up in that
+    band's index), of `owner` if given: the owner is part of every branch, so that each
+    branch is one probe of one (band, owner) index and another owner's rows are never read."""
+    columns = [getattr(table, f"pdq_{band}") for band in range(PERCEPTUAL_BANDS)]
+    branches = []
+    for column, values in zip(columns, probes, strict=True):
+        match = column.in_(values) if len(values) > 1 else column == values[0]
+        branches.append(match if owner is None else and_(match, table.owner == owner))
+    return or_(*branches)
+
+
+def near_duplicates_query(
+    *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
+) -> Select[tuple[Any, ...]]:
+    """The lookup `near_duplicates` runs (also what `bench/perceptual_lookup.py` EXPLAINs)."""
+    return select(*_CANDIDATE).where(band_match(Image, probes, owner), Image.image_id != exclude)
+
+
 async def near_duplicates(
     session: AsyncSession, *, probes: Sequence[Sequence[int]], owner: str | None, exclude: str
 ) -> list[NearDuplicate]:
     """Rows with at least one band among its probed values (`probes[band]`: the values to look
     up in that band's index), of `owner` (any owner when None), other than `exclude`; the
     caller checks the full Hamming distance of these candidates."""
-    columns = [getattr(Image, f"pdq_{band}") for band in range(PERCEPTUAL_BANDS)]
-    matches = [
-        column.in_(values) if len(values) > 1 else column == values[0]
-        for column, values in zip(columns, probes, strict=True)
-    ]
-    where = [or_(*matches), Image.image_id != exclude]
-    if owner is not None:  # as an expression: the planners must take the bands' indexes, not the owner's
-        where.append(Image.owner.concat("") == owner)
-    rows = await session.execute(select(*_CANDIDATE).where(*where))
+    rows = await session.execute(near_duplicates_query(probes=probes, owner=owner, exclude=exclude))
     return [NearDuplicate(*row) for row in rows]

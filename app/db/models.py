@@ -148,10 +148,11 @@ PERCEPTUAL_BANDS = 16  # 16-bit bands of the 256-bit PDQ hash (app.services.imag
 
 
 def _band_index(band: int) -> Index:
-    """Exact-match index of one band, over the rows that have a hash."""
+    """Exact-match index of one band and the owner (a lookup in the owner's images reads only
+    theirs), over the rows that have a hash (migration 0009)."""
     column = f"pdq_{band}"
     where = text(f"{column} IS NOT NULL")
-    return Index(f"ix_images_pdq_{band}", column, sqlite_where=where, postgresql_where=where)
+    return Index(f"ix_images_pdq_{band}", column, "owner", sqlite_where=where, postgresql_where=where)
 
 
 class Image(Base):
@@ -276,6 +277,48 @@ class ContourJobRecord(Base):
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Born completed from a near-duplicate job's result: that job and the PDQ distance
+    reused_from: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    reused_distance: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ContourJobHash(Base):
+    """The PDQ hash of a detection contour job's image, per content and owner: a near-duplicate
+    submit of that owner may reuse its result (`app.services.jobs.reuse`); every band indexed."""
+
+    __tablename__ = "contour_job_hashes"
+    __table_args__ = (
+        Index("ix_contour_job_hashes_owner", "owner"),
+        *(
+            Index(f"ix_contour_job_hashes_pdq_{band}", f"pdq_{band}", "owner")
+            for band in range(PERCEPTUAL_BANDS)
+        ),
+    )
+
+    content_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36))  # the owner's first job of this content
+    variant: Mapped[str] = mapped_column(String(128))  # the detector's version
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    perceptual_hash: Mapped[str] = mapped_column(String(64))
+    created_ts: Mapped[float] = mapped_column(Float)
+    pdq_0: Mapped[int] = mapped_column(Integer)
+    pdq_1: Mapped[int] = mapped_column(Integer)
+    pdq_2: Mapped[int] = mapped_column(Integer)
+    pdq_3: Mapped[int] = mapped_column(Integer)
+    pdq_4: Mapped[int] = mapped_column(Integer)
+    pdq_5: Mapped[int] = mapped_column(Integer)
+    pdq_6: Mapped[int] = mapped_column(Integer)
+    pdq_7: Mapped[int] = mapped_column(Integer)
+    pdq_8: Mapped[int] = mapped_column(Integer)
+    pdq_9: Mapped[int] = mapped_column(Integer)
+    pdq_10: Mapped[int] = mapped_column(Integer)
+    pdq_11: Mapped[int] = mapped_column(Integer)
+    pdq_12: Mapped[int] = mapped_column(Integer)
+    pdq_13: Mapped[int] = mapped_column(Integer)
+    pdq_14: Mapped[int] = mapped_column(Integer)
+    pdq_15: Mapped[int] = mapped_column(Integer)
 
 
 class WebhookSecret(Base):

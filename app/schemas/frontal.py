@@ -6,7 +6,14 @@ from pydantic import BaseModel, Field
 
 from app.services.jobs.contours import ContourJobRequest, Point
 
-__all__ = ["ContourJobRequest", "JobAccepted", "JobStatusRead", "Point"]
+__all__ = ["ContourJobRequest", "JobAccepted", "JobReusedFrom", "JobStatusRead", "Point"]
+
+
+class JobReusedFrom(BaseModel):
+    """The earlier job (of a near-duplicate image) whose result answers, and the PDQ distance."""
+
+    job_id: str
+    distance: int = Field(examples=[6])
 
 
 class JobAccepted(BaseModel):
@@ -24,3 +31,8 @@ class JobStatusRead(BaseModel):
     result: str | None = Field(default=None, description="base64 of the SVG document")
     error: str | None = Field(default=None, examples=[None])
     error_code: str | None = Field(default=None, examples=["no_face_detected"])
+    reused_from: JobReusedFrom | None = Field(
+        default=None,
+        description="Set when a near-duplicate image's earlier job answered (perceptual reuse)",
+        examples=[None],
+    )

@@ -16,7 +16,7 @@ from app.db.engine import create_engine
 from app.db.models import Base
 
 TABLES = set(Base.metadata.tables)
-HEAD = "0007"
+HEAD = "0009"
 
 
 async def _inspect(url: str, look: Any) -> Any:

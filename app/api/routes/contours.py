@@ -22,7 +22,7 @@ from app.api.routing import (
     streamed,
 )
 from app.core.ids import UUID4_PATTERN
-from app.schemas.frontal import ContourJobRequest, JobAccepted, JobStatusRead
+from app.schemas.frontal import ContourJobRequest, JobAccepted, JobReusedFrom, JobStatusRead
 from app.schemas.problems import UNAUTHORIZED, problem_docs
 from app.services.jobs.contours import ContourJobService
 
@@ -78,7 +78,8 @@ async def submit_crop(call: Call, jobs: ContourJobService) -> Reply:
     body = await read_body(call.request, jobs.settings.max_submit_bytes)
     job = await jobs.submit(body, principal)
     accepted = JobAccepted(job_id=job.job_id, status=str(job.status))
-    response = Response(accepted.model_dump_json(), 202, media_type="application/json")
+    headers = {"X-Cache": "REUSED"} if job.reused_from is not None else None
+    response = Response(accepted.model_dump_json(), 202, headers, media_type="application/json")
     return Reply(response, Described("json", len(body)))
 
 
@@ -96,7 +97,8 @@ async def crop_status(
     job_id: Annotated[str, Path(pattern=UUID4_PATTERN)], jobs: ContourJobsDep, principal: CurrentPrincipal
 ) -> JobStatusRead:
     """`pending`, `running`, `completed` (with `result`: the SVG document, base64) or `failed`
-    (with `error` and `error_code`, e.g. `no_face_detected`)."""
+    (with `error` and `error_code`, e.g. `no_face_detected`). A job answered by the earlier job
+    of a near-duplicate image says so in `reused_from` (that job and the PDQ distance)."""
     state = await jobs.status(job_id.lower(), principal)
     return JobStatusRead(
         job_id=state.job_id,
@@ -104,4 +106,9 @@ async def crop_status(
         result=base64.b64encode(state.svg).decode() if state.svg is not None else None,
         error=state.error,
         error_code=state.error_code,
+        reused_from=(
+            JobReusedFrom(job_id=state.reused_from, distance=state.reused_distance or 0)
+            if state.reused_from is not None
+            else None
+        ),
     )

@@ -45,7 +45,7 @@ class AccountEraser:
         if principal.user_id is None:
             raise Unauthorized("Only an account can be deleted (log in first)")
         images = await self.images.delete_owned(principal.id)
-        jobs = await self.jobs.queue.erase_owner(principal.id)
+        jobs = await self.jobs.erase_owner(principal.id)
         if self.jobs.webhooks is not None:  # its secret and deliveries (callback URLs)
             await self.jobs.webhooks.erase(principal.id)
         keys = await self.idempotency.erase_scope(principal.id, images)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import math
@@ -46,6 +47,7 @@ from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_queue import JobQueue
 from app.services.jobs.pg_queue import ProcrastinateJobQueue
 from app.services.jobs.records import FINISHED, Job, JobStatus
+from app.services.jobs.reuse import ContourReuse, JobLook, look_of
 from app.services.jobs.settings import JobSettings
 from app.services.validation.checks import inspect_image
 from app.services.webhooks.service import WebhookEvent, WebhookService
@@ -86,6 +88,17 @@ class ContourJobRequest(BaseModel):
         description="Called (signed POST, Standard Webhooks) when the job completes or fails; "
         "needs an API key or a user token (README, Webhooks)",
     )
+    reuse: bool = Field(
+        default=True,
+        description="Let the result of an earlier job for a near-duplicate image answer (detection "
+        "jobs; `reused_from` in the status)",
+    )
+    reuse_distance: int | None = Field(
+        default=None,
+        ge=0,
+        le=31,
+        description="A tighter PDQ distance for this job (at most PERCEPTUAL_REUSE_DISTANCE)",
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,18 @@ class ContourJobState:
     svg: bytes | None
     error: str | None
     error_code: str | None
+    reused_from: str | None = None  # the earlier job whose result answers (perceptual reuse)
+    reused_distance: int | None = None
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A checked submit: the request, its canonical job input and (for a detection job, when
+    reuse is on) the look of its image."""
+
+    request: ContourJobRequest
+    job_input: bytes
+    look: JobLook | None = None
 
 
 def decode_base64_field(value: str, field: str, max_bytes: int) -> bytes:
@@ -141,8 +166,10 @@ class ContourJobService:
         credits: CreditService | None = None,
         objects: ObjectStore | None = None,
         webhooks: WebhookService | None = None,
+        reuse: ContourReuse | None = None,
     ) -> None:
         self.settings = settings
+        self.reuse = reuse
         self.registry = registry
         self.pool = pool
         self.credits = credits
@@ -155,6 +182,8 @@ class ContourJobService:
             self.queue = ProcrastinateJobQueue(
                 settings, objects, self._run, run_pool=analysis_pool, on_finished=self._finished
             )
+            if webhooks is not None:  # attempts become the job engine's tasks
+                webhooks.use_engine(self.queue.app, self.queue.add_queue)
             return
         self.queue = JobQueue(
             settings.jobs_dir,
@@ -187,21 +216,27 @@ class ContourJobService:
         """Parse and validate a JSON submit completely (off the event loop: bodies run to
         ~14 MB), then enqueue it; the job is persisted before this returns. A metered owner
         has a credit set aside (402 if none), charged when the job completes."""
-        request, job_input = await self.pool.run(self._parse_and_check, body)
+        parsed = await self.pool.run(self._parse_and_check, body)
+        request, job_input = parsed.request, parsed.job_input
         if request.landmarks is None and request.segmentation_map is None:
             self._face()  # detection needs the model: refuse now (503) rather than fail later
+        max_distance = self.reuse.max_distance(request.reuse, request.reuse_distance) if self.reuse else 0
         if request.callback_url is not None:
             if self.webhooks is None:
                 raise BadRequest("Callbacks are not available on this server")
             await self.webhooks.check_callback(request.callback_url, owner)
         hold_id = await self.credits.hold(owner) if self.credits is not None else None
         try:
-            job = await self.queue.submit(job_input, owner=owner.id, hold_id=hold_id)
+            job = await self._reused(parsed, owner, max_distance)
+            if job is None:
+                job = await self.queue.submit(job_input, owner=owner.id, hold_id=hold_id)
         except BaseException:
             await self._release(owner, hold_id)
             raise
-        if hold_id is not None and job.hold_id != hold_id:  # cached, or joined in-flight work: free
+        if hold_id is not None and job.hold_id != hold_id:  # cached, joined or reused work: free
             await self._release(owner, hold_id)
+        if parsed.look is not None and self.reuse is not None and job.reused_from is None:
+            await self.reuse.record(job.content_key, owner.id, job.job_id, parsed.look)
         if request.callback_url is not None and self.webhooks is not None:
             await self.webhooks.register(owner, job.job_id, request.callback_url)
             # It may have finished before the callback was recorded (a cached job is born so)
@@ -209,6 +244,33 @@ class ContourJobService:
             if event is not None:
                 await self.webhooks.fire(job.job_id, event)
         return job
+
+    async def _reused(self, parsed: _Parsed, owner: Principal, max_distance: int) -> Job | None:
+        """A job born completed with the result of the owner's earlier job for a near-duplicate
+        image (`app.services.jobs.reuse`), or None: no reuse asked for, the content is known
+        itself (its own result or work in flight answers), or no near-duplicate has a result."""
+        if self.reuse is None or parsed.look is None or max_distance <= 0:
+            return None
+        if await self.queue.known(parsed.job_input):
+            return None
+        own_key = hashlib.sha256(parsed.job_input).hexdigest()
+        for candidate in await self.reuse.candidates(parsed.look, owner.id, own_key, max_distance):
+            job = await self.queue.adopt(
+                candidate.content_key,
+                owner=owner.id,
+                reused_from=candidate.job_id,
+                distance=candidate.distance,
+            )
+            if job is not None:
+                return job
+        return None
+
+    async def erase_owner(self, owner: str) -> int:
+        """Forget every job of `owner` (account erasure) and the hashes of their images; how
+        many jobs."""
+        if self.reuse is not None:
+            await self.reuse.erase_owner(owner)
+        return await self.queue.erase_owner(owner)
 
     async def event_of(self, job_id: str) -> WebhookEvent | None:
         """The webhook event of a finished job; None while it runs; LookupError if it is gone."""
@@ -246,12 +308,18 @@ class ContourJobService:
             subject=f"job:{job.job_id}",  # a job redelivered or settled twice is charged once
         )
 
-    def _parse_and_check(self, body: bytes) -> tuple[ContourJobRequest, bytes]:
+    def _parse_and_check(self, body: bytes) -> _Parsed:
         try:
             request = ContourJobRequest.model_validate_json(body)
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors(include_url=False)) from None
-        return request, self._canonical_input(request)
+        job_input = self._canonical_input(request)
+        if self.reuse is None or request.landmarks is not None or request.segmentation_map is not None:
+            return _Parsed(request, job_input)
+        payload = json.loads(job_input)
+        image = base64.b64decode(payload["image"])
+        size = (int(payload["size"][0]), int(payload["size"][1]))
+        return _Parsed(request, job_input, look_of(image, size, str(payload["detector"])))
 
     def _image(self, encoded: str, field: str, formats: tuple[str, ...] | None = None) -> _Checked:
         raw = decode_base64_field(encoded, field, self.settings.max_upload_bytes)
@@ -348,6 +416,8 @@ class ContourJobService:
             svg=svg,
             error=job.error.detail if job.error else None,
             error_code=job.error.code if job.error else None,
+            reused_from=job.reused_from,
+            reused_distance=job.reused_distance,
         )
 
 
@@ -363,5 +433,10 @@ def _event(job: Job) -> WebhookEvent:
             "error": job.error.detail if job.error else None,
             "error_code": job.error.code if job.error else None,
             "status_url": f"/api/v1/frontal/crop/status/{job.job_id}",
+            **(
+                {"reused_from": {"job_id": job.reused_from, "distance": job.reused_distance}}
+                if job.reused_from is not None
+                else {}
+            ),
         },
     )

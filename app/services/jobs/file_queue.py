@@ -182,6 +182,35 @@ class JobQueue:
         logger.info("job %s %s (key %s)", job_id, how, key[:12])
         return job
 
+    async def known(self, data: bytes) -> bool:
+        """Whether the content `data` has a published result or work in flight here."""
+        key, cached = await self._pool.run(self.store.lookup, bytes(data))
+        return cached or key in self._work
+
+    async def adopt(self, key: str, *, owner: str, reused_from: str, distance: int) -> Job | None:
+        """A job born completed with the published result of content `key` (perceptual reuse:
+        `reused_from` and `distance` say whose and how near), persisted on return; None when
+        `key` has no result (still running, failed, or removed by retention)."""
+        if not await self._pool.run(self.store.has_result, key):
+            return None
+        now = datetime.now(UTC)
+        job = Job(
+            job_id=str(uuid.uuid4()),
+            status=JobStatus.COMPLETED,
+            created_at=now,
+            updated_at=now,
+            content_key=key,
+            owner=owner,
+            worker=self.worker,
+            reused_from=reused_from,
+            reused_distance=distance,
+        )
+        await self._pool.run(self.store.write_record, job)
+        for state in (JobStatus.PENDING, JobStatus.COMPLETED):
+            metrics.JOBS.labels(state.value).inc()
+        logger.info("job %s reused key %s (job %s, distance %d)", job.job_id, key[:12], reused_from, distance)
+        return job
+
     async def get(self, job_id: str) -> Job:
         """The current state of a job; JobNotFound (404) if there is none."""
         if not isinstance(job_id, str) or not is_uuid4(job_id):

@@ -57,7 +57,8 @@ RETRY_SECONDS = 2.0
 RUN_ATTEMPTS = 10
 RUN_RETRY_WAIT_SECONDS = 2
 COLUMNS = (
-    "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at"
+    "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at,"
+    " reused_from, reused_distance"
 )
 
 
@@ -68,7 +69,7 @@ def libpq_url(url: str) -> str:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    job_id, status, key, owner, hold_id, code, detail, worker, created, updated = row
+    job_id, status, key, owner, hold_id, code, detail, worker, created, updated, reused, distance = row
     error = JobError(code=code, detail=detail or "") if code else None
     return Job(
         job_id=job_id,
@@ -80,6 +81,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         worker=worker,
         created_at=created,
         updated_at=updated,
+        reused_from=reused,
+        reused_distance=distance,
     )
 
 
@@ -123,6 +126,13 @@ class ProcrastinateJobQueue:
         self.app.task(name=TASK, queue=QUEUE, retry=retry)(self._body)
         self._task: asyncio.Task[None] | None = None
         self._opened = False
+        self._extra_queues: dict[str, int] = {}  # further queues this process works: concurrency
+
+    def add_queue(self, queue: str, concurrency: int) -> None:
+        """Work `queue` too, wherever this process runs a worker: a worker of its own with its own
+        `concurrency`, so that its tasks never wait behind contour jobs (nor hold them up).
+        Call before `start`."""
+        self._extra_queues[queue] = concurrency
 
     async def start(self) -> None:
         """Open the pool and, in the background (the database may be down), apply the engine's
@@ -165,6 +175,8 @@ class ProcrastinateJobQueue:
             name="procrastinate-maintenance",
         )
         loops = [maintainer]
+        for queue, concurrency in self._extra_queues.items() if self.run_worker else ():
+            loops.append(asyncio.create_task(self._work(queue, concurrency), name=f"procrastinate-{queue}"))
         if self.run_worker:
             loops.append(
                 asyncio.create_task(
@@ -178,28 +190,33 @@ class ProcrastinateJobQueue:
                 )
             )
         try:
-            while self.run_worker:
-                try:
-                    await self.app.run_worker_async(
-                        queues=[QUEUE],
-                        name=self.worker,
-                        concurrency=self.settings.job_workers,
-                        update_heartbeat_interval=self.settings.job_heartbeat_seconds,
-                        stalled_worker_timeout=self.settings.job_stalled_after_seconds,
-                        fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
-                        install_signal_handlers=False,  # a stop waits for the running jobs (threads)
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the database went away: start again once it is back
-                    logger.warning("job worker stopped (%s: %s); restarting", type(exc).__name__, exc)
-                await asyncio.sleep(RETRY_SECONDS)
+            if self.run_worker:
+                await self._work(QUEUE, self.settings.job_workers)
             await asyncio.gather(*loops)  # until stopped
         finally:
             for task in loops:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _work(self, queue: str, concurrency: int) -> None:
+        """A procrastinate worker on `queue` (restarted when the database comes back) until cancelled."""
+        while True:
+            try:
+                await self.app.run_worker_async(
+                    queues=[queue],
+                    name=self.worker if queue == QUEUE else f"{self.worker}/{queue}",
+                    concurrency=concurrency,
+                    update_heartbeat_interval=self.settings.job_heartbeat_seconds,
+                    stalled_worker_timeout=self.settings.job_stalled_after_seconds,
+                    fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
+                    install_signal_handlers=False,  # a stop waits for the running jobs (threads)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: start again once it is back
+                logger.warning("%s worker stopped (%s: %s); restarting", queue, type(exc).__name__, exc)
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def _ensure_schema(self) -> None:
         """Apply procrastinate's schema once per database (replicas race: an advisory lock)."""
@@ -343,7 +360,8 @@ class ProcrastinateJobQueue:
                 worker=None,
             )
             await conn.execute(
-                f"INSERT INTO contour_jobs ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s)",
+                f"INSERT INTO contour_jobs ({COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, NULL, NULL)",
                 (job_id, status.value, key, owner, job.hold_id, now, now),
             )
         if lead:
@@ -358,6 +376,47 @@ class ProcrastinateJobQueue:
                 raise
         logger.info("job %s %s (key %s)", job_id, how, key[:12])
         return job
+
+    async def known(self, data: bytes) -> bool:
+        """Whether the content `data` has a published result or an unfinished job."""
+        key = hashlib.sha256(bytes(data)).hexdigest()
+        if await self.store.stat(job_key("results", key)) is not None:
+            return True
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM contour_jobs WHERE content_key = %s"
+                " AND status IN ('pending', 'running') LIMIT 1",
+                (key,),
+            )
+            return await cursor.fetchone() is not None
+
+    async def adopt(self, key: str, *, owner: str, reused_from: str, distance: int) -> Job | None:
+        """A job born completed with the published output of content `key` (perceptual reuse:
+        `reused_from` and `distance` say whose and how near), recorded on return; None when
+        `key` has no output (still running, failed, or removed by retention)."""
+        now = datetime.now(UTC)
+        job_id = str(uuid.uuid4())
+        async with self.connection() as conn:
+            # Under the key's lock: retention and erasure remove its objects under it too
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+            if await self.store.stat(job_key("results", key)) is None:
+                return None
+            await conn.execute(
+                f"INSERT INTO contour_jobs ({COLUMNS})"
+                " VALUES (%s, 'completed', %s, %s, NULL, NULL, NULL, NULL, %s, %s, %s, %s)",
+                (job_id, key, owner, now, now, reused_from, distance),
+            )
+        logger.info("job %s reused key %s (job %s, distance %d)", job_id, key[:12], reused_from, distance)
+        return Job(
+            job_id=job_id,
+            status=JobStatus.COMPLETED,
+            created_at=now,
+            updated_at=now,
+            content_key=key,
+            owner=owner,
+            reused_from=reused_from,
+            reused_distance=distance,
+        )
 
     async def defer(self, job_id: str, key: str) -> bool:
         """Queue the run of `key` led by `job_id` (`queueing_lock` = job id: never queued twice
@@ -402,7 +461,7 @@ class ProcrastinateJobQueue:
                     " FROM contour_jobs WHERE job_id = %s FOR UPDATE) old"
                     " WHERE c.job_id = old.job_id AND old.hold_id IS NOT NULL"
                     " RETURNING c.job_id, c.status, c.content_key, c.owner, old.hold_id, c.error_code,"
-                    " c.error_detail, c.worker, c.created_at, c.updated_at",
+                    " c.error_detail, c.worker, c.created_at, c.updated_at, c.reused_from, c.reused_distance",
                     (job_id,),
                 )
             ).fetchone()

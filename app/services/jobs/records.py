@@ -47,3 +47,7 @@ class Job(BaseModel):
     hold_id: str | None = None
     # The process (host:pid) that runs it; another worker adopts it only once that one is gone.
     worker: str | None = None
+    # Born completed from the result of a near-duplicate image's job (perceptual reuse): that
+    # job's id and the PDQ distance between the two images
+    reused_from: str | None = None
+    reused_distance: int | None = None

@@ -13,6 +13,15 @@
   checked again (DNS can change). A failure is tried again with exponential backoff and
   jitter (`schedule`) until WEBHOOK_RETRY_FOR_SECONDS after the event; an attempt cut by a
   crash is retried when its lease ends. Receivers drop repeats by `webhook-id`.
+- **On the job engine** (`use_engine`: scale-out mode, where the PostgreSQL job engine runs):
+  an attempt is a procrastinate task (`webhook_delivery`, queue `webhooks`, run by the job
+  workers with a concurrency of its own, WEBHOOK_CONCURRENCY), deferred when the event fires
+  and deferred again `schedule_at` the backoff's next time after a failure. The deliveries
+  table stays the source of truth (claims, outcomes, `GET /api/v1/webhooks/deliveries`): a
+  task whose claim fails does nothing. The polled loop then only reconciles, purges, and
+  defers again a delivery due for RECONCILE_SECONDS that no task carried (a deferral lost
+  to an outage, an attempt cut by a crash); `queueing_lock` = the delivery id keeps one
+  waiting task per delivery.
 - **Secrets**: one per principal (`whsec_...`, shared by every replica); a rotation keeps the
   previous one signing too (a second signature) for WEBHOOK_SECRET_GRACE_SECONDS.
 """
@@ -45,6 +54,9 @@ from app.services.webhooks.settings import DeliverySettings
 logger = logging.getLogger("app.webhooks")
 
 RECONCILE_SECONDS = 15.0  # subjects awaiting their event longer than this are asked about
+ENGINE_TASK = "webhook_delivery"  # the procrastinate task of one attempt (job engine mode)
+ENGINE_QUEUE = "webhooks"
+ENGINE_SWEEP_LIMIT = 100
 PURGE_SECONDS = 3600.0
 LEASE_MARGIN_SECONDS = 30.0
 
@@ -95,6 +107,52 @@ class WebhookService:
         self._attempts: set[asyncio.Task[None]] = set()
         self._last_reconcile = self._last_purge = 0.0
         self._failing = False
+        self._engine: Any = None  # a procrastinate App when attempts are its tasks (`use_engine`)
+
+    def use_engine(self, app: Any, add_queue: Callable[[str, int], None]) -> None:
+        """Make every attempt a task of the procrastinate `app` (see the module docstring);
+        `add_queue(queue, concurrency)` has the job workers work the webhooks' queue."""
+        app.task(name=ENGINE_TASK, queue=ENGINE_QUEUE)(self.deliver)
+        add_queue(ENGINE_QUEUE, self.settings.webhook_concurrency)
+        self._engine = app
+
+    async def _defer(self, delivery_id: str, at: datetime | None = None) -> bool:
+        """Queue an attempt of `delivery_id` on the job engine (at `at`, else now); False if one
+        is waiting already or the engine cannot be reached (the sweep defers it later)."""
+        import procrastinate.exceptions as errors
+
+        options: dict[str, Any] = {"queueing_lock": delivery_id}
+        if at is not None:
+            options["schedule_at"] = at
+        try:
+            await self._engine.tasks[ENGINE_TASK].configure(**options).defer_async(delivery_id=delivery_id)
+        except errors.AlreadyEnqueued:
+            return False
+        except Exception as exc:
+            logger.warning(
+                "webhook %s: not deferred (%s); the sweep retries", delivery_id, type(exc).__name__
+            )
+            return False
+        return True
+
+    async def deliver(self, delivery_id: str) -> None:
+        """The job engine's task: one attempt of `delivery_id`, if it is still due (claimed
+        first: a repeat or a late task does nothing); a failure defers the next attempt."""
+        now = datetime.now(UTC)
+        token = random_tokens.token_hex(16)
+        async with self.sessions.begin() as session:
+            claimed = await rows.claim(
+                session, delivery_id=delivery_id, token=token, now=now, until=self._lease_end(now)
+            )
+        if claimed is not None:
+            await self._attempt(claimed, token)
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(
+            seconds=self.settings.webhook_connect_timeout_seconds
+            + self.settings.webhook_timeout_seconds
+            + LEASE_MARGIN_SECONDS
+        )
 
     def set_source(self, source: EventSource) -> None:
         """Where the reconciler asks about subjects still awaiting their event."""
@@ -140,7 +198,10 @@ class WebhookService:
             fired = await rows.fire(
                 session, subject=subject, event_type=event.type, payload=body, now=datetime.now(UTC)
             )
-        if fired and self._wake is not None:
+        if self._engine is not None:
+            for delivery_id in fired:
+                await self._defer(delivery_id)
+        elif fired and self._wake is not None:
             self._wake.set()
         return len(fired)
 
@@ -226,15 +287,13 @@ class WebhookService:
         if clock - self._last_purge >= PURGE_SECONDS:
             self._last_purge = clock
             await self._purge()
+        if self._engine is not None:
+            return await self._sweep()
         free = self.settings.webhook_concurrency - len(self._attempts)
         if free <= 0:
             return 0
         now = datetime.now(UTC)
-        lease = now + timedelta(
-            seconds=self.settings.webhook_connect_timeout_seconds
-            + self.settings.webhook_timeout_seconds
-            + LEASE_MARGIN_SECONDS
-        )
+        lease = self._lease_end(now)
         started = 0
         async with self.sessions.begin() as session:
             due = await rows.due(session, now=now, limit=free)
@@ -251,6 +310,19 @@ class WebhookService:
             task.add_done_callback(self._attempt_done)
             started += 1
         return started
+
+    async def _sweep(self) -> int:
+        """Job engine mode: defer deliveries due for RECONCILE_SECONDS that no task carries;
+        how many were deferred."""
+        before = datetime.now(UTC) - timedelta(seconds=RECONCILE_SECONDS)
+        async with self.sessions() as session:
+            overdue = await rows.due(session, now=before, limit=ENGINE_SWEEP_LIMIT)
+        deferred = 0
+        for delivery_id in overdue:
+            if await self._defer(delivery_id):
+                deferred += 1
+                logger.warning("webhook %s was due with no task to carry it: deferred again", delivery_id)
+        return deferred
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
         self._attempts.discard(task)
@@ -279,10 +351,12 @@ class WebhookService:
                 values.update(next_attempt_at=when)
         try:
             async with self.sessions.begin() as session:
-                await rows.record(session, delivery_id=delivery.id, token=token, values=values)
+                recorded = await rows.record(session, delivery_id=delivery.id, token=token, values=values)
         except Exception as exc:  # the lease ends and the attempt is made again
             logger.warning("webhook %s: outcome not recorded (%s)", delivery.id, type(exc).__name__)
             return
+        if recorded and self._engine is not None and values.get("next_attempt_at") is not None:
+            await self._defer(delivery.id, values["next_attempt_at"])
         logger.info(
             "webhook %s attempt %d to %s: %s",
             delivery.id,

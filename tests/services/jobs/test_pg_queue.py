@@ -29,7 +29,8 @@ from app.core.config import Settings
 from app.db import migrate
 from app.services.images.catalog import ORPHAN_LOCK_KEY
 from app.storage.s3 import S3ObjectStore
-from tests.conftest import serve
+from tests.api.test_contour_reuse import check_reuse
+from tests.conftest import MODEL_DIR, serve
 from tests.db.conftest import _admin, postgres_server_url
 from tests.factories import encode
 from tests.processes import Server, Worker, start_server
@@ -472,3 +473,21 @@ async def test_the_object_orphan_sweep_runs_on_one_replica_at_a_time(
     finally:
         await holder.close()
         await bucket.delete_prefix("images/")
+
+
+async def test_a_reencoded_photo_reuses_the_earlier_job_on_the_postgresql_engine(
+    replica_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Perceptual reuse of contour jobs (issue 18) with records in PostgreSQL and bytes in S3:
+    the same scenario as the embedded queue's (tests/api/test_contour_reuse.py)."""
+    values = {k.lower(): v for k, v in replica_env.items()}
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "a",
+        environment="test",
+        api_keys=[],
+        model_dir=MODEL_DIR,
+        **values,
+    )
+    async with serve(settings) as client:
+        await check_reuse(client)
