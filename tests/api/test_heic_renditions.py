@@ -154,3 +154,25 @@ async def test_without_rendition_formats_a_heic_is_decoded_by_each_analysis(
         assert "face_box" in await analyze(c, image_id, "face")
         assert (await c.get(f"/api/v1/images/{image_id}/preview?width=64")).status_code == 200
     assert not [name for name in files_under(data_dir / "analysis") if "rendition" in name]
+
+
+async def test_an_avif_has_a_rendition_too(client: httpx.AsyncClient, data_dir: Path) -> None:
+    buf = io.BytesIO()
+    picture().resize((640, 480)).save(buf, "AVIF", quality=80)
+    image_id = await upload(client, buf.getvalue(), "image/avif")
+    assert await made(data_dir / "analysis" / image_id / RENDITION)
+    jpeg_id = await upload(client, jpeg(), "image/jpeg")
+    labels = [(await analyze(client, i, "classify"))["predictions"][0]["label"] for i in (image_id, jpeg_id)]
+    assert labels[0] == labels[1]
+
+
+async def test_a_heic_near_duplicate_reuses_a_result_hashed_from_the_rendition(
+    make_settings: Callable[..., Settings], data_dir: Path
+) -> None:
+    async with serve(make_settings(rendition_at_upload=False)) as c:
+        first, second = await upload(c, heic()), await upload(c, heic())
+        assert "reused_from" not in await analyze(c, first, "face")
+        reused = await analyze(c, second, "face")
+        assert reused["reused_from"]["image_id"] == first
+        # the second image's hash was taken from its rendition, made for it (one decode, kept)
+        assert (data_dir / "analysis" / second / RENDITION).exists()
