@@ -13,6 +13,9 @@ With object storage (`STORAGE_URL=s3://...`, `ImageService.objects`) the same na
 objects: created with `If-None-Match: *` (first writer wins across replicas, every client
 gets the winner's bytes) and replaced with `If-Match` when outdated or corrupt; the analyzer
 reads a local temp copy of the image made from its object.
+A model-backed analyzer of an image whose format has no reduced decoding (HEIC, AVIF) reads
+its full-size JPEG rendition instead, made once per image (`pixels`:
+`app.services.images.previews`); results are published against the image itself.
 """
 
 from __future__ import annotations
