@@ -178,6 +178,7 @@ class ServiceContainer:
             self._database_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._database_task
+        self.previews.close()
         await self.webhooks.stop()
         await self.contour_jobs.stop()
         await self.idempotency.close()
@@ -264,7 +265,17 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
     registry = registry or build_registry(AnalyzerSettings.from_settings(settings))
     credits = CreditService(sessions, lease_seconds=settings.credit_hold_lease_seconds)
     history = HistoryService(sessions, settings.history_flush_seconds, settings.history_batch_size)
-    ingest = IngestService(IngestSettings.from_settings(settings), images, idempotency, io_pool)
+    previews = PreviewService(
+        images,
+        lanes.heavy,
+        io_pool,
+        settings.preview_widths,
+        settings.preview_jpeg_quality,
+        settings.rendition_formats,
+        settings.rendition_jpeg_quality,
+    )
+    warm = previews.warm if settings.rendition_at_upload else None
+    ingest = IngestService(IngestSettings.from_settings(settings), images, idempotency, io_pool, warm)
     analysis = AnalysisService(
         registry,
         images,
@@ -273,7 +284,8 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
-        reuse=perceptual_reuse(ReuseSettings.from_settings(settings), images, io_pool),
+        reuse=perceptual_reuse(ReuseSettings.from_settings(settings), images, io_pool, previews.pixels),
+        pixels=previews.pixels,
     )
     webhooks = WebhookService(DeliverySettings.from_settings(settings), sessions)
     contour_jobs = ContourJobService(
@@ -301,9 +313,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         history=history,
         rate_limits=rate_limits,
         images=images,
-        previews=PreviewService(
-            images, lanes.heavy, io_pool, settings.preview_widths, settings.preview_jpeg_quality
-        ),
+        previews=previews,
         ingest=ingest,
         analysis=analysis,
         classify=ClassifyImages(registry, analysis, ingest, images, credits, settings.max_json_body_bytes),

@@ -6,8 +6,10 @@ it as a JPEG and runs the `face` pipeline's detection (`mesh_backend.decode` + `
 whole image and tiles, each face confirmed by the mesh) on the bytes. A face counts as
 found when a detection's centre lies in the true face box and its size is within 0.5-2x.
 Also: false faces on every bundled non-face photo (at 2000 px and as it is); a group photo.
-Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--old]` (`--old`: the full-range
-detector alone on the whole image, no tiles and no mesh check, as a reference).
+Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--old] [--heic]` (`--old`: the
+full-range detector alone on the whole image, no tiles and no mesh check, as a reference;
+`--heic`: each photo encoded as an iPhone-like HEIC at the same quality instead, detected on
+its full-size JPEG rendition, `RENDITION_JPEG_QUALITY`, as the service's analyses are).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from face_scenes import BACKGROUNDS, NON_FACE, background, jpeg, scene  # noqa: 
 
 from app.analyzers.face.mesh_backend import decode, find_faces  # noqa: E402
 from app.analyzers.face.mesh_models import FaceMesh  # noqa: E402
+from app.core.config import Settings  # noqa: E402
+from app.services.images.previews import render_rendition  # noqa: E402
+
+WORK_DIR = ROOT / "bench" / ".work"
 
 SIZES = (0.03, 0.04, 0.05, 0.06, 0.08, 0.12, 0.2, 0.4)
 
@@ -44,14 +50,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--size", default="4000x3000")
     parser.add_argument("--old", action="store_true", help="whole image only (no tiles)")
+    parser.add_argument("--heic", action="store_true", help="HEIC photos, detected on their rendition")
     parser.add_argument(
         "--sizes", default=",".join(map(str, SIZES)), help="face / long side, comma-separated"
     )
     args = parser.parse_args()
     w, h = map(int, args.size.split("x"))
     mesh = FaceMesh(ROOT / "models")
+    fmt = "HEIF" if args.heic else "JPEG"
+    WORK_DIR.mkdir(exist_ok=True)
 
     def detect(data: bytes) -> tuple[list, float]:
+        if args.heic:  # the HEIC the encoder made, then the rendition the service would make
+            path = WORK_DIR / "face-range.heic"
+            path.write_bytes(data)
+            data = render_rendition(path, Settings(_env_file=None).rendition_jpeg_quality)  # type: ignore[call-arg]
         decoded = decode(data)
         if args.old:
             return mesh.detect(decoded.image), decoded.scale
@@ -65,7 +78,7 @@ def main() -> int:
             hits = 0
             for seed in range(args.runs):
                 image, boxes = scene(bg, (w, h), 1, frac, seed)
-                dets, k = detect(jpeg(image, seed=seed))
+                dets, k = detect(jpeg(image, seed=seed, fmt=fmt))
                 hits += matched(dets, boxes[0], k)
             cells.append(f"{hits}/{args.runs}")
             total += hits
@@ -76,18 +89,18 @@ def main() -> int:
     group = []
     for bg in BACKGROUNDS:
         image, boxes = scene(bg, (1600, 900), 4, 150 / 1600, 7)
-        dets, k = detect(jpeg(image, seed=7))
+        dets, k = detect(jpeg(image, seed=7, fmt=fmt))
         group.append(f"{sum(matched(dets, b, k) for b in boxes)}/4 ({len(dets)} found)")
     print(f"| group, 4 faces of 150 px in 1600x900 | {' | '.join(group)} | |")
     false = []
     for name in NON_FACE:
         for size in ((2000, 1500), None):
             img = background(name, size) if size else None
-            data = jpeg(img) if img is not None else None
+            data = jpeg(img, fmt=fmt) if img is not None else None
             if data is None:
                 from face_scenes import photo
 
-                data = jpeg(photo(name))
+                data = jpeg(photo(name), fmt=fmt)
             dets, _ = detect(data)
             if dets:
                 false.append(f"{name}{'@2000' if size else ''}: {len(dets)}")

@@ -88,10 +88,19 @@ def scene(
     return image, boxes
 
 
-def jpeg(image: Image.Image, quality: int = 90, sigma: float = 2.0, seed: int = 0) -> bytes:
-    """`image` as JPEG bytes, with mild sensor-like noise."""
+def jpeg(
+    image: Image.Image, quality: int = 90, sigma: float = 2.0, seed: int = 0, fmt: str = "JPEG"
+) -> bytes:
+    """`image` as JPEG bytes, with mild sensor-like noise; `fmt="HEIF"`: as a HEIC instead (512 px
+    grid tiles and a 320 px thumbnail as an iPhone writes them; x265's ultrafast preset)."""
     px = np.asarray(image, np.float32)
     px = px + np.random.default_rng(seed).normal(0.0, sigma, px.shape).astype(np.float32)
     out = io.BytesIO()
-    Image.fromarray(np.clip(px, 0, 255).astype(np.uint8), "RGB").save(out, format="JPEG", quality=quality)
+    options: dict[str, object] = {}
+    if fmt == "HEIF":
+        from app.core.formats import enable_heif
+
+        enable_heif()
+        options = {"tile_size": 512, "thumbnails": [320], "enc_params": {"preset": "ultrafast"}}
+    Image.fromarray(np.clip(px, 0, 255).astype(np.uint8), "RGB").save(out, fmt, quality=quality, **options)
     return out.getvalue()

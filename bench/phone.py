@@ -9,11 +9,14 @@
    upload check (structure walk + header), of the decodes the analyzers do (classify: draft,
    short side >= 256; face mesh: draft, long side >= 960) and of a full decode (what a format
    without reduced decoding costs: PNG, WebP, a HEIC without a large enough thumbnail).
-3. `face` (mesh backend) on bench/photos.py's 12 MP astronaut: JPEG, against the same picture
-   as HEIC with a 1024 px embedded thumbnail (decoded instead of the image, pillow-heif's
-   `draft`), and without one (a full HEVC decode); target: HEIC within 2x the JPEG.
+3. `face`, `classify` and `skin-measure` on bench/photos.py's 12 MP astronaut: JPEG, against
+   the same picture as HEIC (x265 q80: 512 px grid tiles and a 320 px thumbnail as an iPhone
+   writes them; one image with a 1024 px thumbnail), each decoded by the analysis itself (what
+   `RENDITION_FORMATS=` costs every analysis; a thumbnail >= 960 px is decoded instead of the
+   image, pillow-heif's `draft`) and through its full-size JPEG rendition (what the service
+   reads); and the rendition's one-off cost. Target: HEIC within 2x the JPEG.
 Medians of CPU time (this process, all threads) and wall time: the machine is shared.
-Usage: `.venv/bin/python bench/phone.py [--runs 15]`.
+Usage: `.venv/bin/python bench/phone.py [--runs 15] [--only heic]`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from harness import WORK_DIR, log, report  # noqa: E402
+from harness import WORK_DIR, report  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -43,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 from app.analyzers.imaging import load_rgb, load_rgb_reduced, to_rgb
 from app.core.formats import FORMATS
-from app.services.image_check import examine_image
+from app.services.validation.checks import examine_image
 from PIL import Image
 data = Path({path!r}).read_bytes()
 case = {case!r}
@@ -152,48 +155,89 @@ def decoding(runs: int) -> list[dict]:
     return rows
 
 
-def heic(runs: int) -> list[dict]:
-    from app.analyzers.facemesh import FaceMesh
+HEIC_CASES = {  # name -> pillow-heif save options (x265 at quality 80, as the earlier rows)
+    "HEIC, 512 px grid, 320 px thumbnail (iPhone-like)": {"tile_size": 512, "thumbnails": [320]},
+    "HEIC, one image, 1024 px thumbnail": {"thumbnails": [1024]},
+}
+
+
+def heic_files() -> dict[str, Path]:
+    """The 12 MP astronaut as HEIC (x265 at 12 MP takes ~45 s each: made once, in WORK_DIR)."""
     from photos import face_photo
     from PIL import Image
 
-    from app.analyzers.base import ImageSource
-    from app.analyzers.face import FaceAnalyzer, FaceParams
     from app.core.formats import enable_heif
 
     enable_heif()
-    jpeg = face_photo()
-    sources = {"JPEG": jpeg}
-    with Image.open(jpeg) as im:
-        im.load()
-        for name, thumbnails in (("HEIC, 1024 px thumbnail", [1024]), ("HEIC, no thumbnail", [])):
-            path = WORK_DIR / f"face-12mp-{len(thumbnails)}.heic"
-            if not path.exists():
+    files = {}
+    for i, (name, options) in enumerate(HEIC_CASES.items()):
+        path = WORK_DIR / f"face-12mp-case{i}.heic"
+        if not path.exists():
+            with Image.open(face_photo()) as im:
                 buf = io.BytesIO()
-                im.save(buf, "HEIF", quality=80, thumbnails=thumbnails)
-                path.write_bytes(buf.getvalue())
-            sources[name] = path
-    face = FaceAnalyzer(mesh=FaceMesh(ROOT / "models", int(os.environ.get("ONNX_THREADS", "1"))))
-    params = FaceParams()
-    rows, boxes = [], {}
-    for name, path in sources.items():
-        source = ImageSource("bench", path)
-        boxes[name] = face.analyze(source, params).model_dump().get("box")  # type: ignore[union-attr]
-        wall, cpu = median_ms(lambda source=source: face.analyze(source, params), runs)
-        label = f"face, 12 MP {name} ({path.stat().st_size / 1e6:.2f} MB)"
-        rows.append({"case": label, "ms": wall, "cpu_ms": cpu})
-    base = rows[0]["cpu_ms"]
-    for row in rows:
-        row["cpu_vs_jpeg"] = row["cpu_ms"] / base
-    log(f"face boxes: {boxes}")
+                im.save(buf, "HEIF", quality=80, **options)
+            path.write_bytes(buf.getvalue())
+        files[name] = path
+    return files
+
+
+def heic(runs: int) -> list[dict]:
+    """Each model-backed analyzer on the JPEG, on each HEIC decoded by the analysis itself (no
+    rendition: `RENDITION_FORMATS=`), and on its rendition (what the service's analyses read);
+    and the one-off cost of the rendition (decode + JPEG encode, once per image)."""
+    from photos import face_photo
+
+    from app.analyzers.base import ImageSource
+    from app.analyzers.registry import build_registry
+    from app.core.config import Settings
+    from app.services.images.previews import render_rendition
+
+    settings = Settings(_env_file=None, model_dir=ROOT / "models", onnx_threads=1)  # type: ignore[call-arg]
+    registry = build_registry(settings)
+    quality = settings.rendition_jpeg_quality
+    jpeg = face_photo()
+    sources: dict[str, Path] = {"JPEG": jpeg}
+    rows = []
+    for name, path in heic_files().items():
+        sources[name] = path
+        rendition = WORK_DIR / f"{path.stem}.rendition-q{quality}.jpg"
+        wall, cpu = median_ms(lambda path=path: render_rendition(path, quality), max(3, runs // 3))
+        rendition.write_bytes(render_rendition(path, quality))
+        sizes = f"{path.stat().st_size / 1e6:.2f} MB -> {rendition.stat().st_size / 1e6:.2f} MB"
+        rows.append(
+            {
+                "case": f"rendition of {name} ({sizes})",
+                "ms": wall,
+                "cpu_ms": cpu,
+            }
+        )
+        sources[f"{name}, its rendition"] = rendition
+    for analyzer_name in ("face", "classify", "skin-measure"):
+        analyzer = registry.get(analyzer_name)
+        params = analyzer.params_model()
+        base = None
+        for name, path in sources.items():
+            source = ImageSource("bench", path)
+            n = runs if "rendition" in name or name == "JPEG" else max(3, runs // 3)
+            wall, cpu = median_ms(lambda a=analyzer, s=source, p=params: a.analyze(s, p), n)
+            base = cpu if base is None else base
+            label = f"{analyzer_name}, 12 MP {name} ({path.stat().st_size / 1e6:.2f} MB)"
+            rows.append({"case": label, "ms": wall, "cpu_ms": cpu, "cpu_vs_jpeg": cpu / base})
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--only", choices=["hash", "48mp", "heic"], help="one part only")
     args = parser.parse_args()
-    rows = hashing(args.runs * 4) + decoding(args.runs) + heic(args.runs)
+    rows = []
+    if args.only in (None, "hash"):
+        rows += hashing(args.runs * 4)
+    if args.only in (None, "48mp"):
+        rows += decoding(args.runs)
+    if args.only in (None, "heic"):
+        rows += heic(args.runs)
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     report(WORK_DIR / "phone.json", rows, {"runs": args.runs})
     return 0

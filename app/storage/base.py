@@ -64,6 +64,10 @@ class ResultStore(Protocol):
         """True if a result is stored under `name`."""
         ...
 
+    def path_of(self, name: str) -> Path:
+        """The file that holds (or would hold) `name`, for readers that want a path."""
+        ...
+
     def create(self, name: str, data: bytes) -> bool:
         """Store `data` unless something is there already; True if this call stored it."""
         ...

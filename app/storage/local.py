@@ -108,6 +108,9 @@ class LocalResultStore:
     def exists(self, name: str) -> bool:
         return (self.root / name).exists()
 
+    def path_of(self, name: str) -> Path:
+        return self.root / name
+
     def create(self, name: str, data: bytes) -> bool:
         return self._in_folder(name, lambda path: atomic_create(path, data, self.root))
 

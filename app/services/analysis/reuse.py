@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -57,9 +59,18 @@ class PerceptualReuse:
     """Finds near-duplicates of an image among the catalog's hashed images."""
 
     def __init__(
-        self, images: ImageService, pool: ThreadPool, *, distance: int, any_owner: bool, max_candidates: int
+        self,
+        images: ImageService,
+        pool: ThreadPool,
+        *,
+        distance: int,
+        any_owner: bool,
+        max_candidates: int,
+        pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
     ) -> None:
         self.images = images
+        # The file to decode for an image's pixels (a HEIC's rendition); None: the stored bytes
+        self.pixels = pixels
         self.pool = pool
         self.distance = distance
         self.any_owner = any_owner
@@ -117,7 +128,10 @@ class PerceptualReuse:
         objects = self.images.objects
         try:
             if objects is None:
-                computed = await self.pool.run(hash_image, image.path, meta.image_format.pillow)
+                # A HEIC's rendition (made once, read by the analysis next): no second full decode
+                path = image.path if self.pixels is None else await self.pixels(image)
+                fmt = meta.image_format.pillow if path == image.path else None
+                computed = await self.pool.run(hash_image, path, fmt)
             else:
                 async with objects.local_copy(meta) as copy:
                     if copy is None:
@@ -137,7 +151,10 @@ class PerceptualReuse:
 
 
 def perceptual_reuse(
-    settings: ReuseSettings, images: ImageService, pool: ThreadPool
+    settings: ReuseSettings,
+    images: ImageService,
+    pool: ThreadPool,
+    pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
 ) -> PerceptualReuse | None:
     """The reuse policy from settings; None when `PERCEPTUAL_REUSE_DISTANCE` is 0 (off)."""
     if settings.perceptual_reuse_distance == 0:
@@ -148,4 +165,5 @@ def perceptual_reuse(
         distance=settings.perceptual_reuse_distance,
         any_owner=settings.perceptual_reuse_scope == "any",
         max_candidates=settings.perceptual_reuse_max_candidates,
+        pixels=pixels,
     )

@@ -13,6 +13,9 @@ With object storage (`STORAGE_URL=s3://...`, `ImageService.objects`) the same na
 objects: created with `If-None-Match: *` (first writer wins across replicas, every client
 gets the winner's bytes) and replaced with `If-Match` when outdated or corrupt; the analyzer
 reads a local temp copy of the image made from its object.
+A model-backed analyzer of an image whose format has no reduced decoding (HEIC, AVIF) reads
+its full-size JPEG rendition instead, made once per image (`pixels`:
+`app.services.images.previews`); results are published against the image itself.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -115,9 +119,13 @@ class AnalysisService:
         memory_entries: int,
         credits: CreditService | None = None,
         reuse: PerceptualReuse | None = None,
+        pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
     ) -> None:
         self.registry = registry
         self.reuse = reuse
+        # The file a model-backed analysis decodes for a stored image (a HEIC's rendition,
+        # `PreviewService.pixels`); None: the stored bytes
+        self.pixels = pixels
         self.credits = credits
         self.images = images
         self.results = results
@@ -279,7 +287,7 @@ class AnalysisService:
                 return found[0], False, found[1]
         if body is None and objects is None:
             body = await self._compute_metered(
-                ImageSource(image_id, image.path), analyzer, params, name, viewer
+                ImageSource(image_id, image.path), analyzer, params, name, viewer, image
             )
         elif body is None:
             assert objects is not None
@@ -321,23 +329,38 @@ class AnalysisService:
         return None
 
     async def _compute_metered(
-        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str, viewer: Principal
+        self,
+        source: ImageSource,
+        analyzer: Analyzer,
+        params: BaseModel,
+        name: str,
+        viewer: Principal,
+        image: StoredImage | None = None,
     ) -> bytes:
         self._lanes.of(analyzer).admit(analyzer.name)  # a miss that cannot run soon: refuse now
         if self.credits is None or not analyzer.model_backed:
-            return await self._compute_and_publish(source, analyzer, params, name)
+            return await self._compute_and_publish(source, analyzer, params, name, image)
         async with self.credits.metered(viewer, f"analysis:{analyzer.name}", name, subject=name) as work:
-            body = await self._compute_and_publish(source, analyzer, params, name)
+            body = await self._compute_and_publish(source, analyzer, params, name, image)
             work.computed = True
         return body
 
     async def _compute_and_publish(
-        self, source: ImageSource, analyzer: Analyzer, params: BaseModel, name: str
+        self,
+        source: ImageSource,
+        analyzer: Analyzer,
+        params: BaseModel,
+        name: str,
+        image: StoredImage | None = None,
     ) -> bytes:
+        decoded = source
+        if image is not None and self.pixels is not None and analyzer.model_backed:
+            # The mock `skin` reads no pixels; the others decode a HEIC's rendition, made once
+            decoded = ImageSource(source.image_id, await self.pixels(image))
         fresh = await self._lanes.of(analyzer).run(
             analyzer.name,
             self._compute,
-            source,
+            decoded,
             analyzer,
             params,
             wanted=lambda: name in self._waiters or name + _FRESH in self._waiters,

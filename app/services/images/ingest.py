@@ -54,7 +54,7 @@ from app.services.multipart.reader import (
 from app.services.validation.checks import ImageInfo, examine_image
 from app.services.validation.jpeg import check_jpeg_structure
 from app.storage.atomic import unlink_quietly
-from app.storage.metadata import ImageMetadata, RemovedTrailer
+from app.storage.metadata import ImageMetadata, RemovedTrailer, StoredImage
 
 logger = logging.getLogger("app.upload")
 
@@ -75,9 +75,15 @@ class IngestService:
     """Receive, validate and publish images: multipart uploads and URL downloads."""
 
     def __init__(
-        self, settings: IngestSettings, images: ImageService, idempotency: IdempotencyStore, pool: ThreadPool
+        self,
+        settings: IngestSettings,
+        images: ImageService,
+        idempotency: IdempotencyStore,
+        pool: ThreadPool,
+        published: Callable[[StoredImage], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.published = published  # told of each new image (a HEIC's rendition starts)
         self.images = images
         self.store = images.store
         self.idempotency = idempotency
@@ -228,6 +234,8 @@ class IngestService:
                 meta.trailer.kind,
                 ", ".join(meta.trailer.contents),
             )
+        if self.published is not None:
+            self.published(StoredImage(meta, owner.id, path))
         return UploadOutcome(meta)
 
     def _check(self, received: ReceivedFile, cut: bool = False) -> tuple[ImageFormat, ImageInfo]:

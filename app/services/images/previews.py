@@ -10,6 +10,17 @@ analyses; published atomically, first writer wins (`ResultStore.create`; with ob
 share one computation. Decoding runs on the analysis lane under the key `preview` (bounded
 queue and wait: 503 `queue_full` rather than an unbounded backlog), a JPEG reduced while it is
 decoded (`draft`), so that a 48 MP photo's 256-pixel preview costs a fraction of its decode.
+
+A format without reduced decoding (HEIC: HEVC has no DCT scaling; a 12 MP HEIC costs ~1.1 s of
+CPU to decode, the same picture as JPEG ~50 ms at 1/4) has a *rendition* (`RENDITION_FORMATS`):
+the upright image at full size as a JPEG (`RENDITION_JPEG_QUALITY`, 4:2:0 as the HEIC itself,
+its ICC profile kept, no EXIF orientation), made once per image and stored, cached and deleted
+as a preview is (`{image_id}/rendition-q{quality}-v1.jpg`). Model-backed analyses and previews
+decode the rendition instead of the file (`pixels`), reduced as a JPEG is; at full size, so
+every coordinate is the stored image's (HEIC is stored upright by its decoder). It is made in
+the background right after the upload answers (`warm`, `RENDITION_AT_UPLOAD`) or by the first
+reader, on the analysis lane under the key `rendition`; readers of an image whose rendition is
+being made wait for that one. Local storage only: with object storage every analysis decodes.
 """
 
 from __future__ import annotations
@@ -17,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from app.analyzers.imaging import load_rgb
-from app.core.errors import ImageNotFound, ValidationFailed
+from app.core.errors import ImageNotFound, QueueFull, ValidationFailed
 from app.core.threads import ThreadPool
 from app.services.analysis.scheduler import Lane
 from app.services.images.catalog import ImageService
@@ -32,7 +45,9 @@ from app.storage.metadata import StoredImage
 logger = logging.getLogger("app.previews")
 
 PREVIEW_VERSION = 1  # part of the cache name: a new rendering makes new entries
+RENDITION_VERSION = 1
 LANE_KEY = "preview"
+RENDITION_KEY = "rendition"
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
@@ -48,6 +63,30 @@ class Preview:
 def preview_name(image_id: str, width: int, quality: int) -> str:
     """The cache name of one preview of an image (in the image's result folder)."""
     return f"{image_id}/preview-w{width}-q{quality}-v{PREVIEW_VERSION}.jpg"
+
+
+def rendition_name(image_id: str, quality: int) -> str:
+    """The cache name of an image's full-size JPEG rendition (in the image's result folder)."""
+    return f"{image_id}/rendition-q{quality}-v{RENDITION_VERSION}.jpg"
+
+
+def render_rendition(path: Path, quality: int) -> bytes:
+    """The upright image at full size as a JPEG (4:2:0; the ICC profile kept, no EXIF)."""
+    image = load_rgb(path)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, subsampling="4:2:0", icc_profile=image.info.get("icc_profile"))
+    return out.getvalue()
+
+
+def is_whole_jpeg_file(path: Path) -> bool:
+    """A stored rendition that starts and ends as a JPEG does (read: 4 bytes, not the file)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+            f.seek(-2, 2)
+            return head == _JPEG_START and f.read(2) == _JPEG_END
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return False
 
 
 def render_preview(path: Path, width: int, quality: int) -> bytes:
@@ -70,14 +109,78 @@ class PreviewService:
     """Previews of the images a caller may see (see the module)."""
 
     def __init__(
-        self, images: ImageService, lane: Lane, io_pool: ThreadPool, widths: list[int], quality: int
+        self,
+        images: ImageService,
+        lane: Lane,
+        io_pool: ThreadPool,
+        widths: list[int],
+        quality: int,
+        rendition_formats: Collection[str] = (),
+        rendition_quality: int = 90,
     ) -> None:
         self.images = images
         self.lane = lane
         self.io_pool = io_pool
         self.widths = widths
         self.quality = quality
+        self.rendition_formats = frozenset(rendition_formats)
+        self.rendition_quality = rendition_quality
         self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
+        self._renditions: dict[str, asyncio.Task[Path]] = {}
+
+    def has_rendition(self, image: StoredImage) -> bool:
+        """True if analyses of `image` read a rendition (its format has one; local storage)."""
+        return self.images.objects is None and image.metadata.image_format.name in self.rendition_formats
+
+    async def pixels(self, image: StoredImage) -> Path:
+        """The file to decode for `image`'s pixels: its rendition where its format has one
+        (made now, at most once per image, if it is not stored yet), else the stored bytes.
+        Raises what decoding raises (UndecodableImage) and QueueFull (503) from the lane."""
+        if not self.has_rendition(image):
+            return image.path
+        name = rendition_name(image.metadata.image_id, self.rendition_quality)
+        task = self._renditions.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._rendition(image, name))
+            self._renditions[name] = task
+            task.add_done_callback(lambda done: self._renditions.pop(name, None))
+        return await asyncio.shield(task)
+
+    def warm(self, image: StoredImage) -> None:
+        """Make `image`'s rendition in the background (after its upload answered), if it has one;
+        a full lane or an undecodable image is left to the first reader, which meets it again."""
+        if self.has_rendition(image):
+            asyncio.ensure_future(self._warm(image))
+
+    async def _warm(self, image: StoredImage) -> None:
+        try:
+            await self.pixels(image)
+        except (QueueFull, ImageNotFound) as exc:
+            logger.info("rendition of image_id=%s not made after upload (%s)", image.metadata.image_id, exc)
+        except Exception as exc:  # the analysis that reads it reports it (4xx)
+            logger.info("rendition of image_id=%s failed after upload: %s", image.metadata.image_id, exc)
+
+    def close(self) -> None:
+        """Cancel renditions still being made (at shut-down; the next reader makes them)."""
+        for task in list(self._renditions.values()):
+            task.cancel()
+
+    async def _rendition(self, image: StoredImage, name: str) -> Path:
+        path = self.images.results.path_of(name)
+        if await self.io_pool.run(is_whole_jpeg_file, path):
+            return path
+        if path.exists():
+            logger.warning("stored rendition %s is not a whole JPEG; rendering it again", name)
+        started = time.perf_counter()
+        body = await self.lane.run(RENDITION_KEY, render_rendition, image.path, self.rendition_quality)
+        await self.io_pool.run(self._publish, image, name, body)
+        logger.info(
+            "rendition image_id=%s made: %d bytes in %.0f ms",
+            image.metadata.image_id,
+            len(body),
+            (time.perf_counter() - started) * 1000,
+        )
+        return path
 
     def check_width(self, width: int) -> None:
         """ValidationFailed (400) for a width that is not one of `PREVIEW_WIDTHS`."""
@@ -122,7 +225,8 @@ class PreviewService:
         if raw is not None:
             logger.warning("cached preview %s is not a whole JPEG; rendering it again", name)
         if objects is None:
-            body = await self.lane.run(LANE_KEY, render_preview, image.path, width, self.quality)
+            source = await self.pixels(image)  # a HEIC's rendition: reduced decoding
+            body = await self.lane.run(LANE_KEY, render_preview, source, width, self.quality)
             return await self.io_pool.run(self._publish, image, name, body), True
         async with objects.local_copy(meta) as copy:
             if copy is None:
