@@ -198,7 +198,7 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     skin_max_clipped_fraction: float = Field(default=0.5, ge=0, le=1)  # image_overexposed (skin px at 255)
     skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
     # multiple_faces counts another face of at least this share of the measured one's size (and
-    # skin_min_face_px); 0: every face (the tiles are then always scanned, ~2x the time)
+    # skin_min_face_px); 0: every face (the tiles are then scanned in any big photo, ~1.6x the time)
     skin_other_face_ratio: float = Field(default=0.75, ge=0, le=1)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
     # Perceptual reuse (issue 18): a result of a near-duplicate image (PDQ Hamming distance at
