@@ -18,8 +18,9 @@ whole image and the tiles only when a face that matters could be one that only t
 The whole image alone found every face of WHOLE_MIN_FRACTION (15 %) of the long side (40 of 40;
 12 %: 92 %, 10 %: 82 %; `bench/face_range.py --scan whole`), so the tiles are skipped when the
 smallest face that would count (`count_px`: the largest face found x `count_ratio`, at
-least `min_face_px`) is at least that large: for `face`, a face larger than the largest found (ratio 1); for
-`skin-measure`, another face of at least SKIN_OTHER_FACE_RATIO of the measured one.
+least `min_face_px`) is at least that large: for `face`, a face larger than the largest found
+(ratio 1); for `skin-measure`, another face of at least SKIN_OTHER_FACE_RATIO of the measured
+one. When the tiles do run, the whole image's detections are not computed again.
 
 The mesh wants its region of interest (1.5x the face box) at no less than MESH_MIN_ROI (144)
 px: where the decode gives it fewer (a small face in a big JPEG), the image is decoded again at
@@ -145,11 +146,12 @@ def find_faces(
                 out.append(FoundFace(d, _short_side(d) * decoded.scale, points * fine.scale))
         return sorted(out, key=lambda f: -f.size_px)
 
+    whole = mesh.detect(decoded.image)
     if scan != "all":
-        found = confirmed(mesh.detect(decoded.image))
+        found = confirmed(whole)
         if scan == "whole" or (found and count_px(found, min_face_px, count_ratio) >= whole_min_px(decoded)):
             return found
-    return confirmed(mesh.detect(decoded.image, tiles=True))
+    return confirmed(mesh.detect(decoded.image, tiles=True, whole=whole))
 
 
 def count_px(faces: list[FoundFace], min_face_px: int, ratio: float) -> float:
