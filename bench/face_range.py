@@ -2,11 +2,14 @@
 
 Each cell pastes the astronaut's face (bench/face_scenes.py) at `--runs` seeded random places
 on a scikit-image photo of 4000x3000 (the face box a given share of the long side), encodes
-it as a JPEG and runs the `face` pipeline's detection (`mesh_backend.decode` + `find_faces`:
-whole image and tiles, each face confirmed by the mesh) on the bytes. A face counts as
+it as a JPEG and runs the `face` pipeline's detection (`mesh_backend.decode` at
+`--long-side`, default DETECT_LONG_SIDE as `face` does, + `find_faces`: whole image and tiles,
+each face confirmed by the mesh) on the bytes. A face counts as
 found when a detection's centre lies in the true face box and its size is within 0.5-2x.
 Also: false faces on every bundled non-face photo (at 2000 px and as it is); a group photo.
-Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--old] [--heic]` (`--old`: the
+Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--scan all|whole] [--old] [--heic]`
+(`--scan whole`: the whole image alone, each face confirmed by the mesh: what
+`find_faces(scan="auto")` relies on when it skips the tiles (WHOLE_MIN_FRACTION); `--old`: the
 full-range detector alone on the whole image, no tiles and no mesh check, as a reference;
 `--heic`: each photo encoded as an iPhone-like HEIC at the same quality instead, detected on
 its full-size JPEG rendition, `RENDITION_JPEG_QUALITY`, as the service's analyses are).
@@ -23,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from face_scenes import BACKGROUNDS, NON_FACE, background, jpeg, scene  # noqa: E402
 
-from app.analyzers.face.mesh_backend import decode, find_faces  # noqa: E402
+from app.analyzers.face.mesh_backend import DETECT_LONG_SIDE, decode, find_faces  # noqa: E402
 from app.analyzers.face.mesh_models import FaceMesh  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.services.images.previews import render_rendition  # noqa: E402
@@ -49,7 +52,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--size", default="4000x3000")
-    parser.add_argument("--old", action="store_true", help="whole image only (no tiles)")
+    parser.add_argument("--old", action="store_true", help="the detector alone, whole image, no mesh check")
+    parser.add_argument("--scan", choices=("all", "whole"), default="all", help="find_faces' scan")
+    parser.add_argument("--long-side", type=int, default=DETECT_LONG_SIDE, help="decode's long side")
     parser.add_argument("--heic", action="store_true", help="HEIC photos, detected on their rendition")
     parser.add_argument(
         "--sizes", default=",".join(map(str, SIZES)), help="face / long side, comma-separated"
@@ -65,10 +70,10 @@ def main() -> int:
             path = WORK_DIR / "face-range.heic"
             path.write_bytes(data)
             data = render_rendition(path, Settings(_env_file=None).rendition_jpeg_quality)  # type: ignore[call-arg]
-        decoded = decode(data)
+        decoded = decode(data, args.long_side)
         if args.old:
             return mesh.detect(decoded.image), decoded.scale
-        return find_faces(mesh, decoded, 1), decoded.scale
+        return find_faces(mesh, decoded, 1, args.scan), decoded.scale
 
     print(f"| face / long side | {' | '.join(BACKGROUNDS)} | all |")
     print("|---" * (len(BACKGROUNDS) + 2) + "|")

@@ -45,6 +45,7 @@ def quality_gate(settings: Settings) -> QualityGate:
         max_eye_white_l=settings.skin_max_eye_white_l,
         max_clipped_fraction=settings.skin_max_clipped_fraction,
         min_sharpness=settings.skin_min_sharpness,
+        other_face_ratio=settings.skin_other_face_ratio,
     )
 
 

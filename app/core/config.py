@@ -195,8 +195,11 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     skin_min_highlight_l: float = Field(default=45.0, ge=0, le=100)  # image_too_dark (photo's p99 L*)
     skin_min_eye_white_l: float = Field(default=45.0, ge=0, le=100)  # image_too_dark (eye whites' L*)
     skin_max_eye_white_l: float = Field(default=90.0, ge=0, le=100)  # image_overexposed (eye whites' L*)
-    skin_max_clipped_fraction: float = Field(default=0.6, ge=0, le=1)  # image_overexposed (face px)
+    skin_max_clipped_fraction: float = Field(default=0.5, ge=0, le=1)  # image_overexposed (skin px at 255)
     skin_max_faces: int = Field(default=1, ge=1)  # multiple_faces (faces >= skin_min_face_px)
+    # multiple_faces counts another face of at least this share of the measured one's size (and
+    # skin_min_face_px); 0: every face (the tiles are then scanned in any big photo, ~1.6x the time)
+    skin_other_face_ratio: float = Field(default=0.75, ge=0, le=1)
     analysis_memory_cache_entries: int = Field(default=10_000, ge=0)
     # Perceptual reuse (issue 18): a result of a near-duplicate image (PDQ Hamming distance at
     # most this, of 256 bits; 0: off) answers for an analyzer that declares it may; only among

@@ -7,9 +7,11 @@ Two backends, chosen by the `FACE_BACKEND` setting:
   points are derived from the mesh by the documented index map `mesh_regions.MESH_TO_68`,
   so the regions and the SVG are those of the dlib backend; the mesh adds finer regions
   (`mesh_regions`: forehead, cheeks, under-eye, chin, nose bridge) and the head pose. The
-  whole image is searched first, then (when it shows no face of `min_face_px`) overlapping
-  tiles, which find faces down to ~5 % of the long side; the largest face is outlined, a
-  found face below `min_face_px` is `face_too_small` (with its size and the minimum).
+  image is decoded at the least size detection needs (a 12 MP JPEG at 1/8); the whole image
+  is searched first, then (when it shows no face of 15 % of the long side, which it finds
+  for sure, so that a larger face may be missed) overlapping tiles, which find faces down to
+  ~5 % of the long side; the largest face is outlined, a found face below `min_face_px` is
+  `face_too_small` (with its size and the minimum).
 - `dlib`: HOG detection and the 68-point shape predictor (`face_dlib`; the 68-point
   model's iBUG 300-W licence excludes commercial use), or `landmarks_model="5"` (alignment
   only, no regions).
@@ -33,7 +35,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.analyzers.base import ImageSource, ReuseScope
-from app.analyzers.face.mesh_backend import MeshFace, decode, find_face
+from app.analyzers.face.mesh_backend import DETECT_LONG_SIDE, MeshFace, decode, find_face
 from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.face.mesh_regions import head_pose, polygons, to_68
 from app.analyzers.face.regions import REGION_NAMES, FaceBox, FaceResult, HeadPose, face_contours
@@ -50,7 +52,7 @@ __all__ = ["REGION_NAMES", "FaceAnalyzer", "FaceBox", "FaceParams", "FaceResult"
 FaceBackend = Literal["mesh", "dlib"]
 LandmarksModel = Literal["68", "5"]
 # Part of the cache key: a different model or result shape is a different version.
-VERSIONS = {"mesh": "mesh468-2", "dlib68": "dlib68-2", "dlib5": "dlib5-2"}
+VERSIONS = {"mesh": "mesh468-3", "dlib68": "dlib68-2", "dlib5": "dlib5-2"}
 
 
 class FaceParams(BaseModel):
@@ -116,7 +118,7 @@ class FaceAnalyzer:
     ) -> FaceResult:
         """Decode (a path or bytes; an image is used as it is), detect and outline the face."""
         if self._mesh is not None:
-            decoded = decode(source)
+            decoded = decode(source, DETECT_LONG_SIDE)
             face = find_face(self._mesh, decoded, min_face_px, scan="auto")
             return self._mesh_contours(decoded.original_size, face, margin)
         image = source if isinstance(source, Image.Image) else load_gray(source)
@@ -137,7 +139,7 @@ class FaceAnalyzer:
         """The largest face and its 468-point mesh (mesh backend only)."""
         if self._mesh is None:
             raise RuntimeError("detect_mesh needs the mesh backend")
-        return find_face(self._mesh, decode(image), min_face_px, scan="auto")
+        return find_face(self._mesh, decode(image, DETECT_LONG_SIDE), min_face_px, scan="auto")
 
     def detect_box(self, image: Image.Image, min_face_px: int = 80) -> FaceBox:
         """The most confident face's box in original pixels, or NoFaceDetected / FaceTooSmall."""

@@ -1,17 +1,33 @@
 """The faces of an image by BlazeFace (full range) + Face Mesh, in original pixels.
 
-Detection runs on the image decoded with `load_rgb_reduced(source, DECODE_LONG_SIDE)` (960):
-a 4000x3000 JPEG is decoded at 1/4 (1000x750), enough for the 192-px detector on the whole
-image and on tiles of 0.45 of the long side (a face of 5 % of the long side is ~21 px in a
-tile's input), and 3-4x faster to decode than full size. Every detection is confirmed by
-the mesh's face-presence score (the detector's rare false faces on textures score < 0.05
-there, real faces ~1.0). The face chosen is the largest; `other_sizes` lists the others, so
-that a group photo is counted.
+Two decodes (`load_rgb_reduced`: a JPEG reduced while decoding by 2, 4 or 8):
 
-The mesh wants its region of interest (1.5x the face box) at no less than 192 px: where the
-reduced decode gives it fewer (a small face in a big JPEG), the image is decoded again at the
-reduction that does (`mesh_image`), up to full resolution, and the mesh runs on a crop of
-that; its points are then scaled back to original pixels like the rest.
+- `DETECT_LONG_SIDE` (427 = 192 / 0.45): the least the detector needs, the whole image and
+  tiles of 0.45 of the long side each being >= its 192-px input; a 12 MP JPEG decodes at 1/8
+  (500x375), ~25 % cheaper than at 1/4 (the entropy decoding, ~34 ms of CPU for a 2.3 MB JPEG
+  here, is paid at any reduction). The `face` analyzer uses it.
+- `DECODE_LONG_SIDE` (960): a 12 MP JPEG at 1/4, for `skin-measure`, whose canonical frame
+  is cut from the decoded pixels.
+
+Every detection is confirmed by the mesh's face-presence score (the detector's rare false
+faces on textures score < 0.05 there, real faces ~1.0). The face chosen is the largest;
+`other_sizes` lists the others, so that a group photo is counted.
+
+Scans (`find_faces`): `"all"` runs the whole image and the overlapping tiles; `"auto"` runs the
+whole image and the tiles only when a face that matters could be one that only the tiles find.
+The whole image alone found every face of WHOLE_MIN_FRACTION (15 %) of the long side (40 of 40;
+12 %: 92 %, 10 %: 82 %; `bench/face_range.py --scan whole`), so the tiles are skipped when the
+smallest face that would count (`count_px`: the largest face found x `count_ratio`, at
+least `min_face_px`) is at least that large: for `face`, a face larger than the largest found
+(ratio 1); for `skin-measure`, another face of at least SKIN_OTHER_FACE_RATIO of the measured
+one. When the tiles do run, the whole image's detections are not computed again.
+
+The mesh wants its region of interest (1.5x the face box) at no less than MESH_MIN_ROI (144)
+px: where the decode gives it fewer (a small face in a big JPEG), the image is decoded again at
+the reduction that gives 192 (`mesh_image`), up to full resolution, and the mesh runs on a crop
+of that; its points are then scaled back to original pixels like the rest. (On the astronaut,
+an ROI of 160 px gives the points of a 192-px one within 0.1 % of the inter-ocular distance,
+128 px within 0.25 %.)
 """
 
 from __future__ import annotations
@@ -24,13 +40,24 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from app.analyzers.face.mesh_models import MESH_SIZE, MIN_PRESENCE, ROI_SCALE, Detection, FaceMesh
+from app.analyzers.face.mesh_models import (
+    DET_SIZE,
+    MESH_SIZE,
+    MIN_PRESENCE,
+    ROI_SCALE,
+    TILE_FRACTION,
+    Detection,
+    FaceMesh,
+)
 from app.analyzers.face.regions import FaceBox
 from app.analyzers.imaging import load_rgb_reduced, to_rgb
 from app.core.errors import FaceTooSmall, NoFaceDetected
 
 DECODE_LONG_SIDE = 960
-Scan = Literal["all", "auto"]
+DETECT_LONG_SIDE = math.ceil(DET_SIZE / TILE_FRACTION)  # 427: every tile >= the detector's input
+MESH_MIN_ROI = 144  # a face's region under this (decoded px) gets a finer decode for the mesh
+WHOLE_MIN_FRACTION = 0.15  # the whole image alone found every face of this share of the long side
+Scan = Literal["all", "auto", "whole"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,7 @@ def mesh_image(
     has the pixels), and `det` in that decode's pixels; `cache` keeps finer decodes by long side."""
     box = det.box
     roi_px = float(max(box[2] - box[0], box[3] - box[1])) * ROI_SCALE  # decoded pixels
-    if decoded.source is None or decoded.scale <= 1 or roi_px >= MESH_SIZE:
+    if decoded.source is None or decoded.scale <= 1 or roi_px >= MESH_MIN_ROI:
         return decoded, det
     long_side = math.ceil(max(decoded.original_size) * MESH_SIZE / (roi_px * decoded.scale))
     cache = {} if cache is None else cache
@@ -100,12 +127,14 @@ class FoundFace:
 
 
 def find_faces(
-    mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all"
+    mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all", count_ratio: float = 1.0
 ) -> list[FoundFace]:
     """The faces of `decoded`, largest first: each detection is confirmed by the mesh's face
     presence (>= 0.5; on photos without a face, the detector's rare false faces score < 0.05).
-    `scan="all"`: the whole image and the tiles; `"auto"`: the tiles only when the whole image
-    shows no face of `min_face_px` (original pixels) or more."""
+    `scan="all"`: the whole image and the tiles; `"whole"`: the whole image only; `"auto"`: the
+    tiles only when the whole image shows no face, or when a face that counts (at least
+    `min_face_px` and `count_ratio` x the largest found, original pixels) could be smaller than
+    the whole image alone finds for sure (WHOLE_MIN_FRACTION of the long side)."""
     cache: dict[float, DecodedImage] = {}
 
     def confirmed(dets: list[Detection]) -> list[FoundFace]:
@@ -117,21 +146,34 @@ def find_faces(
                 out.append(FoundFace(d, _short_side(d) * decoded.scale, points * fine.scale))
         return sorted(out, key=lambda f: -f.size_px)
 
-    if scan == "auto":
-        found = confirmed(mesh.detect(decoded.image))
-        if found and found[0].size_px >= min_face_px:
+    whole = mesh.detect(decoded.image)
+    if scan != "all":
+        found = confirmed(whole)
+        if scan == "whole" or (found and count_px(found, min_face_px, count_ratio) >= whole_min_px(decoded)):
             return found
-    return confirmed(mesh.detect(decoded.image, tiles=True))
+    return confirmed(mesh.detect(decoded.image, tiles=True, whole=whole))
+
+
+def count_px(faces: list[FoundFace], min_face_px: int, ratio: float) -> float:
+    """The smallest face that counts beside the largest of `faces` (original pixels)."""
+    return max(float(min_face_px), ratio * faces[0].size_px)
+
+
+def whole_min_px(decoded: DecodedImage) -> float:
+    """The smallest face the whole-image pass alone is sure to find in `decoded` (original px)."""
+    return WHOLE_MIN_FRACTION * max(decoded.original_size)
 
 
 def _short_side(det: Detection) -> float:
     return float(min(det.box[2] - det.box[0], det.box[3] - det.box[1]))
 
 
-def find_face(mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all") -> MeshFace:
+def find_face(
+    mesh: FaceMesh, decoded: DecodedImage, min_face_px: int, scan: Scan = "all", count_ratio: float = 1.0
+) -> MeshFace:
     """The largest face and its mesh, with the sizes of the others (`find_faces`);
     NoFaceDetected, or FaceTooSmall (with `face_px` and `min_face_px`)."""
-    faces = find_faces(mesh, decoded, min_face_px, scan)
+    faces = find_faces(mesh, decoded, min_face_px, scan, count_ratio)
     if not faces:
         raise NoFaceDetected()
     best = faces[0]

@@ -286,10 +286,13 @@ class FaceMesh:
         tiles: bool = False,
         tile_fraction: float = TILE_FRACTION,
         tile_overlap: float = TILE_OVERLAP,
+        whole: list[Detection] | None = None,
     ) -> list[Detection]:
-        """Faces of an RGB image in image pixels, most confident first: the whole image, and
-        with `tiles` also overlapping tiles (smaller faces; see the module docstring)."""
-        whole = self._detect_region(image, (0, 0, *image.size), min_score)
+        """Faces of an RGB image in image pixels, most confident first: the whole image (or
+        `whole`, its detections found before), and with `tiles` also overlapping tiles (smaller
+        faces; see the module docstring)."""
+        if whole is None:
+            whole = self._detect_region(image, (0, 0, *image.size), min_score)
         if not tiles:
             return whole
         found = list(whole)

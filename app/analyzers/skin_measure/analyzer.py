@@ -133,7 +133,7 @@ class SkinMeasureAnalyzer:
     """The `skin-measure` analyzer (model-backed: the face mesh)."""
 
     name: ClassVar[str] = "skin-measure"
-    version: ClassVar[str] = "mesh468-skin-2"
+    version: ClassVar[str] = "mesh468-skin-3"
     description: ClassVar[str] = (
         "Measured skin analysis per face-mesh region (CIELAB): tone (ITA°, Monk), redness, shine, "
         "texture, dark circles, spots; refuses photos it cannot judge (quality gate)"
@@ -160,7 +160,9 @@ class SkinMeasureAnalyzer:
         """Measure the skin of the most confident face (a path, bytes, or an image as it is)."""
         decoded = decode(source)
         try:
-            face = find_face(self.mesh, decoded, self.gate.min_face_px)
+            face = find_face(
+                self.mesh, decoded, self.gate.min_face_px, scan="auto", count_ratio=self.gate.other_face_ratio
+            )
         except NoFaceDetected:
             self.gate.check_photo_exposure(photo_lab(decoded))
             raise

@@ -4,7 +4,9 @@ Checked in this order, each with its own stable code and a threshold from the se
 
 - `no_face_detected`: no face (BlazeFace), or the mesh says there is none;
 - `face_too_small`: the face box's shorter side < SKIN_MIN_FACE_PX (80, original pixels);
-- `multiple_faces`: more faces of at least that size than SKIN_MAX_FACES (1);
+- `multiple_faces`: more faces than SKIN_MAX_FACES (1), counting those of at least that size
+  and SKIN_OTHER_FACE_RATIO (0.75) of the measured (largest) face's size: a much smaller face
+  is a bystander, not a doubt about whose skin is measured;
 - `face_out_of_frame`: the share of the measured regions' mesh points outside the image is
   above SKIN_MAX_OUTSIDE_FRACTION (0);
 - `head_turned`: abs(yaw) > SKIN_MAX_YAW_DEGREES or abs(pitch) > SKIN_MAX_PITCH_DEGREES (25);
@@ -14,8 +16,10 @@ Checked in this order, each with its own stable code and a threshold from the se
   inside the eye openings, when they are open) are below SKIN_MIN_EYE_WHITE_L (45): the face
   is in shadow or the photo under-exposed;
 - `image_overexposed`: the eyes' whites are above SKIN_MAX_EYE_WHITE_L (90), or the share of
-  face pixels with a channel >= 250 is above SKIN_MAX_CLIPPED_FRACTION (0.6: the median skin
-  colour would be clipped);
+  skin pixels with a channel saturated (255) is above SKIN_MAX_CLIPPED_FRACTION (0.5: from
+  there the median skin colour is a clipped value). Saturated, not "near white": the lightest
+  Monk swatches' own red channel is 243-247, so "a channel >= 250" read 46-52 % of their
+  well-exposed skin as clipped (docs/skin-methods.md, "Clipping");
 - `image_blurred`: the variance of the Laplacian of the luma (0-255) of the eyes and brows
   (grown by 3 px) is below SKIN_MIN_SHARPNESS (40).
 
@@ -50,6 +54,7 @@ from app.core.errors import (
     MultipleFaces,
 )
 
+SATURATED = 255  # a channel at the top of its range: the true value is unknown (clipped)
 MIN_EYE_PIXELS = 60  # canonical pixels of both eye openings (~600 when open) to read their whites
 
 
@@ -59,7 +64,7 @@ class PixelQuality:
 
     sharpness: float
     brightness: float  # median L* of the face regions (reported, not gated)
-    clipped: float  # share of face-region pixels with a channel >= 250
+    clipped: float  # share of face-region pixels with a channel saturated (255)
     highlights: float  # 99th percentile L* of the whole photo
     eye_white: float | None  # 90th percentile L* inside the eye openings; None: eyes closed
 
@@ -77,12 +82,14 @@ class QualityGate:
     min_highlight_l: float = 45.0
     min_eye_white_l: float = 45.0
     max_eye_white_l: float = 90.0
-    max_clipped_fraction: float = 0.6
+    max_clipped_fraction: float = 0.5
     min_sharpness: float = 40.0
+    other_face_ratio: float = 0.75
 
     def check_face(self, face: MeshFace, size: tuple[int, int], pose: tuple[float, float, float]) -> None:
         """Other faces, framing and head pose (the face's size is checked by `find_face`)."""
-        faces = 1 + sum(1 for s in face.other_sizes if s >= self.min_face_px)
+        least = max(self.min_face_px, self.other_face_ratio * face.size_px)
+        faces = 1 + sum(1 for s in face.other_sizes if s >= least)
         if faces > self.max_faces:
             raise MultipleFaces(
                 f"{faces} faces are in the image; at most {self.max_faces} may be",
@@ -136,7 +143,7 @@ class QualityGate:
         q = PixelQuality(
             sharpness=0.0,
             brightness=float(np.median(srgb_to_lab(px)[:, 0])),
-            clipped=float(np.mean(px.max(axis=1) >= 250)),
+            clipped=float(np.mean(px.max(axis=1) >= SATURATED)),
             highlights=float(np.percentile(photo[..., 0], 99)),
             eye_white=eye_white(frame, eyes[0]),
         )

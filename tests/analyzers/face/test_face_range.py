@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 
 from app.analyzers.face.analyzer import FaceAnalyzer
-from app.analyzers.face.mesh_backend import decode, find_faces
+from app.analyzers.face.mesh_backend import DETECT_LONG_SIDE, FoundFace, decode, find_faces
 from app.analyzers.face.mesh_models import FaceMesh
 from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
 from app.analyzers.skin_measure.models import SkinMeasureParams
+from app.analyzers.skin_measure.quality import QualityGate
 from app.core.errors import FaceTooSmall, MultipleFaces, NoFaceDetected
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "bench"))
-from face_scenes import NON_FACE, background, jpeg, scene  # noqa: E402
+from face_scenes import FACE, HEAD, NON_FACE, background, jpeg, photo, scene  # noqa: E402
 
 MODEL_DIR = ROOT / "models"
 
@@ -50,13 +51,13 @@ def test_a_small_face_in_a_12mp_jpeg_is_found_and_meshed(mesh: FaceMesh, fractio
 
 
 def test_the_mesh_of_a_small_face_uses_a_finer_decode(mesh: FaceMesh) -> None:
-    # A 200 px face is 50 px in the 1/4 decode used for detection: the mesh gets a finer one,
-    # so its points match those of the same photo decoded at full size.
+    # A 200 px face is 25 px in the 1/8 decode `face` uses for detection: the mesh gets a finer
+    # one, so its points match those of the same photo decoded at full size.
     image, _ = scene("coffee", (4000, 3000), 1, 0.05, seed=1)
     data = jpeg(image)
     reduced = FaceAnalyzer(mesh=mesh).detect_mesh(data)
     full = FaceAnalyzer(mesh=mesh).detect_mesh(decode(data, 4000).image)
-    assert decode(data).scale == 4.0
+    assert decode(data, DETECT_LONG_SIDE).scale == 8.0 and decode(data).scale == 4.0
     err = np.abs(reduced.mesh[:, :2] - full.mesh[:, :2]).mean()
     assert err < 0.03 * reduced.size_px, err
 
@@ -74,6 +75,49 @@ def test_every_face_of_a_group_photo_is_counted(mesh: FaceMesh) -> None:
     with pytest.raises(MultipleFaces) as exc:
         SkinMeasureAnalyzer(mesh).measure(jpeg(image), SkinMeasureParams())
     assert exc.value.extra == {"faces": 3, "max_faces": 1}
+
+
+def _with_bystander(main: float, other: float) -> tuple[bytes, tuple[float, float, float, float]]:
+    """A 2000x1500 photo: a face of `main` of the long side (top left), and the astronaut's head
+    again, its face `other` of it, in the bottom-right corner (a bystander); the bystander's box."""
+    image, _ = scene("rocket", (2000, 1500), 1, main, seed=11)
+    s = other * 2000 / (FACE[2] - FACE[0])
+    head = photo("astronaut").crop(HEAD)
+    head = head.resize((round(head.width * s), round(head.height * s)))
+    x, y = 2000 - head.width - 40, 1500 - head.height - 40
+    image.paste(head, (x, y))
+    fx0, fy0 = x + (FACE[0] - HEAD[0]) * s, y + (FACE[1] - HEAD[1]) * s
+    return jpeg(image), (fx0, fy0, fx0 + (FACE[2] - FACE[0]) * s, fy0 + (FACE[3] - FACE[1]) * s)
+
+
+def test_a_bystander_much_smaller_than_the_face_is_not_another_subject(mesh: FaceMesh) -> None:
+    # The bystander (7 % of the long side, 140 px) is found only by the tiles. With the default
+    # SKIN_OTHER_FACE_RATIO (0.75) it is not a second subject: the 500-px face is measured (and
+    # the tiles need not run). With 0, every face of SKIN_MIN_FACE_PX counts: multiple_faces.
+    data, box = _with_bystander(0.25, 0.07)
+    decoded = decode(data)
+    found = find_faces(mesh, decoded, 80)
+    assert len(found) == 2 and 100 < found[1].size_px < 200
+    assert _inside(_centre(found[1], decoded.scale), box)
+    result = SkinMeasureAnalyzer(mesh).measure(data, SkinMeasureParams(overlay=False))
+    assert result.face_box.width > 400
+    with pytest.raises(MultipleFaces) as exc:
+        SkinMeasureAnalyzer(mesh, QualityGate(other_face_ratio=0.0)).measure(data, SkinMeasureParams())
+    assert exc.value.extra == {"faces": 2, "max_faces": 1}
+
+
+def test_a_second_face_of_comparable_size_is_counted_when_only_the_tiles_find_it(mesh: FaceMesh) -> None:
+    # A 240-px face beside a 280-px one (0.86 of it) in 2000 px: at 12 % of the long side it is
+    # under the 15 % that the whole image alone finds for sure, so the tiles run.
+    data, _ = _with_bystander(0.14, 0.12)
+    with pytest.raises(MultipleFaces) as exc:
+        SkinMeasureAnalyzer(mesh).measure(data, SkinMeasureParams())
+    assert exc.value.extra == {"faces": 2, "max_faces": 1}
+
+
+def _centre(face: FoundFace, scale: float) -> tuple[float, float]:
+    b = face.detection.box * scale
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
 
 
 def test_a_found_face_below_the_minimum_is_face_too_small(mesh: FaceMesh) -> None:

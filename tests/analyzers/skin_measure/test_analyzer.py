@@ -268,7 +268,7 @@ def test_registry_loads_it_beside_the_mock_and_shares_the_mesh() -> None:
     assert not registry.unavailable
     measure, face, mock = registry.get("skin-measure"), registry.get("face"), registry.get("skin")
     assert isinstance(measure, SkinMeasureAnalyzer) and isinstance(face, FaceAnalyzer)
-    assert measure.model_backed and not mock.model_backed and measure.version == "mesh468-skin-2"
+    assert measure.model_backed and not mock.model_backed and measure.version == "mesh468-skin-3"
     assert measure.mesh is face._mesh  # one set of ONNX sessions
     schema = measure.params_model.model_json_schema()
     assert (

@@ -17,6 +17,7 @@ from app.analyzers.skin_measure.analyzer import SkinMeasureAnalyzer
 from app.analyzers.skin_measure.color import MONK_LAB, linear_rgb
 from app.analyzers.skin_measure.models import SkinMeasureParams
 from app.analyzers.skin_measure.quality import QualityGate
+from app.core.config import Settings
 from app.core.errors import ImageBlurred, ImageOverexposed, ImageTooDark
 from tests.analyzers.skin_measure.monk_faces import monk_face
 from tests.factories import encode
@@ -152,3 +153,20 @@ def test_the_exposure_thresholds_are_settings(mesh: FaceMesh, faces: dict[int, I
     assert photo.value.extra["highlights"] < 99.9
     with pytest.raises(ImageOverexposed):
         SkinMeasureAnalyzer(mesh, QualityGate(max_clipped_fraction=0.1)).measure(faces[1], PARAMS)
+
+
+def test_clipping_reads_saturation_not_light_skin(
+    analyzer: SkinMeasureAnalyzer, faces: dict[int, Image.Image]
+) -> None:
+    # The lightest swatches' own red channel is 243-247: "a channel >= 250" read half of their
+    # well-exposed skin as clipped (Monk 3: 0.52) and the limit was raised to 0.6 to let them
+    # through. Saturated (255) pixels are the clipped ones: at the limit of 0.5 every light
+    # swatch is measured as taken, and refused half a stop over, by clipping alone (the eyes'
+    # whites are still under their limit there).
+    assert analyzer.gate.max_clipped_fraction == 0.5 == Settings(_env_file=None).skin_max_clipped_fraction
+    for k in (1, 2, 3, 4):
+        quality = analyzer.measure(faces[k], PARAMS).quality
+        assert 0.1 < quality.clipped_fraction < 0.45, (k, quality.clipped_fraction)
+        with pytest.raises(ImageOverexposed) as exc:
+            analyzer.measure(exposed(faces[k], 0.5), PARAMS)
+        assert exc.value.extra["clipped_fraction"] > 0.6 and exc.value.extra["eye_white"] < 90, k
