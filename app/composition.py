@@ -296,7 +296,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits,
         objects=images.objects.store if images.objects is not None else None,
         webhooks=webhooks,
-        reuse=contour_reuse(settings, sessions),
+        reuse=contour_reuse(ReuseSettings.from_settings(settings), sessions),
     )
     accounts = AccountService(AccountSettings.from_settings(settings), sessions, jwt_config, users)
     rate_limits = RateLimits(RateLimitSettings.from_settings(settings))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
 from app.core.errors import ValidationFailed
 from app.db import job_hashes
+from app.services.analysis.settings import ReuseSettings
 from app.services.images.perceptual import MIN_QUALITY, bands, distance, hash_image, probe_radius, probes
 
 
@@ -122,7 +122,7 @@ class ContourReuse:
             return await job_hashes.erase_owner_job_hashes(session, owner=owner)
 
 
-def contour_reuse(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ContourReuse | None:
+def contour_reuse(settings: ReuseSettings, sessions: async_sessionmaker[AsyncSession]) -> ContourReuse | None:
     """The contour jobs' reuse policy from settings (the perceptual reuse settings); None when
     `PERCEPTUAL_REUSE_DISTANCE` is 0 (off)."""
     if settings.perceptual_reuse_distance == 0:
