@@ -62,12 +62,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second (default 250)")
+    p.add_argument("--gil", action="store_true", help="only samples of the thread holding the GIL")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(h.sys.executable).parent / "py-spy")
     h.WORK_DIR.mkdir(exist_ok=True)
     body = h.WORK_DIR / f"upload-{args.size}.body"
     body.write_bytes(h.multipart(upload_image(args.size)))
-    out = h.WORK_DIR / f"profile-{args.size}.txt"
+    out = h.WORK_DIR / f"profile-{args.size}{'-gil' if args.gil else ''}.txt"
     with (
         TemporaryDirectory(prefix="bench-") as work,
         h.service("service", Path(work), **h.HIGH_RATE_LIMITS) as s,
@@ -84,6 +85,7 @@ def main() -> int:
         load.start()
         cmd = [spy, "record", "--pid", str(s.pid), "--duration", str(int(args.seconds) - 1), "--rate"]
         cmd += [str(args.rate), "--format", "raw", "--nonblocking", "--threads", "--output", str(out)]
+        cmd += ["--gil"] if args.gil else []
         subprocess.run(cmd, check=True, capture_output=True)
         load.join()
     stacks = Counter[str]()

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -59,6 +59,7 @@ from app.core.logging import request_id_var
 logger = logging.getLogger("app.request")
 
 RawHeaders = list[tuple[bytes, bytes]]
+_DURATIONS: dict[tuple[str, str, int], Any] = {}  # REQUEST_SECONDS children of declared routes
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 EXPOSED_HEADERS = [
     "Location",
@@ -179,7 +180,7 @@ class RequestPipeline:
                 origin = value.decode("latin-1")
             elif name == b"access-control-request-method":
                 preflight = True
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()  # as random as a UUID4's hex, ~4 µs cheaper
         token = request_id_var.set(request_id)
         call = Call(Request(scope, receive, send))
         scope[SCOPE_KEY] = call
@@ -250,10 +251,7 @@ class RequestPipeline:
             try:
                 described = await self._serve(scope, receive, respond, call, entry, head)
             finally:
-                template = entry.route.path if entry is not None else _template(scope)
-                metrics.REQUEST_SECONDS.labels(template, method, str(status)).observe(
-                    time.perf_counter() - started
-                )
+                self._duration(entry, scope, method, status).observe(time.perf_counter() - started)
                 self.admission.leave(address)
                 if recording and entry is not None:  # 6. history
                     self._record(
@@ -325,6 +323,19 @@ class RequestPipeline:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    @staticmethod
+    def _duration(entry: RouteEntry | None, scope: Scope, method: str, status: int) -> Any:
+        """The request-duration histogram's child for this route, method and status; a declared
+        route's are kept (`labels` costs a lock, a tuple and a str per request). Bounded: the
+        declared routes, the methods they serve (and HEAD) and the statuses they answer."""
+        if entry is None:
+            return metrics.REQUEST_SECONDS.labels(_template(scope), method, str(status))
+        key = (entry.route.path, method, status)
+        child = _DURATIONS.get(key)
+        if child is None:
+            child = _DURATIONS[key] = metrics.REQUEST_SECONDS.labels(entry.route.path, method, str(status))
+        return child
 
     def _cors_headers(
         self, headers: list[tuple[bytes, bytes]], origin: str | None

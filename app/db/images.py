@@ -48,11 +48,19 @@ def to_metadata(row: Image) -> ImageMetadata:
     return ImageMetadata.model_validate({**values, "trailer": trailer, "size": human_size(row.size_bytes)})
 
 
-def row_writer(
-    url: str, sessions: async_sessionmaker[AsyncSession]
-) -> tuple[Callable[[ImageMetadata, str], Awaitable[None]], Callable[[], None]]:
-    """(commit one row, close) for the catalog: a writer thread on SQLite, group commit
-    through the async session elsewhere; both batch concurrent rows in one transaction."""
+class RowWriter(NamedTuple):
+    """How the catalog commits one image row: `commit` (event loop), `commit_now` (from a worker
+    thread, blocking; None where the database has no such path), `close`."""
+
+    commit: Callable[[ImageMetadata, str], Awaitable[None]]
+    commit_now: Callable[[ImageMetadata, str], None] | None
+    close: Callable[[], None]
+
+
+def row_writer(url: str, sessions: async_sessionmaker[AsyncSession]) -> RowWriter:
+    """The catalog's row writer: on SQLite a writer thread that batches concurrent rows in one
+    transaction (`commit`) or the worker thread's own transaction on its connection
+    (`commit_now`); elsewhere group commit through the async session."""
     if is_sqlite(url):
         columns = list(Image.__table__.columns.keys())
         sql = f"INSERT INTO images ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -62,7 +70,11 @@ def row_writer(
             row = _row(meta, owner)
             await writer.commit([row[name] for name in columns])
 
-        return commit_sqlite, writer.close
+        def commit_now(meta: ImageMetadata, owner: str) -> None:
+            row = _row(meta, owner)
+            writer.insert_now([row[name] for name in columns])
+
+        return RowWriter(commit_sqlite, commit_now, writer.close)
     group: GroupCommit[tuple[ImageMetadata, str]] = GroupCommit(
         sessions, lambda session, rows: add_images(session, images=rows)
     )
@@ -70,7 +82,7 @@ def row_writer(
     async def commit_group(meta: ImageMetadata, owner: str) -> None:
         await group.commit((meta, owner))
 
-    return commit_group, lambda: None
+    return RowWriter(commit_group, None, lambda: None)
 
 
 async def add_images(session: AsyncSession, *, images: Sequence[tuple[ImageMetadata, str]]) -> None:

@@ -74,3 +74,33 @@ def test_the_scrape_config_points_at_metrics() -> None:
 async def test_client_sees_metrics_content_type(client: httpx.AsyncClient) -> None:
     resp = await client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+
+
+def duration_count(exposed: str, route: str, method: str, status: str) -> float:
+    """`http_request_duration_seconds_count` of one route, method and status (0 when absent)."""
+    labels = f'method="{method}",route="{route}",status="{status}"'
+    found = re.search(rf"^http_request_duration_seconds_count\{{{re.escape(labels)}\}} (\S+)$", exposed, re.M)
+    return float(found[1]) if found else 0.0
+
+
+async def test_request_durations_count_every_request_by_route_method_and_status(
+    client: httpx.AsyncClient,
+) -> None:
+    """The pipeline keeps each declared route's histogram children: every request still counts
+    under its own route template, method and status (and an undeclared path under `unmatched`)."""
+    watched = [
+        ("/health", "GET", "200"),
+        ("/health", "HEAD", "200"),
+        ("/api/v1/images/{image_id}", "GET", "400"),
+        ("unmatched", "GET", "404"),
+    ]
+    before = (await client.get("/metrics")).text
+    for _ in range(3):
+        assert (await client.get("/health")).status_code == 200
+    assert (await client.head("/health")).status_code == 200
+    for _ in range(2):
+        assert (await client.get("/api/v1/images/not-a-uuid")).status_code == 400
+    assert (await client.get("/no/such/path")).status_code == 404
+    after = (await client.get("/metrics")).text
+    added = [duration_count(after, *key) - duration_count(before, *key) for key in watched]
+    assert added == [3, 1, 2, 1]

@@ -1,11 +1,13 @@
-"""The SQLite writer thread: concurrent rows share transactions, each caller sees its own
-outcome, a cancelled caller's row is committed all the same, and close writes what waits."""
+"""The SQLite writer thread: concurrent rows share transactions, rows from worker threads
+(`insert_now`) share its connection, each caller sees its own outcome, a cancelled caller's row is
+committed all the same, and close writes what waits."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,27 @@ async def test_a_cancelled_callers_row_is_committed_and_close_writes_what_waits(
     assert _rows(database) == [(7, "kept")]
     await writer.commit((8, "restarted"))  # a later row starts the thread again
     assert _rows(database) == [(7, "kept"), (8, "restarted")]
+
+
+async def test_loop_and_worker_thread_rows_are_all_committed(
+    writer: SqliteBatchWriter, database: Path
+) -> None:
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(4) as pool:
+        from_threads = [loop.run_in_executor(pool, writer.insert_now, (n, "thread")) for n in range(0, 40, 2)]
+        from_loop = [writer.commit((n, "loop")) for n in range(1, 40, 2)]
+        await asyncio.gather(*from_threads, *from_loop)
+    assert _rows(database) == [(n, "thread" if n % 2 == 0 else "loop") for n in range(40)]
+
+
+async def test_a_refused_row_from_a_thread_raises_in_its_caller_and_leaves_the_connection_usable(
+    writer: SqliteBatchWriter, database: Path
+) -> None:
+    writer.insert_now((1, "first"))
+    with pytest.raises(sqlite3.IntegrityError):
+        writer.insert_now((1, "again"))  # the primary key is taken
+    with pytest.raises(sqlite3.IntegrityError):
+        await writer.commit((1, "again, from the loop"))
+    writer.insert_now((2, "after"))
+    await writer.commit((3, "after, from the loop"))
+    assert _rows(database) == [(1, "first"), (2, "after"), (3, "after, from the loop")]

@@ -76,7 +76,8 @@ class ImageService:
         self.max_image_pixels = max_image_pixels
         self._cache: OrderedDict[str, StoredImage] = OrderedDict()
         self.database_url = database_url
-        self._commit_row, self.close = catalog.row_writer(database_url, sessions)
+        self._rows = catalog.row_writer(database_url, sessions)
+        self.close = self._rows.close
         self._cache_entries = cache_entries
         self._reads = catalog.autocommit(sessions)
 
@@ -163,11 +164,29 @@ class ImageService:
         Concurrent uploads share one transaction (group commit); with `also` (say, an
         Idempotency-Key's record), the row and what `also` writes commit in one transaction."""
         if also is None:
-            await self._commit_row(meta, owner)
+            await self._rows.commit(meta, owner)
         else:
             async with self.sessions.begin() as session:
                 await catalog.add_images(session, images=[(meta, owner)])
                 await also(session)
+        image = StoredImage(meta, owner, path)
+        self._remember(image)
+        return image
+
+    @property
+    def commits_in_thread(self) -> bool:
+        """Whether an upload's worker thread can commit its row itself (`register_now`): local
+        bytes and a catalog on SQLite."""
+        return self._rows.commit_now is not None and self.objects is None
+
+    def register_now(self, meta: ImageMetadata, owner: str) -> None:
+        """Worker thread (see `commits_in_thread`): commit the catalog row of bytes already in
+        place, blocking until it is; the event loop then calls `registered`."""
+        assert self._rows.commit_now is not None
+        self._rows.commit_now(meta, owner)
+
+    def registered(self, meta: ImageMetadata, owner: str, path: Path) -> StoredImage:
+        """The image whose row `register_now` committed, remembered (event loop)."""
         image = StoredImage(meta, owner, path)
         self._remember(image)
         return image

@@ -4,7 +4,8 @@ The request body goes chunk by chunk into a temp file beside its final place (se
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
 is checked by Pillow through one read-only mmap (a trailer the photo declares, such as a
 Motion Photo's video, is cut off and the kept bytes' hash resumed from the streaming hash),
-fsynced and renamed into place; then its catalog row (metadata and owner) is committed, and
+fsynced and renamed into place; then its catalog row (metadata and owner) is committed (on
+SQLite without an Idempotency-Key, from the same worker thread: one hop per upload), and
 only then does the image exist. Any failure, or a client hang-up, removes the file: nothing
 is left in `data/`.
 """
@@ -201,21 +202,26 @@ class IngestService:
             replayed = await self._replay(claim, fingerprint, owner)
             if replayed is not None:
                 return replayed
-        meta, path = await self.pool.run(self._place, received)
-        if self.images.objects is not None:  # object storage: put now; `discard` drops the temp
-            path = await self.images.put_object(received.path, meta)
-        if claim is not None:
+        if claim is None and self.images.commits_in_thread:  # one hop: place and commit the row
+            # A cancelled caller waits for the thread; its row is committed, so the bytes stay.
+            meta, path = await self.pool.run(self._place_and_register, received, owner.id)
+            self.images.registered(meta, owner.id, path)
+        else:
+            meta, path = await self.pool.run(self._place, received)
+            if self.images.objects is not None:  # object storage: put now; `discard` drops the temp
+                path = await self.images.put_object(received.path, meta)
+            if claim is not None:
 
-            async def also(session: AsyncSession) -> None:
-                await self.idempotency.record(session, claim, fingerprint, meta.image_id)
+                async def also(session: AsyncSession) -> None:
+                    await self.idempotency.record(session, claim, fingerprint, meta.image_id)
 
-        try:
-            await self.images.register(meta, owner.id, path, also)
-        except asyncio.CancelledError:
-            raise  # the client left; its row may still be committed, so the bytes stay
-        except BaseException:
-            await self.images.unpublish(meta, path)
-            raise
+            try:
+                await self.images.register(meta, owner.id, path, also)
+            except asyncio.CancelledError:
+                raise  # the client left; its row may still be committed, so the bytes stay
+            except BaseException:
+                await self.images.unpublish(meta, path)
+                raise
         metrics.UPLOAD_BYTES.inc(meta.size_bytes)
         logger.info(
             "upload image_id=%s size=%d type=%s %dx%d filename=%r",
@@ -322,6 +328,17 @@ class IngestService:
         path = self.store.publish(received.path, meta.image_id, fmt.extension)
         received.file.close()  # here, not on the event loop
         received.placed = True
+        return meta, path
+
+    def _place_and_register(self, received: ReceivedFile, owner: str) -> tuple[ImageMetadata, Path]:
+        """Worker thread: `_place`, then the catalog row committed from this thread (no hop back
+        to the event loop and on to the database's writer); bytes whose row fails are removed."""
+        meta, path = self._place(received)
+        try:
+            self.images.register_now(meta, owner)
+        except BaseException:
+            unlink_quietly(path)
+            raise
         return meta, path
 
     def _perceptual_hash(self, file: FileIO, fmt: ImageFormat) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -174,6 +175,30 @@ async def test_a_client_hang_up_leaves_nothing(settings, data_dir: Path) -> None
                 owner=TESTER, content_type=CONTENT_TYPE, content_length=None, chunks=hang_up()
             )
     assert files_under(data_dir / "images") == []
+
+
+def run_sql(database: Path, sql: str) -> None:
+    """One statement on the database, from outside the service (its own connection)."""
+    with sqlite3.connect(database) as db:
+        db.execute(sql)
+
+
+async def test_an_upload_whose_catalog_row_is_refused_leaves_no_bytes(settings, data_dir: Path) -> None:
+    """On SQLite the row is committed from the upload's worker thread, after the rename: when
+    the database refuses it, the bytes already in place go, and the error reaches the caller."""
+    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON images BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    database = data_dir / "service.db"
+    async with running(settings, CountingSkin()) as services:
+        # From a thread: the service's own transactions go on while this one waits for its lock.
+        await asyncio.to_thread(run_sql, database, refuse)
+        with pytest.raises(sqlite3.IntegrityError):
+            await upload(services, form(jpeg_bytes()))
+        assert files_under(data_dir / "images") == []
+        await asyncio.to_thread(run_sql, database, "DROP TRIGGER refuse")
+        outcome = await upload(services, form(jpeg_bytes()))
+        stored = await services.images.get(outcome.image_id, TESTER)
+    assert stored.metadata == outcome.metadata
+    assert files_under(data_dir / "images") == [f"{outcome.image_id}.jpg"]
 
 
 async def test_ingest_file_publishes_or_removes_the_file(settings, data_dir: Path) -> None:

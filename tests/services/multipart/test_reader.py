@@ -169,3 +169,42 @@ async def test_prefix_hash_resumes_from_a_streaming_checkpoint(tmp_path: Path) -
     for cut in (0, 1, 262_143, 262_144, 600_001, len(image)):
         assert received.prefix_sha256(image, cut) == hashlib.sha256(image[:cut]).hexdigest(), cut
     received.file.close()
+
+
+@pytest.mark.parametrize("chunk_size", [1 << 20, 20_000, 4096])
+async def test_forms_one_after_another_keep_their_own_headers_and_bytes(
+    tmp_path: Path, chunk_size: int
+) -> None:
+    """Header values parsed once are reused for the next request with the same text, and a chunk
+    of 16 KiB or more goes to the file without a copy: each form still gets exactly its own."""
+    limits = FormLimits(
+        max_file_bytes=10**6,
+        max_body_bytes=2 * 10**6,
+        max_parts=3,
+        max_field_bytes=100,
+        allowed_formats=frozenset({"jpeg"}),
+    )
+    sent = [("b-one", "a.jpg", "image/jpeg"), ("b-two", "b.jpg", None), ("b-one", "c.jpg", "image/jpeg")]
+    for i, (boundary, filename, ctype) in enumerate(sent):
+        image = jpeg_bytes() + bytes([i]) * 40_000
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        head += f"Content-Type: {ctype}\r\n\r\n" if ctype else "\r\n"
+        data = head.encode() + image + f"\r\n--{boundary}--\r\n".encode()
+
+        async def chunks(data: bytes = data) -> AsyncIterator[bytes]:
+            for start in range(0, len(data), chunk_size):
+                yield data[start : start + chunk_size]
+
+        form = await receive_form(
+            content_type=f"multipart/form-data; boundary={boundary}",
+            chunks=chunks(),
+            file_field="file",
+            new_temp=lambda: temp_path_for(tmp_path),
+            limits=limits,
+        )
+        received = form.file
+        assert received is not None and received.file is not None
+        received.file.close()
+        assert (received.filename, received.declared_type) == (filename, ctype)
+        assert received.path.read_bytes() == image and received.size == len(image)
+        assert received.sha256 == hashlib.sha256(image).hexdigest()
