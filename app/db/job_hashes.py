@@ -10,7 +10,7 @@ from typing import NamedTuple
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import rowcount
+from app.db.engine import insert_ignoring_conflicts, rowcount
 from app.db.images import band_columns, band_match
 from app.db.models import ContourJobHash
 
@@ -34,22 +34,18 @@ async def add_job_hash(
     perceptual_hash: str,
 ) -> None:
     """Record the hash of `owner`'s job of `content_key` (kept: the first job of that content)."""
-    exists = await session.get(ContourJobHash, (content_key, owner))
-    if exists is not None:
-        return
-    session.add(
-        ContourJobHash(
-            content_key=content_key,
-            owner=owner,
-            job_id=job_id,
-            variant=variant,
-            width=size[0],
-            height=size[1],
-            perceptual_hash=perceptual_hash,
-            created_ts=time.time(),
-            **band_columns(perceptual_hash),
-        )
-    )
+    values = {
+        "content_key": content_key,
+        "owner": owner,
+        "job_id": job_id,
+        "variant": variant,
+        "width": size[0],
+        "height": size[1],
+        "perceptual_hash": perceptual_hash,
+        "created_ts": time.time(),
+        **band_columns(perceptual_hash),
+    }
+    await session.execute(insert_ignoring_conflicts(session, ContourJobHash, values))
 
 
 async def near_duplicate_jobs(

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ from app.services.jobs.settings import JobSettings
 from app.services.validation.checks import inspect_image
 from app.services.webhooks.service import WebhookEvent, WebhookService
 from app.storage.objects import ObjectStore
+
+logger = logging.getLogger("app.jobs")
 
 LANDMARK_COUNT = 68
 DEFAULT_MARGIN = 0.3
@@ -236,7 +239,10 @@ class ContourJobService:
         if hold_id is not None and job.hold_id != hold_id:  # cached, joined or reused work: free
             await self._release(owner, hold_id)
         if parsed.look is not None and self.reuse is not None and job.reused_from is None:
-            await self.reuse.record(job.content_key, owner.id, job.job_id, parsed.look)
+            try:
+                await self.reuse.record(job.content_key, owner.id, job.job_id, parsed.look)
+            except Exception as exc:  # the job is accepted: only its reuse by later jobs is lost
+                logger.warning("job %s: image hash not recorded (%s)", job.job_id, type(exc).__name__)
         if request.callback_url is not None and self.webhooks is not None:
             await self.webhooks.register(owner, job.job_id, request.callback_url)
             # It may have finished before the callback was recorded (a cached job is born so)
