@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from app.core.config import Settings
 from app.db import migrate
 from app.services.images.catalog import ORPHAN_LOCK_KEY
+from app.services.jobs.pg_queue import QUEUE
 from app.storage.s3 import S3ObjectStore
 from tests.api.test_contour_reuse import check_reuse
 from tests.conftest import MODEL_DIR, serve
@@ -213,6 +214,21 @@ async def pg_worker(url: str, job_id: str, status: str = "running") -> str | Non
         return await conn.fetchval(  # type: ignore[no-any-return]
             "SELECT worker FROM contour_jobs WHERE job_id = $1 AND status = $2", job_id, status
         )
+    finally:
+        await conn.close()
+
+
+async def engine_tasks_idle(url: str) -> bool:
+    """No contour task is waiting or running in the job engine's own table."""
+    import asyncpg
+
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    try:
+        busy = await conn.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = $1 AND status IN ('todo', 'doing')",
+            QUEUE,
+        )
+        return busy == 0
     finally:
         await conn.close()
 
@@ -426,6 +442,9 @@ async def test_the_job_engines_pool_is_a_readiness_check_and_recovers(
             assert (await wait_finished(a, first.json()["job_id"], carol, timeout=60))[
                 "status"
             ] == "completed"
+            # The record says completed before the worker marks its engine task done: cutting the
+            # database in between would leave that task `doing` and its write failing under load.
+            await eventually(lambda: engine_tasks_idle(pg_url))
 
             await relay.close()
             resp = await a.get("/readyz")
