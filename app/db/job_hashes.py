@@ -79,3 +79,8 @@ async def near_duplicate_jobs(
 async def erase_owner_job_hashes(session: AsyncSession, *, owner: str) -> int:
     """Drop every job hash of `owner` (account erasure); how many."""
     return rowcount(await session.execute(delete(ContourJobHash).where(ContourJobHash.owner == owner)))
+
+
+async def purge_job_hashes_before(session: AsyncSession, *, before: float) -> int:
+    """Drop the job hashes recorded before `before` (epoch seconds; job retention); how many."""
+    return rowcount(await session.execute(delete(ContourJobHash).where(ContourJobHash.created_ts < before)))

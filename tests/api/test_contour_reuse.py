@@ -146,3 +146,21 @@ async def test_reuse_off_computes_every_job(make_settings) -> None:
         done = await finished(client, second.json()["job_id"], {})
         assert done["status"] == "completed" and done["reused_from"] is None
         assert first["reused_from"] is None
+
+
+async def test_jobs_past_retention_take_their_hashes_with_them(make_settings, data_dir: Path) -> None:
+    """The file queue's retention runs at start: the expired job's hash goes too, so a later
+    near-duplicate is computed, not pointed at a result that no longer exists."""
+    async with serve(make_settings(initial_credits=5, rate_limits_enabled=False)) as client:
+        carol = await login(client, "carol")
+        first = await submit(client, ORIGINAL, carol)
+        assert (await finished(client, first.json()["job_id"], carol))["status"] == "completed"
+    assert len(hashed(data_dir, "SELECT job_id FROM contour_job_hashes")) == 1
+    await anyio.sleep(0.05)  # the record is now older than a retention of 0.01 s
+    settings = make_settings(initial_credits=5, rate_limits_enabled=False, job_retention_seconds=0.01)
+    async with serve(settings) as client:
+        assert hashed(data_dir, "SELECT job_id FROM contour_job_hashes") == []
+        carol = await relogin(client, "carol")
+        again = await submit(client, REENCODED, carol)
+        assert "x-cache" not in again.headers
+        assert (await finished(client, again.json()["job_id"], carol))["reused_from"] is None

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,8 +201,12 @@ class ContourJobService:
         )
 
     async def start(self) -> None:
-        """Recover and resume accepted jobs (after a crash too)."""
+        """Recover and resume accepted jobs (after a crash too); with the file queue, whose
+        retention runs here, forget the reuse hashes of jobs past retention too."""
         await self.queue.start()
+        retention = self.settings.job_retention_seconds
+        if self.reuse is not None and retention is not None and isinstance(self.queue, JobQueue):
+            await self.reuse.forget_before(time.time() - retention)
 
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs resume at the next start."""

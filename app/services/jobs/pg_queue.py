@@ -449,6 +449,8 @@ class ProcrastinateJobQueue:
             return False
         await self.store.delete(job_key("inputs", key))
         await self.store.delete(job_key("results", key))
+        # Its perceptual hashes (contour job reuse) would only point at a result that is gone.
+        await conn.execute("DELETE FROM contour_job_hashes WHERE content_key = %s", (key,))
         return True
 
     async def forgo_charge(self, job_id: str) -> None:

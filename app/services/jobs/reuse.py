@@ -116,6 +116,12 @@ class ContourReuse:
         found.sort(key=lambda item: item[:2])
         return [candidate for _, _, candidate in found[: self.max_candidates]]
 
+    async def forget_before(self, before: float) -> int:
+        """Forget the hashes recorded before `before` (epoch seconds): their jobs are past
+        retention, so their results are gone or about to go (the file job queue's retention)."""
+        async with self.sessions.begin() as session:
+            return await job_hashes.purge_job_hashes_before(session, before=before)
+
     async def erase_owner(self, owner: str) -> int:
         """Forget every hash of `owner`'s jobs (account erasure); how many."""
         async with self.sessions.begin() as session:
