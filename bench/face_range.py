@@ -7,12 +7,13 @@ it as a JPEG and runs the `face` pipeline's detection (`mesh_backend.decode` at
 each face confirmed by the mesh) on the bytes. A face counts as
 found when a detection's centre lies in the true face box and its size is within 0.5-2x.
 Also: false faces on every bundled non-face photo (at 2000 px and as it is); a group photo.
-Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--scan all|whole] [--old] [--heic]`
-(`--scan whole`: the whole image alone, each face confirmed by the mesh: what
-`find_faces(scan="auto")` relies on when it skips the tiles (WHOLE_MIN_FRACTION); `--old`: the
-full-range detector alone on the whole image, no tiles and no mesh check, as a reference;
-`--heic`: each photo encoded as an iPhone-like HEIC at the same quality instead, detected on
-its full-size JPEG rendition, `RENDITION_JPEG_QUALITY`, as the service's analyses are).
+Usage: `.venv/bin/python bench/face_range.py [--runs 8] [--sizes 0.05,0.08] [--table-only]
+[--scan all|whole] [--old] [--heic]` (`--table-only`: no group photo and no false-face check, to
+split the sizes over processes; `--scan whole`: the whole image alone, each face confirmed by the
+mesh: what `find_faces(scan="auto")` relies on when it skips the tiles (WHOLE_MIN_FRACTION);
+`--old`: the full-range detector alone on the whole image, no tiles and no mesh check; `--heic`:
+each photo encoded as an iPhone-like HEIC at the same quality instead, detected on its full-size
+JPEG rendition, `RENDITION_JPEG_QUALITY`, as the service's analyses are).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--scan", choices=("all", "whole"), default="all", help="find_faces' scan")
     parser.add_argument("--long-side", type=int, default=DETECT_LONG_SIDE, help="decode's long side")
     parser.add_argument("--heic", action="store_true", help="HEIC photos, detected on their rendition")
+    parser.add_argument("--table-only", action="store_true", help="no group photo, no false-face check")
     parser.add_argument(
         "--sizes", default=",".join(map(str, SIZES)), help="face / long side, comma-separated"
     )
@@ -91,6 +93,8 @@ def main() -> int:
         print(
             f"| {frac:.0%} ({frac * max(w, h):.0f} px) | {' | '.join(cells)} | {total / n:.0%} |", flush=True
         )
+    if args.table_only:
+        return 0
     group = []
     for bg in BACKGROUNDS:
         image, boxes = scene(bg, (1600, 900), 4, 150 / 1600, 7)
