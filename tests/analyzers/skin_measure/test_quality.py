@@ -115,12 +115,20 @@ def _face(offset: float = 300.0, others: tuple[float, ...] = ()) -> MeshFace:
 
 
 def test_other_faces_count_from_the_minimum_size() -> None:
-    gate = QualityGate(min_face_px=80)
+    gate = QualityGate(min_face_px=80, other_face_ratio=0.0)  # every face of SKIN_MIN_FACE_PX
     gate.check_face(_face(others=(79.0,)), (600, 600), (0.0, 0.0, 0.0))
     with pytest.raises(MultipleFaces) as raised:
         gate.check_face(_face(others=(79.0, 80.0)), (600, 600), (0.0, 0.0, 0.0))
     assert raised.value.extra == {"faces": 2, "max_faces": 1}
-    QualityGate(max_faces=2).check_face(_face(others=(120.0,)), (600, 600), (0.0, 0.0, 0.0))
+
+
+def test_other_faces_count_from_their_share_of_the_measured_face() -> None:
+    gate = QualityGate(min_face_px=80)  # SKIN_OTHER_FACE_RATIO 0.75 of a 200 px face: 150 px
+    gate.check_face(_face(others=(149.0, 100.0)), (600, 600), (0.0, 0.0, 0.0))  # bystanders
+    with pytest.raises(MultipleFaces) as raised:
+        gate.check_face(_face(others=(149.0, 150.0)), (600, 600), (0.0, 0.0, 0.0))
+    assert raised.value.extra == {"faces": 2, "max_faces": 1}
+    QualityGate(max_faces=2).check_face(_face(others=(180.0,)), (600, 600), (0.0, 0.0, 0.0))
 
 
 def test_a_face_partly_outside_the_image_is_refused() -> None:
