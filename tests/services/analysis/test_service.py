@@ -11,8 +11,7 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.analyzers.base import ImageSource
-from app.analyzers.skin import skin_analysis
+from app.analyzers.base import ImageSource, NoParams
 from app.core.errors import ImageNotFound, UnknownAnalyzer, ValidationFailed
 from app.services.accounts.principals import ANONYMOUS_PRINCIPAL as ANYONE
 from app.services.analysis.service import result_name
@@ -143,26 +142,24 @@ async def test_corrupt_cache_is_recomputed_and_replaced(
 
 
 async def test_another_process_publishing_first_wins(settings, data_dir: Path) -> None:
-    skin = CountingSkin(delay=0.2)
-    async with running(settings, skin) as services:
+    slow = SlowModel()  # model-backed: computes in a lane thread, held until released
+    async with running(settings, CountingSkin(), slow) as services:
         image_id = (await publish(services, photo_jpeg())).image_id
-        pending = asyncio.ensure_future(services.analysis.analyze(image_id, ANYONE))
-        await asyncio.sleep(0.05)
+        pending = asyncio.ensure_future(services.analysis.analyze(image_id, ANYONE, "slow"))
+        while not slow.started:  # ours is computing
+            await asyncio.sleep(0.01)
         # Another worker process publishes a (valid, different) result while ours computes.
-        ours = skin_analysis(image_id)
-        theirs = "Dry" if ours.skin_type != "Dry" else "Oily"
-        winner = (
-            json.dumps(
-                {"image_id": image_id, **ours.model_dump(), "analyzer": "skin", "analyzer_version": "1"},
-                separators=(",", ":"),
-            )
-            .replace(f'"skin_type":"{ours.skin_type}"', f'"skin_type":"{theirs}"')
-            .encode()
-        )
-        (data_dir / "analysis" / f"{image_id}.json").write_bytes(winner)
+        winner = json.dumps(
+            {"image_id": image_id, "ok": False, "analyzer": "slow", "analyzer_version": "1"},
+            separators=(",", ":"),
+        ).encode()
+        path = data_dir / "analysis" / result_name(image_id, slow, NoParams())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(winner)
+        slow.release.set()
         outcome = await pending
     assert outcome.body == winner  # every client agrees on the first published bytes
-    assert (data_dir / "analysis" / f"{image_id}.json").read_bytes() == winner
+    assert path.read_bytes() == winner
 
 
 async def test_run_unstored_leaves_nothing(settings, data_dir: Path, tmp_path: Path) -> None:
