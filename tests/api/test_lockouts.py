@@ -33,7 +33,8 @@ from tests.redis_servers import redis_url
 def store_settings(request: pytest.FixtureRequest) -> dict[str, object]:
     if request.param == "memory":
         return {}
-    return {"redis_url": redis_url()}
+    # A generous timeout: under load the 0.5 s default can expire, and an outage fails open.
+    return {"redis_url": redis_url(), "redis_timeout_seconds": 5}
 
 
 @pytest.fixture
