@@ -4,7 +4,6 @@ re-encoding of a photo is answered by the earlier job, says so, is free, and sta
 from __future__ import annotations
 
 import base64
-import io
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -16,6 +15,7 @@ from skimage import data
 
 from app.services.images.perceptual import distance, hash_image
 from tests.conftest import serve
+from tests.factories import encode
 
 SUBMIT = "/api/v1/frontal/crop/submit"
 STATUS = "/api/v1/frontal/crop/status/{}"
@@ -23,9 +23,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def jpeg(pixels: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    pixels.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return encode(pixels, "JPEG", quality=quality)
 
 
 ASTRONAUT = Image.fromarray(data.astronaut())

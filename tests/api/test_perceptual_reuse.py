@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import httpx
@@ -12,14 +11,13 @@ from skimage import data
 
 from app.services.images.perceptual import distance
 from tests.conftest import serve
+from tests.factories import encode
 
 KEYS = ["key-one-0123456789abcdef", "key-two-0123456789abcdef"]
 
 
 def jpeg(pixels: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    pixels.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return encode(pixels, "JPEG", quality=quality)
 
 
 ASTRONAUT = Image.fromarray(data.astronaut())
