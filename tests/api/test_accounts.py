@@ -445,3 +445,23 @@ async def test_history_survives_a_restart(make_settings) -> None:
     async with serve(settings) as c:
         boss = await admin(c)
         assert (await c.get("/history", headers=boss)).json()["total"] == 1
+
+
+async def test_a_remembered_token_is_refused_at_once_after_logout_or_erasure(make_settings) -> None:
+    # Views cached for an hour: only the invalidation in this process can refuse these tokens.
+    async with serve(make_settings(initial_credits=5, user_cache_seconds=3600)) as c:
+        for username, leave in (("alice", "logout"), ("bob", "erase")):
+            headers = await user(c, username)
+            up = await c.post("/api/v1/upload", files={"file": ("a.jpg", jpeg_bytes())}, headers=headers)
+            assert up.status_code == 201, up.text
+            analyze = {"json": {"image_id": up.json()["image_id"]}, "headers": headers}
+            for _ in range(3):  # computed, then cache hits with the remembered principal
+                assert (await c.post("/api/v1/analyze", **analyze)).status_code == 200
+            if leave == "logout":
+                assert (await c.post("/api/v1/auth/logout", headers=headers)).status_code == 204
+            else:
+                assert (await c.delete("/api/v1/auth/me", headers=headers)).status_code == 204
+            refused = await c.post("/api/v1/analyze", **analyze)
+            assert refused.status_code == 401, (username, refused.text)
+            assert refused.json()["code"] == "unauthorized"
+            assert (await c.get("/v1/me", headers=headers)).status_code == 401

@@ -5,7 +5,10 @@ A bearer token is verified once (signature, claims) and its claims are kept in a
 cache until the token expires; the user it names is looked up through `UserDirectory`,
 which keeps each user's view (admin flag, existence, logout instant, revoked tokens) for
 `USER_CACHE_SECONDS`: a deletion or logout in this worker applies at once, in the others
-within that many seconds.
+within that many seconds. The Principal a token resolved to is kept beside its claims, tied
+to the very view it was checked against: it serves again only while that view is still the
+directory's current one (not expired, not forgotten after a logout, revocation or erasure)
+and the token has not expired, so a repeat caller costs two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from app.services.accounts.settings import AccessSettings
 
 PrincipalKind = Literal["anonymous", "api_key", "user", "admin"]
 _BEARER = {"WWW-Authenticate": "Bearer"}
+_TOKENS_KEPT = 10_000  # verified tokens kept per process (claims, resolved principals)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ class UserDirectory:
         self._views: OrderedDict[int, UserView | None] = OrderedDict()
         self._loaded: dict[int, float] = {}
 
+    def current(self, user_id: int, now: float) -> UserView | None:
+        """The cached view of `user_id` if it is still fresh at `now` (monotonic), else None;
+        never loads."""
+        view = self._views.get(user_id)
+        if view is not None and now - view.loaded_at < self.ttl:
+            return view
+        return None
+
     async def get(self, user_id: int) -> UserView | None:
         now = time.monotonic()
         if user_id in self._views and now - self._loaded[user_id] < self.ttl:
@@ -114,6 +126,8 @@ class PrincipalResolver:
         self.jwt = jwt_config
         self.users = users
         self._claims: OrderedDict[str, TokenClaims] = OrderedDict()
+        # token -> (its Principal, the view it was checked against, its expiry as a Unix time)
+        self._resolved: OrderedDict[str, tuple[Principal, UserView, float]] = OrderedDict()
 
     async def resolve(self, *, authorization: str | None, api_key: str | None) -> Principal:
         """The caller: a bearer token wins over an API key; neither is anonymous if allowed."""
@@ -141,6 +155,12 @@ class PrincipalResolver:
 
     async def from_token(self, token: str) -> Principal:
         """The user an access token names, if the token and the user are both still valid."""
+        resolved = self._resolved.get(token)
+        if resolved is not None:
+            principal, seen, expires = resolved
+            if time.time() < expires and self.users.current(seen.user_id, time.monotonic()) is seen:
+                return principal
+            del self._resolved[token]
         claims = self._verified(token)
         # User ids are positive int64 (SQLite INTEGER, PostgreSQL BIGINT): at most 18 ASCII digits.
         if not (claims.subject.isascii() and claims.subject.isdigit() and len(claims.subject) <= 18):
@@ -155,14 +175,19 @@ class PrincipalResolver:
         ):
             raise Unauthorized("The token has been revoked", headers=_BEARER)
         kind: PrincipalKind = "admin" if view.is_admin else "user"
-        return Principal(id=user_principal_id(view.user_id), kind=kind, user_id=view.user_id, token=claims)
+        user_id = view.user_id
+        principal = Principal(id=user_principal_id(user_id), kind=kind, user_id=user_id, token=claims)
+        self._resolved[token] = (principal, view, claims.expires_at.timestamp())
+        while len(self._resolved) > _TOKENS_KEPT:
+            self._resolved.popitem(last=False)
+        return principal
 
     def _verified(self, token: str) -> TokenClaims:
         claims = self._claims.get(token)
         if claims is None:
             claims = decode_token(self.jwt, token, "access")
             self._claims[token] = claims
-            while len(self._claims) > 10_000:
+            while len(self._claims) > _TOKENS_KEPT:
                 self._claims.popitem(last=False)
         elif claims.expires_at <= datetime.now(UTC):
             self._claims.pop(token, None)

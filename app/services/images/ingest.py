@@ -52,8 +52,9 @@ from app.services.multipart.reader import (
     require_file,
     sanitize_filename,
 )
-from app.services.validation.checks import ImageInfo, examine_image
+from app.services.validation.checks import ImageInfo, examine_image, read_header
 from app.services.validation.jpeg import check_jpeg_structure
+from app.services.validation.jpeg_trailer import Trailer
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata, RemovedTrailer, StoredImage
 
@@ -253,11 +254,11 @@ class IngestService:
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
         with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if received.size > self.settings.max_upload_bytes:
-                self._check_image_fits(data, fmt)
-            info = examine_image(
-                data, fmt, self.settings.max_image_pixels, self.settings.upload_decode_check, self.integrity
-            )
+            pixels, decode = self.settings.max_image_pixels, self.settings.upload_decode_check
+            if received.size > self.settings.max_upload_bytes:  # one walk finds the trailer and checks
+                info = read_header(data, fmt, pixels, self._check_image_fits(data, fmt), decode)
+            else:
+                info = examine_image(data, fmt, pixels, decode, self.integrity)
             if cut and info.trailer is not None:
                 received.sha256 = received.prefix_sha256(data, info.trailer.start)
         if cut and info.trailer is not None:
@@ -265,9 +266,10 @@ class IngestService:
             received.size = info.trailer.start
         return fmt, info
 
-    def _check_image_fits(self, data: mmap.mmap, fmt: ImageFormat) -> None:
+    def _check_image_fits(self, data: mmap.mmap, fmt: ImageFormat) -> Trailer:
         """PayloadTooLarge unless a file over MAX_UPLOAD_BYTES is a JPEG whose declared trailer
-        (cut off before it is stored) brings the image within it."""
+        (cut off before it is stored) brings the image within it; that trailer (the JPEG's
+        whole structure walk has passed)."""
         limit = self.settings.max_upload_bytes
         if fmt.pillow == "JPEG":
             try:
@@ -275,7 +277,7 @@ class IngestService:
             except UndecodableImage:
                 trailer = None
             if trailer is not None and trailer.start <= limit:
-                return
+                return trailer
         raise PayloadTooLarge(f"The file exceeds the limit of {limit} bytes")
 
     def _describe_file(self, path: Path, filename: str | None) -> ReceivedFile:

@@ -83,7 +83,18 @@ def examine_image(
     `data` is usually a read-only mmap of the temp file: one mapping serves the hash,
     the structure walk and Pillow, with no copy of the upload in memory.
     """
-    trailer = check_structure(data, fmt, limits)
+    return read_header(data, fmt, max_pixels, check_structure(data, fmt, limits), decode_check)
+
+
+def read_header(
+    data: mmap.mmap | bytes,
+    fmt: ImageFormat,
+    max_pixels: int,
+    trailer: Trailer | None,
+    decode_check: DecodeCheck = "structure",
+) -> ImageInfo:
+    """The second half of `examine_image`, for bytes whose structure walk already passed (with
+    `trailer` its result): Pillow reads the header (size within `max_pixels`, orientation)."""
     if fmt.name == "heic":
         enable_heif()
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)

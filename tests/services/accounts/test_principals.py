@@ -169,3 +169,49 @@ async def test_the_directory_holds_at_most_its_entries(sessions: Sessions) -> No
     views = [await directory.get(i) for i in ids]
     assert await directory.get(ids[2]) is views[2]  # still cached
     assert await directory.get(ids[0]) is not views[0]  # evicted, loaded again
+
+
+async def test_a_resolved_token_is_remembered_until_its_view_is_forgotten_or_it_expires(
+    sessions: Sessions, resolver: Callable[..., PrincipalResolver]
+) -> None:
+    user_id = await add_user(sessions)
+    token = access(str(user_id))
+    r = resolver(ttl=3600)
+    first = await r.from_token(token)
+    async with sessions.begin() as session:
+        user = await accounts.get_user(session, user_id=user_id)
+        assert user is not None
+        user.is_admin = True
+    assert await r.from_token(token) is first  # remembered: no database read
+    r.users.forget(user_id)  # what a logout, revocation or erasure in this process does
+    again = await r.from_token(token)
+    assert again is not first and again.is_admin
+    async with sessions.begin() as session:
+        await accounts.delete_user(session, user_id=user_id)
+    r.users.forget(user_id)
+    with pytest.raises(Unauthorized, match="no longer exists"):
+        await r.from_token(token)
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    sessions: Sessions, resolver: Callable[..., PrincipalResolver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id = await add_user(sessions)
+    token = access(str(user_id))  # five minutes
+    r = resolver(ttl=3600)
+    assert (await r.from_token(token)).user_id == user_id
+    later = datetime.now(UTC) + timedelta(minutes=6)
+    monkeypatch.setattr("app.services.accounts.principals.time.time", lambda: later.timestamp())
+    monkeypatch.setattr("app.services.accounts.principals.datetime", _FrozenDatetime(later))
+    with pytest.raises(Unauthorized, match="expired"):
+        await r.from_token(token)
+
+
+class _FrozenDatetime:
+    """`datetime` as the resolver uses it (`now`), stopped at `at`."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self, tz: object = None) -> datetime:
+        return self.at

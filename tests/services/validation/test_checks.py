@@ -21,8 +21,9 @@ from skimage import data
 
 from app.core.errors import TooManyPixels, UndecodableImage
 from app.core.formats import FORMATS
-from app.services.validation.checks import inspect_image
+from app.services.validation.checks import check_structure, inspect_image, read_header
 from app.services.validation.jpeg import check_jpeg_structure
+from app.services.validation.jpeg_trailer import Trailer
 from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import DEFLATE_MAX_RATIO, check_png_structure
 from app.services.validation.settings import DEFAULT_LIMITS
@@ -458,3 +459,18 @@ def test_ordinary_webps_pass() -> None:
         assert inspect_image(body, FORMATS["webp"], 40_000_000)[0] > 0, name
     with pytest.raises(UndecodableImage, match="more than 1 metadata"):
         check_webp_structure(webp_ok()["exif-icc"], limits(image_max_metadata_segments=1))
+
+
+def test_read_header_after_a_walk_done_elsewhere_still_checks_pixels_and_the_header() -> None:
+    # An upload over MAX_UPLOAD_BYTES: the walk that found its declared trailer is the check.
+    fmt, body = FORMATS["jpeg"], jpeg()
+    trailer = Trailer(len(body), "motion_photo", ("video/mp4",))
+    info = read_header(body, fmt, 512 * 512, trailer)
+    assert (info.width, info.height, info.trailer) == (512, 512, trailer)
+    with pytest.raises(TooManyPixels):
+        read_header(body, fmt, 512 * 512 - 1, trailer)
+    sof = body.index(b"\xff\xc0")
+    twelve_bit = body[: sof + 4] + b"\x0c" + body[sof + 5 :]  # Pillow reads 8-bit samples only
+    assert check_structure(twelve_bit, fmt) is None  # the walk does not look inside SOF
+    with pytest.raises(UndecodableImage):
+        read_header(twelve_bit, fmt, 512 * 512, None)

@@ -1,0 +1,140 @@
+"""CPU of two hot functions in-process: an upload's validation and a logged-in caller's resolution.
+
+- `examine_image` (the structure walk and Pillow's header read) on bench/photos.py's 100 KB,
+  1 MB and 5 MB photos, read-only mmaps as an upload gives them, with its two halves alone:
+  `check_structure` (the JPEG walk; most of it the regex scan of the entropy-coded data) and
+  `read_header` (Pillow).
+- `PrincipalResolver.resolve` of a bearer token already seen (a user in SQLite, views cached
+  for USER_CACHE_SECONDS' default), as every logged-in request after the first does.
+
+Each variant (this checkout, each `--ref GITREF` as a git worktree in bench/.work/) runs in
+its own process, the variants taking turns `--rounds` times; figures are medians of the rounds
+(µs of process CPU per call). A ref without `read_header` shows only the whole check.
+
+Run: .venv/bin/python bench/hot_paths.py [--ref GITREF] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import harness as h
+from photos import upload_image
+
+SIZES = ("100k", "1m", "5m")
+CHILD = r"""
+import asyncio, json, mmap, os, sys, tempfile, time
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, os.getcwd())
+from app.core.formats import sniff_format
+from app.services.validation import checks
+
+
+def per_call(f, n):
+    f()
+    started = time.process_time()
+    for _ in range(n):
+        f()
+    return (time.process_time() - started) / n * 1e6
+
+
+for size, path in json.loads(os.environ["BENCH_PHOTOS"]).items():
+    n = {"100k": 1000, "1m": 200, "5m": 40}[size]
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        fmt = sniff_format(data[:32])
+        row = {f"examine {size}": per_call(lambda: checks.examine_image(data, fmt, 50_000_000), n),
+               f"structure {size}": per_call(lambda: checks.check_structure(data, fmt), n)}
+        if hasattr(checks, "read_header"):
+            row[f"header {size}"] = per_call(lambda: checks.read_header(data, fmt, 50_000_000, None), n)
+        print(json.dumps(row), flush=True)
+        del fmt
+
+
+async def resolve():
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+    from app.core.config import Settings
+    from app.core.security import JwtConfig, issue_token
+    from app.db import accounts
+    from app.db.models import Base
+    from app.services.accounts.principals import PrincipalResolver, UserDirectory
+    from app.services.accounts.settings import AccessSettings
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions.begin() as session:
+        user = await accounts.add_user(session, username="u", username_key="u", password_hash="x",
+                                       full_name=None, is_admin=False, credits=0,
+                                       now=datetime.now(UTC) - timedelta(days=1))
+    settings = Settings(_env_file=None)
+    jwt = JwtConfig(secret=b"k" * 64, issuer="bench", audience="bench")
+    token = issue_token(jwt, subject=str(user.id), use="access", lifetime=timedelta(minutes=30))[0]
+    resolver = PrincipalResolver(AccessSettings.from_settings(settings),
+                                 jwt, UserDirectory(sessions, settings.user_cache_seconds))
+    auth = f"Bearer {token}"
+    for _ in range(200):
+        await resolver.resolve(authorization=auth, api_key=None)
+    started = time.process_time()
+    for _ in range(20000):
+        await resolver.resolve(authorization=auth, api_key=None)
+    print(json.dumps({"resolve token": (time.process_time() - started) / 20000 * 1e6}), flush=True)
+    await engine.dispose()
+
+asyncio.run(resolve())
+"""
+
+
+def measure(src: Path, photos: dict[str, str]) -> dict[str, float]:
+    """One process of checkout `src`: µs CPU per call of each figure."""
+    env = {**os.environ, "BENCH_PHOTOS": json.dumps(photos), "LOG_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=src, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{src}: failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    figures: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            figures |= json.loads(line)
+    return figures
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ref", action="append", default=[], help="also measure this git ref")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--output", type=Path, default=h.BENCH_DIR / "hot_paths_results.json")
+    args = p.parse_args()
+    photos = {size: str(upload_image(size)) for size in SIZES}
+    with ExitStack() as stack:
+        variants = {"service": h.REPO_ROOT}
+        for ref in args.ref:
+            variants[f"@{ref}"] = Path(stack.enter_context(h.checkout(ref)))
+        got: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+        names = list(variants)
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                got[name].append(figures := measure(variants[name], photos))
+                shown = "  ".join(f"{what} {us:.1f}" for what, us in figures.items())
+                h.log(f"  round {r + 1} {name:12} µs CPU/call: {shown}")
+    rows = []
+    mine = got["service"]
+    for name in variants:
+        for what in got[name][0]:
+            us = statistics.median(f[what] for f in got[name])
+            row: dict = {"metric": f"CPU, {what}", "variant": name, "µs/call": us}
+            if name != "service" and what in mine[0]:
+                row["service / this"] = statistics.median(f[what] for f in mine) / us
+            rows.append(row | {"runs": [f[what] for f in got[name]]})
+    h.report(args.output, rows, vars(args))
+    return 0
+
+
+if __name__ == "__main__":
+    h.run_cli(main)
