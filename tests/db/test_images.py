@@ -4,6 +4,7 @@ found again through their indexed bands."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,16 +51,20 @@ async def test_a_row_round_trips_to_its_metadata(sessions: async_sessionmaker[As
 async def test_rows_written_through_the_row_writer_are_read_back(
     sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:
-    commit, close = catalog.row_writer(database_url, sessions)
-    images = [meta(1_700_000_000.0 + i) for i in range(3)]
+    writer = catalog.row_writer(database_url, sessions)
+    images = [meta(1_700_000_000.0 + i) for i in range(4)]
     try:
-        for image in images:
-            await commit(image, "anonymous")
+        for image in images[:3]:
+            await writer.commit(image, "anonymous")
+        if writer.commit_now is None:  # group commit: no blocking path from a worker thread
+            await writer.commit(images[3], "anonymous")
+        else:  # SQLite: the upload's worker thread commits on the writer's connection
+            await asyncio.to_thread(writer.commit_now, images[3], "anonymous")
     finally:
-        close()
+        writer.close()
     async with sessions() as session:
         total, rows = await catalog.list_images(session, owner="anonymous", limit=10, offset=0)
-    assert total == 3 and [catalog.to_metadata(row) for row in rows] == images[::-1]
+    assert total == 4 and [catalog.to_metadata(row) for row in rows] == images[::-1]
 
 
 async def test_pages_are_newest_first_and_per_owner(sessions: async_sessionmaker[AsyncSession]) -> None:
