@@ -286,6 +286,7 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         credits=credits,
         reuse=perceptual_reuse(ReuseSettings.from_settings(settings), images, io_pool, previews.pixels),
         pixels=previews.pixels,
+        local_pixels=previews.local_pixels,
     )
     webhooks = WebhookService(DeliverySettings.from_settings(settings), sessions)
     contour_jobs = ContourJobService(
