@@ -432,3 +432,18 @@ async def test_a_heic_analysis_while_storage_is_down_is_503_and_leaves_nothing(
             assert files_under(tmp_path / "a" / "images") == []
     finally:
         await relay.close()
+
+
+async def test_a_heic_near_duplicate_on_object_storage_is_hashed_from_its_rendition(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore
+) -> None:
+    async with serve(s3_settings("a", rendition_at_upload=False)) as a:
+        first, second = await upload(a, heic()), await upload(a, heic())
+        assert "reused_from" not in await analyze(a, first, "face")
+        reused = await analyze(a, second, "face")
+        assert reused["reused_from"]["image_id"] == first
+        # the second image's hash was taken from its rendition, stored for it (one decode, kept)
+        assert await keys(bucket, image_prefix(second)) == [
+            f"images/{second}/original.heic",
+            result_key(second, RENDITION),
+        ]
