@@ -284,8 +284,11 @@ def build_container(settings: Settings, registry: AnalyzerRegistry | None = None
         lanes=lanes,
         memory_entries=settings.analysis_memory_cache_entries,
         credits=credits,
-        reuse=perceptual_reuse(ReuseSettings.from_settings(settings), images, io_pool, previews.pixels),
+        reuse=perceptual_reuse(
+            ReuseSettings.from_settings(settings), images, io_pool, previews.pixels, previews.local_pixels
+        ),
         pixels=previews.pixels,
+        local_pixels=previews.local_pixels,
     )
     webhooks = WebhookService(DeliverySettings.from_settings(settings), sessions)
     contour_jobs = ContourJobService(

@@ -5,8 +5,10 @@ an upload validated in a local temp file is put under its id (`If-None-Match: *`
 named as `app.storage.base.result_key` names it (`{id}.json`, `{id}/{variant}.json`) lives
 at `images/{id}/results/{default|variant}.json`, created first-writer-wins and repaired with
 `If-Match` (`objects.publish`); analyzers get a local temp copy made from the object, never a
-path into the store; DELETE removes the image's prefix. Temp files stay in the local data dir
-(`images/`), where the start-up sweep of dead processes' temp files finds them.
+path into the store (a HEIC's rendition, `{id}/rendition-...jpg`, is a result too, at
+`images/{id}/results/rendition-...jpg`, read through such a copy); DELETE removes the
+image's prefix. Temp files stay in the local data dir (`images/`), where the start-up sweep
+of dead processes' temp files finds them.
 """
 
 from __future__ import annotations
@@ -66,11 +68,30 @@ class ObjectImages:
         """A stream of the image's bytes `first`..`last` (inclusive), or None if they are gone."""
         return await self.store.open(self.key(meta), first, last)
 
-    @contextlib.asynccontextmanager
-    async def local_copy(self, meta: ImageMetadata) -> AsyncIterator[Path | None]:
+    def local_copy(self, meta: ImageMetadata) -> contextlib.AbstractAsyncContextManager[Path | None]:
         """A private temp copy of the image's bytes for an analyzer (None if they are gone),
         removed afterwards."""
-        stream = await self.open(meta)
+        return self._copy(self.key(meta))
+
+    def result_copy(self, name: str) -> contextlib.AbstractAsyncContextManager[Path | None]:
+        """A private temp copy of a stored result (a HEIC's rendition: `name` as
+        `object_result_key` takes it) for a decoder (None if there is none), removed afterwards."""
+        return self._copy(object_result_key(name))
+
+    @contextlib.asynccontextmanager
+    async def bytes_copy(self, data: bytes) -> AsyncIterator[Path]:
+        """A private temp file holding `data` (bytes just published), removed afterwards."""
+        path = temp_path_for(self.temp_dir)
+        try:
+            async with await anyio.open_file(path, "xb") as file:
+                await file.write(data)
+            yield path
+        finally:
+            await anyio.to_thread.run_sync(unlink_quietly, path)
+
+    @contextlib.asynccontextmanager
+    async def _copy(self, key: str) -> AsyncIterator[Path | None]:
+        stream = await self.store.open(key)
         if stream is None:
             yield None
             return
@@ -108,6 +129,10 @@ class ObjectImages:
                 continue  # not written by this service: left alone
             newest[image_id] = max(newest.get(image_id, 0.0), info.modified)
         return newest
+
+    async def has_result(self, name: str) -> bool:
+        """True if a result is stored under `name` (a HEAD: its bytes are not read)."""
+        return await self.store.stat(object_result_key(name)) is not None
 
     async def read_result(self, name: str) -> bytes | None:
         """The stored bytes of a result, or None."""

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from app.analyzers.registry import AnalyzerRegistry
 from app.core.config import Settings
 from app.storage.objects import image_prefix, result_key
 from app.storage.s3 import S3ObjectStore
+from tests.api.test_heic_renditions import analyze, heic, jpeg, upload
 from tests.conftest import files_under, serve, shared_registry
 from tests.factories import CountingSkin, jpeg_bytes, photo_jpeg
 from tests.relay import Relay
@@ -315,3 +319,131 @@ async def test_a_cache_hit_asks_the_catalog_not_the_store(
             assert gone.status_code == 404 and gone.json()["code"] == "image_not_found"
     finally:
         await relay.close()
+
+
+RENDITION = "rendition-q90-v1.jpg"
+
+
+@contextlib.asynccontextmanager
+async def logged(name: str) -> AsyncIterator[list[logging.LogRecord]]:
+    """The records one logger emits meanwhile (its own handler: the app's loggers may not
+    propagate to pytest's)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_a_heic_on_object_storage_is_decoded_once_into_a_rendition_object(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore, tmp_path: Path
+) -> None:
+    """The first model-backed reader on any replica makes the rendition object; `face` on it
+    matches the same picture sent as a JPEG; the other replica's analyses and previews read it
+    (never made again); a delete removes it, and no replica keeps a file of the image."""
+    options = {"rendition_at_upload": False, "perceptual_reuse_distance": 0}
+    async with (
+        serve(s3_settings("a", **options)) as a,
+        serve(s3_settings("b", **options)) as b,
+        logged("app.previews") as records,
+    ):
+        heic_id = await upload(a, heic())
+        jpeg_id = await upload(a, jpeg(), "image/jpeg")
+        key = result_key(heic_id, RENDITION)
+        assert await keys(bucket, image_prefix(heic_id)) == [f"images/{heic_id}/original.heic"]
+
+        faces = {name: await analyze(b, i, "face") for name, i in (("heic", heic_id), ("jpeg", jpeg_id))}
+        for side in ("x", "y", "width", "height"):
+            assert abs(faces["heic"]["face_box"][side] - faces["jpeg"]["face_box"][side]) <= 8, faces
+        stored = await bucket.read(key)
+        assert stored is not None
+        with Image.open(io.BytesIO(stored.data)) as im:
+            assert (im.format, im.size) == ("JPEG", (1280, 960))
+        assert await keys(bucket, image_prefix(jpeg_id)) == [
+            f"images/{jpeg_id}/original.jpg",
+            result_key(jpeg_id, "face.json"),
+        ]  # a JPEG decodes reduced: no rendition
+
+        labels = [(await analyze(a, i, "classify"))["predictions"][0]["label"] for i in (heic_id, jpeg_id)]
+        assert labels[0] == labels[1]
+        preview = await a.get(f"/api/v1/images/{heic_id}/preview?width=128")
+        assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (128, 96)
+        made = [r for r in records if f"rendition image_id={heic_id} stored" in r.getMessage()]
+        assert len(made) == 1  # replica a read b's rendition: the HEIC was decoded once
+        assert (await bucket.read(key)).etag == stored.etag  # type: ignore[union-attr]
+
+        assert (await a.delete(f"/api/v1/images/{heic_id}")).status_code == 204
+        assert await keys(bucket, image_prefix(heic_id)) == []
+        for replica in ("a", "b"):
+            assert [name for name in files_under(tmp_path / replica) if heic_id in name] == []
+            assert files_under(tmp_path / replica / "images") == []  # no private copy left
+
+
+async def test_a_heic_upload_on_object_storage_stores_its_rendition_in_the_background(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore, tmp_path: Path
+) -> None:
+    async with serve(s3_settings("a")) as a:
+        image_id = await upload(a, heic())
+
+        async def stored() -> bool:
+            return result_key(image_id, RENDITION) in await keys(bucket, image_prefix(image_id))
+
+        await wait_for(stored, 120.0)
+        whole = await bucket.read(result_key(image_id, RENDITION))
+        assert whole is not None and whole.data.endswith(b"\xff\xd9")
+        half = whole.data[: len(whole.data) // 2]  # a damaged object: made again by its reader
+        assert await bucket.replace(result_key(image_id, RENDITION), half, whole.etag) is not None
+        assert "face_box" in await analyze(a, image_id, "face")
+        again = await bucket.read(result_key(image_id, RENDITION))
+        assert again is not None and again.data.endswith(b"\xff\xd9")
+        assert abs(len(again.data) - len(whole.data)) < len(whole.data) // 100
+        assert (await a.delete(f"/api/v1/images/{image_id}")).status_code == 204
+        assert await keys(bucket, image_prefix(image_id)) == []
+        assert files_under(tmp_path / "a" / "images") == []
+        assert [name for name in files_under(tmp_path / "a") if image_id in name] == []
+
+
+async def test_a_heic_analysis_while_storage_is_down_is_503_and_leaves_nothing(
+    s3_settings: Callable[..., Settings], s3_server: dict[str, Any], bucket: S3ObjectStore, tmp_path: Path
+) -> None:
+    relay = Relay(s3_server["endpoint_url"])
+    await relay.open()
+    settings = s3_settings(
+        "a", s3_endpoint_url=relay.url, s3_connect_timeout_seconds=0.5, s3_read_timeout_seconds=2.0
+    ).model_copy(update={"s3_max_attempts": 1, "rendition_at_upload": False})
+    try:
+        async with serve(settings) as api:
+            image_id = await upload(api, heic())
+            await relay.close()
+            for response in (
+                await api.post("/api/v1/analyze", json={"image_id": image_id, "analyzer": "face"}),
+                await api.get(f"/api/v1/images/{image_id}/preview?width=128"),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.json()["code"] == "storage_unavailable" and response.headers["retry-after"]
+            assert files_under(tmp_path / "a" / "images") == []
+            await relay.open()
+            assert "face_box" in await analyze(api, image_id, "face")
+            assert result_key(image_id, RENDITION) in await keys(bucket, image_prefix(image_id))
+            assert files_under(tmp_path / "a" / "images") == []
+    finally:
+        await relay.close()
+
+
+async def test_a_heic_near_duplicate_on_object_storage_is_hashed_from_its_rendition(
+    s3_settings: Callable[..., Settings], bucket: S3ObjectStore
+) -> None:
+    async with serve(s3_settings("a", rendition_at_upload=False)) as a:
+        first, second = await upload(a, heic()), await upload(a, heic())
+        assert "reused_from" not in await analyze(a, first, "face")
+        reused = await analyze(a, second, "face")
+        assert reused["reused_from"]["image_id"] == first
+        # the second image's hash was taken from its rendition, stored for it (one decode, kept)
+        assert await keys(bucket, image_prefix(second)) == [
+            f"images/{second}/original.heic",
+            result_key(second, RENDITION),
+        ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +68,12 @@ class PerceptualReuse:
         any_owner: bool,
         max_candidates: int,
         pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
+        local_pixels: Callable[[StoredImage], AbstractAsyncContextManager[Path | None]] | None = None,
     ) -> None:
         self.images = images
         # The file to decode for an image's pixels (a HEIC's rendition); None: the stored bytes
         self.pixels = pixels
+        self.local_pixels = local_pixels  # with object storage: a local copy of that file
         self.pool = pool
         self.distance = distance
         self.any_owner = any_owner
@@ -132,6 +135,11 @@ class PerceptualReuse:
                 path = image.path if self.pixels is None else await self.pixels(image)
                 fmt = meta.image_format.pillow if path == image.path else None
                 computed = await self.pool.run(hash_image, path, fmt)
+            elif self.local_pixels is not None:  # the rendition or the image's bytes: either decoder
+                async with self.local_pixels(image) as copy:
+                    if copy is None:
+                        return None
+                    computed = await self.pool.run(hash_image, copy, None)
             else:
                 async with objects.local_copy(meta) as copy:
                     if copy is None:
@@ -155,6 +163,7 @@ def perceptual_reuse(
     images: ImageService,
     pool: ThreadPool,
     pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
+    local_pixels: Callable[[StoredImage], AbstractAsyncContextManager[Path | None]] | None = None,
 ) -> PerceptualReuse | None:
     """The reuse policy from settings; None when `PERCEPTUAL_REUSE_DISTANCE` is 0 (off)."""
     if settings.perceptual_reuse_distance == 0:
@@ -166,4 +175,5 @@ def perceptual_reuse(
         any_owner=settings.perceptual_reuse_scope == "any",
         max_candidates=settings.perceptual_reuse_max_candidates,
         pixels=pixels,
+        local_pixels=local_pixels,
     )

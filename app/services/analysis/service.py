@@ -14,8 +14,9 @@ objects: created with `If-None-Match: *` (first writer wins across replicas, eve
 gets the winner's bytes) and replaced with `If-Match` when outdated or corrupt; the analyzer
 reads a local temp copy of the image made from its object.
 A model-backed analyzer of an image whose format has no reduced decoding (HEIC, AVIF) reads
-its full-size JPEG rendition instead, made once per image (`pixels`:
-`app.services.images.previews`); results are published against the image itself.
+its full-size JPEG rendition instead, made once per image (`pixels`; with object storage a
+local copy of the rendition's object, `local_pixels`: `app.services.images.previews`);
+results are published against the image itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -120,12 +121,15 @@ class AnalysisService:
         credits: CreditService | None = None,
         reuse: PerceptualReuse | None = None,
         pixels: Callable[[StoredImage], Awaitable[Path]] | None = None,
+        local_pixels: Callable[[StoredImage], AbstractAsyncContextManager[Path | None]] | None = None,
     ) -> None:
         self.registry = registry
         self.reuse = reuse
         # The file a model-backed analysis decodes for a stored image (a HEIC's rendition,
         # `PreviewService.pixels`); None: the stored bytes
         self.pixels = pixels
+        # With object storage: a local copy of that file (`PreviewService.local_pixels`)
+        self.local_pixels = local_pixels
         self.credits = credits
         self.images = images
         self.results = results
@@ -291,7 +295,11 @@ class AnalysisService:
             )
         elif body is None:
             assert objects is not None
-            async with objects.local_copy(image.metadata) as copy:
+            if self.local_pixels is not None and analyzer.model_backed:  # a HEIC's rendition
+                copying = self.local_pixels(image)
+            else:
+                copying = objects.local_copy(image.metadata)
+            async with copying as copy:
                 if copy is None:
                     raise ImageNotFound(f"Image {image_id} not found")
                 body = await self._compute_metered(

@@ -20,23 +20,28 @@ decode the rendition instead of the file (`pixels`), reduced as a JPEG is; at fu
 every coordinate is the stored image's (HEIC is stored upright by its decoder). It is made in
 the background right after the upload answers (`warm`, `RENDITION_AT_UPLOAD`) or by the first
 reader, on the analysis lane under the key `rendition`; readers of an image whose rendition is
-being made wait for that one. Local storage only: with object storage every analysis decodes.
+being made wait for that one. With object storage (`STORAGE_URL`) the rendition is an object
+of the image's (`images/{id}/results/rendition-q90-v1.jpg`: published first writer wins, deleted
+with the image and swept with its orphans), which each reader decodes from a private temp copy
+(`local_pixels`), as it decodes an image's bytes there; one process makes it at most once at a
+time, and replicas that race each make one and keep the first published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from app.analyzers.imaging import load_rgb
-from app.core.errors import ImageNotFound, QueueFull, ValidationFailed
+from app.core.errors import ImageNotFound, QueueFull, StorageUnavailable, ValidationFailed
 from app.core.threads import ThreadPool
 from app.services.analysis.scheduler import Lane
 from app.services.images.catalog import ImageService
@@ -127,16 +132,18 @@ class PreviewService:
         self.rendition_quality = rendition_quality
         self._in_flight: dict[str, asyncio.Task[tuple[bytes, bool]]] = {}
         self._renditions: dict[str, asyncio.Task[Path]] = {}
+        self._object_renditions: dict[str, asyncio.Task[bytes]] = {}
 
     def has_rendition(self, image: StoredImage) -> bool:
-        """True if analyses of `image` read a rendition (its format has one; local storage)."""
-        return self.images.objects is None and image.metadata.image_format.name in self.rendition_formats
+        """True if analyses of `image` read a rendition (its format has one)."""
+        return image.metadata.image_format.name in self.rendition_formats
 
     async def pixels(self, image: StoredImage) -> Path:
-        """The file to decode for `image`'s pixels: its rendition where its format has one
-        (made now, at most once per image, if it is not stored yet), else the stored bytes.
-        Raises what decoding raises (UndecodableImage) and QueueFull (503) from the lane."""
-        if not self.has_rendition(image):
+        """The file to decode for `image`'s pixels (local storage; object storage:
+        `local_pixels`): its rendition where its format has one (made now, at most once per
+        image, if it is not stored yet), else the stored bytes. Raises what decoding raises
+        (UndecodableImage) and QueueFull (503) from the lane."""
+        if self.images.objects is not None or not self.has_rendition(image):
             return image.path
         name = rendition_name(image.metadata.image_id, self.rendition_quality)
         task = self._renditions.get(name)
@@ -153,17 +160,80 @@ class PreviewService:
             asyncio.ensure_future(self._warm(image))
 
     async def _warm(self, image: StoredImage) -> None:
+        objects = self.images.objects
         try:
-            await self.pixels(image)
-        except (QueueFull, ImageNotFound) as exc:
+            if objects is None:
+                await self.pixels(image)
+            else:
+                name = rendition_name(image.metadata.image_id, self.rendition_quality)
+                if not await objects.has_result(name):
+                    await self._object_rendition(image, name)
+        except (QueueFull, ImageNotFound, StorageUnavailable) as exc:
             logger.info("rendition of image_id=%s not made after upload (%s)", image.metadata.image_id, exc)
         except Exception as exc:  # the analysis that reads it reports it (4xx)
             logger.info("rendition of image_id=%s failed after upload: %s", image.metadata.image_id, exc)
 
     def close(self) -> None:
         """Cancel renditions still being made (at shut-down; the next reader makes them)."""
-        for task in list(self._renditions.values()):
+        for task in [*self._renditions.values(), *self._object_renditions.values()]:
             task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def local_pixels(self, image: StoredImage) -> AsyncIterator[Path | None]:
+        """With object storage: a private temp copy of the file to decode for `image`'s pixels
+        (None if the image is gone), removed afterwards: its rendition where its format has one
+        (made now if it is not stored yet, or not a whole JPEG), else the image's bytes. Raises
+        what decoding raises, QueueFull from the lane and StorageUnavailable (503)."""
+        objects = self.images.objects
+        assert objects is not None, "local storage decodes `pixels`"
+        if not self.has_rendition(image):
+            async with objects.local_copy(image.metadata) as copy:
+                yield copy
+            return
+        name = rendition_name(image.metadata.image_id, self.rendition_quality)
+        async with objects.result_copy(name) as copy:
+            if copy is not None and await self.io_pool.run(is_whole_jpeg_file, copy):
+                yield copy
+                return
+        if copy is not None:
+            logger.warning("stored rendition %s is not a whole JPEG; rendering it again", name)
+        try:
+            body = await self._object_rendition(image, name)
+        except ImageNotFound:
+            yield None
+            return
+        async with objects.bytes_copy(body) as made:
+            yield made
+
+    def _object_rendition(self, image: StoredImage, name: str) -> asyncio.Future[bytes]:
+        """The rendition's stored bytes, made and published by one task per process at a time."""
+        task = self._object_renditions.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._make_object_rendition(image, name))
+            self._object_renditions[name] = task
+            task.add_done_callback(lambda done: self._object_renditions.pop(name, None))
+        return asyncio.shield(task)
+
+    async def _make_object_rendition(self, image: StoredImage, name: str) -> bytes:
+        objects = self.images.objects
+        assert objects is not None
+        meta = image.metadata
+        started = time.perf_counter()
+        async with objects.local_copy(meta) as copy:
+            if copy is None:
+                raise ImageNotFound(f"Image {meta.image_id} not found")
+            body = await self.lane.run(RENDITION_KEY, render_rendition, copy, self.rendition_quality)
+        winner = await objects.publish_result(name, body, is_whole_jpeg)
+        if not await objects.has_image(meta.image_id):  # deleted meanwhile: leave nothing behind
+            await objects.remove(meta.image_id)
+            raise ImageNotFound(f"Image {meta.image_id} not found")
+        logger.info(
+            "rendition image_id=%s stored: %d bytes in %.0f ms",
+            meta.image_id,
+            len(winner),
+            (time.perf_counter() - started) * 1000,
+        )
+        return winner
 
     async def _rendition(self, image: StoredImage, name: str) -> Path:
         path = self.images.results.path_of(name)
@@ -228,7 +298,7 @@ class PreviewService:
             source = await self.pixels(image)  # a HEIC's rendition: reduced decoding
             body = await self.lane.run(LANE_KEY, render_preview, source, width, self.quality)
             return await self.io_pool.run(self._publish, image, name, body), True
-        async with objects.local_copy(meta) as copy:
+        async with self.local_pixels(image) as copy:  # a HEIC's rendition: reduced decoding
             if copy is None:
                 raise ImageNotFound(f"Image {meta.image_id} not found")
             body = await self.lane.run(LANE_KEY, render_preview, copy, width, self.quality)
