@@ -31,6 +31,7 @@ from app.analyzers.registry import AnalyzerRegistry
 from app.core.errors import (
     AnalyzerUnavailable,
     BadRequest,
+    DatabaseUnavailable,
     InvalidBase64,
     InvalidLandmarks,
     InvalidSegmentation,
@@ -206,7 +207,10 @@ class ContourJobService:
         await self.queue.start()
         retention = self.settings.job_retention_seconds
         if self.reuse is not None and retention is not None and isinstance(self.queue, JobQueue):
-            await self.reuse.forget_before(time.time() - retention)
+            try:
+                await self.reuse.forget_before(time.time() - retention)
+            except DatabaseUnavailable as exc:  # start anyway (503s until it is back); next start
+                logger.warning("contour job reuse: hashes past retention not purged: %s", exc)
 
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs resume at the next start."""
