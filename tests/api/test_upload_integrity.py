@@ -1,6 +1,6 @@
 """Integrity of uploads through HTTP: corrupt or hostile PNG, JPEG and WebP files are refused.
 
-Each hostile file (built chunk by chunk in tests/services/validation/test_checks.py) must get a 400
+Each hostile file (built chunk by chunk in tests/services/validation/samples.py) must get a 400
 problem+json with its code and leave nothing in `data/images`; ordinary files from Pillow
 and scikit-image (text chunks, APNG, 16-bit, palette + tRNS, MPO, animated WebP) still pass.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import files_under
 from tests.factories import photo_jpeg
-from tests.services.validation.test_checks import (
+from tests.services.validation.samples import (
     EXIF,
     jpeg,
     jpeg_hostile,

@@ -1,15 +1,21 @@
-"""app.services.validation.png: the PNG chunk walk's ordering rules, how compressed text is
-charged, and the bounded check of the image data (cases beyond tests/services/validation/test_checks.py)."""
+"""app.services.validation.png: the PNG chunk walk -- hostile and ordinary files (built in
+tests/services/validation/samples.py), the text and metadata limits as settings, the ordering
+rules, how compressed text is charged, and the bounded check of the image data."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app.core.errors import UndecodableImage
+from app.core.formats import FORMATS
+from app.services.validation.checks import inspect_image
 from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import (
     DEFLATE_MAX_RATIO,
@@ -18,6 +24,8 @@ from app.services.validation.png import (
     check_png_structure,
 )
 from app.services.validation.settings import DEFAULT_LIMITS
+from tests.services.validation import samples
+from tests.services.validation.samples import insert, mapped, png_hostile, png_ok, small_png, text, ztxt
 
 
 def chunk(kind: bytes, payload: bytes = b"") -> bytes:
@@ -144,3 +152,65 @@ def test_image_data_split_over_many_chunks_is_followed_across_them() -> None:
 def test_a_header_pillow_refuses_is_left_to_pillow() -> None:
     # Colour type 5 does not exist: the walk cannot know the row size and does not guess.
     check_png_structure(png(chunk(b"IDAT", zlib.compress(b"x")), header=ihdr(color=5)), DEFAULT_LIMITS)
+
+
+@pytest.mark.parametrize(("name", "body"), png_hostile().items(), ids=png_hostile().keys())
+def test_hostile_png_is_refused(name: str, body: bytes) -> None:
+    with pytest.raises(UndecodableImage):
+        check_png_structure(body, DEFAULT_LIMITS)
+    with pytest.raises(UndecodableImage):
+        inspect_image(body, FORMATS["png"], 40_000_000)
+
+
+def test_ztxt_bomb_before_idat_is_refused_by_pillow_within_its_limit() -> None:
+    # The walk does not inflate it (Pillow's header read does, up to MAX_TEXT_CHUNK, then refuses).
+    body = insert(small_png(), ztxt(b"\0" * 20_000_000), "before")
+    check_png_structure(body, DEFAULT_LIMITS)
+    with pytest.raises(UndecodableImage):
+        inspect_image(body, FORMATS["png"], 40_000_000)
+
+
+def test_png_text_limits_are_settings() -> None:
+    base = small_png()
+    three = insert(base, text() * 3, "after")
+    check_png_structure(three, DEFAULT_LIMITS)
+    with pytest.raises(UndecodableImage, match="more than 2 text chunks"):
+        check_png_structure(three, limits(png_max_text_chunks=2))
+    with pytest.raises(UndecodableImage, match="100-byte tEXt"):
+        check_png_structure(
+            insert(base, text(b"k", b"x" * 98), "before"), limits(png_max_text_chunk_bytes=99)
+        )
+    with pytest.raises(UndecodableImage, match="hold more than 30 bytes"):
+        check_png_structure(three, limits(png_max_text_bytes=30))
+    small_ztxt = ztxt(b"small text, compressed")
+    assert (len(small_ztxt) - 12) * DEFLATE_MAX_RATIO < DEFAULT_LIMITS.png_max_text_chunk_bytes
+    check_png_structure(insert(base, small_ztxt, "after"), DEFAULT_LIMITS)  # cannot inflate past 1 MiB
+    with pytest.raises(UndecodableImage, match="could inflate"):
+        check_png_structure(insert(base, small_ztxt, "after"), limits(png_max_text_chunk_bytes=1000))
+
+
+def test_png_chunk_and_metadata_limits_are_settings() -> None:
+    body = samples.png(pnginfo=None, icc_profile=b"x" * 2000, dpi=(72, 72))  # iCCP + pHYs
+    check_png_structure(body, DEFAULT_LIMITS)
+    with pytest.raises(UndecodableImage, match="more than 1 ancillary"):
+        check_png_structure(body, limits(image_max_metadata_segments=1))
+    with pytest.raises(UndecodableImage, match="ancillary chunks hold more than 40 bytes"):
+        check_png_structure(body, limits(image_max_metadata_bytes=40))
+    with pytest.raises(UndecodableImage, match="more than 3 chunks"):
+        check_png_structure(body, limits(image_max_chunks=3))
+
+
+def test_ordinary_pngs_pass(tmp_path: Path) -> None:
+    for name, body in png_ok(tmp_path).items():
+        check_png_structure(body, DEFAULT_LIMITS)
+        assert inspect_image(body, FORMATS["png"], 40_000_000)[0] > 0, name
+        with Image.open(io.BytesIO(body)) as im:
+            im.load()  # really whole (the hand-built ones too)
+
+
+def test_png_crc_is_checked_on_the_mmap(tmp_path: Path) -> None:
+    body = bytearray(samples.png())
+    assert inspect_image(mapped(tmp_path, bytes(body)), FORMATS["png"], 40_000_000) == (600, 400)
+    body[len(body) // 2] ^= 0xFF
+    with pytest.raises(UndecodableImage, match="bad CRC"):
+        inspect_image(mapped(tmp_path, bytes(body), "bad"), FORMATS["png"], 40_000_000)

@@ -10,7 +10,7 @@ from app.core.errors import UndecodableImage
 from app.core.formats import FORMATS
 from app.services.validation.checks import check_structure, inspect_image
 from app.services.validation.settings import DEFAULT_LIMITS, integrity_limits
-from tests.services.validation.test_checks import mpo, png_with_text
+from tests.services.validation.samples import mpo, png_with_text
 
 
 def test_limits_come_from_settings() -> None:
