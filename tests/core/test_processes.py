@@ -1,0 +1,26 @@
+"""app.core.processes: another live process of this host counts as a live peer; this process,
+a process that has exited and impossible pids do not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from app.core.processes import is_live_peer
+
+
+def test_a_running_child_is_a_live_peer_and_an_exited_one_is_not() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert is_live_peer(child.pid)
+    finally:
+        child.communicate(b"")
+    assert child.returncode == 0
+    assert not is_live_peer(child.pid)  # reaped: its pid names no process
+
+
+def test_this_process_and_impossible_pids_are_not_peers() -> None:
+    assert not is_live_peer(os.getpid())  # a predecessor that had our pid is dead
+    assert not is_live_peer(0)
+    assert not is_live_peer(-1)
