@@ -1,0 +1,39 @@
+"""app.core.metrics: the exposition sums the value files of every process in the multiprocess
+directory, `initialize` creates every series at zero before its first event, and
+`clear_dead_processes` drops the files of processes that are gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from app.core import metrics
+
+CHILD = """
+import os
+from prometheus_client import Counter
+Counter("mirror_child_events", "Events a finished child process counted").inc(7)
+print(os.getpid())
+"""
+
+
+def test_initialize_creates_every_series_at_zero() -> None:
+    metrics.initialize(["mirror_analyzer"], ("mirror_class",))
+    text = metrics.exposition().decode()
+    assert 'analyses_total{analyzer="mirror_analyzer",outcome="computed"} 0.0' in text
+    assert 'analysis_queue_depth{analyzer="mirror_analyzer"} 0.0' in text
+    assert 'rate_limited_total{limit="mirror_class"} 0.0' in text
+    assert 'dependency_errors_total{dependency="database",use="request"} 0.0' in text
+
+
+def test_a_finished_process_counts_until_its_files_are_cleared() -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics.METRICS_DIR)}
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, check=True, text=True)
+    pid = int(done.stdout)
+    files = list(metrics.METRICS_DIR.glob(f"*_{pid}.db"))
+    assert files
+    assert "mirror_child_events_total 7.0" in metrics.exposition().decode()
+    metrics.clear_dead_processes()
+    assert not any(path.exists() for path in files)
+    assert "mirror_child_events_total" not in metrics.exposition().decode()
