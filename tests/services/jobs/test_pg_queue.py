@@ -10,95 +10,37 @@ other worker (the stalled sweep), charged once, readable from every replica.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
-from app.db import migrate
 from app.services.images.catalog import ORPHAN_LOCK_KEY
 from app.services.jobs.pg_queue import QUEUE
 from app.storage.s3 import S3ObjectStore
 from tests.api.test_contour_reuse import check_reuse
 from tests.conftest import MODEL_DIR, serve
-from tests.db.conftest import _admin, postgres_server_url
-from tests.factories import encode
 from tests.processes import Server, Worker, start_server
 from tests.relay import Relay
-
-SUBMIT = "/api/v1/frontal/crop/submit"
-STATUS = "/api/v1/frontal/crop/status/{}"
-USER = {"username": "carol", "password": "correct horse battery staple"}
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A new PostgreSQL database (migrated to head), dropped afterwards."""
-    server = postgres_server_url()
-    name = f"test_jobs_{uuid.uuid4().hex}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        await anyio.to_thread.run_sync(migrate.upgrade, url)
-        yield url
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def replica_env(s3_server: dict[str, Any], pg_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The scale-out settings every replica and worker shares (as environment variables)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_access_key"])
-    return {
-        "DATABASE_URL": pg_url,
-        "STORAGE_URL": f"s3://{s3_server['bucket']}/jobs-{uuid.uuid4().hex}",
-        "S3_ENDPOINT_URL": s3_server["endpoint_url"],
-        "S3_REGION": s3_server["region"],
-        "SECRET_KEY": "a shared test secret of enough length for HS256 signing",
-        "INITIAL_CREDITS": "5",
-        "USER_CACHE_SECONDS": "0",
-        "RATE_LIMITS_ENABLED": "false",
-        "SCALE_OUT_CHECKS": "false",  # no Redis here: these tests are about the job engine
-    }
-
-
-def landmark_job(seed: int) -> dict[str, Any]:
-    """A job that needs no model: a blank image and 68 landmarks (distinct per `seed`)."""
-    blank = encode(Image.new("RGB", (400, 400), (128, 128, seed % 256)), "PNG")
-    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    points = [{"x": 200 + 100 * np.cos(a), "y": 200 + 120 * np.sin(a)} for a in angles]
-    return {"image": base64.b64encode(blank).decode(), "landmarks": points}
-
-
-async def login(client: httpx.AsyncClient, register: bool) -> dict[str, str]:
-    if register:
-        assert (await client.post("/api/v1/auth/register", json=USER)).status_code == 201
-    token = (await client.post("/api/v1/auth/login", json=USER)).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def wait_finished(
-    client: httpx.AsyncClient, job_id: str, headers: dict[str, str], timeout: float
-) -> dict[str, Any]:
-    with anyio.fail_after(timeout):
-        while True:
-            resp = await client.get(STATUS.format(job_id), headers=headers)
-            assert resp.status_code == 200, resp.text
-            if resp.json()["status"] in ("completed", "failed"):
-                return resp.json()
-            await anyio.sleep(0.1)
+from tests.services.jobs.engine import (
+    STATUS,
+    SUBMIT,
+    content_key,
+    eventually,
+    job_keys,
+    landmark_job,
+    login,
+    replica_settings,
+    sql,
+    wait_finished,
+)
 
 
 async def test_a_job_submitted_to_one_replica_is_read_from_the_other_and_charged_once(
@@ -236,49 +178,6 @@ async def engine_tasks_idle(url: str) -> bool:
 # -- bounds, retention, erasure, lost work, readiness (scale-out job engine) -------------------
 
 
-def replica_settings(replica_env: dict[str, str], tmp_path: Path, name: str, **overrides: Any) -> Settings:
-    """One in-process replica's settings: its own data dir, the shared database and bucket."""
-    values: dict[str, Any] = {k.lower(): v for k, v in replica_env.items()}
-    values.update(overrides)
-    return Settings(_env_file=None, data_dir=tmp_path / name, environment="test", api_keys=[], **values)
-
-
-@pytest.fixture
-async def bucket(s3_server: dict[str, Any], replica_env: dict[str, str]) -> AsyncIterator[S3ObjectStore]:
-    """A client of the replicas' bucket prefix, to look at the job objects they stored."""
-    prefix = replica_env["STORAGE_URL"].split("/", 3)[3]
-    async with S3ObjectStore(**s3_server, prefix=prefix) as store:
-        yield store
-        await store.delete_prefix("jobs/")
-
-
-async def job_keys(store: S3ObjectStore) -> set[str]:
-    """The content keys that have an object under `jobs/` (inputs or results)."""
-    return {info.key.rpartition("/")[2] async for info in store.list("jobs/")}
-
-
-async def sql(url: str, query: str, *args: Any) -> list[Any]:
-    """Rows of one statement on the test database (to read or create a state directly)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
-
-
-async def content_key(url: str, job_id: str) -> str:
-    return str((await sql(url, "SELECT content_key FROM contour_jobs WHERE job_id = $1", job_id))[0][0])
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 60.0) -> None:
-    """Poll until `check` holds (an upper bound: it returns as soon as it holds)."""
-    with anyio.fail_after(seconds):
-        while not await check():
-            await anyio.sleep(0.1)
-
-
 async def test_job_max_pending_is_shared_by_the_replicas_and_a_refusal_stores_nothing(
     replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
 ) -> None:
@@ -312,48 +211,6 @@ async def test_job_max_pending_is_shared_by_the_replicas_and_a_refusal_stores_no
         assert (await a.get("/v1/me", headers=carol)).json()["credits"] == 3  # each charged once
 
 
-async def test_retention_purges_finished_records_then_the_objects_nobody_refers_to(
-    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
-) -> None:
-    """Records finished longer ago than JOB_RETENTION_SECONDS are purged by the periodic
-    maintenance, and the content's objects go with the last record that names them."""
-    settings = replica_settings(replica_env, tmp_path, "a", job_maintenance_interval_seconds=0.2)
-    async with serve(settings) as a:
-        carol = await login(a, register=True)
-        ids = []
-        for job in (landmark_job(20), landmark_job(20), landmark_job(21)):  # the 2nd from the cache
-            accepted = await a.post(SUBMIT, json=job, headers=carol)
-            assert accepted.status_code == 202, accepted.text
-            ids.append(accepted.json()["job_id"])
-            assert (await wait_finished(a, ids[-1], carol, timeout=60))["status"] == "completed"
-        old, same, kept = ids
-        shared, other = await content_key(pg_url, old), await content_key(pg_url, kept)
-        assert await job_keys(bucket) == {shared, other}
-
-        async def expire(job_id: str) -> None:  # finished 8 days ago (retention: 7)
-            await sql(
-                pg_url,
-                "UPDATE contour_jobs SET updated_at = now() - interval '8 days' WHERE job_id = $1",
-                job_id,
-            )
-
-            async def gone() -> bool:
-                return (await a.get(STATUS.format(job_id), headers=carol)).status_code == 404
-
-            await eventually(gone)
-
-        await expire(old)
-        assert await job_keys(bucket) == {shared, other}  # `same` still names the content
-        assert (await a.get(STATUS.format(same), headers=carol)).json()["result"]
-        await expire(same)
-
-        async def objects_gone() -> bool:
-            return await job_keys(bucket) == {other}
-
-        await eventually(objects_gone)
-        assert (await a.get(STATUS.format(kept), headers=carol)).json()["result"]
-
-
 async def test_account_erasure_removes_the_users_job_records_and_objects(
     replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, pg_url: str
 ) -> None:
@@ -377,40 +234,6 @@ async def test_account_erasure_removes_the_users_job_records_and_objects(
         assert await job_keys(bucket) == {shared}
         assert [r[0] for r in await sql(pg_url, "SELECT job_id FROM contour_jobs")] == [theirs]
         assert (await a.get(STATUS.format(theirs), headers=dave)).json()["result"]
-
-
-async def test_a_record_no_queued_job_carries_is_deferred_again_once(
-    replica_env: dict[str, str], tmp_path: Path, pg_url: str
-) -> None:
-    """The state a crash between saving a job record and deferring it leaves (created here by
-    removing the deferred job), and a run that gave up (marked failed): maintenance defers
-    both again (`queueing_lock` = job id), they complete; only the acknowledged one is charged."""
-    async with serve(replica_settings(replica_env, tmp_path, "a", job_worker_in_process=False)) as a:
-        carol = await login(a, register=True)
-        lost = (await a.post(SUBMIT, json=landmark_job(40), headers=carol)).json()["job_id"]
-        gave_up = (await a.post(SUBMIT, json=landmark_job(41), headers=carol)).json()["job_id"]
-    await sql(pg_url, "DELETE FROM procrastinate_jobs WHERE queueing_lock = $1", lost)
-    await sql(pg_url, "UPDATE procrastinate_jobs SET status = 'failed' WHERE queueing_lock = $1", gave_up)
-
-    quick = {
-        "job_maintenance_interval_seconds": 0.2,
-        "job_heartbeat_seconds": 0.2,
-        "job_stalled_after_seconds": 1,
-    }
-    async with (
-        serve(replica_settings(replica_env, tmp_path, "b", **quick)) as b,
-        serve(replica_settings(replica_env, tmp_path, "c", **quick)) as c,
-    ):
-        for job_id in (lost, gave_up):
-            assert (await wait_finished(b, job_id, carol, timeout=60))["status"] == "completed"
-        await anyio.sleep(1)  # a few more maintenance passes on both replicas: nothing is re-run
-        for job_id in (lost, gave_up):
-            runs = await sql(
-                pg_url, "SELECT status FROM procrastinate_jobs WHERE queueing_lock = $1 ORDER BY id", job_id
-            )
-            assert [r[0] for r in runs] == (["succeeded"] if job_id == lost else ["failed", "succeeded"])
-        me = (await c.get("/v1/me", headers=carol)).json()
-        assert me["credits"] == 4  # the run whose submit was never answered is free
 
 
 async def test_the_job_engines_pool_is_a_readiness_check_and_recovers(
