@@ -25,7 +25,8 @@ from app.storage.s3 import S3ObjectStore
 from tests.conftest import files_under
 from tests.factories import jpeg_bytes, photo_jpeg
 from tests.scaleout.cluster import Cluster, fetch, start_cluster
-from tests.services.jobs.test_pg_queue import STATUS, SUBMIT, landmark_job, pg_worker, wait_finished
+from tests.services.jobs.engine import STATUS, SUBMIT, landmark_job, wait_finished
+from tests.services.jobs.test_pg_queue import pg_worker
 from tests.storage.test_s3_app import wait_for
 
 pytestmark = pytest.mark.slow

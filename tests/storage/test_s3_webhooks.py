@@ -16,14 +16,8 @@ from standardwebhooks import Webhook
 from app.core.config import Settings
 from tests.conftest import serve
 from tests.processes import Worker
-from tests.services.jobs.test_pg_queue import (  # noqa: F401
-    SUBMIT,
-    landmark_job,
-    login,
-    pg_url,
-    replica_env,
-    wait_finished,
-)
+from tests.services.jobs.conftest import pg_url, replica_env  # noqa: F401  (fixtures)
+from tests.services.jobs.engine import SUBMIT, landmark_job, login, wait_finished
 from tests.webhook_receiver import receiver
 
 
