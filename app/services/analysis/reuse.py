@@ -82,15 +82,8 @@ class PerceptualReuse:
     def max_distance(self, analyzer: Analyzer, requested: int | None) -> int:
         """The threshold for one request (0: no reuse): the setting, or a tighter one the request
         asks for; ValidationFailed (400) for a wider one."""
-        if requested is not None and requested > self.distance:
-            raise ValidationFailed(
-                f"reuse_distance {requested} exceeds this server's limit "
-                f"(PERCEPTUAL_REUSE_DISTANCE={self.distance})",
-                extra={"fields": ["reuse_distance"]},
-            )
-        if reuse_scope(analyzer) == "none":
-            return 0
-        return self.distance if requested is None else requested
+        asked = requested_distance(self.distance, requested)
+        return 0 if reuse_scope(analyzer) == "none" else asked
 
     async def candidates(self, image: StoredImage, analyzer: Analyzer, max_distance: int) -> list[Candidate]:
         """Near-duplicates of `image` that `analyzer`'s results may answer for, nearest first."""
@@ -156,6 +149,17 @@ class PerceptualReuse:
         self.images.forget(meta.image_id)  # the cached entry has no hash: read the row again
         logger.info("perceptual hash of image_id=%s computed after upload", meta.image_id)
         return computed.hex
+
+
+def requested_distance(limit: int, requested: int | None) -> int:
+    """One request's reuse threshold: `limit` (PERCEPTUAL_REUSE_DISTANCE), or the tighter one it
+    asks for; ValidationFailed (400) for a wider one (analyses and contour jobs alike)."""
+    if requested is not None and requested > limit:
+        raise ValidationFailed(
+            f"reuse_distance {requested} exceeds this server's limit (PERCEPTUAL_REUSE_DISTANCE={limit})",
+            extra={"fields": ["reuse_distance"]},
+        )
+    return limit if requested is None else requested
 
 
 def perceptual_reuse(

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.errors import ValidationFailed
 from app.db import job_hashes
+from app.services.analysis.reuse import requested_distance
 from app.services.analysis.settings import ReuseSettings
 from app.services.images.perceptual import MIN_QUALITY, bands, distance, hash_image, probe_radius, probes
 
@@ -68,15 +68,8 @@ class ContourReuse:
     def max_distance(self, reuse: bool, requested: int | None) -> int:
         """The threshold of one submit (0: no reuse): the setting, or a tighter one it asks for;
         ValidationFailed (400) for a wider one."""
-        if requested is not None and requested > self.distance:
-            raise ValidationFailed(
-                f"reuse_distance {requested} exceeds this server's limit "
-                f"(PERCEPTUAL_REUSE_DISTANCE={self.distance})",
-                extra={"fields": ["reuse_distance"]},
-            )
-        if not reuse:
-            return 0
-        return self.distance if requested is None else requested
+        asked = requested_distance(self.distance, requested)
+        return asked if reuse else 0
 
     async def record(self, content_key: str, owner: str, job_id: str, look: JobLook) -> None:
         """Remember the look of `owner`'s job of `content_key` (its first job is kept)."""
