@@ -53,7 +53,8 @@ class SqliteBatchWriter:
         """Insert one row in its own transaction from the calling thread (a worker thread, never
         the event loop: it waits for the database); returns once it is committed."""
         with self._lock:
-            self._transaction([params])
+            connection = self._connect()
+            connection.execute(self.sql, params)  # one statement: its own transaction
 
     def close(self) -> None:
         """Write what is waiting, then stop the thread and close the connection."""
@@ -68,12 +69,7 @@ class SqliteBatchWriter:
 
     def _transaction(self, rows: list[Sequence[Any]]) -> None:
         """Insert `rows` in one transaction (the caller holds the lock); rolled back on error."""
-        connection = self._connection
-        if connection is None:
-            connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection = connection
+        connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
             connection.executemany(self.sql, rows)
@@ -82,6 +78,16 @@ class SqliteBatchWriter:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+
+    def _connect(self) -> sqlite3.Connection:
+        """The writer's connection, opened on first use (autocommit: transactions are explicit)."""
+        connection = self._connection
+        if connection is None:
+            connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection = connection
+        return connection
 
     def _run(self) -> None:
         while True:
