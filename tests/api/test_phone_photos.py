@@ -15,6 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.services.multipart.reader import _FileSink
 from tests import phone_photos as phone
 from tests.conftest import files_under
 
@@ -53,11 +54,22 @@ def cases() -> list[object]:
     ]
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["checked-in-memory", "checked-mapped"])
 @pytest.mark.parametrize(("body", "image", "kind", "contents"), cases())
 async def test_declared_trailer_is_not_stored(
-    client: httpx.AsyncClient, data_dir: Path, body: bytes, image: bytes, kind: str, contents: list[str]
+    client: httpx.AsyncClient,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    image: bytes,
+    kind: str,
+    contents: list[str],
+    in_memory: bool,
 ) -> None:
     assert len(body) - len(image) > 4096  # refused as undecodable_image before
+    assert len(body) <= _FileSink.KEEP_BYTES  # small: checked from the bytes kept in memory
+    if not in_memory:  # as a larger file is: through a mapping of the temp file
+        monkeypatch.setattr(_FileSink, "KEEP_BYTES", 0)
     resp = await client.post(UPLOAD, files={"file": ("PXL_20261206.MP.jpg", body, "image/jpeg")})
     assert resp.status_code == 201, resp.text
     meta = resp.json()

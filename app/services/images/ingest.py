@@ -2,8 +2,9 @@
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
-is checked by Pillow through one read-only mmap (a trailer the photo declares, such as a
-Motion Photo's video, is cut off and the kept bytes' hash resumed from the streaming hash),
+is checked from the copy a small file keeps in memory (`_FileSink.KEEP_BYTES`) or else
+through one read-only mmap (a trailer the photo declares, such as a Motion Photo's video, is
+cut off and the kept bytes' hash resumed from the streaming hash),
 fsynced and renamed into place; then its catalog row (metadata and owner) is committed (on
 SQLite without an Idempotency-Key, from the same worker thread: one hop per upload), and
 only then does the image exist. Any failure, or a client hang-up, removes the file: nothing
@@ -253,20 +254,30 @@ class IngestService:
         fmt = received.format
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
-        with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            pixels, decode = self.settings.max_image_pixels, self.settings.upload_decode_check
-            if received.size > self.settings.max_upload_bytes:  # one walk finds the trailer and checks
-                info = read_header(data, fmt, pixels, self._check_image_fits(data, fmt), decode)
-            else:
-                info = examine_image(data, fmt, pixels, decode, self.integrity)
-            if cut and info.trailer is not None:
-                received.sha256 = received.prefix_sha256(data, info.trailer.start)
+        if received.contents is not None:
+            info = self._examine(received, received.contents, fmt, cut)
+        else:
+            with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                info = self._examine(received, data, fmt, cut)
         if cut and info.trailer is not None:
             os.ftruncate(received.file.fileno(), info.trailer.start)
             received.size = info.trailer.start
         return fmt, info
 
-    def _check_image_fits(self, data: mmap.mmap, fmt: ImageFormat) -> Trailer:
+    def _examine(
+        self, received: ReceivedFile, data: bytes | mmap.mmap, fmt: ImageFormat, cut: bool
+    ) -> ImageInfo:
+        """The checks of `_check` on the file's contents `data`."""
+        pixels, decode = self.settings.max_image_pixels, self.settings.upload_decode_check
+        if received.size > self.settings.max_upload_bytes:  # one walk finds the trailer and checks
+            info = read_header(data, fmt, pixels, self._check_image_fits(data, fmt), decode)
+        else:
+            info = examine_image(data, fmt, pixels, decode, self.integrity)
+        if cut and info.trailer is not None:
+            received.sha256 = received.prefix_sha256(data, info.trailer.start)
+        return info
+
+    def _check_image_fits(self, data: bytes | mmap.mmap, fmt: ImageFormat) -> Trailer:
         """PayloadTooLarge unless a file over MAX_UPLOAD_BYTES is a JPEG whose declared trailer
         (cut off before it is stored) brings the image within it; that trailer (the JPEG's
         whole structure walk has passed)."""

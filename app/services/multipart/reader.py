@@ -74,6 +74,9 @@ class ReceivedFile:
     file: FileIO | None = None
     sha256: str = ""
     placed: bool = False  # renamed into place (and closed): nothing left to discard
+    # The file's bytes, also kept in memory when it is small (`_FileSink.KEEP_BYTES`): its checks
+    # read them from here instead of mapping the file
+    contents: bytes | None = None
     # (offset, SHA-256 state of the bytes before it) every ~HASH_CHECKPOINT_BYTES while streaming
     hash_checkpoints: list[tuple[int, Any]] = field(default_factory=list)
 
@@ -159,6 +162,13 @@ class _FileSink:
     """
 
     BUFFER_BYTES = 16 * 1024
+    # A file of at most KEEP_BYTES is also kept in memory, so that its checks read it without
+    # mapping the file (an mmap, its page faults and munmap, two more GIL hand-offs under load).
+    # All files being received at once keep at most KEPT_BUDGET between them: uploads that
+    # stall short of their end cannot hold more memory than that (the others go to disk only).
+    KEEP_BYTES = 256 * 1024
+    KEPT_BUDGET = 16 * 1024 * 1024
+    kept_total = 0  # bytes kept by every sink of this process (event loop only)
 
     def __init__(self, path: Path, limits: FormLimits) -> None:
         self.path = path
@@ -170,6 +180,8 @@ class _FileSink:
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
+        self.kept: list[bytes] | None = []  # the chunks while the file is small, else None
+        self.kept_bytes = 0
 
     def write(self, data: memoryview) -> None:
         self.size += len(data)
@@ -180,6 +192,7 @@ class _FileSink:
             if len(self.head) >= SNIFF_BYTES:
                 self.decide_format()
         self.hasher.update(data)
+        self.keep(data)
         if self.size // HASH_CHECKPOINT_BYTES != (self.size - len(data)) // HASH_CHECKPOINT_BYTES:
             self.checkpoints.append((self.size, self.hasher.copy()))  # ~1 us each
         if self.file is not None:
@@ -188,6 +201,25 @@ class _FileSink:
             self.opened().write(data)  # straight from the chunk: no copy into the buffer
         else:
             self._pending += data
+
+    def keep(self, data: memoryview) -> None:
+        """Keep a copy of `data` while the file stays within KEEP_BYTES and the budget allows."""
+        if self.kept is None:
+            return
+        if self.size <= self.KEEP_BYTES and _FileSink.kept_total + len(data) <= self.KEPT_BUDGET:
+            self.kept.append(bytes(data))
+            self.kept_bytes += len(data)
+            _FileSink.kept_total += len(data)
+        else:
+            self.release_kept()
+
+    def release_kept(self) -> list[bytes] | None:
+        """Stop keeping: the chunks kept so far (None if the file was not kept), their share of
+        the budget given back."""
+        kept, self.kept = self.kept, None
+        _FileSink.kept_total -= self.kept_bytes
+        self.kept_bytes = 0
+        return kept
 
     def opened(self) -> FileIO:
         """The temp file, created (with what arrived so far) if it is not yet."""
@@ -289,6 +321,9 @@ class _FormCollector:
             self.form.file.file = sink.opened()
             self.form.file.sha256 = sink.hasher.hexdigest()
             self.form.file.hash_checkpoints = sink.checkpoints
+            kept = sink.release_kept()
+            if kept is not None:
+                self.form.file.contents = b"".join(kept)
             self.form.file.size = sink.size
             self.form.file.format = sink.format
             self._file_done = True
@@ -334,6 +369,9 @@ async def receive_form(
         if collector.form.file is not None:
             collector.form.file.path.unlink(missing_ok=True)
         raise
+    finally:
+        if collector.sink is not None:  # a file part that never ended
+            collector.sink.release_kept()
     return collector.form
 
 

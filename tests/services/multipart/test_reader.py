@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import MalformedMultipart, PayloadTooLarge, TooManyFiles, UnsupportedMediaType
-from app.services.multipart.reader import FormLimits, receive_form, sanitize_filename
+from app.services.multipart.reader import FormLimits, _FileSink, receive_form, sanitize_filename
 from app.storage.atomic import temp_path_for
 from tests.factories import jpeg_bytes
 
@@ -208,3 +208,31 @@ async def test_forms_one_after_another_keep_their_own_headers_and_bytes(
         assert (received.filename, received.declared_type) == (filename, ctype)
         assert received.path.read_bytes() == image and received.size == len(image)
         assert received.sha256 == hashlib.sha256(image).hexdigest()
+
+
+async def test_a_small_file_is_also_kept_in_memory_a_larger_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = jpeg_bytes()
+    small = (await receive(tmp_path, body(part("file", image, "a.jpg")))).file
+    assert small is not None and small.contents == image == small.path.read_bytes()
+    small.file.close()
+    monkeypatch.setattr(_FileSink, "KEEP_BYTES", len(image) - 1)
+    larger = (await receive(tmp_path, body(part("file", image, "b.jpg")))).file
+    assert larger is not None and larger.contents is None and larger.path.read_bytes() == image
+    larger.file.close()
+
+
+async def test_kept_bytes_stay_within_the_budget_and_are_given_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = jpeg_bytes()
+    monkeypatch.setattr(_FileSink, "KEPT_BUDGET", len(image) - 1)  # less than one file
+    over = (await receive(tmp_path, body(part("file", image, "a.jpg")))).file
+    assert over is not None and over.contents is None and over.path.read_bytes() == image
+    over.file.close()
+    assert _FileSink.kept_total == 0
+    monkeypatch.setattr(_FileSink, "KEPT_BUDGET", 10 * len(image))
+    with pytest.raises(MalformedMultipart):  # the body stops inside the file part
+        await receive(tmp_path, body(part("file", image, "b.jpg"))[:-40])
+    assert _FileSink.kept_total == 0  # the stalled file's share is given back
