@@ -47,7 +47,12 @@ HIGH_RATE_LIMITS = {
 }
 BOUNDARY = "bench-7d3c0a5e9b1f4c2a"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
-SHOWN = {"rps": "{:9.1f} req/s", "p50_ms": "p50 {:.1f} ms", "cpu_ms_per_request": "{:.2f} ms CPU/req"}
+SHOWN = {
+    "rps": "{:9.1f} req/s",
+    "p50_ms": "p50 {:.1f} ms",
+    "cpu_ms_per_request": "{:.2f} ms CPU/req",
+    "switches_per_request": "{:.1f} switches/req",
+}
 
 
 def log(text: str) -> None:
@@ -179,6 +184,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of a process so far (threads
+    that have ended are not counted: the service's pools keep theirs)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(FileNotFoundError):  # a thread that ended meanwhile
+            total += sum(map(int, re.findall(r"ctxt_switches:\s+(\d+)", (task / "status").read_text())))
+    return total
+
+
 def peak_rss(pid: int, load: Callable[[], Any]) -> dict[str, Any]:
     """Idle RSS of `pid` and its peak (VmHWM, reset first: Linux >= 4.0) while `load()` runs, MiB."""
 
@@ -215,9 +230,10 @@ def wrk(
     if body is not None:  # POST the file's bytes
         cmd += ["-s", str(BENCH_DIR / "post.lua")]
         env |= {"BENCH_BODY_FILE": str(body), "BENCH_CONTENT_TYPE": ctype, "BENCH_AUTHORIZATION": auth}
-    cpu = cpu_seconds(server.pid)
+    cpu, switches = cpu_seconds(server.pid), context_switches(server.pid)
     done = subprocess.run([*cmd, server.url + path], env=env, capture_output=True, text=True)
     cpu, out = cpu_seconds(server.pid) - cpu, done.stdout
+    switches = context_switches(server.pid) - switches
     rps, total = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
     if done.returncode or not rps or not total or not int(total[1]):
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
@@ -227,6 +243,7 @@ def wrk(
         "errors": sum(int(n) for n in re.findall(r"(?:responses:|connect|read|write|timeout) (\d+)", out)),
         "latency": dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)),
         "cpu_ms_per_request": cpu * 1000 / int(total[1]),
+        "switches_per_request": switches / int(total[1]),
     }
 
 

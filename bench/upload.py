@@ -5,7 +5,9 @@ Uploads of 100 KB / 1 MB / 5 MB as ratios to bench/raw_baseline.py and to
 bench/fastapi_typical.py (copies of ../shared/bench's; wrk, medians of the rounds, every data
 dir emptied before each round), with server CPU per upload and its ratio to the raw
 baseline's (target: at most 2); the analyze cache hit as a ratio to GET /health on the same
-server, anonymous and for a logged-in user; analyze miss latency (skin); peak RSS under 32
+server, anonymous and for a logged-in user; context switches per request of each server (all
+threads: a count that machine load does not inflate as it does CPU time; hand-offs between
+threads, GIL included, show there); analyze miss latency (skin); peak RSS under 32
 concurrent 5 MB uploads from a warm process. Rate limits are on, far above what one
 benchmark address sends (`harness.HIGH_RATE_LIMITS`). `--ref GITREF` also starts the service
 as it was at GITREF (a git worktree in bench/.work/) and measures it in the same rounds, so
@@ -49,6 +51,9 @@ def ratio_row(metric: str, variant: str, mine: list[dict], ref: list[dict], cpu_
         "rounds": " ".join(f"{a['rps'] / b['rps']:.2f}" for a, b in zip(mine, ref, strict=True)),
         "CPU ms/req": f"{cpu:.2f} / {cpu_ref:.2f}",
         "CPU ratio": cpu / cpu_ref,
+        # Context switches per request (all threads): a count, so it does not drift with the
+        # machine's load the way CPU time does; GIL hand-offs between threads show here.
+        "switches/req": " / ".join(f"{h.med(runs, 'switches_per_request'):.1f}" for runs in (mine, ref)),
     }
     errors = sum(r["errors"] for r in mine + ref)
     if cpu_target:
