@@ -50,6 +50,11 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     max_declared_trailer_bytes: int = Field(default=8 * MiB, ge=0)
     max_form_parts: int = Field(default=8, ge=1)
     max_form_field_bytes: int = Field(default=16 * 1024, ge=1)
+    # A file of at most UPLOAD_MEMORY_COPY_BYTES also keeps a copy in memory while it streams,
+    # which its checks read (0: every file is read back from its temp file); the uploads being
+    # received at once keep at most UPLOAD_MEMORY_BUDGET_BYTES between them
+    upload_memory_copy_bytes: int = Field(default=256 * 1024, ge=0)
+    upload_memory_budget_bytes: int = Field(default=16 * MiB, ge=0)
     # 8192 x 6144: the full resolution of 48-50 MP phone cameras (decoded reduced; see README)
     max_image_pixels: int = Field(default=50_331_648, ge=1)
     # JPEG check at upload: "structure" (marker walk to EOI, ~1 ms) or "draft" (1/8-scale decode)

@@ -2,7 +2,7 @@
 
 The request body goes chunk by chunk into a temp file beside its final place (see
 `multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
-is checked from the copy a small file keeps in memory (`_FileSink.KEEP_BYTES`) or else
+is checked from the copy a small file keeps in memory (UPLOAD_MEMORY_COPY_BYTES) or else
 through one read-only mmap (a trailer the photo declares, such as a Motion Photo's video, is
 cut off and the kept bytes' hash resumed from the streaming hash),
 fsynced and renamed into place; then its catalog row (metadata and owner) is committed (on
@@ -100,6 +100,8 @@ class IngestService:
             max_parts=settings.max_form_parts,
             max_field_bytes=settings.max_form_field_bytes,
             allowed_formats=settings.allowed_formats,
+            keep_bytes=settings.upload_memory_copy_bytes,
+            kept_budget=settings.upload_memory_budget_bytes,
         )
 
     async def receive(

@@ -36,6 +36,8 @@ class IngestSettings:
     max_request_body_bytes: int  # the file, its trailer and multipart framing
     max_form_parts: int
     max_form_field_bytes: int
+    upload_memory_copy_bytes: int  # a small file's copy in memory, for its checks
+    upload_memory_budget_bytes: int  # such copies of all uploads in flight
     allowed_formats: frozenset[str]
     max_image_pixels: int
     upload_decode_check: Literal["structure", "draft"]
@@ -52,6 +54,8 @@ class IngestSettings:
             max_request_body_bytes=settings.max_request_body_bytes,
             max_form_parts=settings.max_form_parts,
             max_form_field_bytes=settings.max_form_field_bytes,
+            upload_memory_copy_bytes=settings.upload_memory_copy_bytes,
+            upload_memory_budget_bytes=settings.upload_memory_budget_bytes,
             allowed_formats=frozenset(settings.allowed_formats),
             max_image_pixels=settings.max_image_pixels,
             upload_decode_check=settings.upload_decode_check,

@@ -55,6 +55,10 @@ class FormLimits:
     max_field_bytes: int
     allowed_formats: frozenset[str]
     declared_types: frozenset[str] = DECLARED_TYPES
+    # A file of at most `keep_bytes` also keeps a copy in memory (`ReceivedFile.contents`);
+    # the files being received by this process at once keep at most `kept_budget` in all
+    keep_bytes: int = 0
+    kept_budget: int = 0
 
 
 @dataclass
@@ -74,8 +78,8 @@ class ReceivedFile:
     file: FileIO | None = None
     sha256: str = ""
     placed: bool = False  # renamed into place (and closed): nothing left to discard
-    # The file's bytes, also kept in memory when it is small (`_FileSink.KEEP_BYTES`): its checks
-    # read them from here instead of mapping the file
+    # The file's bytes, also kept in memory when it is small (`FormLimits.keep_bytes`): its
+    # checks read them from here instead of mapping the file
     contents: bytes | None = None
     # (offset, SHA-256 state of the bytes before it) every ~HASH_CHECKPOINT_BYTES while streaming
     hash_checkpoints: list[tuple[int, Any]] = field(default_factory=list)
@@ -162,12 +166,11 @@ class _FileSink:
     """
 
     BUFFER_BYTES = 16 * 1024
-    # A file of at most KEEP_BYTES is also kept in memory, so that its checks read it without
-    # mapping the file (an mmap, its page faults and munmap, two more GIL hand-offs under load).
-    # All files being received at once keep at most KEPT_BUDGET between them: uploads that
-    # stall short of their end cannot hold more memory than that (the others go to disk only).
-    KEEP_BYTES = 256 * 1024
-    KEPT_BUDGET = 16 * 1024 * 1024
+    # A file of at most `limits.keep_bytes` is also kept in memory, so that its checks read it
+    # without mapping the file (an mmap, its page faults and munmap, two more GIL hand-offs
+    # under load). All files being received at once keep at most `limits.kept_budget` between
+    # them: uploads that stall short of their end cannot hold more memory than that (the others
+    # go to disk only).
     kept_total = 0  # bytes kept by every sink of this process (event loop only)
 
     def __init__(self, path: Path, limits: FormLimits) -> None:
@@ -203,10 +206,11 @@ class _FileSink:
             self._pending += data
 
     def keep(self, data: memoryview) -> None:
-        """Keep a copy of `data` while the file stays within KEEP_BYTES and the budget allows."""
+        """Keep a copy of `data` while the file stays within `keep_bytes` and the budget allows."""
         if self.kept is None:
             return
-        if self.size <= self.KEEP_BYTES and _FileSink.kept_total + len(data) <= self.KEPT_BUDGET:
+        limits = self.limits
+        if self.size <= limits.keep_bytes and _FileSink.kept_total + len(data) <= limits.kept_budget:
             self.kept.append(bytes(data))
             self.kept_bytes += len(data)
             _FileSink.kept_total += len(data)

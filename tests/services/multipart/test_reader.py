@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -210,29 +211,29 @@ async def test_forms_one_after_another_keep_their_own_headers_and_bytes(
         assert received.sha256 == hashlib.sha256(image).hexdigest()
 
 
-async def test_a_small_file_is_also_kept_in_memory_a_larger_one_is_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_small_file_is_also_kept_in_memory_a_larger_one_is_not(tmp_path: Path) -> None:
     image = jpeg_bytes()
-    small = (await receive(tmp_path, body(part("file", image, "a.jpg")))).file
+    keeping = replace(LIMITS, keep_bytes=len(image), kept_budget=10 * len(image))
+    small = (await receive(tmp_path, body(part("file", image, "a.jpg")), keeping)).file
     assert small is not None and small.contents == image == small.path.read_bytes()
     small.file.close()
-    monkeypatch.setattr(_FileSink, "KEEP_BYTES", len(image) - 1)
-    larger = (await receive(tmp_path, body(part("file", image, "b.jpg")))).file
+    smaller = replace(keeping, keep_bytes=len(image) - 1)
+    larger = (await receive(tmp_path, body(part("file", image, "b.jpg")), smaller)).file
     assert larger is not None and larger.contents is None and larger.path.read_bytes() == image
     larger.file.close()
+    unset = (await receive(tmp_path, body(part("file", image, "c.jpg")))).file  # keep_bytes 0
+    assert unset is not None and unset.contents is None
+    unset.file.close()
 
 
-async def test_kept_bytes_stay_within_the_budget_and_are_given_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_kept_bytes_stay_within_the_budget_and_are_given_back(tmp_path: Path) -> None:
     image = jpeg_bytes()
-    monkeypatch.setattr(_FileSink, "KEPT_BUDGET", len(image) - 1)  # less than one file
-    over = (await receive(tmp_path, body(part("file", image, "a.jpg")))).file
+    over_budget = replace(LIMITS, keep_bytes=len(image), kept_budget=len(image) - 1)  # < one file
+    over = (await receive(tmp_path, body(part("file", image, "a.jpg")), over_budget)).file
     assert over is not None and over.contents is None and over.path.read_bytes() == image
     over.file.close()
     assert _FileSink.kept_total == 0
-    monkeypatch.setattr(_FileSink, "KEPT_BUDGET", 10 * len(image))
+    keeping = replace(over_budget, kept_budget=10 * len(image))
     with pytest.raises(MalformedMultipart):  # the body stops inside the file part
-        await receive(tmp_path, body(part("file", image, "b.jpg"))[:-40])
+        await receive(tmp_path, body(part("file", image, "b.jpg"))[:-40], keeping)
     assert _FileSink.kept_total == 0  # the stalled file's share is given back
