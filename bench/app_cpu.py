@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -141,13 +142,15 @@ def main() -> int:
         variants = {"service": h.REPO_ROOT}
         for ref in args.ref:
             variants[f"@{ref}"] = Path(stack.enter_context(h.checkout(ref)))
-        got: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-        names = list(variants)
-        for r in range(args.rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                got[name].append(figures := measure(variants[name], work, body, loads, args.requests))
-                shown = "  ".join(f"{load} {ms:.3f}" for load, ms in figures.items())
-                h.log(f"  round {r + 1} {name:16} ms CPU/request: {shown}")
+        runs = {
+            name: partial(measure, path, work, body, loads, args.requests) for name, path in variants.items()
+        }
+        got = h.alternate(
+            args.rounds,
+            runs,
+            "ms CPU per request",
+            show=lambda figures: "  ".join(f"{load} {ms:.3f}" for load, ms in figures.items()),
+        )
     rows = []
     for name in variants:
         for load in loads:

@@ -247,8 +247,15 @@ def wrk(
     }
 
 
-def alternate(rounds: int, runs: dict[str, Callable[[], dict]], title: str, before_round=lambda: None):
-    """Every run once per round, the order rotated each round so that none always goes first."""
+def alternate(
+    rounds: int,
+    runs: dict[str, Callable[[], dict]],
+    title: str,
+    before_round=lambda: None,
+    show: Callable[[dict], str] | None = None,
+):
+    """Every run once per round, the order rotated each round so that none always goes first;
+    each result logged by `show` (default: the `SHOWN` figures it has)."""
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     names = list(runs)
     log(title)
@@ -256,7 +263,10 @@ def alternate(rounds: int, runs: dict[str, Callable[[], dict]], title: str, befo
         before_round()
         for name in names[r % len(names) :] + names[: r % len(names)]:
             out[name].append(result := runs[name]())
-            shown = "  ".join(form.format(result[key]) for key, form in SHOWN.items() if key in result)
+            if show is not None:
+                shown = show(result)
+            else:
+                shown = "  ".join(form.format(result[key]) for key, form in SHOWN.items() if key in result)
             log(f"  round {r + 1} {name:24} {shown}" + "  !! errors" * bool(result.get("errors")))
     return out
 

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import harness as h
@@ -116,13 +117,13 @@ def main() -> int:
         variants = {"service": h.REPO_ROOT}
         for ref in args.ref:
             variants[f"@{ref}"] = Path(stack.enter_context(h.checkout(ref)))
-        got: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-        names = list(variants)
-        for r in range(args.rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                got[name].append(figures := measure(variants[name], photos))
-                shown = "  ".join(f"{what} {us:.1f}" for what, us in figures.items())
-                h.log(f"  round {r + 1} {name:12} µs CPU/call: {shown}")
+        runs = {name: partial(measure, src, photos) for name, src in variants.items()}
+        got = h.alternate(
+            args.rounds,
+            runs,
+            "µs CPU per call",
+            show=lambda figures: "  ".join(f"{what} {us:.1f}" for what, us in figures.items()),
+        )
     rows = []
     mine = got["service"]
     for name in variants:
