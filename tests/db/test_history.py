@@ -63,6 +63,17 @@ async def test_insert_many_round_trips_every_column(sessions: Sessions) -> None:
     assert abs(second.created_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
+async def test_insert_many_writes_a_batch_larger_than_one_statement(sessions: Sessions) -> None:
+    # SQLite takes a batch as multi-row INSERTs of at most SQLITE_ROWS rows each
+    count = 2 * history._RowInsert.SQLITE_ROWS + 345
+    await insert(sessions, [row(i, result=None if i % 7 else f"r{i}") for i in range(count)])
+    stored = await everything(sessions)
+    assert len(stored) == count
+    assert [r.processing_time for r in stored] == [row(i)["processing_time"] for i in range(count)]
+    assert [r.created_at for r in stored] == [row(i)["created_at"] for i in range(count)]
+    assert [r.result for r in stored] == [None if i % 7 else f"r{i}" for i in range(count)]
+
+
 async def test_insert_many_of_nothing_does_nothing(sessions: Sessions) -> None:
     await insert(sessions, [])
     assert await everything(sessions) == []
