@@ -36,10 +36,11 @@ def container_of(connection: HTTPConnection, *, need_database: bool = True) -> S
 class Call:
     """One request: its caller (resolved on first use, then kept) and its rate-limit quota."""
 
-    __slots__ = ("request", "principal", "quota", "body")
+    __slots__ = ("request", "principal", "quota", "body", "_services")
 
     def __init__(self, request: Request) -> None:
         self.request = request
+        self._services: ServiceContainer | None = None
         self.principal: Principal | None = None
         self.quota: Quota | None = None  # the last limit counted (the RateLimit headers)
         self.body: bytes | None = None  # the body, when the route declared a buffered one
@@ -47,8 +48,10 @@ class Call:
     @property
     def services(self) -> ServiceContainer:
         """The app's services (see `container_of`), for the pipeline and `bind_services`: a
-        route receives the services it declared, never the container."""
-        return container_of(self.request)
+        route receives the services it declared, never the container. Found once per request."""
+        if self._services is None:
+            self._services = container_of(self.request)
+        return self._services
 
     def sent_credentials(self) -> bool:
         """Whether the request carries an API key or an Authorization header."""

@@ -97,6 +97,7 @@ class LocalResultStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)  # for `exists`, on every cache hit: os.path is ~4x cheaper than pathlib
         root.mkdir(parents=True, exist_ok=True)
 
     def read(self, name: str) -> bytes | None:
@@ -106,7 +107,7 @@ class LocalResultStore:
             return None
 
     def exists(self, name: str) -> bool:
-        return (self.root / name).exists()
+        return os.path.exists(os.path.join(self._root, name))
 
     def path_of(self, name: str) -> Path:
         return self.root / name

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,15 @@ class AnalysisOutcome:
     reused: Reuse | None = None
 
 
+@cache
+def _default_params(params_model: type[BaseModel]) -> dict[str, Any]:
+    """What an analyzer's params are when none are given (never changed by a caller)."""
+    return params_model().model_dump()
+
+
 def result_name(image_id: str, analyzer: Analyzer, params: BaseModel) -> str:
     """The cache key of one (image, analyzer, params) result (`app.storage.base.result_key`)."""
-    default_params = params.model_dump() == analyzer.params_model().model_dump()
+    default_params = params.model_dump() == _default_params(analyzer.params_model)
     if analyzer.name == DEFAULT_ANALYZER and default_params:
         return result_key(image_id)
     variant = analyzer.name
