@@ -1,4 +1,5 @@
-"""CPU of two hot functions in-process: an upload's validation and a logged-in caller's resolution.
+"""CPU of three hot paths in-process: an upload's validation, a logged-in caller's resolution
+and the request history's writes.
 
 - `examine_image` (the structure walk and Pillow's header read) on bench/photos.py's 100 KB,
   1 MB and 5 MB photos, read-only mmaps as an upload gives them, with its two halves alone:
@@ -6,6 +7,9 @@
   `read_header` (Pillow).
 - `PrincipalResolver.resolve` of a bearer token already seen (a user in SQLite, views cached
   for USER_CACHE_SECONDS' default), as every logged-in request after the first does.
+- `history.insert_many` of 500-row batches (the history writer's default batch) into SQLite,
+  per row: the event loop's thread CPU (what every recorded request costs the loop) and the
+  process's (the driver's thread too).
 
 Each variant (this checkout, each `--ref GITREF` as a git worktree in bench/.work/) runs in
 its own process, the variants taking turns `--rounds` times; figures are medians of the rounds
@@ -90,6 +94,41 @@ async def resolve():
     await engine.dispose()
 
 asyncio.run(resolve())
+
+
+async def history_rows():
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from app.db import history
+    from app.db.engine import create_engine
+    from app.db.models import Base
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/history.db")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    sessions = async_sessionmaker(engine)
+    result = '{"image_id":"09192427-6474-4d24-a6d3-8ade08f9d44a","skin_type":"Sensitive","confidence":0.94}'
+
+    def batch(n):
+        return [{"request_type": "image", "route": "/api/v1/analyze", "principal": "anonymous",
+                 "processing_time": 0.0004 + i * 1e-7, "input_data_size": 100000, "image_width": 640,
+                 "image_height": 480, "status_code": 200, "result": result,
+                 "created_at": datetime.now(UTC)} for i in range(n)]
+
+    async def write(batches):
+        for rows in batches:
+            async with sessions.begin() as session:
+                await history.insert_many(session, rows=rows)
+
+    await write([batch(500) for _ in range(4)])
+    batches = [batch(500) for _ in range(20)]
+    loop_started, started = time.thread_time(), time.process_time()
+    await write(batches)
+    rows = 20 * 500
+    print(json.dumps({"history row, event loop": (time.thread_time() - loop_started) / rows * 1e6,
+                      "history row, process": (time.process_time() - started) / rows * 1e6}), flush=True)
+    await engine.dispose()
+
+asyncio.run(history_rows())
 """
 
 
