@@ -1,6 +1,7 @@
 """The JPEG structure walk: every marker segment, scans included, then what follows the image.
 
-The entropy-coded data is skipped by one C-level regex search per scan (~1 ms per 2 MB);
+The entropy-coded data is skipped by one RE2 search per scan (~0.14 ms per MB here: RE2 jumps
+from one 0xFF byte to the next with memchr, where `re` tests every byte, ~0.55 ms per MB);
 APPn/COM metadata is bounded in count and bytes; an end-of-image marker must come; then
 further whole JPEGs (MPF: Ultra HDR gain maps, MPO views; chained, or where the MPF index
 puts them), then a trailer: one the file declares (Motion Photo, MVIMG, Samsung SEF:
@@ -11,8 +12,9 @@ hold `jpeg_max_trailing_bytes` (else `trailing_data`).
 from __future__ import annotations
 
 import mmap
-import re
 from dataclasses import dataclass, field
+
+import re2  # google-re2 (untyped)
 
 from app.core.errors import TrailingData, UndecodableImage
 from app.services.validation.jpeg_trailer import MPF_HEADER, XMP_HEADER, Trailer, declared_trailer, mpf_images
@@ -22,8 +24,11 @@ from app.services.validation.settings import DEFAULT_LIMITS
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 # Inside entropy-coded data 0xFF is followed by 0x00 (stuffing), a restart marker or more
-# 0xFF (fill): anything else is the marker that ends the scan.
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# 0xFF (fill): anything else is the marker that ends the scan. Latin-1: one byte, one character
+# (RE2 reads UTF-8 by default, where a lone 0xFF byte matches nothing).
+_BYTES = re2.Options()
+_BYTES.encoding = re2.Options.Encoding.LATIN1
+_SCAN_END = re2.compile(rb"\xff[^\x00\xd0-\xd7\xff]", _BYTES)
 
 
 @dataclass

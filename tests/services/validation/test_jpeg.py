@@ -3,12 +3,15 @@ segments fail, chained images (MPF) up to the limit, the segment limits are sett
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
 from app.core.errors import UndecodableImage
 from app.core.formats import FORMATS
 from app.services.validation.checks import inspect_image
-from app.services.validation.jpeg import check_jpeg_structure
+from app.services.validation.jpeg import _SCAN_END, check_jpeg_structure
 from tests.services.validation.samples import EXIF, jpeg, jpeg_hostile, limits, mpo
 
 VARIANTS = {
@@ -69,3 +72,19 @@ def test_corrupt_segment_length_fails() -> None:
     body[4:6] = b"\xff\xff"  # APP0 length runs past the end
     with pytest.raises(UndecodableImage):
         check_jpeg_structure(bytes(body))
+
+
+def test_the_scan_ends_where_pythons_re_says() -> None:
+    # The scan's RE2 pattern (Latin-1: byte for byte) against the same pattern in `re`, on random
+    # entropy-coded-like data dense in 0xFF: stuffing, restart markers, fill, other markers.
+    pattern = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+    rng = random.Random(16)
+    for _ in range(300):
+        data = bytes(
+            rng.choice((0xFF, 0x00, 0xD0, 0xD7, 0xD8, 0xD9, 0xC4, 0x7F, rng.randrange(256)))
+            for _ in range(64)
+        )
+        for pos in (0, 1, 17, 63):
+            expected = pattern.search(data, pos)
+            found = _SCAN_END.search(data, pos)
+            assert (found.start() if found else None) == (expected.start() if expected else None)
