@@ -104,3 +104,36 @@ async def test_shutdown_waits_for_running_work() -> None:
     pool.shutdown()  # blocks until the running call returns
     assert done.is_set()
     await task
+
+
+async def test_up_to_max_workers_calls_run_at_once_again_and_again() -> None:
+    # Each call has its thread at once: a new one below the limit, an idle one after that;
+    # calls over the limit wait for the first thread that finishes.
+    pool = ThreadPool("test-concurrency", max_workers=3)
+    try:
+        for calls in (3, 3, 5, 3):
+            entered = threading.Semaphore(0)
+            release = threading.Event()
+
+            def work(entered: threading.Semaphore = entered, release: threading.Event = release) -> str:
+                entered.release()
+                release.wait(10)
+                return threading.current_thread().name
+
+            tasks = [asyncio.create_task(pool.run(work)) for _ in range(calls)]
+            for _ in range(3):
+                assert await asyncio.to_thread(entered.acquire, True, 10)
+            assert not entered.acquire(timeout=0.1)  # never more than three at once
+            release.set()
+            names = await asyncio.gather(*tasks)
+            assert len(names) == calls and len(set(names)) <= 3
+    finally:
+        pool.shutdown()
+
+
+async def test_no_call_after_shutdown() -> None:
+    pool = ThreadPool("test-closed", max_workers=1)
+    assert await pool.run(lambda: 1) == 1
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        await pool.run(lambda: 2)
