@@ -1,5 +1,5 @@
-"""CPU of three hot paths in-process: an upload's validation, a logged-in caller's resolution
-and the request history's writes.
+"""CPU of four hot paths in-process: an upload's validation, a logged-in caller's resolution,
+the request history's writes and a hop to a worker thread.
 
 - `examine_image` (the structure walk and Pillow's header read) on bench/photos.py's 100 KB,
   1 MB and 5 MB photos, read-only mmaps as an upload gives them, with its two halves alone:
@@ -10,6 +10,8 @@ and the request history's writes.
 - `history.insert_many` of 500-row batches (the history writer's default batch) into SQLite,
   per row: the event loop's thread CPU (what every recorded request costs the loop) and the
   process's (the driver's thread too).
+- `ThreadPool.run` of a function that does nothing, on uvloop: the hop alone, as every upload
+  makes one (process CPU: the event loop's side and the worker's).
 
 Each variant (this checkout, each `--ref GITREF` as a git worktree in bench/.work/) runs in
 its own process, the variants taking turns `--rounds` times; figures are medians of the rounds
@@ -129,6 +131,23 @@ async def history_rows():
     await engine.dispose()
 
 asyncio.run(history_rows())
+
+
+async def thread_hops():
+    from app.core.threads import ThreadPool
+
+    pool = ThreadPool("bench", 4)
+    for _ in range(500):
+        await pool.run(int)
+    started = time.process_time()
+    for _ in range(20000):
+        await pool.run(int)
+    print(json.dumps({"thread hop": (time.process_time() - started) / 20000 * 1e6}), flush=True)
+    pool.shutdown()
+
+import uvloop  # the servers' loop
+
+uvloop.run(thread_hops())
 """
 
 
