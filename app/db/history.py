@@ -29,7 +29,8 @@ from app.db.models import RequestLog
 
 TABLE = cast_type(Table, RequestLog.__table__)  # a mapped class's table (typed as FromClause)
 QUANTILES = (0.5, 0.95, 0.99)
-# Every column but `id`; those a row may leave out (NULL) are all but the first four
+# Every column but `id`. A row may leave out `created_at` (it gets the current time) and the
+# last six (NULL); the first four it must give
 COLUMNS = (
     "request_type",
     "route",
