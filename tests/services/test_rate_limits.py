@@ -55,6 +55,17 @@ async def test_a_key_is_refused_once_its_window_is_full() -> None:
     assert caught.value.headers["RateLimit"].startswith('"upload";r=0;')
 
 
+async def test_memory_hits_are_kept_where_the_library_looks_for_them() -> None:
+    """The in-memory path counts under the library's own key, so its strategy sees the hits."""
+    rl = limits()
+    await rl.hit("upload", "user:1")
+    quota = await rl.hit("upload", "user:1")
+    stats = await rl.limiter.get_window_stats(rl.items["upload"], "upload", "user:1")
+    assert quota is not None and stats.remaining == quota.remaining == 1
+    await rl.limiter.clear(rl.items["upload"], "upload", "user:1")
+    assert [(await rl.hit("upload", "user:1")).remaining for _ in range(3)] == [2, 1, 0]  # type: ignore[union-attr]
+
+
 async def test_keys_and_route_classes_are_counted_apart() -> None:
     rl = limits()
     for _ in range(3):

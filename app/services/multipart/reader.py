@@ -107,8 +107,11 @@ def sanitize_filename(raw: str | None) -> str | None:
     """A client file name reduced to safe metadata: base name only, no control characters."""
     if raw is None:
         return None
-    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    if raw.isascii() and raw.isprintable():  # the usual name: nothing to normalize or drop
+        name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    else:
+        name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
+        name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
     if name in ("", ".", ".."):
         return None
     return name[:255]

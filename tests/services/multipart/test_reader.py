@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core.errors import MalformedMultipart, PayloadTooLarge, TooManyFiles, UnsupportedMediaType
 from app.services.multipart.reader import FormLimits, _FileSink, receive_form, sanitize_filename
@@ -107,6 +110,15 @@ async def test_not_a_multipart_request(tmp_path: Path, content_type: str | None)
 )
 def test_sanitize_filename(raw: str | None, clean: str | None) -> None:
     assert sanitize_filename(raw) == clean
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text(max_size=20))
+def test_sanitize_filename_ascii_shortcut_changes_nothing(raw: str) -> None:
+    """Printable ASCII skips normalizing and filtering: both would leave it as it is."""
+    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    assert sanitize_filename(raw) == (None if name in ("", ".", "..") else name[:255])
 
 
 async def test_a_trickled_file_gets_its_temp_file_only_after_16_kib(tmp_path: Path) -> None:
