@@ -1,10 +1,13 @@
-"""CPU of four hot paths in-process: an upload's validation, a logged-in caller's resolution,
-the request history's writes and a hop to a worker thread.
+"""CPU of six hot paths in-process: an upload's multipart parse and validation, a logged-in
+caller's resolution, a rate-limit hit, the request history's writes and a hop to a worker thread.
 
 - `examine_image` (the structure walk and Pillow's header read) on bench/photos.py's 100 KB,
   1 MB and 5 MB photos, read-only mmaps as an upload gives them, with its two halves alone:
   `check_structure` (the JPEG walk; most of it the regex scan of the entropy-coded data) and
   `read_header` (Pillow).
+- `MultipartStream` over a one-file form of each photo (a fresh boundary, as curl sends), in
+  256 KB chunks as uvicorn hands them on, with a handler that drops the data: the parser alone.
+- `RateLimits.hit` of one key in memory (limits far above the load), as every upload makes.
 - `PrincipalResolver.resolve` of a bearer token already seen (a user in SQLite, views cached
   for USER_CACHE_SECONDS' default), as every logged-in request after the first does.
 - `history.insert_many` of 500-row batches (the history writer's default batch) into SQLite,
@@ -62,6 +65,55 @@ for size, path in json.loads(os.environ["BENCH_PHOTOS"]).items():
             row[f"header {size}"] = per_call(lambda: checks.read_header(data, fmt, 50_000_000, None), n)
         print(json.dumps(row), flush=True)
         del fmt
+
+
+from app.services.multipart.parser import MultipartStream
+
+
+class Drop:
+    def begin_part(self, headers):
+        pass
+
+    def part_data(self, data):
+        pass
+
+    def end_part(self):
+        pass
+
+
+for size, path in json.loads(os.environ["BENCH_PHOTOS"]).items():
+    with open(path, "rb") as fh:
+        photo = fh.read()
+    boundary = b"------------------------" + os.urandom(8).hex().encode()
+    head = b'Content-Disposition: form-data; name="file"; filename="photo.jpg"\r\nContent-Type: image/jpeg'
+    body = b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + photo + b"\r\n--" + boundary + b"--\r\n"
+    chunks = [body[i : i + 256000] for i in range(0, len(body), 256000)]
+
+    def parse():
+        stream = MultipartStream(boundary, Drop(), 16384)
+        for chunk in chunks:
+            stream.write(chunk)
+        stream.finalize()
+
+    n = {"100k": 2000, "1m": 300, "5m": 60}[size]
+    print(json.dumps({f"multipart {size}": per_call(parse, n)}), flush=True)
+
+
+async def rate_limit_hits():
+    from app.core.config import Settings
+    from app.services.rate_limit_settings import RateLimitSettings
+    from app.services.rate_limits import RateLimits
+
+    settings = Settings(_env_file=None, rate_limit_upload="100000000/minute")
+    limits = RateLimits(RateLimitSettings.from_settings(settings))
+    for _ in range(500):
+        await limits.hit("upload", "a:127.0.0.1")
+    started = time.process_time()
+    for _ in range(20000):
+        await limits.hit("upload", "a:127.0.0.1")
+    print(json.dumps({"rate-limit hit": (time.process_time() - started) / 20000 * 1e6}), flush=True)
+
+asyncio.run(rate_limit_hits())
 
 
 async def resolve():
