@@ -73,14 +73,15 @@ class RateLimits:
         self.fail_open = redis.redis_outage_policy == "fail-open"
         self._down_until = 0.0  # monotonic time before which Redis is not tried again
         self._warned_at = -math.inf
+        # In memory, `_hit` counts through `hit_now` directly; Redis goes through the library.
+        self.memory: MovingWindowMemory | None = None
         if redis.redis_url:
             timeouts = {"connect_timeout": self.timeout, "stream_timeout": self.timeout}
             storage = storage_from_string(f"async+{redis.redis_url}", wrap_exceptions=True, **timeouts)
         else:
-            storage = MovingWindowMemory()
+            storage = self.memory = MovingWindowMemory()
         # An "async+" URL gives an asyncio storage (the factory is typed as giving either kind).
         self.storage = cast(AsyncStorage, storage)
-        self.memory = storage if isinstance(storage, MovingWindowMemory) else None
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.enabled = settings.enabled
         self.items: dict[str, RateLimitItem] = {name: parse(limit) for name, limit in settings.limits.items()}
@@ -198,29 +199,29 @@ class MovingWindowMemory(MemoryStorage):
         for key in idle:
             del self.windows[key]
 
+    def _count(self, key: str, limit: int, expiry: int, amount: int) -> tuple[bool, float, deque[float]]:
+        """Count `amount` hits for `key` unless that would put more than `limit` in the window:
+        (counted, now, the key's window afterwards)."""
+        now = time.time()
+        self._sweep(now)
+        times = self._window(key, expiry, now)
+        if len(times) + amount > limit:
+            return False, now, times
+        times.extend(itertools.repeat(now, amount))
+        return True, now, times
+
     def hit_now(self, key: str, limit: int, expiry: int) -> tuple[bool, float, int]:
         """One hit for `key` unless `limit` hits are in its window already, then the window as
         `get_moving_window` gives it: (counted, time of the oldest hit or now, hits in it).
         The same as `acquire_entry` then `get_moving_window`, without their awaits."""
-        now = time.time()
-        self._sweep(now)
-        times = self._window(key, expiry, now)
-        allowed = len(times) < limit
-        if allowed:
-            times.append(now)
-        return allowed, (times[0] if times else now), len(times)
+        counted, now, times = self._count(key, limit, expiry, 1)
+        return counted, (times[0] if times else now), len(times)
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         """Count `amount` hits for `key` unless that would put more than `limit` in the window."""
         if amount > limit:
             return False
-        now = time.time()
-        self._sweep(now)
-        times = self._window(key, expiry, now)
-        if len(times) + amount > limit:
-            return False
-        times.extend(itertools.repeat(now, amount))
-        return True
+        return self._count(key, limit, expiry, amount)[0]
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(time of the oldest hit in the window, or now when none; hits in the window)."""
