@@ -82,7 +82,9 @@ class Server:
         the kernel's `find_inode_bit`), so that after a round's files were deleted, each file
         the next round creates cost ~0.2-0.5 ms of kernel CPU until they aged, a cost every
         server paid alike and that shrank their ratios. The sync writes the round's data now,
-        not during the next measurement."""
+        not during the next measurement. First the server finishes what it was doing: the
+        uploads wrk left in flight must not lose their temp files."""
+        self.settle()
         emptied = self.emptied or self.store.with_name(f"{self.store.name}-emptied")
         emptied.mkdir(exist_ok=True)
         for root, _dirs, files in os.walk(self.store):
@@ -90,6 +92,17 @@ class Server:
                 with suppress(FileNotFoundError):
                     os.rename(Path(root, name), emptied / f"{next(_MOVED)}-{name}")
         os.sync()
+
+    def settle(self, quiet: float = 0.2, limit: float = 5.0) -> None:
+        """Wait (at most `limit` s) until the server's CPU time stops moving for `quiet` s."""
+        deadline = time.monotonic() + limit
+        before = cpu_seconds(self.pid)
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = cpu_seconds(self.pid)
+            if now == before:
+                return
+            before = now
 
 
 @contextmanager
