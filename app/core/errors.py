@@ -12,7 +12,6 @@ The tree::
     │   ├── EmptyFile             400 empty_file
     │   ├── UnsupportedMediaType  400 unsupported_media_type
     │   ├── UndecodableImage      400 undecodable_image
-    │   │   ├── BeyondWalkLimits  400 undecodable_image
     │   │   └── TrailingData      400 trailing_data
     │   ├── TooManyPixels         400 image_too_large
     │   ├── UnknownAnalyzer       400 unknown_analyzer
@@ -143,11 +142,6 @@ class UnsupportedMediaType(BadRequest):
 
 class UndecodableImage(BadRequest):
     code, default_detail = "undecodable_image", "The image cannot be decoded"
-
-
-class BeyondWalkLimits(UndecodableImage):
-    """An image's structure goes past a bound of its walk: more segments (or chunks), or
-    more metadata, than the walk's limits allow."""
 
 
 class TrailingData(UndecodableImage):

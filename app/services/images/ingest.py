@@ -1,14 +1,14 @@
 """Ingest: stream a multipart body (or a URL download) to disk, validate it, publish it under a UUID4.
 
 The request body goes chunk by chunk into a temp file beside its final place (see
-`multipart.receive_form`, which also hashes it); then the file is checked, from the copy a
-small file keeps in memory (UPLOAD_MEMORY_COPY_BYTES; a small JPEG's by the event loop
-itself, see `_describe_on_loop`) or else through one read-only mmap (a trailer the photo
-declares, such as a Motion Photo's video, is cut off and the kept bytes' hash resumed from
-the streaming hash), and, in one worker-thread hop, fsynced and renamed into place; then its
-catalog row (metadata and owner) is committed (on SQLite without an Idempotency-Key, from
-the same worker thread: one hop per upload), and only then does the image exist. Any
-failure, or a client hang-up, removes the file: nothing is left in `data/`.
+`multipart.receive_form`, which also hashes it); then, in one worker-thread hop, the file
+is checked from the copy a small file keeps in memory (UPLOAD_MEMORY_COPY_BYTES) or else
+through one read-only mmap (a trailer the photo declares, such as a Motion Photo's video, is
+cut off and the kept bytes' hash resumed from the streaming hash),
+fsynced and renamed into place; then its catalog row (metadata and owner) is committed (on
+SQLite without an Idempotency-Key, from the same worker thread: one hop per upload), and
+only then does the image exist. Any failure, or a client hang-up, removes the file: nothing
+is left in `data/`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import mmap
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.errors import (
-    BeyondWalkLimits,
     EmptyFile,
     IdempotencyMismatch,
     ImageNotFound,
@@ -57,20 +56,10 @@ from app.services.multipart.reader import (
 from app.services.validation.checks import ImageInfo, examine_image, read_header
 from app.services.validation.jpeg import check_jpeg_structure
 from app.services.validation.jpeg_trailer import Trailer
-from app.services.validation.limits import IntegrityLimits
 from app.storage.atomic import unlink_quietly
 from app.storage.metadata import ImageMetadata, RemovedTrailer, StoredImage
 
 logger = logging.getLogger("app.upload")
-
-# The structure walk that the event loop does itself stops at this many segments (a photo
-# has ~10-40) and this much metadata (Pillow parses an EXIF block's first directory whole,
-# ~4 µs per entry). Each segment costs the walk up to ~10 µs (a scan's RE2 search) and Pillow
-# up to ~10 µs more: no file holds the loop for much longer than the interpreter's switch
-# interval (5 ms) lets a worker hold the GIL. A JPEG with more is walked in a worker, under
-# IMAGE_MAX_CHUNKS and IMAGE_MAX_METADATA_BYTES.
-LOOP_MAX_SEGMENTS = 256
-LOOP_MAX_METADATA_BYTES = 8 * 1024
 
 
 @dataclass(frozen=True)
@@ -104,13 +93,6 @@ class IngestService:
         self.pool = pool
         self.url_policy = settings.url_policy
         self.integrity = settings.integrity
-        self.loop_integrity = replace(
-            settings.integrity,
-            image_max_chunks=min(settings.integrity.image_max_chunks, LOOP_MAX_SEGMENTS),
-            image_max_metadata_bytes=min(
-                settings.integrity.image_max_metadata_bytes, LOOP_MAX_METADATA_BYTES
-            ),
-        )
         self.hash_at_upload = settings.perceptual_hash_at_upload and settings.perceptual_reuse_distance > 0
         self.limits = FormLimits(
             max_file_bytes=settings.max_upload_bytes + settings.max_declared_trailer_bytes,
@@ -224,13 +206,12 @@ class IngestService:
             replayed = await self._replay(claim, fingerprint, owner)
             if replayed is not None:
                 return replayed
-        described = self._describe_on_loop(received)
         if claim is None and self.images.commits_in_thread:  # one hop: place and commit the row
             # A cancelled caller waits for the thread; its row is committed, so the bytes stay.
-            meta, path = await self.pool.run(self._place_and_register, received, owner.id, described)
+            meta, path = await self.pool.run(self._place_and_register, received, owner.id)
             self.images.registered(meta, owner.id, path)
         else:
-            meta, path = await self.pool.run(self._place, received, described)
+            meta, path = await self.pool.run(self._place, received)
             if self.images.objects is not None:  # object storage: put now; `discard` drops the temp
                 path = await self.images.put_object(received.path, meta)
             if claim is not None:
@@ -267,41 +248,33 @@ class IngestService:
             self.published(StoredImage(meta, owner.id, path))
         return UploadOutcome(meta)
 
-    def _check(
-        self, received: ReceivedFile, cut: bool = False, integrity: IntegrityLimits | None = None
-    ) -> tuple[ImageFormat, ImageInfo]:
-        """Validate (worker thread, or see `_describe_on_loop`); with `cut`, a declared trailer
-        is cut off the file and `size` and `sha256` become those of the image that remains."""
+    def _check(self, received: ReceivedFile, cut: bool = False) -> tuple[ImageFormat, ImageInfo]:
+        """Validate (worker thread); with `cut`, a declared trailer is cut off the file and
+        `size` and `sha256` become those of the image that remains."""
         if received.size == 0:
             raise EmptyFile()
         fmt = received.format
         if fmt is None or received.file is None:
             raise UnsupportedMediaType()
-        limits = self.integrity if integrity is None else integrity
         if received.contents is not None:
-            info = self._examine(received, received.contents, fmt, cut, limits)
+            info = self._examine(received, received.contents, fmt, cut)
         else:
             with mmap.mmap(received.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                info = self._examine(received, data, fmt, cut, limits)
+                info = self._examine(received, data, fmt, cut)
         if cut and info.trailer is not None:
             os.ftruncate(received.file.fileno(), info.trailer.start)
             received.size = info.trailer.start
         return fmt, info
 
     def _examine(
-        self,
-        received: ReceivedFile,
-        data: bytes | mmap.mmap,
-        fmt: ImageFormat,
-        cut: bool,
-        limits: IntegrityLimits,
+        self, received: ReceivedFile, data: bytes | mmap.mmap, fmt: ImageFormat, cut: bool
     ) -> ImageInfo:
-        """The checks of `_check` on the file's contents `data`, the walk under `limits`."""
+        """The checks of `_check` on the file's contents `data`."""
         pixels, decode = self.settings.max_image_pixels, self.settings.upload_decode_check
         if received.size > self.settings.max_upload_bytes:  # one walk finds the trailer and checks
             info = read_header(data, fmt, pixels, self._check_image_fits(data, fmt), decode)
         else:
-            info = examine_image(data, fmt, pixels, decode, limits)
+            info = examine_image(data, fmt, pixels, decode, self.integrity)
         if cut and info.trailer is not None:
             received.sha256 = received.prefix_sha256(data, info.trailer.start)
         return info
@@ -341,44 +314,18 @@ class IngestService:
             sha256=sha256,
         )
 
-    def _describe_on_loop(self, received: ReceivedFile) -> ImageMetadata | None:
-        """`_describe` done by the event loop itself, before the hop, for a JPEG whose bytes
-        are in memory (at most UPLOAD_MEMORY_COPY_BYTES) and within MAX_UPLOAD_BYTES, without
-        a perceptual hash to compute; None: a worker does it.
-
-        Its checks read those bytes only (no I/O), within LOOP_MAX_SEGMENTS and
-        LOOP_MAX_METADATA_BYTES (~7 ms at worst, measured: 236 quantization tables or scans
-        after 8 KB of EXIF entries; past them None, and a worker does it). Run in
-        a worker, they passed the GIL back and forth with the event loop (RE2 releases it
-        for each search): more context switches and ~10 % more CPU per 100 KB upload,
-        measured under load. Other formats stay in the worker: a PNG's check inflates its
-        pixel data, and HEIF's is libheif's."""
-        fmt = received.format
-        if (
-            received.contents is None
-            or fmt is None
-            or fmt.pillow != "JPEG"
-            or received.size > self.settings.max_upload_bytes
-            or self.hash_at_upload
-        ):
-            return None
-        try:
-            return self._describe(received, self.loop_integrity)
-        except BeyondWalkLimits:
-            return None  # walked again in a worker, under the full limits
-
-    def _describe(self, received: ReceivedFile, integrity: IntegrityLimits | None = None) -> ImageMetadata:
-        """Validate the file (a declared trailer cut off; `integrity`: the walk's limits, if
-        not the settings') and describe the image it holds."""
+    def _place(self, received: ReceivedFile) -> tuple[ImageMetadata, Path]:
+        """Worker thread, one hop: validate, fsync, rename into place, close."""
         sent = received.size
-        fmt, info = self._check(received, cut=True, integrity=integrity)
+        fmt, info = self._check(received, cut=True)
         assert received.file is not None
         perceptual = self._perceptual_hash(received.file, fmt)
+        os.fsync(received.file.fileno())
         trailer = None
         if info.trailer is not None:
             removed = {"kind": info.trailer.kind, "contents": info.trailer.contents}
             trailer = RemovedTrailer.model_validate({**removed, "removed_bytes": sent - received.size})
-        return ImageMetadata.describe(
+        meta = ImageMetadata.describe(
             image_id=new_image_id(),
             filename=received.filename,
             fmt=fmt,
@@ -390,29 +337,18 @@ class IngestService:
             trailer=trailer,
             perceptual_hash=perceptual,
         )
-
-    def _place(
-        self, received: ReceivedFile, described: ImageMetadata | None = None
-    ) -> tuple[ImageMetadata, Path]:
-        """Worker thread, one hop: validate and describe (unless the event loop did:
-        `described`), fsync, rename into place, close."""
-        meta = self._describe(received) if described is None else described
-        assert received.file is not None
-        os.fsync(received.file.fileno())
         if self.images.objects is not None:
             received.file.close()  # here, not on the event loop; the temp file is put next
             return meta, received.path
-        path = self.store.publish(received.path, meta.image_id, meta.image_format.extension)
+        path = self.store.publish(received.path, meta.image_id, fmt.extension)
         received.file.close()  # here, not on the event loop
         received.placed = True
         return meta, path
 
-    def _place_and_register(
-        self, received: ReceivedFile, owner: str, described: ImageMetadata | None = None
-    ) -> tuple[ImageMetadata, Path]:
+    def _place_and_register(self, received: ReceivedFile, owner: str) -> tuple[ImageMetadata, Path]:
         """Worker thread: `_place`, then the catalog row committed from this thread (no hop back
         to the event loop and on to the database's writer); bytes whose row fails are removed."""
-        meta, path = self._place(received, described)
+        meta, path = self._place(received)
         try:
             self.images.register_now(meta, owner)
         except BaseException:

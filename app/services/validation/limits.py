@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.errors import BeyondWalkLimits
+from app.core.errors import UndecodableImage
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,14 @@ class MetadataBudget:
     def step(self) -> None:
         self.steps += 1
         if self.steps > self.limits.image_max_chunks:
-            raise BeyondWalkLimits(f"The {self.what} has more than {self.limits.image_max_chunks} segments")
+            raise UndecodableImage(f"The {self.what} has more than {self.limits.image_max_chunks} segments")
 
     def add(self, length: int) -> None:
         self.segments += 1
         self.bytes += length
         if self.segments > self.limits.image_max_metadata_segments:
             limit = self.limits.image_max_metadata_segments
-            raise BeyondWalkLimits(f"The {self.what} has more than {limit} metadata segments")
+            raise UndecodableImage(f"The {self.what} has more than {limit} metadata segments")
         if self.bytes > self.limits.image_max_metadata_bytes:
             limit = self.limits.image_max_metadata_bytes
-            raise BeyondWalkLimits(f"The {self.what}'s metadata holds more than {limit} bytes")
+            raise UndecodableImage(f"The {self.what}'s metadata holds more than {limit} bytes")

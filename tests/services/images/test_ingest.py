@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.services.accounts.principals import Principal
-from app.services.images.ingest import LOOP_MAX_METADATA_BYTES, LOOP_MAX_SEGMENTS, UploadOutcome
+from app.services.images.ingest import UploadOutcome
 from tests.conftest import files_under
 from tests.factories import CountingSkin, jpeg_bytes, png_bytes
 from tests.services.conftest import publish, running
@@ -209,51 +208,3 @@ async def test_ingest_file_publishes_or_removes_the_file(settings, data_dir: Pat
             await publish(services, b"not an image at all", "y.jpg")
     assert outcome.metadata.filename == "x.jpg"
     assert files_under(data_dir / "images") == [f"{outcome.image_id}.jpg"]
-
-
-def with_segments(jpeg: bytes, segments: bytes) -> bytes:
-    """`jpeg` with `segments` (whole marker segments) right after its start-of-image marker."""
-    return jpeg[:2] + segments + jpeg[2:]
-
-
-RESTART_INTERVAL = b"\xff\xdd\x00\x04\x00\x00"  # a DRI segment: 6 bytes, one step of the walk
-
-
-def exif_segment(entries: int, orientation: int) -> bytes:
-    """An APP1 EXIF segment whose first directory holds `entries` entries, the orientation first."""
-    directory = struct.pack("<HHII", 0x0112, 3, 1, orientation)
-    directory += b"".join(struct.pack("<HHII", 0x9000 + k, 3, 1, 1) for k in range(1, entries))
-    tiff = b"II*\x00" + struct.pack("<IH", 8, entries) + directory + struct.pack("<I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-
-
-@pytest.mark.parametrize(
-    ("segments", "upright"),
-    [
-        pytest.param(RESTART_INTERVAL * (LOOP_MAX_SEGMENTS + 50), (64, 48), id="more segments"),
-        pytest.param(exif_segment(LOOP_MAX_METADATA_BYTES // 12 + 100, 6), (48, 64), id="more metadata"),
-    ],
-)
-async def test_a_small_jpeg_past_the_event_loops_bounds_is_checked_in_a_worker(
-    settings, segments: bytes, upright: tuple[int, int]
-) -> None:
-    """A JPEG kept in memory is checked on the event loop within tighter bounds than the
-    settings' (LOOP_MAX_SEGMENTS, LOOP_MAX_METADATA_BYTES); past them it is walked again in a
-    worker, under the settings' limits, and published whole."""
-    data = with_segments(jpeg_bytes(), segments)
-    async with running(settings, CountingSkin()) as services:
-        outcome = await upload(services, form(data))
-        stored = await services.images.get(outcome.image_id, TESTER)
-    meta = outcome.metadata
-    assert (meta.width, meta.height, meta.upright_width, meta.upright_height) == (64, 48, *upright)
-    assert stored.path.read_bytes() == data and meta.sha256 == hashlib.sha256(data).hexdigest()
-
-
-async def test_a_small_jpeg_past_the_settings_walk_limits_is_refused(make_settings, data_dir: Path) -> None:
-    """The settings' limits below the event loop's bounds still decide: 400, nothing kept."""
-    data = with_segments(jpeg_bytes(), RESTART_INTERVAL * 150)
-    async with running(make_settings(image_max_chunks=100), CountingSkin()) as services:
-        with pytest.raises(UndecodableImage, match="more than 100 segments"):
-            await upload(services, form(data))
-    assert files_under(data_dir / "images") == []
