@@ -2,8 +2,9 @@
 
 First one pass over the file's structure, without decoding pixels, by the walk of its
 format: `jpeg`, `png` (a bounded inflate), `webp`, `heif` (HEIC, AVIF), each bounded by
-`limits`; then Pillow reads the header (format, size: the pixel limit stops decompression
-bombs before any pixel is inflated). `draft` also decodes a JPEG at 1/8 scale, running
+`limits`; then the header is read (format, size: the pixel limit stops decompression
+bombs before any pixel is inflated): an ordinary JPEG's by `jpeg_header`, which reads it as
+Pillow would, ~110 µs cheaper per upload; any other file's by Pillow. `draft` also decodes a JPEG at 1/8 scale, running
 libjpeg's entropy decoder (~40 ms of CPU for a 5 MB photo, which caps uploads at ~25/s per
 core).
 """
@@ -21,6 +22,7 @@ from app.core.errors import TooManyPixels, UndecodableImage
 from app.core.formats import ImageFormat, enable_heif
 from app.services.validation.heif import check_heif_structure
 from app.services.validation.jpeg import check_jpeg_structure
+from app.services.validation.jpeg_header import ORIENTATION, jpeg_header
 from app.services.validation.jpeg_trailer import Trailer
 from app.services.validation.limits import IntegrityLimits
 from app.services.validation.png import check_png_structure
@@ -28,7 +30,6 @@ from app.services.validation.settings import DEFAULT_LIMITS
 from app.services.validation.webp import check_webp_structure
 
 DecodeCheck = Literal["structure", "draft"]
-_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def check_structure(
@@ -95,6 +96,10 @@ def read_header(
 ) -> ImageInfo:
     """The second half of `examine_image`, for bytes whose structure walk already passed (with
     `trailer` its result): Pillow reads the header (size within `max_pixels`, orientation)."""
+    if fmt.pillow == "JPEG" and decode_check == "structure":
+        header = jpeg_header(data)  # None: a file Pillow must read itself (below)
+        if header is not None:
+            return _sized(header.width, header.height, header.orientation, max_pixels, trailer)
     if fmt.name == "heic":
         enable_heif()
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
@@ -103,11 +108,8 @@ def read_header(
         # An mmap is file enough for Pillow (read, seek, tell), but no `IO[bytes]` to typeshed.
         with Image.open(cast(IO[bytes], fp), formats=[fmt.pillow]) as im:
             width, height = im.size
-            if width * height > max_pixels:
-                raise TooManyPixels(
-                    f"The image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-                )
-            orientation = im.getexif().get(_ORIENTATION, 1)
+            _check_pixels(width, height, max_pixels)
+            orientation = im.getexif().get(ORIENTATION, 1)
             if fmt.pillow == "JPEG" and decode_check == "draft":
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
                 im.load()
@@ -117,6 +119,20 @@ def read_header(
         raise UndecodableImage(f"The image cannot be decoded as {fmt.pillow}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
+    return _sized(width, height, orientation, max_pixels, trailer)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        pixels = width * height
+        raise TooManyPixels(f"The image has {width}x{height} = {pixels} pixels; the limit is {max_pixels}")
+
+
+def _sized(
+    width: int, height: int, orientation: object, max_pixels: int, trailer: Trailer | None
+) -> ImageInfo:
+    """The checks' result for a header Pillow (or `jpeg_header`, as Pillow would) has read."""
+    _check_pixels(width, height, max_pixels)
     if width < 1 or height < 1:
         raise UndecodableImage("The image has no pixels")
     swapped = orientation in (5, 6, 7, 8)  # transposed or rotated by 90 degrees
