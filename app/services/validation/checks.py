@@ -4,9 +4,9 @@ First one pass over the file's structure, without decoding pixels, by the walk o
 format: `jpeg`, `png` (a bounded inflate), `webp`, `heif` (HEIC, AVIF), each bounded by
 `limits`; then the header is read (format, size: the pixel limit stops decompression
 bombs before any pixel is inflated): an ordinary JPEG's by `jpeg_header`, which reads it as
-Pillow would, ~110 µs cheaper per upload; any other file's by Pillow. `draft` also decodes a JPEG at 1/8 scale, running
-libjpeg's entropy decoder (~40 ms of CPU for a 5 MB photo, which caps uploads at ~25/s per
-core).
+Pillow would, ~110 µs cheaper per upload; any other file's by Pillow. `draft` also decodes a
+JPEG at 1/8 scale, running libjpeg's entropy decoder (~40 ms of CPU for a 5 MB photo, which
+caps uploads at ~25/s per core).
 """
 
 from __future__ import annotations
