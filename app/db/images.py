@@ -25,21 +25,27 @@ _OWNER = select(Image.owner).where(Image.image_id == bindparam("image_id"))
 _FIELDS = tuple(name for name in ImageMetadata.model_fields if name != "size")
 
 
+_NO_BANDS: dict[str, int | None] = {f"pdq_{band}": None for band in range(PERCEPTUAL_BANDS)}
+
+
 def band_columns(perceptual_hash: str | None) -> dict[str, int | None]:
     """The band columns of a hash (all NULL without one)."""
-    step = len(perceptual_hash) // PERCEPTUAL_BANDS if perceptual_hash else 0
-    return {
-        f"pdq_{band}": int(perceptual_hash[band * step : (band + 1) * step], 16) if perceptual_hash else None
-        for band in range(PERCEPTUAL_BANDS)
-    }
+    if not perceptual_hash:
+        return dict(_NO_BANDS)  # most uploads: not hashed (built once, ~6 µs a row otherwise)
+    step = len(perceptual_hash) // PERCEPTUAL_BANDS
+    bands = (perceptual_hash[band * step : (band + 1) * step] for band in range(PERCEPTUAL_BANDS))
+    return {f"pdq_{band}": int(value, 16) for band, value in enumerate(bands)}
 
 
 def _row(meta: ImageMetadata, owner: str) -> dict[str, object]:
+    """The catalog row of `meta` (its fields read directly: `model_dump` costs ~4 µs more a row)."""
     created = datetime.fromisoformat(meta.created_at)  # "…Z": UTC (fromisoformat is C, strptime is not)
-    trailer = None if meta.trailer is None else meta.trailer.model_dump_json()  # a JSON text column
-    values = meta.model_dump(include=set(_FIELDS))
-    bands = band_columns(meta.perceptual_hash)
-    return {**values, **bands, "trailer": trailer, "owner": owner, "created_ts": created.timestamp()}
+    values: dict[str, object] = {name: getattr(meta, name) for name in _FIELDS}
+    values.update(band_columns(meta.perceptual_hash))
+    values["trailer"] = None if meta.trailer is None else meta.trailer.model_dump_json()  # a JSON text column
+    values["owner"] = owner
+    values["created_ts"] = created.timestamp()
+    return values
 
 
 def to_metadata(row: Image) -> ImageMetadata:

@@ -20,7 +20,7 @@ from app.core.units import human_size
 def utc_timestamp(moment: float | None = None) -> str:
     """An ISO 8601 UTC timestamp with microseconds (`2026-11-23T17:00:00.000000Z`)."""
     when = datetime.now(UTC) if moment is None else datetime.fromtimestamp(moment, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" off; strftime is ~2 µs slower
 
 
 class RemovedTrailer(BaseModel):

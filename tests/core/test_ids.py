@@ -10,12 +10,14 @@ import pytest
 from app.core.ids import UUID4_PATTERN, is_uuid4, new_image_id, normalize_uuid4
 
 
-def test_new_ids_are_lower_case_version_4_and_distinct() -> None:
-    ids = [new_image_id() for _ in range(50)]
-    assert len(set(ids)) == 50
+def test_new_ids_are_canonical_version_4_rfc_4122_and_distinct() -> None:
+    ids = [new_image_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
     for value in ids:
-        assert value == value.lower()
-        assert uuid.UUID(value).version == 4
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # canonical: lower case, 8-4-4-4-12
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert is_uuid4(value)
 
 
 @pytest.mark.parametrize(
