@@ -1,10 +1,10 @@
 """CPU of six hot paths in-process: an upload's multipart parse and validation, a logged-in
 caller's resolution, a rate-limit hit, the request history's writes and a hop to a worker thread.
 
-- `examine_image` (the structure walk and Pillow's header read) on bench/photos.py's 100 KB,
+- `examine_image` (the structure walk and the header read) on bench/photos.py's 100 KB,
   1 MB and 5 MB photos, read-only mmaps as an upload gives them, with its two halves alone:
   `check_structure` (the JPEG walk; most of it the regex scan of the entropy-coded data) and
-  `read_header` (Pillow).
+  `read_header` (`jpeg_header` for these JPEGs; Pillow before it existed).
 - `MultipartStream` over a one-file form of each photo (a fresh boundary, as curl sends), in
   256 KB chunks as uvicorn hands them on, with a handler that drops the data: the parser alone.
 - `RateLimits.hit` of one key in memory (limits far above the load), as every upload makes.
