@@ -9,9 +9,11 @@ of seeded mutations of their headers: flipped bytes, bent lengths, odd and hosti
 from __future__ import annotations
 
 import io
+import mmap
 import random
 import struct
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from app.core.errors import UndecodableImage
 from app.core.formats import FORMATS
 from app.services.validation.checks import examine_image
 from app.services.validation.jpeg import check_jpeg_structure
-from app.services.validation.jpeg_header import jpeg_header
+from app.services.validation.jpeg_header import JpegHeader, jpeg_header
 from tests import phone_photos
 from tests.factories import encode
 
@@ -97,6 +99,13 @@ def test_exif_and_xmp_orientations_come_through() -> None:
     assert fast_reads(ORDINARY["xmp-orientation"]) == (96, 64, 8)
     info = examine_image(ORDINARY["exif-orientation-6"], FORMATS["jpeg"], 10**8)
     assert (info.width, info.height, info.upright_width, info.upright_height) == (96, 64, 64, 96)
+
+
+def test_a_mapped_file_is_read_like_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(ORDINARY["exif-dpi"])
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        assert jpeg_header(data) == jpeg_header(ORDINARY["exif-dpi"]) == JpegHeader(96, 64, 3)
 
 
 def test_mpo_files_are_left_to_pillow() -> None:
