@@ -13,7 +13,9 @@ Anything else (a marker Pillow reads its own way, a segment one of its handlers 
 on, an MPF index that makes the file an MPO, an EXIF that Pillow would refuse) returns None:
 Pillow reads that file as it always did, with its own verdict and messages.
 `tests/services/validation/test_jpeg_header.py` compares the two on photos and on thousands
-of mutated headers.
+of mutated headers. It leans on Pillow's internals (its marker table and handlers, which
+exceptions `_read_dpi_from_exif` catches, how `getexif` caches): requirements.txt pins Pillow,
+and an upgrade must pass that test.
 """
 
 from __future__ import annotations
