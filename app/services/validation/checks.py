@@ -95,11 +95,13 @@ def read_header(
     decode_check: DecodeCheck = "structure",
 ) -> ImageInfo:
     """The second half of `examine_image`, for bytes whose structure walk already passed (with
-    `trailer` its result): Pillow reads the header (size within `max_pixels`, orientation)."""
+    `trailer` its result): the header is read (size within `max_pixels`, orientation), an
+    ordinary JPEG's by `jpeg_header`, any other file's by Pillow."""
     if fmt.pillow == "JPEG" and decode_check == "structure":
         header = jpeg_header(data)  # None: a file Pillow must read itself (below)
         if header is not None:
-            return _sized(header.width, header.height, header.orientation, max_pixels, trailer)
+            _check_pixels(header.width, header.height, max_pixels)
+            return _sized(header.width, header.height, header.orientation, trailer)
     if fmt.name == "heic":
         enable_heif()
     fp = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
@@ -119,20 +121,18 @@ def read_header(
         raise UndecodableImage(f"The image cannot be decoded as {fmt.pillow}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"The image cannot be decoded ({exc})") from None
-    return _sized(width, height, orientation, max_pixels, trailer)
+    return _sized(width, height, orientation, trailer)
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        pixels = width * height
+    pixels = width * height
+    if pixels > max_pixels:
         raise TooManyPixels(f"The image has {width}x{height} = {pixels} pixels; the limit is {max_pixels}")
 
 
-def _sized(
-    width: int, height: int, orientation: object, max_pixels: int, trailer: Trailer | None
-) -> ImageInfo:
-    """The checks' result for a header Pillow (or `jpeg_header`, as Pillow would) has read."""
-    _check_pixels(width, height, max_pixels)
+def _sized(width: int, height: int, orientation: object, trailer: Trailer | None) -> ImageInfo:
+    """The checks' result for a header (within the pixel limit) that Pillow, or `jpeg_header` as
+    Pillow would, has read."""
     if width < 1 or height < 1:
         raise UndecodableImage("The image has no pixels")
     swapped = orientation in (5, 6, 7, 8)  # transposed or rotated by 90 degrees

@@ -32,6 +32,8 @@ ORIENTATION = 0x0112  # the EXIF tag
 _FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _SKIPPED = frozenset({0xC4, 0xCC, 0xDC, 0xDD, 0xDF})  # DHT, DAC, DNL, DRI, EXP
 _DQT, _SOS, _COM = 0xDB, 0xDA, 0xFE
+_APPS = range(0xE0, 0xF0)
+_SEGMENTS = _FRAMES | _SKIPPED | {_DQT, _COM, *_APPS}  # read here; any other marker: Pillow's way
 _LAYERS = (1, 3, 4)  # L, RGB, CMYK: Pillow refuses any other component count
 _XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
@@ -76,8 +78,7 @@ def jpeg_header(data: bytes | mmap.mmap) -> JpegHeader | None:
             continue
         if marker == _SOS:
             break  # Pillow's loop stops at the first scan
-        known = marker in _FRAMES or marker in _SKIPPED or marker in (_DQT, _COM) or 0xE0 <= marker <= 0xEF
-        if not known or pos + 4 > size:
+        if marker not in _SEGMENTS or pos + 4 > size:
             return None  # 0x00, TEM, reserved, SOI, EOI, JPG and JPGn, DHP: Pillow's own way
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         start, end = pos + 4, pos + 2 + length
@@ -91,7 +92,7 @@ def jpeg_header(data: bytes | mmap.mmap) -> JpegHeader | None:
         elif marker == _DQT:
             if not _tables_fit(data, start, end):
                 return None
-        elif marker != _COM and marker not in _SKIPPED and not _application(data, marker, start, end, info):
+        elif marker in _APPS and not _application(data, marker, start, end, info):
             return None
         pos = end
     if frame is None or frame[0] <= 0 or frame[1] <= 0:

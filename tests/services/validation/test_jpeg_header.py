@@ -9,7 +9,6 @@ of seeded mutations of their headers: flipped bytes, bent lengths, odd and hosti
 from __future__ import annotations
 
 import io
-import mmap
 import random
 import struct
 import warnings
@@ -26,6 +25,7 @@ from app.services.validation.jpeg import check_jpeg_structure
 from app.services.validation.jpeg_header import JpegHeader, jpeg_header
 from tests import phone_photos
 from tests.factories import encode
+from tests.services.validation.samples import mapped
 
 SMALL = phone_photos.astronaut((96, 64))
 
@@ -107,9 +107,7 @@ def test_exif_and_xmp_orientations_come_through() -> None:
 
 
 def test_a_mapped_file_is_read_like_its_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(ORDINARY["exif-dpi"])
-    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with mapped(tmp_path, ORDINARY["exif-dpi"]) as data:
         assert jpeg_header(data) == jpeg_header(ORDINARY["exif-dpi"]) == JpegHeader(96, 64, 3)
 
 
