@@ -105,3 +105,28 @@ def test_malformed_bodies(data: bytes) -> None:
 
 def test_headers() -> None:
     assert parse_headers(b"Content-Type: image/png\r\nX-A:  b ") == {"content-type": "image/png", "x-a": "b"}
+
+
+def test_part_data_is_a_view_of_the_chunk_itself() -> None:
+    """A part's data is handed on from the chunk it arrived in, not from a copy of it (only the
+    bytes a delimiter may start in are held back and copied)."""
+    body = bytes(range(256)) * 400
+    data = form([body])
+    split = len(data) // 2
+    chunks = [data[:split], data[split:]]
+    seen: list[tuple[object, int]] = []
+
+    class Views(Collect):
+        def part_data(self, data: memoryview) -> None:
+            seen.append((data.obj, len(data)))
+            super().part_data(data)
+
+    collect = Views()
+    stream = MultipartStream(B, collect, 16384)
+    for chunk in chunks:
+        stream.write(chunk)
+    stream.finalize()
+    assert collect.parts[0][1] == body
+    held = len(b"\r\n--" + B) - 1
+    from_chunks = [size for obj, size in seen if any(obj is chunk for chunk in chunks)]
+    assert sum(from_chunks) == len(body) - held  # all but the held-back bytes, straight from the chunks
