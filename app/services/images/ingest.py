@@ -129,6 +129,7 @@ class IngestService:
             new_temp=self.store.temp_path,
             limits=self.limits,
             on_file=on_file,
+            content_length=content_length,
         )
 
     @staticmethod

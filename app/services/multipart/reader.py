@@ -45,6 +45,10 @@ DECLARED_TYPES = frozenset(
 )
 
 
+# A form around its file part: boundaries, part headers, a few small fields, well under this
+KEEP_FORM_SLACK_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class FormLimits:
     """Limits applied while a form streams in."""
@@ -59,6 +63,14 @@ class FormLimits:
     # the files being received by this process at once keep at most `kept_budget` in all
     keep_bytes: int = 0
     kept_budget: int = 0
+
+    def may_keep(self, content_length: int | None) -> bool:
+        """Whether a body of `content_length` bytes (None: not declared) may hold a file small
+        enough to keep: not when it is longer than `keep_bytes` and KEEP_FORM_SLACK_BYTES.
+        (A misjudged file is only checked through a mapping of its file instead.)"""
+        return self.keep_bytes > 0 and (
+            content_length is None or content_length <= self.keep_bytes + KEEP_FORM_SLACK_BYTES
+        )
 
 
 @dataclass
@@ -176,7 +188,7 @@ class _FileSink:
     # go to disk only).
     kept_total = 0  # bytes kept by every sink of this process (event loop only)
 
-    def __init__(self, path: Path, limits: FormLimits) -> None:
+    def __init__(self, path: Path, limits: FormLimits, keep: bool) -> None:
         self.path = path
         self.limits = limits
         self.file: FileIO | None = None
@@ -186,7 +198,7 @@ class _FileSink:
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
-        self.kept: list[bytes] | None = []  # the chunks while the file is small, else None
+        self.kept: list[bytes] | None = [] if keep else None  # the chunks while the file is small
         self.kept_bytes = 0
 
     def write(self, data: memoryview) -> None:
@@ -250,11 +262,13 @@ class _FormCollector:
         new_temp: Callable[[], Path],
         limits: FormLimits,
         on_file: Callable[[], None] | None = None,
+        keep: bool = True,
     ) -> None:
         self.file_field = file_field
         self.new_temp = new_temp
         self.limits = limits
         self.on_file = on_file
+        self.keep = keep  # the file part may be kept in memory (see FormLimits.may_keep)
         self.form = ReceivedForm()
         self.sink: _FileSink | None = None
         self.parts = 0
@@ -298,7 +312,7 @@ class _FormCollector:
         if self.on_file is not None:
             self.on_file()  # may refuse the form before any byte of the file is taken
         self._kind = "file"
-        self.sink = _FileSink(self.new_temp(), self.limits)
+        self.sink = _FileSink(self.new_temp(), self.limits, self.keep)
         self.form.file = ReceivedFile(
             path=self.sink.path,
             field_name=name,
@@ -354,14 +368,18 @@ async def receive_form(
     new_temp: Callable[[], Path],
     limits: FormLimits,
     on_file: Callable[[], None] | None = None,
+    content_length: int | None = None,
 ) -> ReceivedForm:
     """Stream a multipart body; the file part lands in a temp file from `new_temp`.
+
+    `content_length`, the body's declared length, tells whether its file may be small enough
+    to keep in memory (a bigger one is not copied for nothing).
 
     `on_file` is called when the file part's headers have arrived, before any of its bytes
     are read: an exception it raises refuses the form there. On any error the temp file is
     removed before the exception propagates.
     """
-    collector = _FormCollector(file_field, new_temp, limits, on_file)
+    collector = _FormCollector(file_field, new_temp, limits, on_file, limits.may_keep(content_length))
     try:
         parser = MultipartStream(_boundary(content_type), collector, limits.max_field_bytes)
         received = 0

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.errors import MalformedMultipart, PayloadTooLarge, TooManyFiles, UnsupportedMediaType
-from app.services.multipart.reader import FormLimits, _FileSink, receive_form, sanitize_filename
+from app.services.multipart.reader import (
+    KEEP_FORM_SLACK_BYTES,
+    FormLimits,
+    _FileSink,
+    receive_form,
+    sanitize_filename,
+)
 from app.storage.atomic import temp_path_for
 from tests.factories import jpeg_bytes
 
@@ -45,13 +51,20 @@ async def one_byte_at_a_time(data: bytes) -> AsyncIterator[bytes]:
         yield data[i : i + 1]
 
 
-async def receive(tmp_path: Path, data: bytes, limits: FormLimits = LIMITS, content_type: str = CT):
+async def receive(
+    tmp_path: Path,
+    data: bytes,
+    limits: FormLimits = LIMITS,
+    content_type: str = CT,
+    content_length: int | None = None,
+):
     return await receive_form(
         content_type=content_type,
         chunks=one_byte_at_a_time(data),
         file_field="file",
         new_temp=lambda: temp_path_for(tmp_path),
         limits=limits,
+        content_length=content_length,
     )
 
 
@@ -236,6 +249,35 @@ async def test_a_small_file_is_also_kept_in_memory_a_larger_one_is_not(tmp_path:
     unset = (await receive(tmp_path, body(part("file", image, "c.jpg")))).file  # keep_bytes 0
     assert unset is not None and unset.contents is None
     unset.file.close()
+
+
+async def test_a_body_declared_too_long_to_hold_a_kept_file_is_not_copied(tmp_path: Path) -> None:
+    image = jpeg_bytes()
+    data = body(part("file", image, "a.jpg"))
+    keeping = replace(LIMITS, keep_bytes=len(image), kept_budget=10 * len(image))
+    kept = (await receive(tmp_path, data, keeping, content_length=len(data))).file
+    assert kept is not None and kept.contents == image
+    kept.file.close()
+    # A Content-Length past keep_bytes and the form's slack: the file is written, never copied
+    declared = len(image) + KEEP_FORM_SLACK_BYTES + 1
+    peaks: list[int] = []
+
+    async def watched() -> AsyncIterator[bytes]:
+        async for chunk in one_byte_at_a_time(data):
+            peaks.append(_FileSink.kept_total)
+            yield chunk
+
+    form = await receive_form(
+        content_type=CT,
+        chunks=watched(),
+        file_field="file",
+        new_temp=lambda: temp_path_for(tmp_path),
+        limits=keeping,
+        content_length=declared,
+    )
+    assert form.file is not None and form.file.contents is None and form.file.path.read_bytes() == image
+    form.file.file.close()
+    assert max(peaks) == 0
 
 
 async def test_kept_bytes_stay_within_the_budget_and_are_given_back(tmp_path: Path) -> None:
