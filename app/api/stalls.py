@@ -121,8 +121,14 @@ class StallGuard:
         return GuardedBody(self, receive)
 
     async def _sweep(self) -> None:
-        while self._reading:
+        """Judge the reads in progress every `period`, until a period passes with none (the
+        next read starts another sweep). Not ending as soon as none is in progress keeps one
+        sweeper for a busy service, instead of a new task for most requests: a body that has
+        already arrived is read before a new sweeper first runs."""
+        while True:
             await asyncio.sleep(self.period)
+            if not self._reading:
+                return
             now = time.monotonic()
             for task, (since, body) in list(self._reading.items()):
                 if task in self._expired:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.api.stalls import StallGuard
 from tests.conftest import files_under, serve
 from tests.factories import photo_jpeg
 from tests.processes import Server
@@ -179,3 +180,23 @@ def test_a_trickled_upload_to_a_real_server_gets_408_and_its_connection_closed(t
         assert files_under(data_dir / "images") == []
     finally:
         server.stop()
+
+
+async def test_reads_one_after_another_share_one_sweeper_which_ends_when_idle() -> None:
+    """A busy service keeps one sweeping task: a body that has already arrived is read before a
+    new sweeper first runs, and a sweeper that ended at once would be made again for it."""
+    guard = StallGuard(timeout=0.2)  # sweeps every 0.05 s
+
+    async def arrived() -> dict[str, object]:
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    sweepers = set()
+    for _ in range(20):
+        await guard.body(arrived)()
+        sweepers.add(guard._sweeper)
+        await asyncio.sleep(0)  # the sweeper's first turn
+    assert len(sweepers) == 1
+    sweeper = sweepers.pop()
+    assert sweeper is not None
+    await asyncio.wait_for(sweeper, 30)  # a period with no read in progress ends it
+    assert guard._reading == {}
