@@ -5,8 +5,8 @@ its own Python process: `create_app()` with its lifespan, rate limits on far abo
 (`harness.HIGH_RATE_LIMITS`), its own DATA_DIR; the ASGI app is called directly, one request at
 a time, `--requests` times per load, and the process's CPU time (every thread: the event loop,
 the worker threads, the SQLite writer) is divided by the count. Loads: GET /health, a 100 KB
-upload (bench/photos.py's photo in 64 KiB body chunks, as a socket delivers them), the skin
-cache hit anonymous and logged in. The variants take turns, `--rounds` times, so that machine
+and a 1 MB upload (bench/photos.py's photos in 64 KiB body chunks, as a socket delivers them),
+the skin cache hit anonymous and logged in. The variants take turns, `--rounds` times, so that machine
 noise hits each alike; figures are medians of the rounds.
 
 Server CPU per request as bench/upload.py measures it also holds uvicorn and the kernel's socket
@@ -32,7 +32,7 @@ from tempfile import TemporaryDirectory
 import harness as h
 from photos import upload_image
 
-LOADS = ("health", "upload", "hit", "hit_user")
+LOADS = ("health", "upload", "hit", "hit_user", "upload_1m")
 CHILD = r"""
 import asyncio, json, os, sys, time
 sys.path.insert(0, os.getcwd())
@@ -40,6 +40,7 @@ import uvloop
 from app.main import create_app
 
 BODY = open(os.environ["BENCH_BODY_FILE"], "rb").read()
+BODY_1M = open(os.environ["BENCH_BODY_1M_FILE"], "rb").read()
 MULTIPART = os.environ["BENCH_CONTENT_TYPE"].encode()
 JSON = [(b"content-type", b"application/json")]
 
@@ -83,7 +84,9 @@ async def main():
         auth = [(b"authorization", f"Bearer {token}".encode())]
         mine = json.loads((await call(app, upload[0], upload[1], BODY, upload[3] + auth))["body"])["image_id"]
         hit_user = ("POST", "/api/v1/analyze", json.dumps({"image_id": mine}).encode(), JSON + auth)
-        loads = {"health": ("GET", "/health", b"", []), "upload": upload, "hit": hit, "hit_user": hit_user}
+        upload_1m = (*upload[:2], BODY_1M, upload[3])
+        loads = {"health": ("GET", "/health", b"", []), "upload": upload, "upload_1m": upload_1m, "hit": hit,
+                 "hit_user": hit_user}
         for name in os.environ["BENCH_LOADS"].split(","):
             for _ in range(warm):
                 answer = await call(app, *loads[name])
@@ -100,7 +103,9 @@ uvloop.run(main())
 """
 
 
-def measure(src: Path, work: Path, body: Path, loads: list[str], requests: int) -> dict[str, float]:
+def measure(
+    src: Path, work: Path, bodies: tuple[Path, Path], loads: list[str], requests: int
+) -> dict[str, float]:
     """One process of the app from checkout `src`: CPU ms per request of each load."""
     data_dir = Path(work) / f"data-{len(list(work.iterdir()))}"
     data_dir.mkdir()
@@ -111,7 +116,8 @@ def measure(src: Path, work: Path, body: Path, loads: list[str], requests: int) 
         "API_KEYS": "",
         "MODEL_DIR": str(h.MODEL_DIR),
         "LOG_LEVEL": "WARNING",
-        "BENCH_BODY_FILE": str(body),
+        "BENCH_BODY_FILE": str(bodies[0]),
+        "BENCH_BODY_1M_FILE": str(bodies[1]),
         "BENCH_CONTENT_TYPE": h.MULTIPART,
         "BENCH_REQUESTS": str(requests),
         "BENCH_LOADS": ",".join(loads),
@@ -135,15 +141,17 @@ def main() -> int:
     if set(loads) - set(LOADS):
         p.error(f"--only: choose from {', '.join(LOADS)}")
     h.WORK_DIR.mkdir(exist_ok=True)
-    body = h.WORK_DIR / "upload-100k.body"
-    body.write_bytes(h.multipart(upload_image("100k")))
+    bodies = (h.WORK_DIR / "upload-100k.body", h.WORK_DIR / "upload-1m.body")
+    for path, size in zip(bodies, ("100k", "1m"), strict=True):
+        path.write_bytes(h.multipart(upload_image(size)))
     with TemporaryDirectory(prefix="bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         variants = {"service": h.REPO_ROOT}
         for ref in args.ref:
             variants[f"@{ref}"] = Path(stack.enter_context(h.checkout(ref)))
         runs = {
-            name: partial(measure, path, work, body, loads, args.requests) for name, path in variants.items()
+            name: partial(measure, path, work, bodies, loads, args.requests)
+            for name, path in variants.items()
         }
         got = h.alternate(
             args.rounds,
