@@ -9,10 +9,12 @@ name repeats and no per-file random number (a getrandom syscall on every upload)
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
 import secrets
+from io import FileIO
 from pathlib import Path
 
 from app.core.processes import is_live_peer
@@ -29,6 +31,20 @@ _COUNTER = itertools.count()
 def temp_path_for(directory: Path) -> Path:
     """A fresh temp file name in `directory`, tagged with this process's pid."""
     return directory / f"{TEMP_PREFIX}{os.getpid()}-{_TOKEN}{next(_COUNTER):x}"
+
+
+def write_all(file: FileIO, data: bytes | bytearray | memoryview) -> None:
+    """Write all of `data`. A file takes a write whole unless its disk (or size limit) is
+    reached part-way; then the rest is written again, and raises ENOSPC or EFBIG, instead of
+    being silently left out of a file whose size and hash count it."""
+    written = file.write(data)
+    if written != len(data):
+        with memoryview(data) as view:
+            while written < len(data):
+                more = file.write(view[written:])
+                if not more:  # never for a file; a loop that cannot end must not start
+                    raise OSError(errno.EIO, f"A write to {file.name} took no bytes")
+                written += more
 
 
 def write_and_sync(path: Path, data: bytes) -> None:

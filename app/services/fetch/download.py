@@ -34,7 +34,7 @@ from app.services.fetch.url_policy import (
     checked_target,
     not_allowed,
 )
-from app.storage.atomic import unlink_quietly
+from app.storage.atomic import unlink_quietly, write_all
 
 logger = logging.getLogger("app.fetch")
 
@@ -157,7 +157,7 @@ async def _save_body(response: httpx.Response, file: FileIO, policy: UrlPolicy) 
         size += len(chunk)
         if size > policy.max_bytes:
             raise UrlTooLarge(f"The resource exceeds the limit of {policy.max_bytes} bytes")
-        file.write(chunk)
+        write_all(file, chunk)
     return size
 
 

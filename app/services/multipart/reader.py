@@ -27,6 +27,7 @@ from app.core.errors import (
 )
 from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
 from app.services.multipart.parser import MultipartStream
+from app.storage.atomic import write_all
 
 DECLARED_TYPES = frozenset(
     {
@@ -214,9 +215,9 @@ class _FileSink:
         if self.size // HASH_CHECKPOINT_BYTES != (self.size - len(data)) // HASH_CHECKPOINT_BYTES:
             self.checkpoints.append((self.size, self.hasher.copy()))  # ~1 us each
         if self.file is not None:
-            self.file.write(data)
+            write_all(self.file, data)
         elif len(self._pending) + len(data) >= self.BUFFER_BYTES:
-            self.opened().write(data)  # straight from the chunk: no copy into the buffer
+            write_all(self.opened(), data)  # straight from the chunk: no copy into the buffer
         else:
             self._pending += data
 
@@ -245,7 +246,7 @@ class _FileSink:
         if self.file is None:
             self.file = FileIO(self.path, "xb+")
             if self._pending:
-                self.file.write(self._pending)
+                write_all(self.file, self._pending)
                 self._pending = bytearray()
         return self.file
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import resource
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -44,6 +46,10 @@ def part(name: str, data: bytes, filename: str | None = None, ctype: str | None 
 
 def body(*parts: bytes) -> bytes:
     return b"".join(parts) + f"--{B}--\r\n".encode()
+
+
+async def whole(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def one_byte_at_a_time(data: bytes) -> AsyncIterator[bytes]:
@@ -278,6 +284,29 @@ async def test_a_body_declared_too_long_to_hold_a_kept_file_is_not_copied(tmp_pa
     assert form.file is not None and form.file.contents is None and form.file.path.read_bytes() == image
     form.file.file.close()
     assert max(peaks) == 0
+
+
+async def test_a_file_the_disk_takes_only_in_part_is_refused_not_cut(tmp_path: Path) -> None:
+    """A write that reaches a full disk or the file size limit part-way takes some of its bytes
+    and says how many: the rest must be written again (and refused), not left out of a file
+    whose size and hash count it. RLIMIT_FSIZE makes that happen here (Python ignores SIGXFSZ)."""
+    image = jpeg_bytes()
+    data = body(part("file", image, "a.jpg"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(image) // 2, hard))
+    try:
+        with pytest.raises(OSError) as refused:
+            await receive_form(
+                content_type=CT,
+                chunks=whole(data),
+                file_field="file",
+                new_temp=lambda: temp_path_for(tmp_path),
+                limits=LIMITS,
+            )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert refused.value.errno == errno.EFBIG
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_kept_bytes_stay_within_the_budget_and_are_given_back(tmp_path: Path) -> None:
