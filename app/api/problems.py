@@ -25,7 +25,7 @@ from starlette.routing import Match
 
 from app.api.security_headers import error_headers
 from app.core import metrics
-from app.core.errors import AppError, DatabaseUnavailable, ValidationFailed
+from app.core.errors import AppError, DatabaseUnavailable, StorageFull, ValidationFailed, is_storage_full
 from app.db.engine import is_outage
 
 logger = logging.getLogger("app.errors")
@@ -133,6 +133,10 @@ def problem_for(request: Request, exc: Exception) -> Response:
         metrics.DEPENDENCY_ERRORS.labels("database", "request").inc()
         if not isinstance(exc, DatabaseUnavailable):
             exc = DatabaseUnavailable(f"The database connection was lost ({type(exc).__name__})")
+    elif is_storage_full(exc):  # nothing of the request was kept: its temp files are gone
+        metrics.DEPENDENCY_ERRORS.labels("storage", "full").inc()
+        logger.error("%s %s -> storage full: %s", request.method, request.url.path, exc)
+        exc = StorageFull()
     for kind, handler in _HANDLERS:
         if isinstance(exc, kind):
             return handler(request, exc)

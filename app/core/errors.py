@@ -54,7 +54,8 @@ The tree::
         └── DependencyUnavailable 503 dependency_unavailable (with Retry-After)
             ├── DatabaseUnavailable    503 database_unavailable
             ├── RateLimiterUnavailable 503 rate_limiter_unavailable
-            └── StorageUnavailable     503 storage_unavailable
+            ├── StorageUnavailable     503 storage_unavailable
+            └── StorageFull            503 storage_full
 
 Services raise these; the API layer (`app.api.problems`) maps them, in one place, to
 RFC 9457 problem+json bodies with `detail` and `code` (tests/core/test_errors.py checks this tree).
@@ -62,6 +63,7 @@ RFC 9457 problem+json bodies with `detail` and `code` (tests/core/test_errors.py
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -321,6 +323,27 @@ class RateLimiterUnavailable(DependencyUnavailable):
 
 class StorageUnavailable(DependencyUnavailable):
     code, default_detail = "storage_unavailable", "The object storage cannot be reached; try again later"
+
+
+class StorageFull(DependencyUnavailable):
+    code, default_detail = "storage_full", "The service's storage is full; try again later"
+    retry_after = 60  # space comes back when an operator frees some, not in seconds
+
+
+# A write refused for want of space: the file system or the quota is full, or the file would
+# pass the process's file size limit (RLIMIT_FSIZE); SQLite says SQLITE_FULL (13) instead
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_SQLITE_FULL = 13
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether `exc` (or the driver error it wraps) is a write refused because the storage is full."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, BaseException):
+        exc = orig
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
 
 
 class CallbackNeedsCredentials(Forbidden):

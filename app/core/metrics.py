@@ -117,7 +117,7 @@ LOGIN_FAILURES = Counter("login_failures_total", "Failed logins")
 LOGIN_REFUSED = Counter("login_refused_total", "Logins refused before their password was checked", ["reason"])
 DEPENDENCY_ERRORS = Counter(
     "dependency_errors_total",
-    "Calls to a dependency (redis, database) that failed or timed out, by what they were for",
+    "Calls to a dependency (redis, database, storage) that failed or timed out, by what they were for",
     ["dependency", "use"],
 )
 
@@ -164,6 +164,7 @@ def initialize(analyzers: list[str], route_classes: tuple[str, ...]) -> None:
         ("redis", "login_throttle"),
         ("database", "request"),
         ("database", "history"),
+        ("storage", "full"),
     ):
         DEPENDENCY_ERRORS.labels(dependency, use)
     for reason in ("locked_out", "hash_busy"):

@@ -7,6 +7,7 @@ and scikit-image (text chunks, APNG, 16-bit, palette + tRNS, MPO, animated WebP)
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import httpx
@@ -98,3 +99,23 @@ async def test_the_limits_are_settings(make_settings, data_dir) -> None:
         resp = await c.post("/upload", files={"file": ("t.png", buf.getvalue(), "image/png")})
     assert resp.status_code == 400 and resp.json()["code"] == "undecodable_image"
     assert not any((data_dir / "images").iterdir())
+
+
+async def test_an_upload_the_disk_cannot_take_is_a_503_and_leaves_nothing(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    """A full disk (here the process's file size limit, which refuses writes the same way) is a
+    503 `storage_full` with Retry-After, never a 500, and no part of the upload stays."""
+    photo = photo_jpeg()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(photo) // 2, hard))
+    try:
+        response = await upload(client, "jpeg", photo)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert response.status_code == 503, response.text[:300]
+    assert response.headers["content-type"].split(";")[0] == PROBLEM
+    assert response.json()["code"] == "storage_full"
+    assert response.headers["retry-after"] == "60"
+    assert images_in(data_dir) == []
+    assert (await upload(client, "jpeg", photo)).status_code == 201  # space again: served again

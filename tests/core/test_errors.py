@@ -1,14 +1,21 @@
-"""The documented error tree (app.core.errors' docstring) is the tree of AppError classes."""
+"""The documented error tree (app.core.errors' docstring) is the tree of AppError classes; a
+full storage is recognised whoever reports it."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc as sa_exc
 
 import app
 from app.core import errors
-from app.core.errors import AppError, ValidationFailed
+from app.core.errors import AppError, ValidationFailed, is_storage_full
 
 
 def _all_subclasses(cls: type) -> list[type]:
@@ -59,3 +66,20 @@ def test_validation_errors_name_every_field() -> None:
     )
     assert error.detail == "Invalid request: params.image_id: bad; params.top_k: big"
     assert error.extra["fields"] == ["params.image_id", "params.top_k"]
+
+
+def test_storage_full_is_told_apart_from_other_failures(tmp_path: Path) -> None:
+    """Full disks say ENOSPC or EDQUOT, a file size limit EFBIG, SQLite SQLITE_FULL (also when
+    SQLAlchemy wraps it); other errors are not storage_full."""
+    database = sqlite3.connect(tmp_path / "small.db")
+    database.execute("CREATE TABLE t (x BLOB)")
+    database.execute("PRAGMA max_page_count = 4")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        database.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    database.close()
+    wrapped = sa_exc.OperationalError("INSERT", {}, full.value)
+    for exc in (OSError(errno.ENOSPC, "full"), OSError(errno.EDQUOT, "quota"), OSError(errno.EFBIG, "big")):
+        assert is_storage_full(exc)
+    assert is_storage_full(full.value) and is_storage_full(wrapped)
+    for exc in (OSError(errno.EACCES, "denied"), sqlite3.OperationalError("no such table"), ValueError()):
+        assert not is_storage_full(exc)

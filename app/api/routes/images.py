@@ -67,6 +67,7 @@ UPLOAD_ERRORS = problem_docs(
     (409, "idempotency_key_in_use", "A request with this Idempotency-Key is still being processed"),
     (413, "payload_too_large", "The file exceeds the limit of 5242880 bytes"),
     (422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body"),
+    (503, "storage_full", "The service's storage is full; try again later"),
 )
 
 
