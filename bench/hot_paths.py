@@ -6,7 +6,9 @@ caller's resolution, a rate-limit hit, the request history's writes and a hop to
   `check_structure` (the JPEG walk; most of it the regex scan of the entropy-coded data) and
   `read_header` (`jpeg_header` for these JPEGs; Pillow before it existed).
 - `MultipartStream` over a one-file form of each photo (a fresh boundary, as curl sends), in
-  256 KB chunks as uvicorn hands them on, with a handler that drops the data: the parser alone.
+  256 KB chunks as uvicorn hands them on, with a handler that drops the data: the parser alone;
+  and over a part whose headers reach the limit (16 KiB) arriving a byte at a time (a cheap
+  attack if the parse were quadratic in what it holds back).
 - `RateLimits.hit` of one key in memory (limits far above the load), as every upload makes.
 - `PrincipalResolver.resolve` of a bearer token already seen (a user in SQLite, views cached
   for USER_CACHE_SECONDS' default), as every logged-in request after the first does.
@@ -97,6 +99,21 @@ for size, path in json.loads(os.environ["BENCH_PHOTOS"]).items():
 
     n = {"100k": 2000, "1m": 300, "5m": 60}[size]
     print(json.dumps({f"multipart {size}": per_call(parse, n)}), flush=True)
+
+# One part's headers at the limit (16 KiB), sent a byte at a time: the parse must stay linear
+# in what arrives (a write per byte), not search and copy all that is held back on each write.
+head = b'--b\r\nContent-Disposition: form-data; name="a"\r\nX-Pad: ' + b"a" * 16000
+padded = head + b"\r\n\r\nv\r\n--b--\r\n"
+
+
+def bytewise():
+    stream = MultipartStream(b"b", Drop(), 16384)
+    for i in range(len(padded)):
+        stream.write(padded[i : i + 1])
+    stream.finalize()
+
+
+print(json.dumps({"multipart 16 KB headers bytewise": per_call(bytewise, 5)}), flush=True)
 
 
 async def rate_limit_hits():

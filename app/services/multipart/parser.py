@@ -59,13 +59,16 @@ class MultipartStream:
         self.buffer = bytearray()  # the bytes held back from earlier chunks
         self.state = "preamble"
         self.pos = 0  # how far `write` has parsed the bytes it is given
+        self.searched = 0  # how many held-back header bytes have been searched for their end
 
     def write(self, chunk: bytes) -> None:
         data = self._after_held(chunk)
         self.pos = 0
         while self._step(data):
             pass
-        if self.pos < len(data):
+        if data is self.buffer:
+            del self.buffer[: self.pos]
+        elif self.pos < len(data):
             with memoryview(data) as view, view[self.pos :] as rest:
                 self.buffer += rest
 
@@ -73,10 +76,11 @@ class MultipartStream:
         if self.state != "end":
             raise MalformedMultipart("The multipart body ended before its closing boundary")
 
-    def _after_held(self, chunk: bytes) -> bytes:
+    def _after_held(self, chunk: bytes) -> bytes | bytearray:
         """What to parse next: `chunk` itself when nothing is held back, or when the held-back
         bytes are a part's data in which no delimiter starts (they are handed on first); else
-        the held-back bytes and `chunk` joined (a delimiter or headers across the two)."""
+        `buffer` with `chunk` appended (a delimiter or headers across the two; appending keeps
+        headers sent a byte at a time linear, where joining copies would be quadratic)."""
         held = self.buffer
         if not held:
             return chunk
@@ -90,11 +94,10 @@ class MultipartStream:
                 self.handler.part_data(view)
             held.clear()
             return chunk
-        data = bytes(held) + chunk
-        held.clear()
-        return data
+        held += chunk
+        return held
 
-    def _step(self, data: bytes) -> bool:
+    def _step(self, data: bytes | bytearray) -> bool:
         """Parse `data` from `pos` as far as it allows; False when more bytes are needed."""
         pos = self.pos
         if self.state == "preamble":
@@ -130,14 +133,16 @@ class MultipartStream:
                 headers: dict[str, str] = {}
                 self.pos = pos + 2
             else:
-                end = data.find(b"\r\n\r\n", pos)
+                end = data.find(b"\r\n\r\n", pos + self.searched)
                 if end < 0:
                     if len(data) - pos > self.max_header_bytes:
                         raise MalformedMultipart("A form part's headers are too large")
+                    self.searched = max(len(data) - pos - 3, 0)  # the next search starts there
                     return False
+                self.searched = 0
                 if end - pos > self.max_header_bytes:
                     raise MalformedMultipart("A form part's headers are too large")
-                headers = parse_headers(data[pos:end])
+                headers = parse_headers(bytes(data[pos:end]))
                 self.pos = end + 4
             self.handler.begin_part(headers)
             self.state = "data"
@@ -155,7 +160,7 @@ class MultipartStream:
         self.pos = len(data)  # the epilogue after the closing boundary is ignored
         return False
 
-    def _emit(self, data: bytes, end: int) -> None:
+    def _emit(self, data: bytes | bytearray, end: int) -> None:
         """Hand on `data[pos:end]` as part data (a view, no copy); `pos` moves to `end`."""
         if end <= self.pos:
             return

@@ -130,3 +130,17 @@ def test_part_data_is_a_view_of_the_chunk_itself() -> None:
     held = len(b"\r\n--" + B) - 1
     from_chunks = [size for obj, size in seen if any(obj is chunk for chunk in chunks)]
     assert sum(from_chunks) == len(body) - held  # all but the held-back bytes, straight from the chunks
+
+
+def test_headers_arriving_in_any_pieces_end_where_they_end() -> None:
+    """The end of a part's headers is found across chunk ends, also after near misses (a CR LF
+    CR, a folded line) held back from earlier chunks, one byte at a time or split anywhere."""
+    data = (
+        b"--" + B + b'\r\nContent-Disposition: form-data; name="a"\r\nX-A: 1\r\n \r\n\tfolded\r\n'
+        b"X-B: \r\r\n\r\nvalue\r\n--" + B + b"--\r\n"
+    )
+    whole = parse(data, [])
+    assert whole == [b"value"]
+    assert parse(data, list(range(len(data)))) == whole
+    for cut in range(len(data)):
+        assert parse(data, [cut]) == whole
