@@ -199,7 +199,7 @@ class _FileSink:
         self.size = 0
         self.head = b""
         self.format: ImageFormat | None = None
-        self.kept: list[bytes] | None = [] if keep else None  # the chunks while the file is small
+        self.kept: bytearray | None = bytearray() if keep else None  # its bytes while it is small
         self.kept_bytes = 0
 
     def write(self, data: memoryview) -> None:
@@ -227,14 +227,14 @@ class _FileSink:
             return
         limits = self.limits
         if self.size <= limits.keep_bytes and _FileSink.kept_total + len(data) <= limits.kept_budget:
-            self.kept.append(bytes(data))
+            self.kept += data  # not a list of chunks: an object per chunk of a byte would cost ~40x
             self.kept_bytes += len(data)
             _FileSink.kept_total += len(data)
         else:
             self.release_kept()
 
-    def release_kept(self) -> list[bytes] | None:
-        """Stop keeping: the chunks kept so far (None if the file was not kept), their share of
+    def release_kept(self) -> bytearray | None:
+        """Stop keeping: the bytes kept so far (None if the file was not kept), their share of
         the budget given back."""
         kept, self.kept = self.kept, None
         _FileSink.kept_total -= self.kept_bytes
@@ -345,7 +345,7 @@ class _FormCollector:
             self.form.file.hash_checkpoints = sink.checkpoints
             kept = sink.release_kept()
             if kept is not None:
-                self.form.file.contents = b"".join(kept)
+                self.form.file.contents = bytes(kept)
             self.form.file.size = sink.size
             self.form.file.format = sink.format
             self._file_done = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import resource
+import tracemalloc
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,7 +24,7 @@ from app.services.multipart.reader import (
     sanitize_filename,
 )
 from app.storage.atomic import temp_path_for
-from tests.factories import jpeg_bytes
+from tests.factories import jpeg_bytes, photo_jpeg
 
 B = "xyz-boundary"
 CT = f"multipart/form-data; boundary={B}"
@@ -307,6 +308,25 @@ async def test_a_file_the_disk_takes_only_in_part_is_refused_not_cut(tmp_path: P
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert refused.value.errno == errno.EFBIG
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_file_kept_from_tiny_chunks_holds_about_its_size(tmp_path: Path) -> None:
+    """A small file is kept in memory whatever its chunks: one byte at a time must not cost an
+    object per byte (~40 bytes each, a memory attack the budget, which counts bytes, would miss)."""
+    image = photo_jpeg()  # ~68 KB
+    size = len(image)
+    keeping = replace(
+        LIMITS, max_file_bytes=size, max_body_bytes=2 * size, keep_bytes=size, kept_budget=2 * size
+    )
+    tracemalloc.start()
+    try:
+        kept = (await receive(tmp_path, body(part("file", image, "a.jpg")), keeping)).file
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept is not None and kept.contents == image
+    kept.file.close()
+    assert peak < 6 * size, (peak, size)  # its copies, not an object per byte
 
 
 async def test_kept_bytes_stay_within_the_budget_and_are_given_back(tmp_path: Path) -> None:
