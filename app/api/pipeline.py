@@ -47,7 +47,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.calls import SCOPE_KEY, Call
 from app.api.problems import problem_for
-from app.api.routing import OPEN, DeclaredRouter, Described, LeanHandler, Policy, lean_handler_of, policy_of
+from app.api.routing import (
+    OPEN,
+    BodyBuffer,
+    DeclaredRouter,
+    Described,
+    LeanHandler,
+    Policy,
+    lean_handler_of,
+    policy_of,
+)
 from app.api.security_headers import DOCS_PAGES, SecurityHeaders
 from app.api.settings import PipelineSettings
 from app.api.stalls import StallGuard
@@ -310,19 +319,14 @@ class RequestPipeline:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
         guarded = self.stalls.body(receive)
-        chunks: list[bytes] = []
-        total = 0
+        body = BodyBuffer(limit)
         while True:
             message = await guarded()
             if message["type"] != "http.request":  # the client hung up mid-body
                 raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
-            chunks.append(chunk)
+            body.add(message.get("body", b""))
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return body.whole()
 
     @staticmethod
     def _duration(entry: RouteEntry | None, scope: Scope, method: str, status: int) -> Any:

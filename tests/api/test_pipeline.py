@@ -3,9 +3,15 @@ the query parameter of a lean route, one body cap for a lean route."""
 
 from __future__ import annotations
 
-import httpx
+import json
+import tracemalloc
+from collections.abc import Iterator
 
-from tests.conftest import serve
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import http_scope, serve
 from tests.factories import jpeg_bytes
 
 
@@ -48,3 +54,41 @@ async def test_an_analyze_body_over_the_cap_is_413_declared_or_streamed(make_set
     for resp in (declared, streamed):
         assert resp.status_code == 413
         assert resp.json()["detail"] == "The request body exceeds 1024 bytes"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/analyze", "/api/v1/frontal/crop/submit"])
+async def test_a_body_sent_a_byte_at_a_time_holds_about_its_size(app: FastAPI, path: str) -> None:
+    """A JSON body read whole (by the pipeline for /analyze, by the route for a contour submit)
+    costs memory near its size whatever its chunks: not an object per chunk (~40 bytes for a
+    byte sent), a cheap amplification that the body caps, which count bytes, would miss."""
+    body = json.dumps({"image_id": "0" * 36, "pad": "x" * 50_000}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    def messages(pieces: list[bytes]) -> Iterator[dict]:
+        last = len(pieces) - 1
+        return iter(
+            [{"type": "http.request", "body": p, "more_body": i < last} for i, p in enumerate(pieces)]
+        )
+
+    async def call(messages: Iterator[dict]) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages, None) or {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(http_scope("POST", path, headers), receive, send)
+        return sent[0]["status"]
+
+    assert await call(messages([body])) < 500  # warm: what a first request builds is not counted
+    bytewise = messages([body[i : i + 1] for i in range(len(body))])  # the client's: not counted
+    tracemalloc.start()
+    try:
+        status = await call(bytewise)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status < 500
+    assert peak < 8 * len(body), (peak, len(body))

@@ -6,7 +6,8 @@ import pytest
 from fastapi import APIRouter
 
 from app.api.calls import Call
-from app.api.routing import OPEN, Reply, bind_services, lean_route
+from app.api.routing import OPEN, BodyBuffer, Reply, bind_services, lean_route
+from app.core.errors import PayloadTooLarge
 from app.services.images.catalog import ImageService
 
 
@@ -29,3 +30,16 @@ def test_a_parameter_no_service_has_is_refused_at_registration() -> None:
 
     with pytest.raises(TypeError, match="int"):
         lean_route(APIRouter(), [("/x", "x", "x")], policy=OPEN)(wants)
+
+
+def test_a_body_buffer_keeps_one_chunk_as_it_came_joins_more_and_stops_at_its_limit() -> None:
+    one = BodyBuffer(10)
+    chunk = b"0123456789"
+    one.add(chunk)
+    assert one.whole() is chunk  # the usual small body: no copy
+    several = BodyBuffer(10)
+    for piece in (b"", b"01", b"", b"234", b"56789"):
+        several.add(piece)
+    assert several.whole() == chunk
+    with pytest.raises(PayloadTooLarge):
+        several.add(b"x")
