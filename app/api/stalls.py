@@ -57,8 +57,10 @@ class GuardedBody:
         if not self.started:
             self.started = self.window_started = now
         guard._reading[task] = (now, self)
-        if guard._sweeper is None or guard._sweeper.done():
-            guard._sweeper = asyncio.get_running_loop().create_task(guard._sweep())
+        sweeper, loop = guard._sweeper, asyncio.get_running_loop()
+        # A sweeper of another loop may never end (its loop closed under it): start one here
+        if sweeper is None or sweeper.done() or sweeper.get_loop() is not loop:
+            guard._sweeper = loop.create_task(guard._sweep())
         try:
             message = await self.receive()
         except asyncio.CancelledError:

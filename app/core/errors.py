@@ -331,9 +331,11 @@ class StorageFull(DependencyUnavailable):
 
 
 # A write refused for want of space: the file system or the quota is full, or the file would
-# pass the process's file size limit (RLIMIT_FSIZE); SQLite says SQLITE_FULL (13) instead
+# pass the process's file size limit (RLIMIT_FSIZE); SQLite says SQLITE_FULL (13) instead,
+# PostgreSQL SQLSTATE 53100 (disk_full; asyncpg and psycopg both name it `sqlstate`)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 
 
 def is_storage_full(exc: BaseException) -> bool:
@@ -343,7 +345,10 @@ def is_storage_full(exc: BaseException) -> bool:
         exc = orig
     if isinstance(exc, OSError):
         return exc.errno in _FULL_ERRNOS
-    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+    return (
+        getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(exc, "sqlstate", None) == _PG_DISK_FULL
+    )
 
 
 class CallbackNeedsCredentials(Forbidden):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.api.stalls import StallGuard
+from app.core.errors import RequestTimeout
 from tests.conftest import files_under, serve
 from tests.factories import photo_jpeg
 from tests.processes import Server
@@ -200,3 +201,26 @@ async def test_reads_one_after_another_share_one_sweeper_which_ends_when_idle() 
     assert sweeper is not None
     await asyncio.wait_for(sweeper, 30)  # a period with no read in progress ends it
     assert guard._reading == {}
+
+
+def test_a_guard_whose_first_loop_closed_under_its_sweeper_still_cuts_stalled_reads() -> None:
+    """A sweeper left pending on a loop closed without cancelling it never ends: the next loop's
+    reads must start their own, or a stalled body there is never cut."""
+    guard = StallGuard(timeout=0.2)
+
+    async def arrived() -> dict[str, object]:
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(guard.body(arrived)())  # its sweeper now waits for a period...
+    first.close()  # ...and the loop is closed under it
+
+    async def stalled() -> None:
+        async def never() -> dict[str, object]:
+            await asyncio.get_running_loop().create_future()
+            return {}
+
+        with pytest.raises(RequestTimeout):
+            await asyncio.wait_for(guard.body(never)(), 30)
+
+    asyncio.run(stalled())

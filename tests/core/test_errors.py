@@ -10,6 +10,8 @@ import re
 import sqlite3
 from pathlib import Path
 
+import asyncpg.exceptions
+import psycopg.errors
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -69,8 +71,8 @@ def test_validation_errors_name_every_field() -> None:
 
 
 def test_storage_full_is_told_apart_from_other_failures(tmp_path: Path) -> None:
-    """Full disks say ENOSPC or EDQUOT, a file size limit EFBIG, SQLite SQLITE_FULL (also when
-    SQLAlchemy wraps it); other errors are not storage_full."""
+    """Full disks say ENOSPC or EDQUOT, a file size limit EFBIG, SQLite SQLITE_FULL, PostgreSQL
+    SQLSTATE 53100 (also when SQLAlchemy wraps them); other errors are not storage_full."""
     database = sqlite3.connect(tmp_path / "small.db")
     database.execute("CREATE TABLE t (x BLOB)")
     database.execute("PRAGMA max_page_count = 4")
@@ -81,5 +83,10 @@ def test_storage_full_is_told_apart_from_other_failures(tmp_path: Path) -> None:
     for exc in (OSError(errno.ENOSPC, "full"), OSError(errno.EDQUOT, "quota"), OSError(errno.EFBIG, "big")):
         assert is_storage_full(exc)
     assert is_storage_full(full.value) and is_storage_full(wrapped)
+    for pg_full in (  # PostgreSQL's disk_full (SQLSTATE 53100), as each driver raises it
+        asyncpg.exceptions.DiskFullError("could not extend file: No space left on device"),
+        psycopg.errors.DiskFull("could not extend file: No space left on device"),
+    ):
+        assert is_storage_full(pg_full) and is_storage_full(sa_exc.OperationalError("INSERT", {}, pg_full))
     for exc in (OSError(errno.EACCES, "denied"), sqlite3.OperationalError("no such table"), ValueError()):
         assert not is_storage_full(exc)
