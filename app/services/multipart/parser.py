@@ -105,10 +105,10 @@ class MultipartStream:
                 self.pos = pos + len(self.first)
             else:
                 found = data.find(self.delimiter, pos)
-                if found < 0:
-                    if len(data) - pos > MAX_PREAMBLE_BYTES:
-                        raise MalformedMultipart("No multipart boundary at the start of the body")
-                    return False
+                if found < 0 and len(data) - pos < MAX_PREAMBLE_BYTES + len(self.delimiter):
+                    return False  # a delimiter may still start within the limit
+                if found < 0 or found - pos > MAX_PREAMBLE_BYTES:
+                    raise MalformedMultipart("No multipart boundary at the start of the body")
                 self.pos = found + len(self.delimiter)
             self.state = "delimited"
             return True
@@ -119,11 +119,9 @@ class MultipartStream:
                 self.state = "end"
                 return True
             line_end = data.find(b"\r\n", pos)
-            if line_end < 0:
-                if len(data) - pos > MAX_PADDING_BYTES:
-                    raise MalformedMultipart("Garbage after a multipart boundary")
-                return False
-            if data[pos:line_end].strip(b" \t"):
+            if line_end < 0 and len(data) - pos < MAX_PADDING_BYTES + 2:
+                return False  # the line may still end within the limit
+            if line_end < 0 or line_end - pos > MAX_PADDING_BYTES or data[pos:line_end].strip(b" \t"):
                 raise MalformedMultipart("Garbage after a multipart boundary")
             self.pos = line_end + 2
             self.state = "headers"
@@ -135,7 +133,7 @@ class MultipartStream:
             else:
                 end = data.find(b"\r\n\r\n", pos + self.searched)
                 if end < 0:
-                    if len(data) - pos > self.max_header_bytes:
+                    if len(data) - pos >= self.max_header_bytes + 4:  # their end cannot come in time
                         raise MalformedMultipart("A form part's headers are too large")
                     self.searched = max(len(data) - pos - 3, 0)  # the next search starts there
                     return False

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from python_multipart.multipart import MultipartParser
 
 from app.core.errors import MalformedMultipart
-from app.services.multipart.parser import MultipartStream, parse_headers
+from app.services.multipart.parser import (
+    MAX_PADDING_BYTES,
+    MAX_PREAMBLE_BYTES,
+    MultipartStream,
+    parse_headers,
+)
 
 B = b"Xy-12_boundary"
 
@@ -144,3 +149,35 @@ def test_headers_arriving_in_any_pieces_end_where_they_end() -> None:
     assert parse(data, list(range(len(data)))) == whole
     for cut in range(len(data)):
         assert parse(data, [cut]) == whole
+
+
+def _outcome(data: bytes, cuts: list[int], max_header_bytes: int) -> str:
+    stream = MultipartStream(B, Collect(), max_header_bytes)
+    last = 0
+    try:
+        for cut in [*cuts, len(data)]:
+            stream.write(data[last:cut])
+            last = cut
+        stream.finalize()
+    except MalformedMultipart as exc:
+        return str(exc)
+    return "parsed"
+
+
+@pytest.mark.parametrize("over", [0, 1])
+@pytest.mark.parametrize("limit", ["preamble", "padding", "headers"])
+def test_limits_do_not_depend_on_how_the_body_is_cut(limit: str, over: int) -> None:
+    """A preamble, the padding after a boundary and a part's headers are refused past their
+    limits and accepted up to them, whether the body comes whole or a byte at a time."""
+    preamble, padding, header = b"", b"", b"X-A: b"
+    if limit == "preamble":
+        preamble = b"p" * (MAX_PREAMBLE_BYTES + over)
+    elif limit == "padding":
+        padding = b" " * (MAX_PADDING_BYTES + over)
+    else:
+        header = b"X-A: " + b"h" * (100 - len(b"X-A: ") + over)  # max_header_bytes 100
+    start = (preamble + b"\r\n" if preamble else b"") + b"--" + B
+    data = start + padding + b"\r\n" + header + b"\r\n\r\nvalue\r\n--" + B + b"--\r\n"
+    whole = _outcome(data, [], 100)
+    assert (whole == "parsed") == (over == 0), whole
+    assert _outcome(data, list(range(1, len(data))), 100) == whole
