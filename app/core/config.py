@@ -50,6 +50,9 @@ class Settings(LoginSettings, ModelSettings, WebSettings, WebhookSettings):
     max_declared_trailer_bytes: int = Field(default=8 * MiB, ge=0)
     max_form_parts: int = Field(default=8, ge=1)
     max_form_field_bytes: int = Field(default=16 * 1024, ge=1)
+    # Junk a form may carry: a preamble before its first boundary, spaces after a boundary
+    max_form_preamble_bytes: int = Field(default=1024, ge=0)
+    max_form_padding_bytes: int = Field(default=256, ge=0)
     # A file of at most UPLOAD_MEMORY_COPY_BYTES also keeps a copy in memory while it streams,
     # which its checks read (0: every file is read back from its temp file); the uploads being
     # received at once keep at most UPLOAD_MEMORY_BUDGET_BYTES between them

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from app.core.errors import MalformedMultipart
 
-MAX_PREAMBLE_BYTES = 1024
+MAX_PREAMBLE_BYTES = 1024  # the defaults of MAX_FORM_PREAMBLE_BYTES and MAX_FORM_PADDING_BYTES
 MAX_PADDING_BYTES = 256
 
 
@@ -51,11 +51,21 @@ class MultipartStream:
     `len(delimiter) - 1` bytes of its data (a delimiter may start there).
     """
 
-    def __init__(self, boundary: bytes, handler: PartHandler, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        boundary: bytes,
+        handler: PartHandler,
+        max_header_bytes: int,
+        *,
+        max_preamble_bytes: int = MAX_PREAMBLE_BYTES,
+        max_padding_bytes: int = MAX_PADDING_BYTES,
+    ) -> None:
         self.first = b"--" + boundary
         self.delimiter = b"\r\n--" + boundary
         self.handler = handler
         self.max_header_bytes = max_header_bytes
+        self.max_preamble_bytes = max_preamble_bytes
+        self.max_padding_bytes = max_padding_bytes
         self.buffer = bytearray()  # the bytes held back from earlier chunks
         self.state = "preamble"
         self.pos = 0  # how far `write` has parsed the bytes it is given
@@ -105,9 +115,9 @@ class MultipartStream:
                 self.pos = pos + len(self.first)
             else:
                 found = data.find(self.delimiter, pos)
-                if found < 0 and len(data) - pos < MAX_PREAMBLE_BYTES + len(self.delimiter):
+                if found < 0 and len(data) - pos < self.max_preamble_bytes + len(self.delimiter):
                     return False  # a delimiter may still start within the limit
-                if found < 0 or found - pos > MAX_PREAMBLE_BYTES:
+                if found < 0 or found - pos > self.max_preamble_bytes:
                     raise MalformedMultipart("No multipart boundary at the start of the body")
                 self.pos = found + len(self.delimiter)
             self.state = "delimited"
@@ -119,9 +129,9 @@ class MultipartStream:
                 self.state = "end"
                 return True
             line_end = data.find(b"\r\n", pos)
-            if line_end < 0 and len(data) - pos < MAX_PADDING_BYTES + 2:
+            if line_end < 0 and len(data) - pos < self.max_padding_bytes + 2:
                 return False  # the line may still end within the limit
-            if line_end < 0 or line_end - pos > MAX_PADDING_BYTES or data[pos:line_end].strip(b" \t"):
+            if line_end < 0 or line_end - pos > self.max_padding_bytes or data[pos:line_end].strip(b" \t"):
                 raise MalformedMultipart("Garbage after a multipart boundary")
             self.pos = line_end + 2
             self.state = "headers"

@@ -26,7 +26,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.core.formats import SNIFF_BYTES, ImageFormat, accepted_format
-from app.services.multipart.parser import MultipartStream
+from app.services.multipart.parser import MAX_PADDING_BYTES, MAX_PREAMBLE_BYTES, MultipartStream
 from app.storage.atomic import write_all
 
 DECLARED_TYPES = frozenset(
@@ -46,10 +46,6 @@ DECLARED_TYPES = frozenset(
 )
 
 
-# A form around its file part: boundaries, part headers, a few small fields, well under this
-KEEP_FORM_SLACK_BYTES = 64 * 1024
-
-
 @dataclass(frozen=True)
 class FormLimits:
     """Limits applied while a form streams in."""
@@ -60,6 +56,9 @@ class FormLimits:
     max_field_bytes: int
     allowed_formats: frozenset[str]
     declared_types: frozenset[str] = DECLARED_TYPES
+    max_preamble_bytes: int = MAX_PREAMBLE_BYTES  # before the first boundary
+    max_padding_bytes: int = MAX_PADDING_BYTES  # spaces after a boundary
+    overhead_bytes: int = 64 * 1024  # the form around its file: boundaries, headers, fields
     # A file of at most `keep_bytes` also keeps a copy in memory (`ReceivedFile.contents`);
     # the files being received by this process at once keep at most `kept_budget` in all
     keep_bytes: int = 0
@@ -67,10 +66,10 @@ class FormLimits:
 
     def may_keep(self, content_length: int | None) -> bool:
         """Whether a body of `content_length` bytes (None: not declared) may hold a file small
-        enough to keep: not when it is longer than `keep_bytes` and KEEP_FORM_SLACK_BYTES.
+        enough to keep: not when it is longer than `keep_bytes` and `overhead_bytes`.
         (A misjudged file is only checked through a mapping of its file instead.)"""
         return self.keep_bytes > 0 and (
-            content_length is None or content_length <= self.keep_bytes + KEEP_FORM_SLACK_BYTES
+            content_length is None or content_length <= self.keep_bytes + self.overhead_bytes
         )
 
 
@@ -382,7 +381,13 @@ async def receive_form(
     """
     collector = _FormCollector(file_field, new_temp, limits, on_file, limits.may_keep(content_length))
     try:
-        parser = MultipartStream(_boundary(content_type), collector, limits.max_field_bytes)
+        parser = MultipartStream(
+            _boundary(content_type),
+            collector,
+            limits.max_field_bytes,
+            max_preamble_bytes=limits.max_preamble_bytes,
+            max_padding_bytes=limits.max_padding_bytes,
+        )
         received = 0
         async for chunk in chunks:
             received += len(chunk)

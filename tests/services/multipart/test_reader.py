@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from app.core.errors import MalformedMultipart, PayloadTooLarge, TooManyFiles, UnsupportedMediaType
 from app.services.multipart.reader import (
-    KEEP_FORM_SLACK_BYTES,
     FormLimits,
     _FileSink,
     receive_form,
@@ -265,8 +264,8 @@ async def test_a_body_declared_too_long_to_hold_a_kept_file_is_not_copied(tmp_pa
     kept = (await receive(tmp_path, data, keeping, content_length=len(data))).file
     assert kept is not None and kept.contents == image
     kept.file.close()
-    # A Content-Length past keep_bytes and the form's slack: the file is written, never copied
-    declared = len(image) + KEEP_FORM_SLACK_BYTES + 1
+    # A Content-Length past keep_bytes and the form's overhead: the file is written, never copied
+    declared = len(image) + keeping.overhead_bytes + 1
     peaks: list[int] = []
 
     async def watched() -> AsyncIterator[bytes]:
@@ -340,3 +339,22 @@ async def test_kept_bytes_stay_within_the_budget_and_are_given_back(tmp_path: Pa
     with pytest.raises(MalformedMultipart):  # the body stops inside the file part
         await receive(tmp_path, body(part("file", image, "b.jpg"))[:-40], keeping)
     assert _FileSink.kept_total == 0  # the stalled file's share is given back
+
+
+@pytest.mark.parametrize("junk", ["preamble", "padding"])
+async def test_the_preamble_and_padding_limits_are_the_forms(tmp_path: Path, junk: str) -> None:
+    image = jpeg_bytes()
+    limits = replace(LIMITS, max_preamble_bytes=10, max_padding_bytes=10)
+    for size, refused in ((10, False), (11, True)):
+        data = body(part("file", image, "a.jpg"))
+        if junk == "preamble":
+            data = b"p" * size + b"\r\n" + data
+        else:
+            data = data.replace(f"--{B}\r\n".encode(), f"--{B}{' ' * size}\r\n".encode(), 1)
+        if refused:
+            with pytest.raises(MalformedMultipart):
+                await receive(tmp_path, data, limits)
+        else:
+            form = await receive(tmp_path, data, limits)
+            assert form.file is not None and form.file.path.read_bytes() == image
+            form.file.file.close()
