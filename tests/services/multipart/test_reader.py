@@ -63,10 +63,12 @@ async def receive(
     limits: FormLimits = LIMITS,
     content_type: str = CT,
     content_length: int | None = None,
+    chunks: AsyncIterator[bytes] | None = None,
 ):
+    """`receive_form` of `data` one byte at a time (or of `chunks`, if given) into `tmp_path`."""
     return await receive_form(
         content_type=content_type,
-        chunks=one_byte_at_a_time(data),
+        chunks=one_byte_at_a_time(data) if chunks is None else chunks,
         file_field="file",
         new_temp=lambda: temp_path_for(tmp_path),
         limits=limits,
@@ -159,13 +161,7 @@ async def test_a_trickled_file_gets_its_temp_file_only_after_16_kib(tmp_path: Pa
         max_field_bytes=100,
         allowed_formats=frozenset({"jpeg"}),
     )
-    form = await receive_form(
-        content_type=CT,
-        chunks=chunks(),
-        file_field="file",
-        new_temp=lambda: temp_path_for(tmp_path),
-        limits=limits,
-    )
+    form = await receive(tmp_path, b"", limits, chunks=chunks())
     assert seen[:15] == [0] * 15 and seen[-1] == 1
     assert form.file is not None and form.file.path.read_bytes() == image
     assert form.file.sha256 == hashlib.sha256(image).hexdigest()
@@ -273,14 +269,7 @@ async def test_a_body_declared_too_long_to_hold_a_kept_file_is_not_copied(tmp_pa
             peaks.append(_FileSink.kept_total)
             yield chunk
 
-    form = await receive_form(
-        content_type=CT,
-        chunks=watched(),
-        file_field="file",
-        new_temp=lambda: temp_path_for(tmp_path),
-        limits=keeping,
-        content_length=declared,
-    )
+    form = await receive(tmp_path, data, keeping, content_length=declared, chunks=watched())
     assert form.file is not None and form.file.contents is None and form.file.path.read_bytes() == image
     form.file.file.close()
     assert max(peaks) == 0
@@ -296,13 +285,7 @@ async def test_a_file_the_disk_takes_only_in_part_is_refused_not_cut(tmp_path: P
     resource.setrlimit(resource.RLIMIT_FSIZE, (len(image) // 2, hard))
     try:
         with pytest.raises(OSError) as refused:
-            await receive_form(
-                content_type=CT,
-                chunks=whole(data),
-                file_field="file",
-                new_temp=lambda: temp_path_for(tmp_path),
-                limits=LIMITS,
-            )
+            await receive(tmp_path, data, chunks=whole(data))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert refused.value.errno == errno.EFBIG
