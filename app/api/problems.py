@@ -25,7 +25,15 @@ from starlette.routing import Match
 
 from app.api.security_headers import error_headers
 from app.core import metrics
-from app.core.errors import AppError, DatabaseUnavailable, StorageFull, ValidationFailed, is_storage_full
+from app.core.errors import (
+    AppError,
+    DatabaseUnavailable,
+    Overloaded,
+    StorageFull,
+    ValidationFailed,
+    is_out_of_descriptors,
+    is_storage_full,
+)
 from app.db.engine import is_outage
 
 logger = logging.getLogger("app.errors")
@@ -137,6 +145,9 @@ def problem_for(request: Request, exc: Exception) -> Response:
         metrics.DEPENDENCY_ERRORS.labels("storage", "full").inc()
         logger.error("%s %s -> storage full: %s", request.method, request.url.path, exc)
         exc = StorageFull()
+    elif is_out_of_descriptors(exc):  # the connection caps should prevent it; not a 500 if not
+        logger.error("%s %s -> out of file descriptors: %s", request.method, request.url.path, exc)
+        exc = Overloaded("The service is at capacity (no file descriptor left); try again shortly")
     for kind, handler in _HANDLERS:
         if isinstance(exc, kind):
             return handler(request, exc)

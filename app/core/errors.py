@@ -51,6 +51,7 @@ The tree::
         ├── AnalyzerUnavailable   503 analyzer_unavailable
         │   └── ModelUnavailable  503 model_unavailable
         ├── QueueFull             503 queue_full
+        ├── Overloaded            503 overloaded (with Retry-After)
         └── DependencyUnavailable 503 dependency_unavailable (with Retry-After)
             ├── DatabaseUnavailable    503 database_unavailable
             ├── RateLimiterUnavailable 503 rate_limiter_unavailable
@@ -305,6 +306,13 @@ class QueueFull(ServiceUnavailable):
     code, default_detail = "queue_full", "Too many jobs are waiting; try again later"
 
 
+class Overloaded(ServiceUnavailable):
+    code, default_detail = "overloaded", "The service is at capacity; try again shortly"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
 class DependencyUnavailable(ServiceUnavailable):
     code, default_detail = "dependency_unavailable", "A dependency is unavailable; try again later"
     retry_after = 5  # seconds: about what a restart or fail-over of the dependency takes
@@ -335,7 +343,13 @@ class StorageFull(DependencyUnavailable):
 # PostgreSQL SQLSTATE 53100 (disk_full; asyncpg and psycopg both name it `sqlstate`)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SQLITE_FULL = 13
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})  # the process's or the system's table
 _PG_DISK_FULL = "53100"
+
+
+def is_out_of_descriptors(exc: BaseException) -> bool:
+    """Whether `exc` is a file or socket that could not be opened: no file descriptor left."""
+    return isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS
 
 
 def is_storage_full(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ and scikit-image (text chunks, APNG, 16-bit, palette + tRNS, MPO, animated WebP)
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -119,3 +120,24 @@ async def test_an_upload_the_disk_cannot_take_is_a_503_and_leaves_nothing(
     assert response.headers["retry-after"] == "60"
     assert images_in(data_dir) == []
     assert (await upload(client, "jpeg", photo)).status_code == 201  # space again: served again
+
+
+async def test_an_upload_with_no_file_descriptor_left_is_a_503_and_leaves_nothing(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    """No file descriptor left for the temp file (the connection caps should prevent it) is a
+    503 `overloaded` with Retry-After, never a 500."""
+    photo = photo_jpeg()
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new descriptor opens
+    try:
+        response = await upload(client, "jpeg", photo)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_code == 503, response.text[:300]
+    assert response.json()["code"] == "overloaded"
+    assert response.headers["retry-after"] == "1"
+    assert images_in(data_dir) == []
+    assert (await upload(client, "jpeg", photo)).status_code == 201
