@@ -199,7 +199,6 @@ class _FileSink:
         self.head = b""
         self.format: ImageFormat | None = None
         self.kept: bytearray | None = bytearray() if keep else None  # its bytes while it is small
-        self.kept_bytes = 0
 
     def write(self, data: memoryview) -> None:
         self.size += len(data)
@@ -227,7 +226,6 @@ class _FileSink:
         limits = self.limits
         if self.size <= limits.keep_bytes and _FileSink.kept_total + len(data) <= limits.kept_budget:
             self.kept += data  # not a list of chunks: an object per chunk of a byte would cost ~40x
-            self.kept_bytes += len(data)
             _FileSink.kept_total += len(data)
         else:
             self.release_kept()
@@ -236,8 +234,8 @@ class _FileSink:
         """Stop keeping: the bytes kept so far (None if the file was not kept), their share of
         the budget given back."""
         kept, self.kept = self.kept, None
-        _FileSink.kept_total -= self.kept_bytes
-        self.kept_bytes = 0
+        if kept is not None:
+            _FileSink.kept_total -= len(kept)
         return kept
 
     def opened(self) -> FileIO:
