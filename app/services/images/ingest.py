@@ -101,7 +101,6 @@ class IngestService:
             max_field_bytes=settings.max_form_field_bytes,
             max_preamble_bytes=settings.max_form_preamble_bytes,
             max_padding_bytes=settings.max_form_padding_bytes,
-            overhead_bytes=settings.max_multipart_overhead_bytes,
             allowed_formats=settings.allowed_formats,
             keep_bytes=settings.upload_memory_copy_bytes,
             kept_budget=settings.upload_memory_budget_bytes,

@@ -38,7 +38,6 @@ class IngestSettings:
     max_form_field_bytes: int
     max_form_preamble_bytes: int
     max_form_padding_bytes: int
-    max_multipart_overhead_bytes: int  # the form around its file
     upload_memory_copy_bytes: int  # a small file's copy in memory, for its checks
     upload_memory_budget_bytes: int  # such copies of all uploads in flight
     allowed_formats: frozenset[str]
@@ -59,7 +58,6 @@ class IngestSettings:
             max_form_field_bytes=settings.max_form_field_bytes,
             max_form_preamble_bytes=settings.max_form_preamble_bytes,
             max_form_padding_bytes=settings.max_form_padding_bytes,
-            max_multipart_overhead_bytes=settings.max_multipart_overhead_bytes,
             upload_memory_copy_bytes=settings.upload_memory_copy_bytes,
             upload_memory_budget_bytes=settings.upload_memory_budget_bytes,
             allowed_formats=frozenset(settings.allowed_formats),

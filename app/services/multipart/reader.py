@@ -58,7 +58,6 @@ class FormLimits:
     declared_types: frozenset[str] = DECLARED_TYPES
     max_preamble_bytes: int = MAX_PREAMBLE_BYTES  # before the first boundary
     max_padding_bytes: int = MAX_PADDING_BYTES  # spaces after a boundary
-    overhead_bytes: int = 64 * 1024  # the form around its file: boundaries, headers, fields
     # A file of at most `keep_bytes` also keeps a copy in memory (`ReceivedFile.contents`);
     # the files being received by this process at once keep at most `kept_budget` in all
     keep_bytes: int = 0
@@ -66,11 +65,11 @@ class FormLimits:
 
     def may_keep(self, content_length: int | None) -> bool:
         """Whether a body of `content_length` bytes (None: not declared) may hold a file small
-        enough to keep: not when it is longer than `keep_bytes` and `overhead_bytes`.
-        (A misjudged file is only checked through a mapping of its file instead.)"""
-        return self.keep_bytes > 0 and (
-            content_length is None or content_length <= self.keep_bytes + self.overhead_bytes
-        )
+        enough to keep: not when it is longer than `keep_bytes` and the form's share of the body
+        (`max_body_bytes - max_file_bytes`: boundaries, headers, fields). A misjudged file is
+        only checked through a mapping of its file instead."""
+        form = self.max_body_bytes - self.max_file_bytes
+        return self.keep_bytes > 0 and (content_length is None or content_length <= self.keep_bytes + form)
 
 
 @dataclass

@@ -261,7 +261,7 @@ async def test_a_body_declared_too_long_to_hold_a_kept_file_is_not_copied(tmp_pa
     assert kept is not None and kept.contents == image
     kept.file.close()
     # A Content-Length past keep_bytes and the form's overhead: the file is written, never copied
-    declared = len(image) + keeping.overhead_bytes + 1
+    declared = len(image) + keeping.max_body_bytes - keeping.max_file_bytes + 1
     peaks: list[int] = []
 
     async def watched() -> AsyncIterator[bytes]:
