@@ -28,8 +28,9 @@ import time
 
 from starlette.types import ASGIApp
 
-from app.api.problems import problem_response
+from app.api.problems import error_response
 from app.core import metrics
+from app.core.errors import Overloaded
 
 logger = logging.getLogger("app.traffic")
 
@@ -70,8 +71,7 @@ class Admission:
             reason = self._refusal(address)
             if reason is not None:
                 metrics.SHED.labels(reason).inc()
-                detail = "The service is at capacity; try again shortly"
-                return problem_response(503, "overloaded", detail, {"Retry-After": "1"})
+                return error_response(Overloaded())
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
         metrics.IN_FLIGHT.inc()
