@@ -35,9 +35,16 @@ from prometheus_client import (  # noqa: E402 (the directory above must be set f
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-from app.core.processes import is_live_peer  # noqa: E402
+from app.core.processes import current_pid, is_live_peer  # noqa: E402
+
+# Every update of a multiprocess value first checks that the process has not forked, by
+# default with `os.getpid()`: a system call for each of the ~9 updates of a request. The same
+# check with the id kept by `current_pid` (renewed in a forked child) costs none. Set before
+# any metric below is made: each takes `values.ValueClass` when it is created.
+values.ValueClass = values.MultiProcessValue(current_pid)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -17,7 +17,7 @@ import secrets
 from io import FileIO
 from pathlib import Path
 
-from app.core.processes import is_live_peer
+from app.core.processes import current_pid, is_live_peer
 
 logger = logging.getLogger("app.storage")
 
@@ -30,7 +30,7 @@ _COUNTER = itertools.count()
 
 def temp_path_for(directory: Path) -> Path:
     """A fresh temp file name in `directory`, tagged with this process's pid."""
-    return directory / f"{TEMP_PREFIX}{os.getpid()}-{_TOKEN}{next(_COUNTER):x}"
+    return directory / f"{TEMP_PREFIX}{current_pid()}-{_TOKEN}{next(_COUNTER):x}"
 
 
 def write_all(file: FileIO, data: bytes | bytearray | memoryview) -> None:

@@ -1,12 +1,15 @@
 """app.core.metrics: the exposition sums the value files of every process in the multiprocess
 directory, `initialize` creates every series at zero before its first event, and
-`clear_dead_processes` drops the files of processes that are gone."""
+`clear_dead_processes` drops the files of processes that are gone; a forked child counts in
+a file of its own."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+from prometheus_client import Counter
 
 from app.core import metrics
 
@@ -38,3 +41,26 @@ def test_a_finished_process_counts_until_its_files_are_cleared() -> None:
     metrics.clear_dead_processes()
     assert not any(path.exists() for path in files)
     assert "mirror_child_events_total" not in metrics.exposition().decode()
+
+
+def test_a_forked_child_counts_in_a_file_of_its_own() -> None:
+    # The fork check runs on the process id that app.core.processes keeps: if the child kept
+    # its parent's, it would write into the parent's file (the sum would not tell).
+    counter = Counter("mirror_forked_events", "Events counted on both sides of a fork", registry=None)
+    counter.inc(1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count, then leave at once
+        try:
+            counter.inc(5)
+            os.write(write, b"counted")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.waitpid(pid, 0)[1] == 0
+        assert os.read(read, 16) == b"counted"
+    finally:
+        os.close(read)
+    assert list(metrics.METRICS_DIR.glob(f"counter_{pid}.db"))
+    assert "mirror_forked_events_total 6.0" in metrics.exposition().decode()

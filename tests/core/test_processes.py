@@ -1,5 +1,6 @@
 """app.core.processes: another live process of this host counts as a live peer; this process,
-a process that has exited and impossible pids do not."""
+a process that has exited and impossible pids do not; the process id kept is this process's,
+also in a forked child."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from app.core.processes import is_live_peer
+from app.core.processes import current_pid, is_live_peer
 
 
 def test_a_running_child_is_a_live_peer_and_an_exited_one_is_not() -> None:
@@ -24,3 +25,21 @@ def test_this_process_and_impossible_pids_are_not_peers() -> None:
     assert not is_live_peer(os.getpid())  # a predecessor that had our pid is dead
     assert not is_live_peer(0)
     assert not is_live_peer(-1)
+
+
+def test_the_kept_process_id_is_renewed_in_a_forked_child() -> None:
+    assert current_pid() == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, str(current_pid()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.waitpid(pid, 0)[1] == 0
+        assert int(os.read(read, 32)) == pid
+    finally:
+        os.close(read)
+    assert current_pid() == os.getpid()
