@@ -49,15 +49,9 @@ def write_all(file: FileIO, data: bytes | bytearray | memoryview) -> None:
 
 def write_and_sync(path: Path, data: bytes) -> None:
     """Write `data` to a new file at `path` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with FileIO(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as file:
+        write_all(file, data)
+        os.fsync(file.fileno())
 
 
 def atomic_write(path: Path, data: bytes, temp_dir: Path | None = None) -> None:
