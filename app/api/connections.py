@@ -45,6 +45,7 @@ from typing import Any
 from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 from app.api.settings import ConnectionLimits
 from app.core import metrics
+from app.core.errors import AppError, Overloaded, RequestTimeout
 
 logger = logging.getLogger("app.connections")
 
@@ -55,9 +56,11 @@ PROTOCOLS = (
 _WRAPPED = "__connection_guard__"
 
 
-def _raw_response(status: int, code: str, detail: str, headers: str = "") -> bytes:
-    """A problem+json response written straight to the socket (no request cycle exists)."""
-    body = json.dumps(problem_body(status, code, detail))
+def _raw_response(error: AppError) -> bytes:
+    """`error`'s problem+json response written straight to the socket (no request cycle exists)."""
+    status = error.status
+    body = json.dumps(problem_body(status, error.code, error.detail))
+    headers = "".join(f"{name.lower()}: {value}\r\n" for name, value in error.headers.items())
     return (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
         f"content-length: {len(body)}\r\n{headers}connection: close\r\n\r\n{body}"
@@ -89,7 +92,7 @@ class ConnectionGuard:
             if held >= self.max_per_address:
                 metrics.CONNECTIONS_CLOSED.labels("max_per_address").inc()
                 detail = f"Too many connections from {address}; try again shortly"
-                protocol.transport.write(_raw_response(503, "overloaded", detail, "retry-after: 1\r\n"))
+                protocol.transport.write(_raw_response(Overloaded(detail)))
                 protocol.transport.close()
                 return
             self.by_address[address] = held + 1
@@ -147,7 +150,7 @@ class ConnectionGuard:
         metrics.CONNECTIONS_CLOSED.labels("head_timeout").inc()
         if partial:  # a client that sent part of a head learns why (an idle one is just closed)
             detail = f"The request head was not complete within {self.head_timeout:g} s"
-            transport.write(_raw_response(408, "request_timeout", detail))
+            transport.write(_raw_response(RequestTimeout(detail)))
         transport.close()
 
     def _publish(self) -> None:

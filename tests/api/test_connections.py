@@ -128,7 +128,9 @@ def test_connections_over_the_per_address_cap_are_refused_while_others_are_serve
             assert response(s)[0] == 200
             held.append(s)
         with connect(server, ATTACKER) as extra:
-            assert problem(until_closed(extra)) == (503, "overloaded")
+            refusal = until_closed(extra)
+            assert problem(refusal) == (503, "overloaded")
+            assert b"\r\nretry-after: 1\r\n" in refusal.partition(b"\r\n\r\n")[0] + b"\r\n"
         assert health(server) == 200  # another address
         held.pop().close()
         for _ in range(100):  # once the server has seen the close, the address has room again
