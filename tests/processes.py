@@ -1,5 +1,5 @@
 """Real server processes for the tests that SIGKILL them: `python -m uvicorn app.main:app`,
-and `python -m app.worker` job workers."""
+and `python -m app.worker` job workers; and a forked copy of the test process (`in_fork`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def in_fork(work: Callable[[], bytes]) -> tuple[int, bytes]:
+    """(pid, what it returned) of `work` run in a forked copy of this process, which then leaves
+    at once (`os._exit`: nothing of the test's own clean-up runs twice)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1  # `work` failed
+        try:
+            os.write(write, work())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    try:
+        assert os.waitpid(pid, 0)[1] == 0
+        return pid, os.read(read, 4096)
+    finally:
+        os.close(read)
 
 
 class ChildProcess:

@@ -12,6 +12,7 @@ import sys
 from prometheus_client import Counter
 
 from app.core import metrics
+from tests.processes import in_fork
 
 CHILD = """
 import os
@@ -48,19 +49,12 @@ def test_a_forked_child_counts_in_a_file_of_its_own() -> None:
     # its parent's, it would write into the parent's file (the sum would not tell).
     counter = Counter("mirror_forked_events", "Events counted on both sides of a fork", registry=None)
     counter.inc(1)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: count, then leave at once
-        try:
-            counter.inc(5)
-            os.write(write, b"counted")
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        assert os.waitpid(pid, 0)[1] == 0
-        assert os.read(read, 16) == b"counted"
-    finally:
-        os.close(read)
+
+    def count() -> bytes:
+        counter.inc(5)
+        return b"counted"
+
+    pid, said = in_fork(count)
+    assert said == b"counted"
     assert list(metrics.METRICS_DIR.glob(f"counter_{pid}.db"))
     assert "mirror_forked_events_total 6.0" in metrics.exposition().decode()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from app.core.processes import current_pid, is_live_peer
+from tests.processes import in_fork
 
 
 def test_a_running_child_is_a_live_peer_and_an_exited_one_is_not() -> None:
@@ -29,17 +30,6 @@ def test_this_process_and_impossible_pids_are_not_peers() -> None:
 
 def test_the_kept_process_id_is_renewed_in_a_forked_child() -> None:
     assert current_pid() == os.getpid()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write, str(current_pid()).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        assert os.waitpid(pid, 0)[1] == 0
-        assert int(os.read(read, 32)) == pid
-    finally:
-        os.close(read)
+    pid, said = in_fork(lambda: str(current_pid()).encode())
+    assert int(said) == pid
     assert current_pid() == os.getpid()
