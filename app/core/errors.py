@@ -65,6 +65,7 @@ RFC 9457 problem+json bodies with `detail` and `code` (tests/core/test_errors.py
 from __future__ import annotations
 
 import errno
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -339,10 +340,9 @@ class StorageFull(DependencyUnavailable):
 
 
 # A write refused for want of space: the file system or the quota is full, or the file would
-# pass the process's file size limit (RLIMIT_FSIZE); SQLite says SQLITE_FULL (13) instead,
+# pass the process's file size limit (RLIMIT_FSIZE); SQLite says SQLITE_FULL instead,
 # PostgreSQL SQLSTATE 53100 (disk_full; asyncpg and psycopg both name it `sqlstate`)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_SQLITE_FULL = 13
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})  # the process's or the system's table
 _PG_DISK_FULL = "53100"
 
@@ -360,7 +360,7 @@ def is_storage_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in _FULL_ERRNOS
     return (
-        getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         or getattr(exc, "sqlstate", None) == _PG_DISK_FULL
     )
 
