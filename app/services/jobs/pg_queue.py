@@ -21,6 +21,10 @@ procrastinate (the same interface as the embedded `JobQueue`).
   advisory lock): retention, records no queued job carries re-deferred, orphaned objects.
 - **Outages.** A database that cannot be reached is `DatabaseUnavailable` (503), never a 500;
   `check` is the readiness check of the engine's pool.
+- **Stopping.** `stop` cancels the engine's task, and also tells each loop and worker to end
+  by itself (`_stopping`, procrastinate's own `Worker.stop`): a cancel that a library call
+  swallows (Python 3.11's `asyncio.wait_for` can, when what it waits for ends at that moment)
+  must not leave a worker running and the process unable to stop.
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ COLUMNS = (
     "job_id, status, content_key, owner, hold_id, error_code, error_detail, worker, created_at, updated_at,"
     " reused_from, reused_distance"
 )
+
+
+def _cancelling() -> int:
+    """How many cancels of the current task are pending (0: none)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
 
 
 def libpq_url(url: str) -> str:
@@ -125,6 +135,8 @@ class ProcrastinateJobQueue:
         retry = procrastinate.RetryStrategy(max_attempts=RUN_ATTEMPTS, wait=RUN_RETRY_WAIT_SECONDS)
         self.app.task(name=TASK, queue=QUEUE, retry=retry)(self._body)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()  # set by `stop`: every loop of `_main` ends
+        self._workers: set[Any] = set()  # procrastinate workers running (to stop them)
         self._opened = False
         self._extra_queues: dict[str, int] = {}  # further queues this process works: concurrency
 
@@ -137,21 +149,28 @@ class ProcrastinateJobQueue:
     async def start(self) -> None:
         """Open the pool and, in the background (the database may be down), apply the engine's
         schema, then run a worker and the stalled sweep if this process runs one."""
+        self._stopping = asyncio.Event()  # of this loop
         self._task = asyncio.create_task(self._main(), name="procrastinate")
 
     async def stop(self) -> None:
-        """Stop the worker (after its running jobs finish) and the pool."""
+        """Stop the workers (after their running jobs finish) and the pool."""
+        self._stopping.set()
+        for worker in list(self._workers):
+            worker.stop()  # graceful: no new job, the running ones finish
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                if _cancelling():  # this call was cancelled too, not only the task it ended
+                    raise
             self._task = None
         if self._opened:
             await self.app.close_async()
             self._opened = False
 
     async def _main(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 if not self._opened:
                     await self.app.open_async()
@@ -162,7 +181,9 @@ class ProcrastinateJobQueue:
                 raise
             except Exception as exc:
                 logger.warning("job engine not reachable (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(RETRY_SECONDS)
+                await self._pause(RETRY_SECONDS)
+        if self._stopping.is_set():
+            return
         from app.services.jobs.pg_maintenance import maintain
 
         maintainer = asyncio.create_task(
@@ -192,7 +213,7 @@ class ProcrastinateJobQueue:
         try:
             if self.run_worker:
                 await self._work(QUEUE, self.settings.job_workers)
-            await asyncio.gather(*loops)  # until stopped
+            await asyncio.gather(*loops)  # until stopped (each loop ends when stopping)
         finally:
             for task in loops:
                 task.cancel()
@@ -200,23 +221,32 @@ class ProcrastinateJobQueue:
                     await task
 
     async def _work(self, queue: str, concurrency: int) -> None:
-        """A procrastinate worker on `queue` (restarted when the database comes back) until cancelled."""
-        while True:
+        """A procrastinate worker on `queue` (restarted when the database comes back) until stopped."""
+        # What `App.run_worker_async` runs (the App has no worker defaults nor import paths:
+        # its tasks are registered here), built here so that `stop` can stop it
+        from procrastinate.worker import Worker
+
+        while not self._stopping.is_set():
+            worker = Worker(
+                app=self.app,
+                queues=[queue],
+                name=self.worker if queue == QUEUE else f"{self.worker}/{queue}",
+                concurrency=concurrency,
+                update_heartbeat_interval=self.settings.job_heartbeat_seconds,
+                stalled_worker_timeout=self.settings.job_stalled_after_seconds,
+                fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
+                install_signal_handlers=False,  # a stop waits for the running jobs (threads)
+            )
+            self._workers.add(worker)
             try:
-                await self.app.run_worker_async(
-                    queues=[queue],
-                    name=self.worker if queue == QUEUE else f"{self.worker}/{queue}",
-                    concurrency=concurrency,
-                    update_heartbeat_interval=self.settings.job_heartbeat_seconds,
-                    stalled_worker_timeout=self.settings.job_stalled_after_seconds,
-                    fetch_job_polling_interval=self.settings.job_poll_interval_seconds,
-                    install_signal_handlers=False,  # a stop waits for the running jobs (threads)
-                )
+                await worker.run()  # type: ignore[no-untyped-call]  # procrastinate leaves it untyped
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database went away: start again once it is back
                 logger.warning("%s worker stopped (%s: %s); restarting", queue, type(exc).__name__, exc)
-            await asyncio.sleep(RETRY_SECONDS)
+            finally:
+                self._workers.discard(worker)
+            await self._pause(RETRY_SECONDS)
 
     async def _ensure_schema(self) -> None:
         """Apply procrastinate's schema once per database (replicas race: an advisory lock)."""
@@ -236,13 +266,15 @@ class ProcrastinateJobQueue:
         import psycopg
 
         timeout = max(1, math.ceil(self.settings.database_connect_timeout_seconds))
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self._dsn, autocommit=True, connect_timeout=timeout
                 ) as lock:
-                    while True:
-                        await asyncio.sleep(interval)
+                    while not self._stopping.is_set():
+                        await self._pause(interval)
+                        if self._stopping.is_set():
+                            break
                         got = await (
                             await lock.execute("SELECT pg_try_advisory_lock(%s)", (lock_key,))
                         ).fetchone()
@@ -256,7 +288,12 @@ class ProcrastinateJobQueue:
                 raise
             except Exception as exc:
                 logger.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
-                await asyncio.sleep(RETRY_SECONDS)
+                await self._pause(RETRY_SECONDS)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the engine is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _retry_stalled(self) -> None:
         """Retry the jobs of stalled workers (procrastinate's recipe)."""

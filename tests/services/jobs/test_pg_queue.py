@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -22,8 +23,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
+from app.core.threads import ThreadPool
 from app.services.images.catalog import ORPHAN_LOCK_KEY
-from app.services.jobs.pg_queue import QUEUE
+from app.services.jobs.pg_queue import QUEUE, ProcrastinateJobQueue
+from app.services.jobs.settings import JobSettings
 from app.storage.s3 import S3ObjectStore
 from tests.api.test_contour_reuse import check_reuse
 from tests.conftest import MODEL_DIR, serve
@@ -333,3 +336,43 @@ async def test_a_reencoded_photo_reuses_the_earlier_job_on_the_postgresql_engine
     )
     async with serve(settings) as client:
         await check_reuse(client)
+
+
+@pytest.mark.parametrize(
+    "lost_in",
+    [
+        ("app", "open_async"),  # while the engine starts: before any worker exists
+        ("job_manager", "prune_stalled_workers"),  # while a worker starts, before its own shield
+    ],
+)
+async def test_stop_ends_even_when_a_library_loses_the_cancel(
+    replica_env: dict[str, str], tmp_path: Path, bucket: S3ObjectStore, lost_in: tuple[str, str]
+) -> None:
+    """A stop cancels the engine's task once; a library call that swallows that cancel (as
+    Python 3.11's `asyncio.wait_for` can, when what it waits for ends at the same moment) must
+    not leave the process unable to stop: it did hang there, a worker running on."""
+    settings = replica_settings(replica_env, tmp_path, "a")
+    queue = ProcrastinateJobQueue(
+        JobSettings.from_settings(settings), bucket, lambda data: data, run_pool=ThreadPool("jobs", 1)
+    )
+    owner = queue.app if lost_in[0] == "app" else queue.app.job_manager
+    original = getattr(owner, lost_in[1])
+    entered = asyncio.Event()
+
+    async def losing_the_cancel(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        try:
+            await asyncio.sleep(30)  # the stop comes here...
+        except asyncio.CancelledError:
+            pass  # ...and is lost
+        return await original(*args, **kwargs)
+
+    setattr(owner, lost_in[1], losing_the_cancel)
+    await queue.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    stopping = asyncio.ensure_future(queue.stop())
+    await asyncio.wait({stopping}, timeout=30)  # not wait_for: stop() must end of itself
+    assert stopping.done(), "stop() is still waiting for the engine's task"
+    stopping.result()
+    workers = await sql(replica_env["DATABASE_URL"], "SELECT count(*) FROM procrastinate_workers")
+    assert workers[0][0] == 0  # no worker left running (or registered)
