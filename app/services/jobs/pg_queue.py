@@ -66,12 +66,6 @@ COLUMNS = (
 )
 
 
-def _cancelling() -> int:
-    """How many cancels of the current task are pending (0: none)."""
-    task = asyncio.current_task()
-    return task.cancelling() if task is not None else 0
-
-
 def libpq_url(url: str) -> str:
     """A SQLAlchemy URL (`postgresql+asyncpg://...`) as a libpq conninfo URL."""
     scheme, rest = url.split("://", 1)
@@ -158,11 +152,14 @@ class ProcrastinateJobQueue:
         for worker in list(self._workers):
             worker.stop()  # graceful: no new job, the running ones finish
         if self._task is not None:
+            # Cancels of the caller already under way (a stop in clean-up) are not this call's
+            caller = asyncio.current_task()
+            cancels = caller.cancelling() if caller is not None else 0
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
-                if _cancelling():  # this call was cancelled too, not only the task it ended
+                if caller is not None and caller.cancelling() > cancels:  # this call was cancelled too
                     raise
             self._task = None
         if self._opened:
