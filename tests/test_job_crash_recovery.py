@@ -34,7 +34,8 @@ STATUS = "/api/v1/frontal/crop/status/{}"
 
 
 def face_images() -> list[bytes]:
-    """Distinct JPEGs of scikit-image's astronaut (different bytes, so different job keys)."""
+    """Distinct JPEGs of scikit-image's astronaut (different bytes, so different job keys; alike
+    enough to the eye that perceptual reuse may join them)."""
     base = Image.fromarray(data.astronaut())
     mirrored = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     variants = [
@@ -89,7 +90,9 @@ def test_jobs_accepted_before_sigkill_complete_after_restart(
     monkeypatch.setenv("MODEL_DIR", str(MODEL_DIR))
     data_dir = tmp_path / "data"
     images = face_images()
-    bodies = [{"image": base64.b64encode(raw).decode()} for raw in images]
+    # Reuse off: the variants are near-duplicates (PDQ), so with it on a job could join another's
+    # content key, or not, by the order in which the concurrent submits happen to be recorded
+    bodies = [{"image": base64.b64encode(raw).decode(), "reuse": False} for raw in images]
 
     first = start_server(started_servers, data_dir, "first")
 
