@@ -8,6 +8,7 @@ order each round so machine noise hits every server alike; figures are medians o
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import math
@@ -108,11 +109,38 @@ class Server:
             before = now
 
 
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_children(directory: Path) -> None:
+    """Mark `directory` so that ext4 places each new subdirectory in a block group of its own
+    choosing (a "top of hierarchy" directory, `chattr +T`), where it would otherwise keep it near
+    its parent's; silently nothing on a filesystem without the flag.
+
+    Why: on an ext4 without a journal (this machine's) a new inode skips every inode of its
+    group freed in the last 60-360 s, one buffer lookup each (`recently_deleted` in the
+    kernel's `find_inode_bit`). A test run or an earlier benchmark that deleted thousands of
+    files shortly before made each file a server creates cost 0.2-0.5 ms of kernel CPU, more
+    for the server whose data dir landed in the busier group: perf showed 0.29 ms per upload
+    in `recently_deleted` for the service and 0.05 ms for the raw baseline in one run. Data
+    dirs spread over the disk's ~2000 groups almost never meet such a group."""
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            flags = bytearray(4)
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+            value = int.from_bytes(flags, sys.byteorder) | _FS_TOPDIR_FL
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value.to_bytes(4, sys.byteorder))
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def serve(name: str, app: str, app_dir: Path, work: Path, env: dict, store: str) -> Iterator[Server]:
     """Run `uvicorn app` from `app_dir` with a DATA_DIR in `work` (`store` in it) until GET /health is 200."""
     stem = re.sub(r"\W+", "_", name)
     data_dir, log_path = work / f"{stem}-data", work / f"{stem}.log"
+    spread_children(work)
     data_dir.mkdir(parents=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
