@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -63,6 +62,7 @@ from app.api.stalls import StallGuard
 from app.api.traffic import Admission
 from app.core import metrics
 from app.core.errors import PayloadTooLarge
+from app.core.ids import random_bytes
 from app.core.logging import request_id_var
 
 logger = logging.getLogger("app.request")
@@ -189,7 +189,7 @@ class RequestPipeline:
                 origin = value.decode("latin-1")
             elif name == b"access-control-request-method":
                 preflight = True
-        request_id = request_id or os.urandom(16).hex()  # as random as a UUID4's hex, ~4 µs cheaper
+        request_id = request_id or random_bytes(16).hex()  # as random as a UUID4's hex, ~4 µs cheaper
         token = request_id_var.set(request_id)
         call = Call(Request(scope, receive, send))
         scope[SCOPE_KEY] = call
