@@ -7,6 +7,7 @@ their own settings.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +58,25 @@ TAGS = [
 ]
 
 
+_frozen = False  # this process has frozen what its first start-up left alive
+
+
+def _freeze_what_start_up_built() -> None:
+    """Move every object alive after the process's first start-up (modules, models, settings,
+    services: some 200,000) out of the cyclic garbage collector's reach, once per process.
+
+    A full collection walks every tracked object; with these in it, one took ~0.1 s here
+    (0.04-0.12 s, as the machine's load goes), came every few thousand requests (~20 µs a
+    request, amortized) and stopped every request in flight meanwhile. Objects made later are
+    collected as before; these are kept for the process's life, as they would be anyway.
+    Collected first, so that nothing already unreachable is kept."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build the services once (repairing what a crash left behind) and share them."""
@@ -66,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = container
     metrics.initialize(container.registry.names(), ROUTE_CLASSES)
     await container.start()
+    _freeze_what_start_up_built()
     if settings.anonymous_allowed:
         logger.warning("ANONYMOUS_ACCESS is on: calls without credentials are served (see README, Access)")
     logger.info("ready: data_dir=%s analyzers=%s", settings.data_dir, container.registry.names())
