@@ -252,24 +252,22 @@ class JobStore:
     @contextmanager
     def _claim(self, key: str) -> Iterator[None]:
         """Hold `claims/{key}` while running it: two workers never compute one key at once (the
-        second waits, then finds the result); a dead holder's claim is taken over."""
+        second waits, then finds the result); a dead holder's claim is taken over.
+
+        A claim is made whole (its holder's name in it) and then linked into place, so that it
+        is never seen without its holder. One found empty was left by an earlier version,
+        killed between creating its claim and naming itself in it: its holder is gone, and it
+        is taken over (it once kept that key's jobs waiting for ever)."""
         path = self.claims_dir / key
-        while True:
+        while not atomic_create(path, self.worker.encode(), temp_dir=self.claims_dir):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                try:
-                    holder = path.read_text()
-                except FileNotFoundError:
-                    continue
-                if holder and not worker_alive(holder):
-                    unlink_quietly(path)
-                    continue
-                time.sleep(CLAIM_POLL_SECONDS)
+                holder = path.read_text()
+            except FileNotFoundError:
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.worker)
-            break
+            if not holder or not worker_alive(holder):
+                unlink_quietly(path)
+                continue
+            time.sleep(CLAIM_POLL_SECONDS)
         try:
             yield
         finally:

@@ -180,6 +180,50 @@ def test_a_dead_workers_claim_is_taken_over(store: JobStore) -> None:
     assert store.read_result(key) == b"in!"
 
 
+def test_an_empty_claim_that_a_kill_left_is_taken_over(store: JobStore) -> None:
+    """A worker SIGKILLed between creating its claim and writing its name in it (as an earlier
+    version made claims) left an empty file, which no worker ever took over: the key's jobs
+    waited forever (a crash-recovery run: 0 of 8 jobs done 30 s after the restart)."""
+    key, _ = store.lookup(b"in")
+    store.store_input(key, b"in")
+    (store.claims_dir / key).write_bytes(b"")
+    done: list[JobError | None] = []
+    runner = threading.Thread(
+        target=lambda: done.append(store.execute(key, lambda data: data + b"!")), daemon=True
+    )
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive() and done == [None]
+    assert store.read_result(key) == b"in!"
+    assert list(store.claims_dir.iterdir()) == []
+
+
+def test_a_claim_holds_its_holders_name_from_the_moment_it_exists(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made whole, then put in place: another worker (or a restart after a kill) never sees a
+    claim without its holder's name."""
+    key, _ = store.lookup(b"in")
+    store.store_input(key, b"in")
+    seen: list[bytes] = []
+
+    def runner(data: bytes) -> bytes:
+        seen.append((store.claims_dir / key).read_bytes())
+        return data
+
+    real_open = os.open
+
+    def refuse_the_claims_own_create(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path) == store.claims_dir / key and flags & os.O_EXCL:
+            raise AssertionError("the claim was created empty, its name written after")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse_the_claims_own_create)
+    assert store.execute(key, runner) is None
+    assert seen == [store.worker.encode()]
+    assert list(store.claims_dir.iterdir()) == []  # no temp file left beside it either
+
+
 def test_a_live_claim_makes_the_second_worker_wait_then_use_the_result(tmp_path: Path) -> None:
     root = tmp_path / "shared"
     first, second = JobStore(root, worker_id()), JobStore(root, worker_id())
