@@ -259,10 +259,12 @@ class JobStore:
         killed between creating its claim and naming itself in it: its holder is gone, and it
         is taken over (it once kept that key's jobs waiting for ever)."""
         path = self.claims_dir / key
-        while not atomic_create(path, self.worker.encode(), temp_dir=self.claims_dir):
+        while True:
             try:
                 holder = path.read_text()
-            except FileNotFoundError:
+            except FileNotFoundError:  # free: a temp file is made only to take it
+                if atomic_create(path, self.worker.encode(), temp_dir=self.claims_dir):
+                    break
                 continue
             if not holder or not worker_alive(holder):
                 unlink_quietly(path)
