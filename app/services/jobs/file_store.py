@@ -263,7 +263,7 @@ class JobStore:
             try:
                 holder = path.read_text()
             except FileNotFoundError:  # free: a temp file is made only to take it
-                if atomic_create(path, self.worker.encode(), temp_dir=self.claims_dir):
+                if atomic_create(path, self.worker.encode()):
                     break
                 continue
             if not holder or not worker_alive(holder):
