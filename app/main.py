@@ -136,7 +136,6 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         RequestPipeline,
         settings=PipelineSettings.from_settings(settings),
         routers=ROUTERS,
-        stalls=app.state.stalls,
     )
     return app
 

@@ -41,27 +41,25 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.calls import SCOPE_KEY, Call
 from app.api.problems import problem_for
 from app.api.routing import (
     OPEN,
-    BodyBuffer,
     DeclaredRouter,
     Described,
     LeanHandler,
     Policy,
     lean_handler_of,
     policy_of,
+    read_body,
 )
 from app.api.security_headers import DOCS_PAGES, SecurityHeaders
 from app.api.settings import PipelineSettings
-from app.api.stalls import StallGuard
 from app.api.traffic import Admission
 from app.core import metrics
-from app.core.errors import PayloadTooLarge
 from app.core.ids import random_bytes
 from app.core.logging import request_id_var
 
@@ -147,11 +145,8 @@ class RouteTable:
 class RequestPipeline:
     """The one ASGI layer in front of FastAPI's router (see the module for its steps)."""
 
-    def __init__(
-        self, app: ASGIApp, *, settings: PipelineSettings, routers: Iterable[APIRouter], stalls: StallGuard
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, settings: PipelineSettings, routers: Iterable[APIRouter]) -> None:
         self.app = app
-        self.stalls = stalls
         self.routes = RouteTable(routers, settings)
         self.default_body_limit = OPEN.body_limit(settings)
         self.security = SecurityHeaders(
@@ -288,7 +283,9 @@ class RequestPipeline:
         limit = entry.body_limit if entry is not None else self.default_body_limit
         try:
             if limit is not None:
-                call.body = await self._read_body(scope, receive, limit)
+                # Read here, not in the route, because FastAPI turns any error raised while it
+                # reads a body into a 400 (this one is a 413, a 408 or a hang-up).
+                call.body = await read_body(call.request, limit)
                 receive = _replay(call.body, receive)
             if policy.authenticate:
                 await call.caller()
@@ -310,23 +307,6 @@ class RequestPipeline:
         else:
             await response(scope, receive, respond)
         return None
-
-    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
-        """The whole body, at most `limit` bytes (PayloadTooLarge; at once when declared),
-        under the stall guard (RequestTimeout); ClientDisconnect when the client hangs up.
-        Read here because FastAPI turns any error raised while it reads a body into a 400."""
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
-        guarded = self.stalls.body(receive)
-        body = BodyBuffer(limit)
-        while True:
-            message = await guarded()
-            if message["type"] != "http.request":  # the client hung up mid-body
-                raise ClientDisconnect()
-            body.add(message.get("body", b""))
-            if not message.get("more_body", False):
-                return body.whole()
 
     @staticmethod
     def _duration(entry: RouteEntry | None, scope: Scope, method: str, status: int) -> Any:

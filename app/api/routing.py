@@ -286,7 +286,8 @@ class BodyBuffer:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole (small) body; PayloadTooLarge past `limit` bytes (at once if declared)."""
+    """The whole (small) body under the app's stall guard: PayloadTooLarge past `limit` bytes
+    (at once when declared), RequestTimeout when it stalls, ClientDisconnect on a hang-up."""
     declared = content_length(request)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
