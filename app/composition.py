@@ -8,7 +8,6 @@ Each service gets its own settings section (`IngestSettings`, `JobSettings`, ...
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -25,6 +24,7 @@ from app.analyzers.settings import AnalyzerSettings
 from app.core.config import Settings
 from app.core.scale_out import ScaleOutSettings, check_scale_out
 from app.core.security import SECRET_NAME, JwtConfig, new_secret
+from app.core.tasks import cancel_and_wait
 from app.core.threads import ThreadPool
 from app.db import secrets as shared_secrets
 from app.db.engine import create_engine, is_outage, is_sqlite, session_factory
@@ -174,10 +174,7 @@ class ServiceContainer:
 
     async def stop(self) -> None:
         """Stop background work (unfinished jobs resume at the next start), write the history."""
-        if self._database_task is not None:
-            self._database_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._database_task
+        await cancel_and_wait(self._database_task)
         self.previews.close()
         await self.webhooks.stop()
         await self.contour_jobs.stop()

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import metrics
+from app.core.tasks import cancel_and_wait
 from app.db import history
 from app.db.engine import is_outage
 from app.db.history import HistoryFilter, HistoryStats
@@ -65,15 +66,15 @@ class HistoryService:
         self._task = asyncio.create_task(self._run(), name="history-writer")
 
     async def stop(self) -> None:
-        """Write everything buffered, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the writer, then write everything buffered (also when the caller is cancelled
+        meanwhile: its cancel is raised once the rows are written)."""
+        try:
+            await cancel_and_wait(self._task)
+        finally:
             self._task = None
-        await self.flush()
-        if self._buffer:
-            logger.error("history: %d row(s) could not be written at shutdown", len(self._buffer))
+            await self.flush()
+            if self._buffer:
+                logger.error("history: %d row(s) could not be written at shutdown", len(self._buffer))
 
     async def flush(self) -> None:
         """Write the buffered rows now (batch by batch)."""

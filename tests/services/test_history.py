@@ -138,3 +138,18 @@ async def test_delete_and_erase_see_the_buffered_rows(sessions: Sessions) -> Non
     assert await service.delete(HistoryFilter(status_code=500)) == 1
     async with sessions() as session:
         assert (await session.execute(select(func.count()).select_from(RequestLog))).scalar_one() == 3
+
+
+async def test_a_stop_cancelled_meanwhile_still_writes_the_buffer_and_stays_cancelled(
+    sessions: Sessions,
+) -> None:
+    service = HistoryService(sessions, flush_seconds=3600, batch_size=100)
+    await service.start()
+    for i in range(3):
+        service.record(row(i))
+    stopping = asyncio.create_task(service.stop())
+    await asyncio.sleep(0)  # it waits for the writer task to end
+    stopping.cancel()  # a shut-down under a deadline
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert await stored(sessions) == ["r0", "r1", "r2"]

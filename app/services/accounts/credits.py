@@ -13,7 +13,6 @@ Anonymous, API-key and admin callers are not metered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import metrics
 from app.core.errors import InsufficientCredits, UserNotFound
+from app.core.tasks import cancel_and_wait
 from app.db import credits
 from app.services.accounts.principals import Principal
 
@@ -131,16 +131,17 @@ class CreditService:
         if hold_id is not None:
             renewal = asyncio.create_task(self._renew(hold_id), name="credit-hold-lease")
         work = Metered()
+        charged = False
         try:
             yield work
-        except BaseException:
-            await self._stop(renewal)
-            await self.settle(principal, hold_id, charged=False, reason=reason)
-            raise
-        await self._stop(renewal)
-        await self.settle(
-            principal, hold_id, charged=work.computed, reason=reason, detail=detail, subject=subject
-        )
+            charged = work.computed
+        finally:
+            try:
+                await cancel_and_wait(renewal)
+            finally:  # also when the caller is cancelled meanwhile: the hold is settled at once
+                await self.settle(
+                    principal, hold_id, charged=charged, reason=reason, detail=detail, subject=subject
+                )
 
     async def _renew(self, hold_id: str) -> None:
         """Keep a running hold's lease alive."""
@@ -152,13 +153,6 @@ class CreditService:
                     await credits.renew_hold(session, hold_id=hold_id, expires_at=until)
             except Exception as exc:  # the database is away: the hold may lapse, never overcharge
                 logger.warning("could not renew a credit hold (%s)", type(exc).__name__)
-
-    @staticmethod
-    async def _stop(renewal: asyncio.Task[None] | None) -> None:
-        if renewal is not None:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
 
     async def refill(self, user_id: int, amount: int, reason: str = "refill") -> int:
         """Add credits; the new balance (UserNotFound if there is no such user)."""

@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import BadRequest, IdempotencyConflict
+from app.core.tasks import cancel_and_wait
 from app.db import idempotency as keys
 from app.storage.atomic import unlink_quietly
 
@@ -129,16 +130,14 @@ class IdempotencyStore:
 
     async def release(self, claim: Claim) -> None:
         """End a claim (whatever the outcome of its request; an unrecorded key goes)."""
-        task = self._renewals.pop(claim.token, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         try:
-            async with self.sessions.begin() as session:
-                await keys.release(session, key_hash=claim.key_hash, token=claim.token)
-        except Exception as exc:  # its lease expires anyway
-            logger.warning("could not release an Idempotency-Key claim (%s)", type(exc).__name__)
+            await cancel_and_wait(self._renewals.pop(claim.token, None))
+        finally:  # also when the caller is cancelled meanwhile: a retry must not wait for the lease
+            try:
+                async with self.sessions.begin() as session:
+                    await keys.release(session, key_hash=claim.key_hash, token=claim.token)
+            except Exception as exc:  # its lease expires anyway
+                logger.warning("could not release an Idempotency-Key claim (%s)", type(exc).__name__)
 
     async def load(self, claim: Claim) -> IdempotencyRecord | None:
         """The unexpired record of a claimed key, if its first request finished."""
@@ -168,9 +167,7 @@ class IdempotencyStore:
         """Stop renewing leases (shutdown): unfinished claims expire by themselves."""
         tasks = list(self._renewals.values())
         self._renewals.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
     async def erase_scope(self, scope: str, image_ids: Collection[str] = ()) -> int:
         """Delete every key (and claim) of `scope`, and any naming one of `image_ids`; how many."""

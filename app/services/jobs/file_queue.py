@@ -37,6 +37,7 @@ from pathlib import Path
 from app.core import metrics
 from app.core.errors import JobNotFound, QueueFull
 from app.core.ids import is_uuid4
+from app.core.tasks import cancel_and_wait
 from app.core.threads import ThreadPool
 from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_store import JobStore, worker_id
@@ -132,9 +133,7 @@ class JobQueue:
         """Stop the workers. A run in progress finishes its thread; unfinished jobs stay on disk
         as pending/running and are recovered by the next `start()`."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         self._reset()
 
     async def submit(self, data: bytes, *, owner: str = "anonymous", hold_id: str | None = None) -> Job:

@@ -42,6 +42,7 @@ from typing import Any
 
 from app.core.errors import AppError, DatabaseUnavailable, JobNotFound, QueueFull
 from app.core.ids import is_uuid4
+from app.core.tasks import cancel_and_wait
 from app.core.threads import ThreadPool
 from app.services.analysis.scheduler import LaneClient
 from app.services.jobs.file_store import worker_id
@@ -151,17 +152,8 @@ class ProcrastinateJobQueue:
         self._stopping.set()
         for worker in list(self._workers):
             worker.stop()  # graceful: no new job, the running ones finish
-        if self._task is not None:
-            # Cancels of the caller already under way (a stop in clean-up) are not this call's
-            caller = asyncio.current_task()
-            cancels = caller.cancelling() if caller is not None else 0
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                if caller is not None and caller.cancelling() > cancels:  # this call was cancelled too
-                    raise
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._opened:
             await self.app.close_async()
             self._opened = False
@@ -212,10 +204,7 @@ class ProcrastinateJobQueue:
                 await self._work(QUEUE, self.settings.job_workers)
             await asyncio.gather(*loops)  # until stopped (each loop ends when stopping)
         finally:
-            for task in loops:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*loops)
 
     async def _work(self, queue: str, concurrency: int) -> None:
         """A procrastinate worker on `queue` (restarted when the database comes back) until stopped."""

@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import CallbackNeedsCredentials
+from app.core.tasks import cancel_and_wait
 from app.db import webhooks as rows
 from app.db.models import WebhookDelivery, WebhookSecret
 from app.services.accounts.principals import Principal
@@ -252,11 +253,9 @@ class WebhookService:
 
     async def stop(self) -> None:
         """Stop delivering; attempts cut short are retried (by any process) when their lease ends."""
-        tasks = [t for t in (self._loop, *self._attempts) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [self._loop, *self._attempts]
         self._loop, self._attempts = None, set()
+        await cancel_and_wait(*tasks)
 
     async def _run(self) -> None:
         assert self._wake is not None

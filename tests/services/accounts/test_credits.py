@@ -135,3 +135,28 @@ async def test_recover_purges_expired_holds_and_keeps_live_ones(sessions: Sessio
     assert await balance(sessions, user_id) == 2  # the expired hold no longer counts
     await service.recover()
     assert await holds(sessions) == 1
+
+
+async def test_work_done_then_cancelled_while_its_hold_is_settled_is_charged_and_stays_cancelled(
+    sessions: Sessions,
+) -> None:
+    user_id = await add_user(sessions, credits=1)
+    service = CreditService(sessions)
+    finish, after = asyncio.Event(), []
+
+    async def metered_work() -> None:
+        async with service.metered(user(user_id), "classify") as work:
+            await finish.wait()
+            work.computed = True
+        after.append("carried on")
+
+    task = asyncio.create_task(metered_work())
+    while await holds(sessions) == 0:
+        await asyncio.sleep(0.01)
+    finish.set()
+    await asyncio.sleep(0)  # the work is done; its hold's lease renewal is being stopped
+    task.cancel()  # the request's task is cancelled then (a shut-down, a timeout)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert after == []  # the cancel reached the caller
+    assert await holds(sessions) == 0 and await balance(sessions, user_id) == 0  # and it was charged

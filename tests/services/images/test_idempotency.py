@@ -137,3 +137,16 @@ async def test_record_files_of_earlier_versions_are_imported_once(
     await keys.release(old)
     # A flat record names no scope: erasure finds it by its image.
     assert await keys.erase_scope("user:2", ["his-image"]) == 1
+
+
+async def test_a_release_cancelled_meanwhile_still_frees_the_key_and_stays_cancelled(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    keys = store(sessions)
+    claim = await keys.claim("key", "alice")
+    releasing = asyncio.create_task(keys.release(claim))
+    await asyncio.sleep(0)  # it waits for the lease renewal to end
+    releasing.cancel()  # the request's task is cancelled again (a shut-down, a timeout)
+    with pytest.raises(asyncio.CancelledError):
+        await releasing
+    await store(sessions).release(await store(sessions).claim("key", "alice"))  # free at once
