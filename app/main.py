@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, *, registry: AnalyzerRegistry |
         RequestPipeline,
         settings=PipelineSettings.from_settings(settings),
         routers=ROUTERS,
+        stalls=app.state.stalls,
     )
     return app
 

@@ -52,12 +52,14 @@ from app.api.routing import (
     Described,
     LeanHandler,
     Policy,
+    content_length,
     lean_handler_of,
     policy_of,
-    read_body,
+    read_limited,
 )
 from app.api.security_headers import DOCS_PAGES, SecurityHeaders
 from app.api.settings import PipelineSettings
+from app.api.stalls import StallGuard
 from app.api.traffic import Admission
 from app.core import metrics
 from app.core.ids import random_bytes
@@ -145,8 +147,11 @@ class RouteTable:
 class RequestPipeline:
     """The one ASGI layer in front of FastAPI's router (see the module for its steps)."""
 
-    def __init__(self, app: ASGIApp, *, settings: PipelineSettings, routers: Iterable[APIRouter]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: PipelineSettings, routers: Iterable[APIRouter], stalls: StallGuard
+    ) -> None:
         self.app = app
+        self.stalls = stalls
         self.routes = RouteTable(routers, settings)
         self.default_body_limit = OPEN.body_limit(settings)
         self.security = SecurityHeaders(
@@ -285,7 +290,8 @@ class RequestPipeline:
             if limit is not None:
                 # Read here, not in the route, because FastAPI turns any error raised while it
                 # reads a body into a 400 (this one is a 413, a 408 or a hang-up).
-                call.body = await read_body(call.request, limit)
+                declared = content_length(call.request)
+                call.body = await read_limited(self.stalls.body(receive), declared, limit)
                 receive = _replay(call.body, receive)
             if policy.authenticate:
                 await call.caller()

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from app.api.calls import Call
 from app.api.deps import CurrentPrincipal
@@ -127,9 +128,13 @@ def lean_handler_of(endpoint: Any) -> LeanHandler | None:
 
 
 def content_length(request: Request) -> int | None:
-    """The declared Content-Length, or None when absent or not a number."""
-    value = request.headers.get("content-length")
-    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+    """The declared Content-Length (the first, as Starlette's `Headers.get` reads it), or None
+    when absent or not a number. Read from the raw headers: the pipeline asks it of every
+    request, and building `request.headers` for it cost more than the rest of a bodiless read."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None  # bytes.isdigit: ASCII digits only
+    return None
 
 
 def bind_services(handler: ServiceHandler) -> LeanHandler:
@@ -286,15 +291,24 @@ class BodyBuffer:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole (small) body under the app's stall guard: PayloadTooLarge past `limit` bytes
-    (at once when declared), RequestTimeout when it stalls, ClientDisconnect on a hang-up."""
-    declared = content_length(request)
+    """The whole (small) body under the app's stall guard (see `read_limited`)."""
+    return await read_limited(request.app.state.stalls.body(request.receive), content_length(request), limit)
+
+
+async def read_limited(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The whole body from `receive` (under a stall guard: RequestTimeout when it stalls), at
+    most `limit` bytes: PayloadTooLarge past it, at once when the `declared` length is over it;
+    ClientDisconnect when the client hangs up mid-body."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"The request body exceeds {limit} bytes")
     body = BodyBuffer(limit)
-    async for chunk in body_stream(request):
-        body.add(chunk)
-    return body.whole()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        body.add(message.get("body", b""))
+        if not message.get("more_body", False):
+            return body.whole()
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
