@@ -14,10 +14,9 @@ from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook
 
 from app.core.config import Settings
-from tests.conftest import serve
 from tests.processes import Worker
 from tests.services.jobs.conftest import pg_url, replica_env  # noqa: F401  (fixtures)
-from tests.services.jobs.engine import SUBMIT, landmark_job, login, wait_finished
+from tests.services.jobs.engine import SUBMIT, landmark_job, login, serve_ready, wait_finished
 from tests.webhook_receiver import receiver
 
 
@@ -42,8 +41,8 @@ async def test_the_job_engines_worker_delivers_a_job_submitted_elsewhere(
 
     async with (
         receiver(fail_first=1) as hook,
-        serve(settings("api", job_worker_in_process=False)) as api,
-        serve(settings("worker")) as worker,
+        serve_ready(settings("api", job_worker_in_process=False)) as api,
+        serve_ready(settings("worker")) as worker,
     ):
         carol = await login(api, register=True)
         accepted = await api.post(SUBMIT, json={**landmark_job(7), "callback_url": hook.url}, headers=carol)
@@ -115,7 +114,7 @@ async def test_a_worker_process_delivers_as_engine_tasks_and_a_hanging_receiver_
     async with (
         receiver(fail_first=2) as hook,
         receiver(hang=True) as stuck,
-        serve(api_settings) as api,
+        serve_ready(api_settings) as api,
     ):
         await anyio.to_thread.run_sync(worker.wait_started)
         carol = await login(api, register=True)

@@ -5,7 +5,8 @@ the bucket directly. Their fixtures (pg_url, replica_env, bucket) are in conftes
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.storage.s3 import S3ObjectStore
+from tests.conftest import serve
 from tests.factories import encode
 
 SUBMIT = "/api/v1/frontal/crop/submit"
@@ -49,6 +51,18 @@ async def wait_finished(
             if resp.json()["status"] in ("completed", "failed"):
                 return resp.json()
             await anyio.sleep(0.1)
+
+
+@asynccontextmanager
+async def serve_ready(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an in-process replica on `settings` once its `/readyz` answers 200, as a load
+    balancer sends a replica no work before: its job engine connects in the background after
+    start-up, and a job request before that is a 503 (`database_unavailable`)."""
+    async with serve(settings) as client:
+        with anyio.fail_after(60):
+            while (await client.get("/readyz")).status_code != 200:
+                await anyio.sleep(0.05)
+        yield client
 
 
 def replica_settings(replica_env: dict[str, str], tmp_path: Path, name: str, **overrides: Any) -> Settings:

@@ -9,7 +9,6 @@ from pathlib import Path
 import anyio
 
 from app.storage.s3 import S3ObjectStore
-from tests.conftest import serve
 from tests.services.jobs.engine import (
     STATUS,
     SUBMIT,
@@ -19,6 +18,7 @@ from tests.services.jobs.engine import (
     landmark_job,
     login,
     replica_settings,
+    serve_ready,
     sql,
     wait_finished,
 )
@@ -30,7 +30,7 @@ async def test_retention_purges_finished_records_then_the_objects_nobody_refers_
     """Records finished longer ago than JOB_RETENTION_SECONDS are purged by the periodic
     maintenance, and the content's objects go with the last record that names them."""
     settings = replica_settings(replica_env, tmp_path, "a", job_maintenance_interval_seconds=0.2)
-    async with serve(settings) as a:
+    async with serve_ready(settings) as a:
         carol = await login(a, register=True)
         ids = []
         for job in (landmark_job(20), landmark_job(20), landmark_job(21)):  # the 2nd from the cache
@@ -72,7 +72,7 @@ async def test_a_record_no_queued_job_carries_is_deferred_again_once(
     """The state a crash between saving a job record and deferring it leaves (created here by
     removing the deferred job), and a run that gave up (marked failed): maintenance defers
     both again (`queueing_lock` = job id), they complete; only the acknowledged one is charged."""
-    async with serve(replica_settings(replica_env, tmp_path, "a", job_worker_in_process=False)) as a:
+    async with serve_ready(replica_settings(replica_env, tmp_path, "a", job_worker_in_process=False)) as a:
         carol = await login(a, register=True)
         lost = (await a.post(SUBMIT, json=landmark_job(40), headers=carol)).json()["job_id"]
         gave_up = (await a.post(SUBMIT, json=landmark_job(41), headers=carol)).json()["job_id"]
@@ -85,8 +85,8 @@ async def test_a_record_no_queued_job_carries_is_deferred_again_once(
         "job_stalled_after_seconds": 1,
     }
     async with (
-        serve(replica_settings(replica_env, tmp_path, "b", **quick)) as b,
-        serve(replica_settings(replica_env, tmp_path, "c", **quick)) as c,
+        serve_ready(replica_settings(replica_env, tmp_path, "b", **quick)) as b,
+        serve_ready(replica_settings(replica_env, tmp_path, "c", **quick)) as c,
     ):
         for job_id in (lost, gave_up):
             assert (await wait_finished(b, job_id, carol, timeout=60))["status"] == "completed"

@@ -41,6 +41,7 @@ from tests.services.jobs.engine import (
     landmark_job,
     login,
     replica_settings,
+    serve_ready,
     sql,
     wait_finished,
 )
@@ -53,7 +54,7 @@ async def test_a_job_submitted_to_one_replica_is_read_from_the_other_and_charged
         values = {k.lower(): v for k, v in replica_env.items()}
         return Settings(_env_file=None, data_dir=tmp_path / name, environment="test", api_keys=[], **values)
 
-    async with serve(settings("a")) as a, serve(settings("b")) as b:
+    async with serve_ready(settings("a")) as a, serve_ready(settings("b")) as b:
         carol = await login(a, register=True)
         job = landmark_job(1)
         accepted = await a.post(SUBMIT, json=job, headers=carol)
@@ -188,8 +189,8 @@ async def test_job_max_pending_is_shared_by_the_replicas_and_a_refusal_stores_no
     the queue for the other; 503 `queue_full` with Retry-After, nothing stored, no credit held."""
     idle = {"job_max_pending": 1, "job_worker_in_process": False}
     async with (
-        serve(replica_settings(replica_env, tmp_path, "a", **idle)) as a,
-        serve(replica_settings(replica_env, tmp_path, "b", **idle)) as b,
+        serve_ready(replica_settings(replica_env, tmp_path, "a", **idle)) as a,
+        serve_ready(replica_settings(replica_env, tmp_path, "b", **idle)) as b,
     ):
         carol = await login(a, register=True)
         first = await a.post(SUBMIT, json=landmark_job(10), headers=carol)
@@ -203,7 +204,7 @@ async def test_job_max_pending_is_shared_by_the_replicas_and_a_refusal_stores_no
         assert await job_keys(bucket) == stored
         assert len(await sql(pg_url, "SELECT 1 FROM contour_jobs")) == 1
         # A replica with a worker runs the waiting job: there is room again.
-        async with serve(replica_settings(replica_env, tmp_path, "c")) as c:
+        async with serve_ready(replica_settings(replica_env, tmp_path, "c")) as c:
             done = await wait_finished(c, first.json()["job_id"], carol, timeout=60)
             assert done["status"] == "completed"
             later = await b.post(SUBMIT, json=landmark_job(11), headers=carol)
@@ -219,7 +220,7 @@ async def test_account_erasure_removes_the_users_job_records_and_objects(
 ) -> None:
     """DELETE /api/v1/auth/me: the user's job records and the objects only they refer to go;
     content another user's job names stays."""
-    async with serve(replica_settings(replica_env, tmp_path, "a")) as a:
+    async with serve_ready(replica_settings(replica_env, tmp_path, "a")) as a:
         carol = await login(a, register=True)
         dave_user = {"username": "dave", "password": "correct horse battery staple"}
         assert (await a.post("/api/v1/auth/register", json=dave_user)).status_code == 201
@@ -334,7 +335,7 @@ async def test_a_reencoded_photo_reuses_the_earlier_job_on_the_postgresql_engine
         model_dir=MODEL_DIR,
         **values,
     )
-    async with serve(settings) as client:
+    async with serve_ready(settings) as client:
         await check_reuse(client)
 
 
